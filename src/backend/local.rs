@@ -1,0 +1,220 @@
+//! A repository in a local directory: one file per object, keys are relative paths.
+//!
+//! Writes go to a temporary file in the target directory (`.tmp-<random>`), are fsynced,
+//! then renamed into place (or hard-linked, for create-only writes, so that exactly one
+//! of two racing writers wins), and the directory is fsynced. A crash leaves at most a
+//! temporary file behind, which listings ignore.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::{BackendError, ObjectInfo, ObjectStore, Result};
+
+const TMP_PREFIX: &str = ".tmp-";
+
+/// An object store in a local directory.
+#[derive(Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStore { root: root.into() }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    fn io(op: &'static str, key: &str, source: std::io::Error) -> BackendError {
+        if source.kind() == ErrorKind::NotFound {
+            BackendError::NotFound {
+                key: key.to_string(),
+            }
+        } else {
+            BackendError::Io {
+                op,
+                key: key.to_string(),
+                source,
+            }
+        }
+    }
+
+    /// Writes `data` to a fresh temporary file next to `key` and returns its path.
+    fn write_temp(&self, key: &str, data: &[u8]) -> Result<(PathBuf, PathBuf)> {
+        let target = self.path(key);
+        let dir = target.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| Self::io("create directory for", key, e))?;
+        let mut suffix = [0u8; 8];
+        getrandom::getrandom(&mut suffix).expect("the OS random source failed");
+        let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(suffix)));
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(BackendError::Io {
+                op: "write",
+                key: key.to_string(),
+                source: e,
+            });
+        }
+        Ok((tmp, dir))
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl ObjectStore for LocalStore {
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        fs::read(self.path(key)).map_err(|e| Self::io("read", key, e))
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let f = File::open(self.path(key)).map_err(|e| Self::io("open", key, e))?;
+        let mut buf = vec![0u8; len as usize];
+        match f.read_exact_at(&mut buf, offset) {
+            Ok(()) => Ok(buf),
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
+                let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                Err(BackendError::OutOfRange {
+                    key: key.to_string(),
+                    offset,
+                    len,
+                    size,
+                })
+            }
+            Err(e) => Err(Self::io("read", key, e)),
+        }
+    }
+
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        let (tmp, dir) = self.write_temp(key, data)?;
+        if let Err(e) = fs::rename(&tmp, self.path(key)) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Self::io("rename", key, e));
+        }
+        sync_dir(&dir).map_err(|e| Self::io("fsync directory of", key, e))
+    }
+
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<()> {
+        let (tmp, dir) = self.write_temp(key, data)?;
+        let linked = fs::hard_link(&tmp, self.path(key));
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => sync_dir(&dir).map_err(|e| Self::io("fsync directory of", key, e)),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(BackendError::AlreadyExists {
+                key: key.to_string(),
+            }),
+            Err(e) => Err(Self::io("link", key, e)),
+        }
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        match fs::remove_file(self.path(key)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Self::io("delete", key, e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        // Walk the deepest directory that contains every key with this prefix.
+        let dir_part = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![(self.root.join(dir_part), dir_part.to_string())];
+        while let Some((dir, rel)) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Self::io("list", prefix, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| Self::io("list", prefix, e))?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if name.starts_with(TMP_PREFIX) {
+                    continue;
+                }
+                let key = if rel.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let ft = entry.file_type().map_err(|e| Self::io("list", prefix, e))?;
+                if ft.is_dir() {
+                    if key.starts_with(prefix) || prefix.starts_with(&format!("{key}/")) {
+                        stack.push((entry.path(), key));
+                    }
+                } else if key.starts_with(prefix) {
+                    let size = entry
+                        .metadata()
+                        .map_err(|e| Self::io("list", prefix, e))?
+                        .len();
+                    out.push(ObjectInfo { key, size });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn head(&self, key: &str) -> Result<Option<u64>> {
+        match fs::metadata(self.path(key)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Self::io("stat", key, e)),
+        }
+    }
+
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_list_and_create_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(dir.path());
+        s.put("packs/ab/abcd", b"hello world").unwrap();
+        s.put("index/1", b"x").unwrap();
+        assert_eq!(s.get("packs/ab/abcd").unwrap(), b"hello world");
+        assert_eq!(s.get_range("packs/ab/abcd", 6, 5).unwrap(), b"world");
+        assert!(matches!(
+            s.get_range("packs/ab/abcd", 8, 5),
+            Err(BackendError::OutOfRange { .. })
+        ));
+        assert!(s.get("nope").unwrap_err().is_not_found());
+        let keys: Vec<_> = s
+            .list("packs/")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, vec!["packs/ab/abcd"]);
+        assert_eq!(s.list("").unwrap().len(), 2);
+        s.put_new("points/v/1", b"a").unwrap();
+        assert!(matches!(
+            s.put_new("points/v/1", b"b"),
+            Err(BackendError::AlreadyExists { .. })
+        ));
+        assert_eq!(s.get("points/v/1").unwrap(), b"a");
+        s.delete("points/v/1").unwrap();
+        s.delete("points/v/1").unwrap();
+        assert_eq!(s.head("points/v/1").unwrap(), None);
+    }
+}

@@ -1,0 +1,147 @@
+//! The storage seam: every repository object goes through [`ObjectStore`].
+//!
+//! Objects are immutable blobs named by `/`-separated keys (`config`, `packs/ab/<id>`,
+//! `index/<id>`, `points/<vault>/<name>`, ...). A store offers whole and ranged reads,
+//! plain writes, create-only writes (the commit primitive: it fails with
+//! [`BackendError::AlreadyExists`] when the key exists), deletes and listings.
+//!
+//! Rules every implementation keeps:
+//! - a write is durable when it returns (local: temp file, fsync, rename, fsync dir);
+//! - a reader never sees a half-written object;
+//! - a listing either returns every key under the prefix or fails, never a partial list;
+//! - errors name the object and say whether a retry can help ([`BackendError::is_transient`]).
+//!
+//! The trait is blocking on purpose: the backup pipeline and the FUSE session threads are
+//! plain OS threads. Backends that are asynchronous inside (S3) own their runtime.
+
+pub mod faulty;
+pub mod local;
+pub mod memory;
+#[cfg(feature = "s3")]
+pub mod s3;
+
+use std::fmt;
+use std::sync::Arc;
+
+/// One listed object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Full key, including the listed prefix.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// What went wrong in a backend call. Every variant names the object involved.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("object {key} not found")]
+    NotFound { key: String },
+    #[error("object {key} already exists")]
+    AlreadyExists { key: String },
+    #[error("range {offset}+{len} of object {key} is out of bounds (object has {size} bytes)")]
+    OutOfRange {
+        key: String,
+        offset: u64,
+        len: u64,
+        size: u64,
+    },
+    #[error("{op} {key}: {source}")]
+    Io {
+        op: &'static str,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{op} {key}: {message}")]
+    Remote {
+        op: &'static str,
+        key: String,
+        message: String,
+        /// Whether retrying the same call may succeed (timeouts, 5xx, throttling).
+        transient: bool,
+    },
+}
+
+impl BackendError {
+    /// Whether retrying the same call may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            BackendError::NotFound { .. }
+            | BackendError::AlreadyExists { .. }
+            | BackendError::OutOfRange { .. } => false,
+            BackendError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::WouldBlock
+            ),
+            BackendError::Remote { transient, .. } => *transient,
+        }
+    }
+
+    /// Whether the error means "the object is not there".
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, BackendError::NotFound { .. })
+    }
+
+    /// Whether the error means the disk or quota is full.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            BackendError::Io { source, .. } => {
+                source.raw_os_error() == Some(libc::ENOSPC)
+                    || source.raw_os_error() == Some(libc::EDQUOT)
+            }
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;
+
+/// A store of immutable objects. See the module documentation for the rules.
+pub trait ObjectStore: Send + Sync + fmt::Debug {
+    /// Reads a whole object.
+    fn get(&self, key: &str) -> Result<Vec<u8>>;
+    /// Reads `len` bytes at `offset`; fails with `OutOfRange` rather than returning less.
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// Writes an object, replacing any object of that key. Durable on return.
+    fn put(&self, key: &str, data: &[u8]) -> Result<()>;
+    /// Writes an object only if no object of that key exists; `AlreadyExists` otherwise.
+    /// Two concurrent callers can never both succeed.
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<()>;
+    /// Deletes an object; deleting a missing object is not an error.
+    fn delete(&self, key: &str) -> Result<()>;
+    /// Lists every object whose key starts with `prefix`, sorted by key.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    /// The size of an object, or `None` when it does not exist.
+    fn head(&self, key: &str) -> Result<Option<u64>>;
+    /// A human-readable location, for messages ("/srv/repo", "s3://bucket/prefix").
+    fn location(&self) -> String;
+}
+
+/// A shared handle on a store.
+pub type Store = Arc<dyn ObjectStore>;
+
+/// Opens the store a repository address names: a local directory path, or (when built
+/// with S3 support) `s3://bucket/prefix`.
+pub fn open(address: &str) -> std::result::Result<Store, String> {
+    if let Some(rest) = address.strip_prefix("s3://") {
+        return open_s3(rest);
+    }
+    Ok(Arc::new(local::LocalStore::new(address)))
+}
+
+fn open_s3(rest: &str) -> std::result::Result<Store, String> {
+    #[cfg(feature = "s3")]
+    {
+        let options = s3::S3Options::from_env()?;
+        let store = s3::S3Store::open(rest, options).map_err(|e| e.to_string())?;
+        Ok(Arc::new(store))
+    }
+    #[cfg(not(feature = "s3"))]
+    {
+        let _ = rest;
+        Err("this build of vaultfs has no S3 support (built without the `s3` feature)".to_string())
+    }
+}

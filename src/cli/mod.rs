@@ -1,0 +1,464 @@
+//! The command line: clap definitions, password handling, output and progress.
+//! `anyhow` is used here only, for the last mile to a message.
+
+mod output;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::backend;
+use crate::repo::backup::{BackupOptions, Source};
+use crate::repo::format::*;
+use crate::repo::restore::RestoreOptions;
+use crate::repo::walk::Progress;
+use crate::repo::{InitOptions, Repository, check, lock};
+
+/// A backup repository you can mount: vaults, recovery points and backups as files.
+#[derive(Parser, Debug)]
+#[command(name = "vaultfs", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Repository: a directory, or s3://bucket/prefix.
+    #[arg(long, short = 'r', env = "VAULTFS_REPO", global = true)]
+    pub repo: Option<String>,
+    /// Read the password from this file (first line). Also: env VAULTFS_PASSWORD.
+    #[arg(long, env = "VAULTFS_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new repository.
+    Init {
+        /// Target pack size in MiB.
+        #[arg(long, default_value_t = 32)]
+        pack_size_mib: u32,
+    },
+    /// Manage vaults.
+    #[command(subcommand)]
+    Vault(VaultCmd),
+    /// Take a recovery point: one tree backup per PATH, or one image backup.
+    Backup {
+        vault: String,
+        /// Directories or files to back up; each becomes a backup named by its basename.
+        #[arg(required_unless_present = "image", conflicts_with = "image")]
+        paths: Vec<PathBuf>,
+        /// Back up one image file (a volume or disk snapshot); `-` reads stdin.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// Name of the image backup (required with `--image -`).
+        #[arg(long, requires = "image")]
+        name: Option<String>,
+        /// Read every file, even those unchanged since the previous point.
+        #[arg(long)]
+        no_parent: bool,
+        /// Print the new point as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a vault's recovery points, oldest first.
+    Points {
+        vault: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the contents of a recovery point (or of a directory in it).
+    Ls {
+        vault: String,
+        /// A point name, or `latest`.
+        point: String,
+        /// A path starting with the backup's name, e.g. etc/ssh.
+        path: Option<String>,
+        /// Long listing: mode, owner, size, time.
+        #[arg(short, long)]
+        long: bool,
+        /// List recursively.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a file from a recovery point to stdout.
+    Cat {
+        vault: String,
+        point: String,
+        /// A path starting with the backup's name, e.g. etc/passwd.
+        path: String,
+    },
+    /// Restore every backup of a point (or one path) under TARGET.
+    Restore {
+        vault: String,
+        point: String,
+        target: PathBuf,
+        /// Restore only this path (starting with the backup's name).
+        #[arg(long)]
+        path: Option<String>,
+        /// Do not restore owners even when running as root.
+        #[arg(long)]
+        no_owners: bool,
+    },
+    /// Verify the repository; exit status 1 when anything is damaged.
+    Check {
+        /// Also read, decrypt and hash every chunk.
+        #[arg(long)]
+        read_data: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove stale writer locks (all locks with --all).
+    Unlock {
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VaultCmd {
+    /// Create a vault.
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List vaults.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a vault's settings and usage.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a vault's settings.
+    Update {
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Delete a vault (refused while it holds recovery points, unless --force).
+    Delete {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Exit status for a backup that left out unreadable files.
+pub const EXIT_PARTIAL: i32 = 3;
+
+pub fn run(cli: Cli) -> Result<i32> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init { pack_size_mib } => {
+            let store = open_store(g)?;
+            let pw = read_password(g, true)?;
+            let opts = InitOptions {
+                pack_size: pack_size_mib.clamp(1, 1024) * 1024 * 1024,
+                ..Default::default()
+            };
+            let repo = Repository::init(store, &pw, opts)?;
+            println!("created vaultfs repository at {}", repo.location());
+            Ok(0)
+        }
+        Command::Vault(cmd) => vault_cmd(g, cmd),
+        Command::Backup {
+            vault,
+            paths,
+            image,
+            name,
+            no_parent,
+            json,
+        } => {
+            let repo = open_repo(g)?;
+            let progress = Arc::new(Progress::default());
+            let opts = BackupOptions {
+                progress: progress.clone(),
+                use_parent: !no_parent,
+                ..Default::default()
+            };
+            let source = match image {
+                Some(path) => Source::Image { path, name },
+                None => Source::Trees(paths),
+            };
+            let bar = output::ProgressDisplay::start(progress, None, "backup");
+            let result = crate::repo::backup::backup(&repo, &vault, source, &opts);
+            bar.finish();
+            let result = result?;
+            for s in &result.skipped {
+                eprintln!("warning: skipped {}: {}", s.path.display(), s.error);
+            }
+            if json {
+                output::print_json(&output::point_json(&result.manifest));
+            } else {
+                output::print_backup_summary(&result.manifest);
+            }
+            Ok(if result.skipped.is_empty() {
+                0
+            } else {
+                EXIT_PARTIAL
+            })
+        }
+        Command::Points { vault, json } => {
+            let repo = open_repo(g)?;
+            repo.load_vault(&vault)?;
+            let mut manifests = Vec::new();
+            for p in repo.list_points(&vault)? {
+                manifests.push(repo.load_manifest(&vault, &p)?);
+            }
+            if json {
+                output::print_json(&serde_json::Value::Array(
+                    manifests.iter().map(output::point_json).collect(),
+                ));
+            } else {
+                output::print_points(&manifests);
+            }
+            Ok(0)
+        }
+        Command::Ls {
+            vault,
+            point,
+            path,
+            long,
+            recursive,
+            json,
+        } => {
+            let repo = open_repo(g)?;
+            let point = repo.resolve_point(&vault, &point)?;
+            let m = repo.load_manifest(&vault, &point)?;
+            output::list(&repo, &m, path.as_deref(), long, recursive, json)?;
+            Ok(0)
+        }
+        Command::Cat { vault, point, path } => {
+            let repo = open_repo(g)?;
+            let point = repo.resolve_point(&vault, &point)?;
+            let m = repo.load_manifest(&vault, &point)?;
+            let node = repo.find_node(&m, path.as_bytes())?;
+            if node.kind != NodeKind::File {
+                bail!("{path} is not a regular file");
+            }
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            repo.read_file(&node, &mut out)?;
+            std::io::Write::flush(&mut out).context("writing to stdout")?;
+            Ok(0)
+        }
+        Command::Restore {
+            vault,
+            point,
+            target,
+            path,
+            no_owners,
+        } => {
+            let repo = open_repo(g)?;
+            let point = repo.resolve_point(&vault, &point)?;
+            let m = repo.load_manifest(&vault, &point)?;
+            let progress = Arc::new(Progress::default());
+            let mut opts = RestoreOptions {
+                progress: progress.clone(),
+                ..Default::default()
+            };
+            if no_owners {
+                opts.owners = false;
+            }
+            let total: u64 = m.backups.iter().map(|b| b.stats.bytes).sum();
+            let bar = output::ProgressDisplay::start(progress.clone(), Some(total), "restore");
+            let r = match &path {
+                Some(p) => {
+                    let node = repo.find_node(&m, p.as_bytes())?;
+                    std::fs::create_dir_all(&target)
+                        .with_context(|| format!("creating {}", target.display()))?;
+                    crate::repo::restore::restore_node(&repo, &node, &target, &opts)
+                }
+                None => crate::repo::restore::restore(&repo, &m, &target, &opts),
+            };
+            bar.finish();
+            r?;
+            eprintln!(
+                "restored {vault}/{point} to {} ({} files, {})",
+                target.display(),
+                progress.files.load(Ordering::Relaxed),
+                output::human(progress.bytes.load(Ordering::Relaxed))
+            );
+            Ok(0)
+        }
+        Command::Check { read_data, json } => {
+            let repo = open_repo(g)?;
+            let report = check::check(&repo, read_data)?;
+            if json {
+                output::print_json(&serde_json::json!({
+                    "ok": report.ok(),
+                    "errors": report.errors,
+                    "notes": report.notes,
+                    "packs": report.packs,
+                    "chunks": report.chunks,
+                    "points": report.points,
+                    "trees": report.trees,
+                    "bytes_read": report.bytes_read,
+                }));
+            } else {
+                for n in &report.notes {
+                    eprintln!("note: {n}");
+                }
+                for e in &report.errors {
+                    eprintln!("error: {e}");
+                }
+                println!(
+                    "checked {} points, {} trees, {} chunks in {} packs{}: {}",
+                    report.points,
+                    report.trees,
+                    report.chunks,
+                    report.packs,
+                    if read_data {
+                        format!(", read {}", output::human(report.bytes_read))
+                    } else {
+                        String::new()
+                    },
+                    if report.ok() {
+                        "no errors".to_string()
+                    } else {
+                        format!("{} error(s)", report.errors.len())
+                    }
+                );
+            }
+            Ok(if report.ok() { 0 } else { 1 })
+        }
+        Command::Unlock { all } => {
+            let repo = open_repo(g)?;
+            let n = lock::remove(&repo, all)?;
+            println!("removed {n} lock(s)");
+            Ok(0)
+        }
+    }
+}
+
+fn vault_cmd(g: &Global, cmd: VaultCmd) -> Result<i32> {
+    let repo = open_repo(g)?;
+    match cmd {
+        VaultCmd::Create { name, description } => {
+            repo.create_vault(&name, &description)?;
+            println!("created vault {name}");
+        }
+        VaultCmd::List { json } => {
+            let mut rows = Vec::new();
+            for name in repo.list_vaults()? {
+                let v = repo.load_vault(&name)?;
+                let points = repo.list_points(&name)?.len();
+                rows.push((v, points));
+            }
+            if json {
+                output::print_json(&serde_json::Value::Array(
+                    rows.iter()
+                        .map(|(v, n)| output::vault_json(v, *n, None))
+                        .collect(),
+                ));
+            } else {
+                println!(
+                    "{:<24} {:>7}  {:<24} DESCRIPTION",
+                    "VAULT", "POINTS", "CREATED"
+                );
+                for (v, n) in rows {
+                    println!(
+                        "{:<24} {:>7}  {:<24} {}",
+                        v.name,
+                        n,
+                        rfc3339(v.created_ns),
+                        v.description
+                    );
+                }
+            }
+        }
+        VaultCmd::Show { name, json } => {
+            let v = repo.load_vault(&name)?;
+            let points = repo.list_points(&name)?;
+            let mut stored = 0u64;
+            for p in &points {
+                let m = repo.load_manifest(&name, p)?;
+                stored += m
+                    .backups
+                    .iter()
+                    .map(|b| b.stats.bytes_stored_new)
+                    .sum::<u64>();
+            }
+            if json {
+                output::print_json(&output::vault_json(&v, points.len(), Some(stored)));
+            } else {
+                println!("name:        {}", v.name);
+                println!("description: {}", v.description);
+                println!("created:     {}", rfc3339(v.created_ns));
+                println!("points:      {}", points.len());
+                println!("bytes added: {}", output::human(stored));
+                if let Some(last) = points.last() {
+                    println!("latest:      {last}");
+                }
+            }
+        }
+        VaultCmd::Update { name, description } => {
+            let mut v = repo.load_vault(&name)?;
+            if let Some(d) = description {
+                v.description = d;
+            }
+            repo.update_vault(&v)?;
+            println!("updated vault {name}");
+        }
+        VaultCmd::Delete { name, force } => {
+            let _lock = lock::acquire(&repo, &format!("vault delete {name}"))?;
+            repo.delete_vault(&name, force)?;
+            println!("deleted vault {name}");
+        }
+    }
+    Ok(0)
+}
+
+pub fn open_store(g: &Global) -> Result<backend::Store> {
+    let addr = g
+        .repo
+        .as_deref()
+        .ok_or_else(|| anyhow!("no repository given: use --repo or set VAULTFS_REPO"))?;
+    backend::open(addr).map_err(|e| anyhow!("{addr}: {e}"))
+}
+
+/// Reads the password: env VAULTFS_PASSWORD, --password-file, or a prompt on a terminal.
+pub fn read_password(g: &Global, confirm: bool) -> Result<Vec<u8>> {
+    if let Ok(p) = std::env::var("VAULTFS_PASSWORD") {
+        return Ok(p.into_bytes());
+    }
+    if let Some(f) = &g.password_file {
+        let text = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+        let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+        return Ok(line.to_vec());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no password: set VAULTFS_PASSWORD, use --password-file, or run on a terminal");
+    }
+    let p = rpassword::prompt_password("repository password: ")?;
+    if confirm {
+        let again = rpassword::prompt_password("again: ")?;
+        if again != p {
+            bail!("the passwords do not match");
+        }
+    }
+    if p.is_empty() {
+        bail!("an empty password is not allowed");
+    }
+    Ok(p.into_bytes())
+}
+
+pub fn open_repo(g: &Global) -> Result<Arc<Repository>> {
+    let store = open_store(g)?;
+    let pw = read_password(g, false)?;
+    Ok(Repository::open(store, &pw)?)
+}

@@ -1,0 +1,311 @@
+//! Printing: tables, JSON, sizes, progress bars.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::repo::format::*;
+use crate::repo::walk::Progress;
+use crate::repo::{Repository, Result};
+
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).expect("JSON encodes"));
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn backup_json(b: &BackupEntry) -> Value {
+    json!({
+        "name": lossy(&b.name),
+        "kind": b.kind.as_str(),
+        "source": lossy(&b.source),
+        "size": b.stats.bytes,
+        "files": b.stats.files,
+        "dirs": b.stats.dirs,
+        "other": b.stats.other,
+        "files_unchanged": b.stats.files_unchanged,
+        "bytes_read": b.stats.bytes_read,
+        "chunks_new": b.stats.chunks_new,
+        "bytes_stored": b.stats.bytes_stored_new,
+    })
+}
+
+pub fn point_json(m: &Manifest) -> Value {
+    json!({
+        "id": m.name,
+        "vault": m.vault,
+        "time": rfc3339(m.time_ns),
+        "end_time": rfc3339(m.end_ns),
+        "status": m.status.as_str(),
+        "parent": m.parent,
+        "hostname": m.hostname,
+        "backups": m.backups.iter().map(backup_json).collect::<Vec<_>>(),
+    })
+}
+
+pub fn vault_json(v: &Vault, points: usize, bytes_stored: Option<u64>) -> Value {
+    let mut j = json!({
+        "name": v.name,
+        "description": v.description,
+        "created": rfc3339(v.created_ns),
+        "point_count": points,
+    });
+    if let Some(b) = bytes_stored {
+        j["bytes_used"] = json!(b);
+    }
+    j
+}
+
+pub fn print_points(ms: &[Manifest]) {
+    println!(
+        "{:<24} {:<10} {:>8} {:>10} {:>10}  BACKUPS",
+        "POINT", "STATUS", "FILES", "SIZE", "ADDED"
+    );
+    for m in ms {
+        let files: u64 = m.backups.iter().map(|b| b.stats.files).sum();
+        let size: u64 = m.backups.iter().map(|b| b.stats.bytes).sum();
+        let added: u64 = m.backups.iter().map(|b| b.stats.bytes_stored_new).sum();
+        let names: Vec<String> = m
+            .backups
+            .iter()
+            .map(|b| format!("{} ({})", lossy(&b.name), b.kind.as_str()))
+            .collect();
+        println!(
+            "{:<24} {:<10} {:>8} {:>10} {:>10}  {}",
+            m.name,
+            m.status.as_str(),
+            files,
+            human(size),
+            human(added),
+            names.join(", ")
+        );
+    }
+}
+
+pub fn print_backup_summary(m: &Manifest) {
+    println!("created recovery point {}/{}", m.vault, m.name);
+    let secs = (m.end_ns - m.time_ns) as f64 / 1e9;
+    for b in &m.backups {
+        let s = &b.stats;
+        println!(
+            "  {} ({}): {} files, {} dirs, {} ({} unchanged files skipped), {} read, {} new chunks, {} added",
+            lossy(&b.name),
+            b.kind.as_str(),
+            s.files,
+            s.dirs,
+            human(s.bytes),
+            s.files_unchanged,
+            human(s.bytes_read),
+            s.chunks_new,
+            human(s.bytes_stored_new)
+        );
+    }
+    println!("  took {secs:.2} s");
+}
+
+fn mode_string(n: &Node) -> String {
+    let t = match n.kind {
+        NodeKind::File => '-',
+        NodeKind::Dir => 'd',
+        NodeKind::Symlink => 'l',
+        NodeKind::Fifo => 'p',
+        NodeKind::CharDevice => 'c',
+        NodeKind::BlockDevice => 'b',
+        NodeKind::Socket => 's',
+    };
+    let m = n.mode;
+    let bit = |b: u32, c: char| if m & b != 0 { c } else { '-' };
+    let x = |b: u32, s: u32, lower: char, upper: char| match (m & b != 0, m & s != 0) {
+        (true, true) => lower,
+        (false, true) => upper,
+        (true, false) => 'x',
+        (false, false) => '-',
+    };
+    [
+        t,
+        bit(0o400, 'r'),
+        bit(0o200, 'w'),
+        x(0o100, 0o4000, 's', 'S'),
+        bit(0o040, 'r'),
+        bit(0o020, 'w'),
+        x(0o010, 0o2000, 's', 'S'),
+        bit(0o004, 'r'),
+        bit(0o002, 'w'),
+        x(0o001, 0o1000, 't', 'T'),
+    ]
+    .iter()
+    .collect()
+}
+
+fn node_json(path: &[u8], n: &Node) -> Value {
+    json!({
+        "path": lossy(path),
+        "type": format!("{:?}", n.kind).to_lowercase(),
+        "mode": format!("{:o}", n.mode),
+        "uid": n.uid,
+        "gid": n.gid,
+        "size": n.size,
+        "mtime": rfc3339(n.mtime_ns),
+        "target": n.target.as_deref().map(lossy),
+    })
+}
+
+/// Lists a point's backups, or a path inside one.
+pub fn list(
+    repo: &Repository,
+    m: &Manifest,
+    path: Option<&str>,
+    long: bool,
+    recursive: bool,
+    json: bool,
+) -> Result<()> {
+    // Entries to print: (display path, node).
+    let mut start: Vec<(Vec<u8>, Node)> = Vec::new();
+    match path.filter(|p| !p.trim_matches('/').is_empty()) {
+        None => {
+            for b in &m.backups {
+                start.push((b.name.clone(), repo.backup_root(b)?));
+            }
+        }
+        Some(p) => {
+            let p = p.trim_matches('/');
+            let node = repo.find_node(m, p.as_bytes())?;
+            match (node.kind, node.subtree) {
+                (NodeKind::Dir, Some(sub)) => {
+                    for n in repo.load_tree(&sub)?.nodes {
+                        let mut full = p.as_bytes().to_vec();
+                        full.push(b'/');
+                        full.extend_from_slice(&n.name);
+                        start.push((full, n));
+                    }
+                }
+                _ => start.push((p.as_bytes().to_vec(), node)),
+            }
+        }
+    }
+    let mut json_rows = Vec::new();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut stack: Vec<(Vec<u8>, Node)> = start.into_iter().rev().collect();
+    while let Some((p, n)) = stack.pop() {
+        if json {
+            json_rows.push(node_json(&p, &n));
+        } else {
+            use std::io::Write;
+            let _ = if long {
+                let mut line = format!(
+                    "{} {:>5} {:>5} {:>12} {} ",
+                    mode_string(&n),
+                    n.uid,
+                    n.gid,
+                    n.size,
+                    rfc3339(n.mtime_ns)
+                )
+                .into_bytes();
+                line.extend_from_slice(&p);
+                if let Some(t) = &n.target {
+                    line.extend_from_slice(b" -> ");
+                    line.extend_from_slice(t);
+                }
+                line.push(b'\n');
+                out.write_all(&line)
+            } else {
+                out.write_all(&p).and_then(|()| out.write_all(b"\n"))
+            };
+        }
+        if recursive {
+            if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
+                let children = repo.load_tree(&sub)?.nodes;
+                for c in children.into_iter().rev() {
+                    let mut full = p.clone();
+                    full.push(b'/');
+                    full.extend_from_slice(&c.name);
+                    stack.push((full, c));
+                }
+            }
+        }
+    }
+    drop(out);
+    if json {
+        print_json(&Value::Array(json_rows));
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal.
+pub struct ProgressDisplay {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressDisplay {
+    pub fn start(progress: Arc<Progress>, total_bytes: Option<u64>, what: &'static str) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return ProgressDisplay {
+                stop: None,
+                handle: None,
+            };
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let handle = std::thread::spawn(move || {
+            let bar = match total_bytes {
+                Some(t) => ProgressBar::new(t).with_style(
+                    ProgressStyle::with_template(
+                        "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+                    )
+                    .expect("template")
+                    .progress_chars("=> "),
+                ),
+                None => ProgressBar::new_spinner().with_style(
+                    ProgressStyle::with_template(
+                        "{prefix} {spinner} {bytes} {binary_bytes_per_sec} {msg} [{elapsed}]",
+                    )
+                    .expect("template"),
+                ),
+            };
+            bar.set_prefix(what);
+            loop {
+                bar.set_position(progress.bytes.load(Ordering::Relaxed));
+                bar.set_message(format!("{} files", progress.files.load(Ordering::Relaxed)));
+                bar.tick();
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    _ => break,
+                }
+            }
+            bar.finish_and_clear();
+        });
+        ProgressDisplay {
+            stop: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn finish(mut self) {
+        drop(self.stop.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

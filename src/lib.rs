@@ -1,0 +1,9 @@
+//! vaultfs: a backup repository (deduplicated, compressed, encrypted) whose main face
+//! is a filesystem.
+//!
+//! Layers, each depending only on those below it (see ARCHITECTURE.md):
+//! `cli` → `repo` → `backend`.
+
+pub mod backend;
+pub mod cli;
+pub mod repo;

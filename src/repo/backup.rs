@@ -1,0 +1,599 @@
+//! Taking a recovery point: tree backups of directories and image backups of files.
+//!
+//! The walker (the calling thread) reads directories in name order and records every
+//! entry in an arena of directories, in pre-order. Files that changed since the vault's
+//! previous point (size, mtime, ctime or inode differ) are sent to a pool of file
+//! workers, which chunk, deduplicate, compress, seal and pack them; unchanged files reuse
+//! the previous point's extents without being read. When the walk and the workers are
+//! done, directories are encoded into tree chunks in reverse pre-order (children before
+//! parents), the pack writer is flushed, and only then is the manifest committed.
+//! An interrupted backup leaves no point; the packs it did upload are indexed and the next
+//! run deduplicates against them.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+
+use super::format::*;
+use super::pack::PackWriter;
+use super::walk::{Chunker, Progress, node_from_metadata, with_compressor};
+use super::{RepoError, Repository, Result, lock};
+
+/// What to back up.
+pub enum Source {
+    /// One tree backup per path.
+    Trees(Vec<PathBuf>),
+    /// One image backup of a file, or of stdin (`path` is `-`), named `name`.
+    Image { path: PathBuf, name: Option<String> },
+}
+
+pub struct BackupOptions {
+    pub workers: usize,
+    pub progress: Arc<Progress>,
+    /// Compare against the previous point and skip unchanged files.
+    pub use_parent: bool,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()) + 1,
+            progress: Arc::default(),
+            use_parent: true,
+        }
+    }
+}
+
+/// A file that could not be read; it is left out of the point.
+#[derive(Debug)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub error: String,
+}
+
+/// The outcome of a backup.
+pub struct BackupResult {
+    pub manifest: Manifest,
+    pub skipped: Vec<Skipped>,
+    pub packs: u64,
+}
+
+/// Takes one recovery point in `vault`.
+pub fn backup(
+    repo: &Arc<Repository>,
+    vault: &str,
+    source: Source,
+    opts: &BackupOptions,
+) -> Result<BackupResult> {
+    repo.load_vault(vault)?;
+    let _lock = lock::acquire(repo, &format!("backup {vault}"))?;
+    let start = now_ns();
+    let parent_name = if opts.use_parent {
+        repo.list_points(vault)?.pop()
+    } else {
+        None
+    };
+    let parent = match &parent_name {
+        Some(p) => Some(repo.load_manifest(vault, p)?),
+        None => None,
+    };
+    let (known, damaged) = repo.load_index()?;
+    for d in damaged {
+        tracing::warn!("ignoring a damaged index object (its chunks will be stored again): {d}");
+    }
+    let writer = PackWriter::new(repo.clone(), known);
+    let mut skipped = Vec::new();
+    let mut backups = Vec::new();
+    match source {
+        Source::Trees(paths) => {
+            let mut names = std::collections::HashSet::new();
+            for path in &paths {
+                let name = backup_name(path)?;
+                if !names.insert(name.clone()) {
+                    return Err(RepoError::Invalid(format!(
+                        "two paths share the backup name {:?}; back them up in separate points",
+                        String::from_utf8_lossy(&name)
+                    )));
+                }
+                let parent_root = match parent.as_ref().and_then(|m| {
+                    m.backups
+                        .iter()
+                        .find(|b| b.name == name && b.kind == BackupKind::Tree)
+                }) {
+                    Some(b) => repo.backup_root(b).ok(),
+                    None => None,
+                };
+                let before = writer_counts(&writer);
+                let (root, mut stats) =
+                    TreeBackup::new(&writer, opts, &mut skipped).run(path, &name, parent_root)?;
+                let after = writer_counts(&writer);
+                stats.chunks_new = after.0 - before.0;
+                stats.bytes_stored_new = after.1 - before.1;
+                backups.push(BackupEntry {
+                    name,
+                    kind: BackupKind::Tree,
+                    source: absolute(path).as_os_str().as_bytes().to_vec(),
+                    root,
+                    stats,
+                });
+            }
+        }
+        Source::Image { path, name } => {
+            backups.push(image_backup(&writer, &path, name, opts)?);
+        }
+    }
+    let packs = writer.finish()?.packs;
+    let mut manifest = Manifest {
+        vault: vault.to_string(),
+        name: String::new(),
+        time_ns: start,
+        end_ns: now_ns(),
+        hostname: lock::hostname(),
+        status: PointStatus::Available,
+        parent: parent_name,
+        backups,
+    };
+    repo.commit_manifest(&mut manifest)?;
+    Ok(BackupResult {
+        manifest,
+        skipped,
+        packs,
+    })
+}
+
+fn writer_counts(w: &PackWriter) -> (u64, u64) {
+    let s = w.counts();
+    (s.chunks_new, s.bytes_new)
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The name of a backup: the basename of its path (`root` for `/`).
+fn backup_name(path: &Path) -> Result<Vec<u8>> {
+    let abs = absolute(path);
+    let norm: PathBuf = abs.components().collect();
+    let name = match norm.file_name() {
+        Some(n) => n.as_bytes().to_vec(),
+        None => b"root".to_vec(),
+    };
+    if name == b"." || name == b".." {
+        return Err(RepoError::Invalid(format!(
+            "cannot name a backup after {}",
+            path.display()
+        )));
+    }
+    Ok(name)
+}
+
+/// A directory being assembled: its nodes, and where it hangs in its parent.
+struct DirRec {
+    nodes: Vec<Node>,
+    /// (parent dir index, node index in the parent); none for the root.
+    parent: Option<(usize, usize)>,
+    /// Node indexes that were left out (unreadable).
+    skip: Vec<usize>,
+}
+
+struct FileJob {
+    dir: usize,
+    node: usize,
+    path: PathBuf,
+}
+
+struct FileDone {
+    dir: usize,
+    node: usize,
+    path: PathBuf,
+    result: Result<(Vec<Extent>, u64)>,
+}
+
+struct TreeBackup<'a> {
+    writer: &'a PackWriter,
+    opts: &'a BackupOptions,
+    skipped: &'a mut Vec<Skipped>,
+    dirs: Vec<DirRec>,
+    stats: BackupStats,
+    /// (dev, ino) of multiply-linked files -> (group, dir, node) of the first occurrence.
+    links: HashMap<(u64, u64), (u64, usize, usize)>,
+    /// Later occurrences of hardlinks: (dir, node, group).
+    link_copies: Vec<(usize, usize, u64)>,
+}
+
+impl<'a> TreeBackup<'a> {
+    fn new(writer: &'a PackWriter, opts: &'a BackupOptions, skipped: &'a mut Vec<Skipped>) -> Self {
+        TreeBackup {
+            writer,
+            opts,
+            skipped,
+            dirs: Vec::new(),
+            stats: BackupStats::default(),
+            links: HashMap::new(),
+            link_copies: Vec::new(),
+        }
+    }
+
+    fn run(
+        mut self,
+        path: &Path,
+        name: &[u8],
+        parent_root: Option<Node>,
+    ) -> Result<(ChunkRef, BackupStats)> {
+        let meta = std::fs::symlink_metadata(path).map_err(|e| RepoError::io(path, e))?;
+        let root = node_from_metadata(name, path, &meta)?;
+        // The root is node 0 of a pseudo-directory that holds just it.
+        self.dirs.push(DirRec {
+            nodes: vec![root],
+            parent: None,
+            skip: Vec::new(),
+        });
+        let (job_tx, job_rx) = bounded::<FileJob>(4096);
+        let (done_tx, done_rx) = unbounded::<FileDone>();
+        let repo = self.writer.repo().clone();
+        std::thread::scope(|scope| -> Result<()> {
+            for _ in 0..self.opts.workers.max(1) {
+                let job_rx: Receiver<FileJob> = job_rx.clone();
+                let done_tx: Sender<FileDone> = done_tx.clone();
+                let writer = self.writer;
+                let progress = &self.opts.progress;
+                scope.spawn(move || file_worker(writer, job_rx, done_tx, progress));
+            }
+            drop(done_tx);
+            let walked = self.walk(path, meta, parent_root, &repo, &job_tx, &done_rx);
+            drop(job_tx);
+            for done in done_rx.iter() {
+                self.apply(done);
+            }
+            walked
+        })?;
+        self.fix_hardlinks();
+        let root = self.encode()?;
+        Ok((root, self.stats))
+    }
+
+    fn walk(
+        &mut self,
+        path: &Path,
+        meta: std::fs::Metadata,
+        parent_root: Option<Node>,
+        repo: &Repository,
+        jobs: &Sender<FileJob>,
+        done: &Receiver<FileDone>,
+    ) -> Result<()> {
+        // Stack of (dir index, node index of the directory, its path, parent tree).
+        self.classify(0, 0, path, &meta, parent_root.as_ref(), jobs)?;
+        let mut stack: Vec<(usize, usize, PathBuf, Option<ChunkRef>)> = Vec::new();
+        if self.dirs[0].nodes[0].kind == NodeKind::Dir {
+            let parent_sub = parent_root
+                .filter(|p| p.kind == NodeKind::Dir)
+                .and_then(|p| p.subtree);
+            stack.push((0, 0, path.to_path_buf(), parent_sub));
+        }
+        while let Some((pd, pn, dir_path, parent_sub)) = stack.pop() {
+            while let Ok(d) = done.try_recv() {
+                self.apply(d);
+            }
+            let parent_tree = match parent_sub {
+                Some(r) => repo.load_tree(&r).ok(),
+                None => None,
+            };
+            let mut names: Vec<OsString> = match std::fs::read_dir(&dir_path) {
+                Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+                Err(e) => {
+                    self.skip(pd, pn, &dir_path, e.to_string());
+                    continue;
+                }
+            };
+            names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            let d = self.dirs.len();
+            self.dirs.push(DirRec {
+                nodes: Vec::with_capacity(names.len()),
+                parent: Some((pd, pn)),
+                skip: Vec::new(),
+            });
+            self.stats.dirs += 1;
+            let mut subdirs = Vec::new();
+            for name in names {
+                let child = dir_path.join(&name);
+                let meta = match std::fs::symlink_metadata(&child) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.skipped.push(Skipped {
+                            path: child,
+                            error: e.to_string(),
+                        });
+                        continue;
+                    }
+                };
+                let node = match node_from_metadata(name.as_bytes(), &child, &meta) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        self.skipped.push(Skipped {
+                            path: child,
+                            error: e.to_string(),
+                        });
+                        continue;
+                    }
+                };
+                let prev = parent_tree.as_ref().and_then(|t| {
+                    t.nodes
+                        .binary_search_by(|n| n.name.as_slice().cmp(name.as_bytes()))
+                        .ok()
+                        .map(|i| &t.nodes[i])
+                });
+                let idx = self.dirs[d].nodes.len();
+                let is_dir = node.kind == NodeKind::Dir;
+                self.dirs[d].nodes.push(node);
+                self.classify(d, idx, &child, &meta, prev, jobs)?;
+                if is_dir {
+                    let sub = prev
+                        .filter(|p| p.kind == NodeKind::Dir)
+                        .and_then(|p| p.subtree);
+                    subdirs.push((d, idx, child, sub));
+                }
+            }
+            // Depth-first, in name order: push in reverse.
+            stack.extend(subdirs.into_iter().rev());
+        }
+        Ok(())
+    }
+
+    /// Counts a node and schedules its content.
+    fn classify(
+        &mut self,
+        d: usize,
+        n: usize,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        prev: Option<&Node>,
+        jobs: &Sender<FileJob>,
+    ) -> Result<()> {
+        let kind = self.dirs[d].nodes[n].kind;
+        match kind {
+            NodeKind::File => {}
+            NodeKind::Dir => return Ok(()),
+            _ => {
+                self.stats.other += 1;
+                return Ok(());
+            }
+        }
+        self.stats.files += 1;
+        self.stats.bytes += meta.len();
+        if meta.nlink() > 1 {
+            let key = (meta.dev(), meta.ino());
+            if let Some(&(group, _, _)) = self.links.get(&key) {
+                self.link_copies.push((d, n, group));
+                return Ok(());
+            }
+            let group = self.links.len() as u64;
+            self.links.insert(key, (group, d, n));
+            self.dirs[d].nodes[n].hardlink = Some((group, 1));
+        }
+        let node = &self.dirs[d].nodes[n];
+        if let Some(p) = prev {
+            if p.kind == NodeKind::File
+                && p.size == node.size
+                && p.mtime_ns == node.mtime_ns
+                && p.ctime_ns == node.ctime_ns
+                && p.inode == node.inode
+                && p.content.iter().map(Extent::len).sum::<u64>() == p.size
+            {
+                self.dirs[d].nodes[n].content = p.content.clone();
+                self.stats.files_unchanged += 1;
+                self.opts.progress.add(1, 0);
+                return Ok(());
+            }
+        }
+        if node.size == 0 {
+            self.opts.progress.add(1, 0);
+            return Ok(());
+        }
+        jobs.send(FileJob {
+            dir: d,
+            node: n,
+            path: path.to_path_buf(),
+        })
+        .map_err(|_| RepoError::Invalid("the file workers stopped".into()))
+    }
+
+    fn skip(&mut self, d: usize, n: usize, path: &Path, error: String) {
+        self.dirs[d].skip.push(n);
+        self.skipped.push(Skipped {
+            path: path.to_path_buf(),
+            error,
+        });
+    }
+
+    fn apply(&mut self, done: FileDone) {
+        match done.result {
+            Ok((extents, read)) => {
+                let node = &mut self.dirs[done.dir].nodes[done.node];
+                node.size = extents.iter().map(Extent::len).sum();
+                node.content = extents;
+                self.stats.bytes_read += read;
+            }
+            Err(e) => self.skip(done.dir, done.node, &done.path, e.to_string()),
+        }
+    }
+
+    fn fix_hardlinks(&mut self) {
+        let mut counts: HashMap<u64, u32> = HashMap::new();
+        let firsts: HashMap<u64, (usize, usize)> =
+            self.links.values().map(|&(g, d, n)| (g, (d, n))).collect();
+        for &(_, _, g) in &self.link_copies {
+            *counts.entry(g).or_insert(1) += 1;
+        }
+        for &(d, n, g) in &self.link_copies {
+            let (fd, fnode) = firsts[&g];
+            let first = self.dirs[fd].nodes[fnode].clone();
+            let node = &mut self.dirs[d].nodes[n];
+            node.content = first.content;
+            node.size = first.size;
+            node.hardlink = Some((g, counts[&g]));
+        }
+        for (&g, &(d, n)) in &firsts {
+            let c = counts.get(&g).copied().unwrap_or(1);
+            if c > 1 {
+                self.dirs[d].nodes[n].hardlink = Some((g, c));
+            } else {
+                self.dirs[d].nodes[n].hardlink = None;
+            }
+        }
+        // A group whose first member was unreadable leaves its copies without content.
+        for &(d, n, g) in &self.link_copies {
+            let (fd, fnode) = firsts[&g];
+            if self.dirs[fd].skip.contains(&fnode) {
+                self.dirs[d].skip.push(n);
+            }
+        }
+    }
+
+    /// Encodes every directory into a tree chunk, children first; returns the root ref.
+    fn encode(&mut self) -> Result<ChunkRef> {
+        let level = self.writer.repo().config().zstd_level;
+        for d in (0..self.dirs.len()).rev() {
+            let rec = &mut self.dirs[d];
+            let skip = std::mem::take(&mut rec.skip);
+            let nodes: Vec<Node> = std::mem::take(&mut rec.nodes)
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !skip.contains(i))
+                .map(|(_, n)| n)
+                .collect();
+            let tree = Tree { nodes };
+            let data = encode_object(&tree);
+            let r = with_compressor(level, |c| {
+                self.writer.store_chunk(ChunkKind::Tree, &data, c)
+            })?;
+            match rec.parent {
+                Some((pd, pn)) => self.dirs[pd].nodes[pn].subtree = Some(r),
+                None => return Ok(r),
+            }
+        }
+        unreachable!("directory 0 has no parent")
+    }
+}
+
+fn file_worker(
+    writer: &PackWriter,
+    jobs: Receiver<FileJob>,
+    done: Sender<FileDone>,
+    progress: &Progress,
+) {
+    let mut chunker = Chunker::new(writer);
+    for job in jobs {
+        let result = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOATIME)
+            .open(&job.path)
+            .or_else(|_| File::open(&job.path))
+            .map_err(|e| RepoError::io(&job.path, e))
+            .and_then(|mut f| chunker.chunk_file(&mut f, progress));
+        progress.add(1, 0);
+        let _ = done.send(FileDone {
+            dir: job.dir,
+            node: job.node,
+            path: job.path,
+            result,
+        });
+    }
+}
+
+fn image_backup(
+    writer: &PackWriter,
+    path: &Path,
+    name: Option<String>,
+    opts: &BackupOptions,
+) -> Result<BackupEntry> {
+    let stdin = path.as_os_str() == "-";
+    let name: Vec<u8> = match (&name, stdin) {
+        (Some(n), _) => n.as_bytes().to_vec(),
+        (None, true) => {
+            return Err(RepoError::Invalid(
+                "an image read from stdin needs --name".into(),
+            ));
+        }
+        (None, false) => backup_name(path)?,
+    };
+    if name.contains(&b'/') || name.is_empty() || name == b"." || name == b".." {
+        return Err(RepoError::Invalid(format!(
+            "invalid backup name {:?}",
+            String::from_utf8_lossy(&name)
+        )));
+    }
+    let before = writer_counts(writer);
+    let mut chunker = Chunker::new(writer);
+    let mut stats = BackupStats {
+        files: 1,
+        ..Default::default()
+    };
+    let mut node;
+    if stdin {
+        let now = now_ns();
+        node = Node {
+            name: name.clone(),
+            kind: NodeKind::File,
+            mode: 0o644,
+            uid: rustix::process::getuid().as_raw(),
+            gid: rustix::process::getgid().as_raw(),
+            mtime_ns: now,
+            ctime_ns: now,
+            inode: 0,
+            size: 0,
+            rdev: 0,
+            xattrs: Vec::new(),
+            target: None,
+            hardlink: None,
+            content: Vec::new(),
+            subtree: None,
+        };
+        let mut input = std::io::stdin().lock();
+        let mut extents = Vec::new();
+        let read =
+            chunker.chunk_stream(&mut input as &mut dyn Read, &mut extents, &opts.progress)?;
+        node.content = extents;
+        node.size = read;
+        stats.bytes_read = read;
+    } else {
+        let meta = std::fs::metadata(path).map_err(|e| RepoError::io(path, e))?;
+        if !meta.is_file() {
+            return Err(RepoError::Invalid(format!(
+                "{} is not a regular file (read a device with `--image -` from stdin)",
+                path.display()
+            )));
+        }
+        node = node_from_metadata(&name, path, &meta)?;
+        node.kind = NodeKind::File;
+        let mut f = File::open(path).map_err(|e| RepoError::io(path, e))?;
+        let (extents, read) = chunker.chunk_file(&mut f, &opts.progress)?;
+        node.size = extents.iter().map(Extent::len).sum();
+        node.content = extents;
+        stats.bytes_read = read;
+    }
+    stats.bytes = node.size;
+    let level = writer.repo().config().zstd_level;
+    let data = encode_object(&Tree { nodes: vec![node] });
+    let root = with_compressor(level, |c| writer.store_chunk(ChunkKind::Tree, &data, c))?;
+    let after = writer_counts(writer);
+    stats.chunks_new = after.0 - before.0;
+    stats.bytes_stored_new = after.1 - before.1;
+    Ok(BackupEntry {
+        name,
+        kind: BackupKind::Image,
+        source: if stdin {
+            b"-".to_vec()
+        } else {
+            absolute(path).into_os_string().into_vec()
+        },
+        root,
+        stats,
+    })
+}

@@ -1,0 +1,250 @@
+//! Verifying a repository.
+//!
+//! Structure (always): the config opens; every index object opens and every entry lies
+//! inside its pack, which exists; every vault and manifest opens; every tree reachable
+//! from a manifest opens, and every chunk it references is in the index at the same
+//! location. With `read_data`, every pack is read whole and every indexed chunk is
+//! opened, decompressed and hashed against its id. Problems are collected, not fatal:
+//! the report names every damaged object. Packs that no index describes (left by an
+//! interrupted backup) are reported as notes, not errors.
+
+use std::collections::{HashMap, HashSet};
+
+use super::format::*;
+use super::{RepoError, Repository, Result};
+
+/// What a check found.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    pub errors: Vec<String>,
+    pub notes: Vec<String>,
+    pub packs: usize,
+    pub chunks: usize,
+    pub points: usize,
+    pub trees: usize,
+    pub bytes_read: u64,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+pub fn check(repo: &Repository, read_data: bool) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let store = repo.store();
+
+    // Packs and their sizes.
+    let mut packs: HashMap<PackId, u64> = HashMap::new();
+    for o in store.list("packs/")? {
+        let id = o.key.rsplit('/').next().and_then(PackId::from_hex);
+        match id {
+            Some(id) if o.key == id.key() => {
+                packs.insert(id, o.size);
+            }
+            _ => report.notes.push(format!("stray object {}", o.key)),
+        }
+    }
+    report.packs = packs.len();
+
+    // Index objects.
+    // Every indexed location; a chunk may be stored more than once (concurrent writers).
+    let mut index: HashMap<(ChunkId, PackId, u32), (ChunkRef, ChunkKind)> = HashMap::new();
+    let mut per_pack: HashMap<PackId, Vec<IndexEntry>> = HashMap::new();
+    for o in store.list("index/")? {
+        let idx = match repo.load_pack_index(&o.key) {
+            Ok(i) => i,
+            Err(e) => {
+                report.errors.push(e.to_string());
+                continue;
+            }
+        };
+        if o.key != idx.pack.index_key() {
+            report.errors.push(format!(
+                "index object {} describes pack {:?}",
+                o.key, idx.pack
+            ));
+            continue;
+        }
+        let Some(&size) = packs.get(&idx.pack) else {
+            report.errors.push(format!(
+                "index object {} refers to missing pack {}",
+                o.key,
+                idx.pack.key()
+            ));
+            continue;
+        };
+        for e in &idx.entries {
+            if e.offset as u64 + e.stored_len as u64 > size {
+                report.errors.push(format!(
+                    "chunk {} lies outside pack {} ({}+{} > {size} bytes)",
+                    e.id,
+                    idx.pack.key(),
+                    e.offset,
+                    e.stored_len
+                ));
+                continue;
+            }
+            let r = ChunkRef {
+                id: e.id,
+                pack: idx.pack,
+                offset: e.offset,
+                stored_len: e.stored_len,
+                raw_len: e.raw_len,
+            };
+            index.insert((e.id, idx.pack, e.offset), (r, e.kind));
+        }
+        per_pack.insert(idx.pack, idx.entries);
+    }
+    report.chunks = index.len();
+    for id in packs.keys() {
+        if !per_pack.contains_key(id) {
+            report.notes.push(format!(
+                "pack {} is not indexed (left by an interrupted backup; harmless)",
+                id.key()
+            ));
+        }
+    }
+
+    // Vaults, manifests and trees.
+    let mut seen_trees: HashSet<ChunkId> = HashSet::new();
+    let mut vaults: Vec<String> = repo.list_vaults()?;
+    for o in store.list("points/")? {
+        if let Some(v) = o
+            .key
+            .strip_prefix("points/")
+            .and_then(|k| k.split('/').next())
+        {
+            if !vaults.iter().any(|x| x == v) {
+                report.errors.push(format!(
+                    "recovery points of unknown vault {v:?} ({})",
+                    o.key
+                ));
+                vaults.push(v.to_string());
+            }
+        }
+    }
+    for vault in &vaults {
+        if let Err(e) = repo.load_vault(vault) {
+            if !matches!(e, RepoError::VaultNotFound(_)) {
+                report.errors.push(e.to_string());
+            }
+        }
+        for point in repo.list_points(vault)? {
+            report.points += 1;
+            let m = match repo.load_manifest(vault, &point) {
+                Ok(m) => m,
+                Err(e) => {
+                    report.errors.push(e.to_string());
+                    continue;
+                }
+            };
+            for b in &m.backups {
+                let mut stack = vec![b.root];
+                while let Some(r) = stack.pop() {
+                    if !seen_trees.insert(r.id) {
+                        continue;
+                    }
+                    report.trees += 1;
+                    let ctx = format!("{vault}/{point}/{}", String::from_utf8_lossy(&b.name));
+                    if !check_ref(&index, &r, ChunkKind::Tree, &ctx, &mut report) {
+                        continue;
+                    }
+                    let tree = match repo.load_tree(&r) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            report.errors.push(format!("{e} (in {ctx})"));
+                            continue;
+                        }
+                    };
+                    for n in &tree.nodes {
+                        for e in &n.content {
+                            if let Extent::Data(c) = e {
+                                check_ref(&index, c, ChunkKind::Data, &ctx, &mut report);
+                            }
+                        }
+                        if let Some(s) = n.subtree {
+                            stack.push(s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    if read_data {
+        let mut ids: Vec<&PackId> = per_pack.keys().collect();
+        ids.sort();
+        for pack in ids {
+            let data = match store.get(&pack.key()) {
+                Ok(d) => d,
+                Err(e) => {
+                    report.errors.push(e.to_string());
+                    continue;
+                }
+            };
+            report.bytes_read += data.len() as u64;
+            for e in &per_pack[pack] {
+                let Some((r, _)) = index.get(&(e.id, *pack, e.offset)) else {
+                    continue;
+                };
+                let end = e.offset as usize + e.stored_len as usize;
+                if end > data.len() {
+                    continue; // already reported
+                }
+                match repo.open_chunk(r, &data[e.offset as usize..end]) {
+                    Ok(plain) => {
+                        if repo.keys().chunk_id(&plain) != e.id {
+                            report.errors.push(format!(
+                                "damaged object chunk {} in pack {}: content does not match its id",
+                                e.id,
+                                pack.to_hex()
+                            ));
+                        }
+                    }
+                    Err(err) => report.errors.push(err.to_string()),
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn check_ref(
+    index: &HashMap<(ChunkId, PackId, u32), (ChunkRef, ChunkKind)>,
+    r: &ChunkRef,
+    kind: ChunkKind,
+    ctx: &str,
+    report: &mut CheckReport,
+) -> bool {
+    match index.get(&(r.id, r.pack, r.offset)) {
+        None => {
+            report.errors.push(format!(
+                "chunk {} (referenced by {ctx}) is not in the index at pack {} offset {}",
+                r.id,
+                r.pack.to_hex(),
+                r.offset
+            ));
+            false
+        }
+        Some((loc, k)) => {
+            let same = loc.stored_len == r.stored_len && loc.raw_len == r.raw_len;
+            if !same {
+                report.errors.push(format!(
+                    "chunk {} (referenced by {ctx}) has other lengths in the index",
+                    r.id
+                ));
+                false
+            } else if *k != kind {
+                report.errors.push(format!(
+                    "chunk {} (referenced by {ctx}) has kind {k:?}, expected {kind:?}",
+                    r.id
+                ));
+                false
+            } else {
+                true
+            }
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! The persisted structures of a repository, and how they are framed.
+//!
+//! FORMAT.md at the top of the source tree is the user-facing description; this module is
+//! its implementation. Everything persisted is postcard-encoded. The `config` object is
+//! plaintext framed as `MAGIC || u32 LE format version || postcard(Config)`; every other
+//! metadata object is encrypted, and its plaintext is `u8 OBJECT_VERSION || postcard(T)`.
+//! Magic numbers and version numbers never change meaning: a new layout gets a new
+//! version, and readers refuse versions they do not know with a clear error.
+
+use serde::{Deserialize, Serialize};
+
+/// First bytes of the `config` object.
+pub const MAGIC: &[u8; 8] = b"VAULTFS\x01";
+/// The repository format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Version byte in front of every encrypted metadata object's plaintext.
+pub const OBJECT_VERSION: u8 = 1;
+
+/// A chunk id: keyed BLAKE3 of the chunk's plaintext.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ChunkId(pub [u8; 32]);
+
+impl ChunkId {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl std::fmt::Debug for ChunkId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", &self.to_hex()[..16])
+    }
+}
+
+impl std::fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// A pack id: random, 16 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PackId(pub [u8; 16]);
+
+impl PackId {
+    pub fn random() -> Self {
+        let mut b = [0u8; 16];
+        getrandom::getrandom(&mut b).expect("the OS random source failed");
+        PackId(b)
+    }
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let v = hex::decode(s).ok()?;
+        Some(PackId(v.try_into().ok()?))
+    }
+    /// The object key of this pack: `packs/<first two hex digits>/<hex>`.
+    pub fn key(&self) -> String {
+        let h = self.to_hex();
+        format!("packs/{}/{}", &h[..2], h)
+    }
+    /// The object key of the index object that describes this pack.
+    pub fn index_key(&self) -> String {
+        format!("index/{}", self.to_hex())
+    }
+}
+
+impl std::fmt::Debug for PackId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// What a chunk holds: file data, or an encoded [`Tree`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChunkKind {
+    Data,
+    Tree,
+}
+
+/// Where a chunk is stored and how large it is. Trees and manifests carry full
+/// locations, so reading a backup needs no index at all: one ranged read per chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub id: ChunkId,
+    pub pack: PackId,
+    /// Byte offset of the stored (encrypted) chunk in the pack.
+    pub offset: u32,
+    /// Stored length: nonce + ciphertext + tag.
+    pub stored_len: u32,
+    /// Plaintext length after decompression.
+    pub raw_len: u32,
+}
+
+/// One piece of a file's content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Extent {
+    /// A stored chunk.
+    Data(ChunkRef),
+    /// A run of zero bytes that is not stored (a hole in a sparse file or image).
+    Hole(u64),
+}
+
+impl Extent {
+    pub fn len(&self) -> u64 {
+        match self {
+            Extent::Data(r) => r.raw_len as u64,
+            Extent::Hole(n) => *n,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The kind of a tree entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    CharDevice,
+    BlockDevice,
+    Socket,
+}
+
+/// One entry of a directory, with everything needed to restore it exactly.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// The name as raw bytes (Unix names need not be UTF-8).
+    pub name: Vec<u8>,
+    pub kind: NodeKind,
+    /// Permission bits including setuid, setgid and sticky (no file-type bits).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Status-change time at backup, nanoseconds; used only to detect changes.
+    pub ctime_ns: i64,
+    /// Source inode number at backup; used only to detect changes.
+    pub inode: u64,
+    /// Logical size in bytes (files), target length (symlinks), 0 otherwise.
+    pub size: u64,
+    /// Device number for character and block devices.
+    pub rdev: u64,
+    /// Extended attributes, sorted by name.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Symlink target, raw bytes.
+    pub target: Option<Vec<u8>>,
+    /// For files with more than one link: (group number within the backup, link count).
+    pub hardlink: Option<(u64, u32)>,
+    /// File content, in order; the lengths add up to `size`.
+    pub content: Vec<Extent>,
+    /// For directories: the tree chunk holding the entries.
+    pub subtree: Option<ChunkRef>,
+}
+
+impl Node {
+    /// Bytes of content actually stored (not holes).
+    pub fn data_bytes(&self) -> u64 {
+        self.content
+            .iter()
+            .map(|e| match e {
+                Extent::Data(r) => r.raw_len as u64,
+                Extent::Hole(_) => 0,
+            })
+            .sum()
+    }
+}
+
+/// A directory: its entries sorted by name bytes. Stored as a chunk of kind `Tree`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+}
+
+/// Whether a backup is a directory tree or a single image file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackupKind {
+    Tree,
+    Image,
+}
+
+impl BackupKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BackupKind::Tree => "tree",
+            BackupKind::Image => "image",
+        }
+    }
+}
+
+/// Counters kept for one backup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub other: u64,
+    /// Logical bytes of file content.
+    pub bytes: u64,
+    /// Files whose content was reused from the parent point without reading.
+    pub files_unchanged: u64,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Chunks newly stored by this backup, and their stored size.
+    pub chunks_new: u64,
+    pub bytes_stored_new: u64,
+}
+
+/// One protected resource in a recovery point.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupEntry {
+    /// The backup's name: the source's basename (raw bytes).
+    pub name: Vec<u8>,
+    pub kind: BackupKind,
+    /// The absolute source path at backup time (raw bytes), or `-` for stdin.
+    pub source: Vec<u8>,
+    /// A tree chunk holding exactly one node: the backup's top entry (a directory for a
+    /// tree backup, a file for an image backup).
+    pub root: ChunkRef,
+    pub stats: BackupStats,
+}
+
+/// The status of a recovery point, in the lifecycle of the cloud backup services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PointStatus {
+    Creating,
+    Available,
+    Restoring,
+    Deleting,
+    Error,
+}
+
+impl PointStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PointStatus::Creating => "creating",
+            PointStatus::Available => "available",
+            PointStatus::Restoring => "restoring",
+            PointStatus::Deleting => "deleting",
+            PointStatus::Error => "error",
+        }
+    }
+}
+
+/// A recovery point: written last, its creation is the commit of a backup run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub vault: String,
+    /// The point's name: its UTC time, `YYYY-MM-DDTHHMMSSZ` (plus `-N` when taken twice
+    /// in one second).
+    pub name: String,
+    /// Start time of the backup, nanoseconds since the epoch.
+    pub time_ns: i64,
+    /// End time of the backup, nanoseconds since the epoch.
+    pub end_ns: i64,
+    pub hostname: String,
+    pub status: PointStatus,
+    /// The point this one was compared against for unchanged files.
+    pub parent: Option<String>,
+    pub backups: Vec<BackupEntry>,
+}
+
+/// Settings of a vault.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vault {
+    pub name: String,
+    pub description: String,
+    pub created_ns: i64,
+}
+
+/// One entry of an index object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub id: ChunkId,
+    pub kind: ChunkKind,
+    pub offset: u32,
+    pub stored_len: u32,
+    pub raw_len: u32,
+}
+
+/// An index object: the chunks of one pack. Key `index/<pack id>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackIndex {
+    pub pack: PackId,
+    pub entries: Vec<IndexEntry>,
+}
+
+/// A writer's lock. Key `locks/<random>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub hostname: String,
+    pub pid: u32,
+    pub time_ns: i64,
+    pub command: String,
+}
+
+/// Argon2id parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KdfParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    pub salt: [u8; 16],
+}
+
+/// FastCDC parameters, fixed for the life of a repository (changing them would defeat
+/// deduplication).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerParams {
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        ChunkerParams {
+            min_size: 256 * 1024,
+            avg_size: 1024 * 1024,
+            max_size: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// The plaintext `config` object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    pub repo_id: [u8; 16],
+    pub created_ns: i64,
+    pub kdf: KdfParams,
+    /// The master keys, sealed with the password-derived key: nonce || ciphertext || tag.
+    pub sealed_keys: Vec<u8>,
+    pub chunker: ChunkerParams,
+    /// Target size of pack objects in bytes.
+    pub pack_size: u32,
+    /// zstd level for chunks.
+    pub zstd_level: i32,
+}
+
+/// Encodes the `config` object.
+pub fn encode_config(config: &Config) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&postcard::to_stdvec(config).expect("config encodes"));
+    out
+}
+
+/// Why a `config` object could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("not a vaultfs repository (bad magic in the config object)")]
+    BadMagic,
+    #[error(
+        "repository format version {0} is not supported by this vaultfs (it reads version {FORMAT_VERSION})"
+    )]
+    Version(u32),
+    #[error("the config object is damaged: {0}")]
+    Decode(postcard::Error),
+}
+
+/// Decodes the `config` object.
+pub fn decode_config(data: &[u8]) -> Result<Config, ConfigError> {
+    if data.len() < 12 || &data[..8] != MAGIC {
+        return Err(ConfigError::BadMagic);
+    }
+    let version = u32::from_le_bytes(data[8..12].try_into().unwrap());
+    if version != FORMAT_VERSION {
+        return Err(ConfigError::Version(version));
+    }
+    postcard::from_bytes(&data[12..]).map_err(ConfigError::Decode)
+}
+
+/// The plaintext of a metadata object: version byte, then postcard.
+pub fn encode_object<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![OBJECT_VERSION];
+    postcard::to_io(value, &mut out).expect("in-memory encoding cannot fail");
+    out
+}
+
+/// Decodes what [`encode_object`] made; `None` when the version or encoding is wrong.
+pub fn decode_object<T: for<'a> Deserialize<'a>>(data: &[u8]) -> Result<T, String> {
+    match data.split_first() {
+        Some((&OBJECT_VERSION, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| format!("undecodable ({e})"))
+        }
+        Some((v, _)) => Err(format!("unknown object version {v}")),
+        None => Err("empty object".to_string()),
+    }
+}
+
+/// Formats a time as a point name: `2026-11-22T225501Z`.
+pub fn point_name(time_ns: i64) -> String {
+    let t = chrono::DateTime::from_timestamp_nanos(time_ns);
+    t.format("%Y-%m-%dT%H%M%SZ").to_string()
+}
+
+/// Formats a time as RFC 3339 with seconds, for JSON and listings.
+pub fn rfc3339(time_ns: i64) -> String {
+    let t = chrono::DateTime::from_timestamp_nanos(time_ns);
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// Current time in nanoseconds since the epoch.
+pub fn now_ns() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    d.as_nanos() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn point_names_sort_by_time() {
+        let a = point_name(1_700_000_000_000_000_000);
+        let b = point_name(1_700_000_001_000_000_000);
+        assert_eq!(a, "2023-11-14T221320Z");
+        assert!(a < b);
+    }
+
+    #[test]
+    fn config_roundtrip_and_bad_magic() {
+        let c = Config {
+            repo_id: [1; 16],
+            created_ns: 5,
+            kdf: KdfParams {
+                memory_kib: 8,
+                iterations: 1,
+                parallelism: 1,
+                salt: [2; 16],
+            },
+            sealed_keys: vec![1, 2, 3],
+            chunker: ChunkerParams::default(),
+            pack_size: 1 << 20,
+            zstd_level: 3,
+        };
+        let enc = encode_config(&c);
+        assert_eq!(decode_config(&enc).unwrap(), c);
+        let mut bad = enc.clone();
+        bad[0] = b'X';
+        assert!(matches!(decode_config(&bad), Err(ConfigError::BadMagic)));
+        let mut newer = enc;
+        newer[8] = 9;
+        assert!(matches!(
+            decode_config(&newer),
+            Err(ConfigError::Version(9))
+        ));
+    }
+}

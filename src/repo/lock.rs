@@ -1,0 +1,125 @@
+//! Writer locks.
+//!
+//! A writer (backup, vault delete, point delete) creates `locks/<random>` holding its
+//! host, pid, start time and command, then lists `locks/`. If another lock exists, the
+//! writer removes its own and fails with a message naming the holder — unless that lock
+//! is stale: held by a process of this host that no longer runs. Stale locks are
+//! removed with a warning. Locks of other hosts are never removed automatically; `vaultfs
+//! unlock` removes them. Readers take no lock: everything they read is immutable.
+
+use std::sync::Arc;
+
+use super::format::{LockInfo, now_ns, rfc3339};
+use super::{RepoError, Repository, Result};
+
+/// Holds a lock until dropped.
+pub struct LockGuard {
+    repo: Arc<Repository>,
+    key: String,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.repo.store().delete(&self.key) {
+            tracing::warn!("could not remove lock {}: {e}", self.key);
+        }
+    }
+}
+
+pub fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn process_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A lock is stale when its process is gone from this host.
+fn is_stale(info: &LockInfo, host: &str) -> bool {
+    info.hostname == host && info.pid != std::process::id() && !process_alive(info.pid)
+}
+
+/// Takes the writer lock.
+pub fn acquire(repo: &Arc<Repository>, command: &str) -> Result<LockGuard> {
+    let host = hostname();
+    let info = LockInfo {
+        hostname: host.clone(),
+        pid: std::process::id(),
+        time_ns: now_ns(),
+        command: command.to_string(),
+    };
+    let mut suffix = [0u8; 8];
+    getrandom::getrandom(&mut suffix).expect("the OS random source failed");
+    let key = format!("locks/{}", hex::encode(suffix));
+    repo.write_object(&key, &info, true)?;
+    let guard = LockGuard {
+        repo: repo.clone(),
+        key: key.clone(),
+    };
+    for other in repo.store().list("locks/")? {
+        if other.key == key {
+            continue;
+        }
+        let holder: LockInfo = match repo.read_object(&other.key) {
+            Ok(h) => h,
+            Err(RepoError::Backend(e)) if e.is_not_found() => continue, // released meanwhile
+            Err(e) => return Err(e),
+        };
+        if is_stale(&holder, &host) {
+            tracing::warn!(
+                "removing stale lock {} of pid {} on {} (taken {})",
+                other.key,
+                holder.pid,
+                holder.hostname,
+                rfc3339(holder.time_ns)
+            );
+            eprintln!(
+                "warning: removed a stale lock of pid {} on {} from {} ({})",
+                holder.pid,
+                holder.hostname,
+                rfc3339(holder.time_ns),
+                holder.command
+            );
+            repo.store().delete(&other.key)?;
+            continue;
+        }
+        return Err(RepoError::Locked(format!(
+            "the repository at {} is locked by `{}` (pid {} on {}, since {}); if that process is gone, run `vaultfs unlock`",
+            repo.location(),
+            holder.command,
+            holder.pid,
+            holder.hostname,
+            rfc3339(holder.time_ns)
+        )));
+    }
+    Ok(guard)
+}
+
+/// Lists the current locks.
+pub fn list(repo: &Repository) -> Result<Vec<(String, LockInfo)>> {
+    let mut out = Vec::new();
+    for o in repo.store().list("locks/")? {
+        match repo.read_object(&o.key) {
+            Ok(info) => out.push((o.key, info)),
+            Err(RepoError::Backend(e)) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Removes every lock (or only stale ones); returns how many were removed.
+pub fn remove(repo: &Repository, all: bool) -> Result<usize> {
+    let host = hostname();
+    let mut n = 0;
+    for (key, info) in list(repo)? {
+        if all || is_stale(&info, &host) {
+            repo.store().delete(&key)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}

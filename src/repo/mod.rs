@@ -1,0 +1,608 @@
+//! The repository: its format, and the operations on it.
+//!
+//! Object keys (see FORMAT.md):
+//!
+//! | key | what | written |
+//! |---|---|---|
+//! | `config` | magic, version, KDF parameters, sealed master keys, chunker parameters | once, by `init` |
+//! | `packs/<xx>/<pack id>` | sealed chunks back to back | by backups, never modified |
+//! | `index/<pack id>` | the chunks of that pack (id, kind, offset, lengths) | right after its pack |
+//! | `vaults/<name>` | vault settings | by `vault create/update` |
+//! | `points/<vault>/<point>` | a recovery point's manifest | last: its creation is the commit |
+//! | `locks/<random>` | a writer's lock (host, pid, time) | while a writer runs |
+//!
+//! Invariants: a manifest only references chunks whose packs and index objects were
+//! durably written before it; nothing except vault settings and locks is ever rewritten;
+//! a crash at any moment leaves a repository that `check` passes, with at most some
+//! unreferenced packs that the next backup deduplicates against.
+//!
+//! Readers (listing, `cat`, restore, the mount) need no lock and no index: trees and
+//! manifests carry the pack location of every chunk they reference.
+
+pub mod backup;
+pub mod check;
+pub mod crypto;
+pub mod format;
+pub mod lock;
+pub mod pack;
+pub mod restore;
+pub mod walk;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::backend::{BackendError, Store};
+use crypto::Keys;
+use format::*;
+
+/// What can go wrong in the repository layer. Variants name what a person needs.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("wrong password for the repository at {0}")]
+    WrongPassword(String),
+    #[error("no vaultfs repository at {0} (run `vaultfs init` first)")]
+    NotARepository(String),
+    #[error("a repository already exists at {0}")]
+    AlreadyInitialized(String),
+    #[error("{location}: {source}")]
+    Config {
+        location: String,
+        #[source]
+        source: ConfigError,
+    },
+    #[error("damaged object {object}: {reason}")]
+    Damaged { object: String, reason: String },
+    #[error("vault {0:?} does not exist")]
+    VaultNotFound(String),
+    #[error("vault {0:?} already exists")]
+    VaultExists(String),
+    #[error("vault {name:?} holds {points} recovery point(s); delete them first or use --force")]
+    VaultNotEmpty { name: String, points: usize },
+    #[error("recovery point {point:?} does not exist in vault {vault:?}")]
+    PointNotFound { vault: String, point: String },
+    #[error("vault {0:?} has no recovery points")]
+    NoPoints(String),
+    #[error(
+        "invalid vault name {0:?}: use 1-64 bytes of letters, digits, '.', '_' or '-', not starting with '.'"
+    )]
+    InvalidVaultName(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Locked(String),
+    #[error("{path}: not found in the backup")]
+    PathNotFound { path: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl RepoError {
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        RepoError::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+    pub fn damaged(object: impl Into<String>, reason: impl Into<String>) -> Self {
+        RepoError::Damaged {
+            object: object.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+pub type Result<T, E = RepoError> = std::result::Result<T, E>;
+
+/// Options for `init`.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub pack_size: u32,
+    pub zstd_level: i32,
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::default(),
+            pack_size: 32 * 1024 * 1024,
+            zstd_level: 3,
+            kdf: crypto::default_kdf(),
+        }
+    }
+}
+
+/// Chunk payload flags, the first plaintext byte of a sealed chunk.
+const CHUNK_RAW: u8 = 0;
+const CHUNK_ZSTD: u8 = 1;
+
+/// An open repository: a store plus the keys to read it.
+pub struct Repository {
+    store: Store,
+    keys: Keys,
+    config: Config,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("location", &self.store.location())
+            .finish()
+    }
+}
+
+/// Checks a vault name: 1-64 bytes of `[A-Za-z0-9._-]`, not starting with `.`.
+pub fn validate_vault_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok && name != "latest" {
+        Ok(())
+    } else {
+        Err(RepoError::InvalidVaultName(name.to_string()))
+    }
+}
+
+impl Repository {
+    /// Creates a new repository in an empty store.
+    pub fn init(store: Store, password: &[u8], opts: InitOptions) -> Result<Arc<Repository>> {
+        if store.head("config")?.is_some() {
+            return Err(RepoError::AlreadyInitialized(store.location()));
+        }
+        let keys = Keys::generate();
+        let mut repo_id = [0u8; 16];
+        getrandom::getrandom(&mut repo_id).expect("the OS random source failed");
+        let config = Config {
+            repo_id,
+            created_ns: now_ns(),
+            kdf: opts.kdf,
+            sealed_keys: keys.seal_with_password(password, &opts.kdf),
+            chunker: opts.chunker,
+            pack_size: opts.pack_size,
+            zstd_level: opts.zstd_level,
+        };
+        match store.put_new("config", &encode_config(&config)) {
+            Ok(()) => {}
+            Err(BackendError::AlreadyExists { .. }) => {
+                return Err(RepoError::AlreadyInitialized(store.location()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Arc::new(Repository {
+            store,
+            keys,
+            config,
+        }))
+    }
+
+    /// Opens an existing repository.
+    pub fn open(store: Store, password: &[u8]) -> Result<Arc<Repository>> {
+        let raw = match store.get("config") {
+            Ok(raw) => raw,
+            Err(e) if e.is_not_found() => return Err(RepoError::NotARepository(store.location())),
+            Err(e) => return Err(e.into()),
+        };
+        let config = decode_config(&raw).map_err(|source| RepoError::Config {
+            location: store.location(),
+            source,
+        })?;
+        let keys = Keys::open_with_password(&config.sealed_keys, password, &config.kdf)
+            .map_err(|_| RepoError::WrongPassword(store.location()))?;
+        Ok(Arc::new(Repository {
+            store,
+            keys,
+            config,
+        }))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn location(&self) -> String {
+        self.store.location()
+    }
+
+    // ---- chunks ----
+
+    /// Compresses (when that helps) and seals a chunk's plaintext.
+    pub fn seal_chunk(
+        &self,
+        id: &ChunkId,
+        data: &[u8],
+        compressor: &mut zstd::bulk::Compressor<'_>,
+    ) -> Vec<u8> {
+        let mut payload = Vec::with_capacity(data.len() / 2 + 64);
+        match compressor.compress(data) {
+            Ok(c) if c.len() + 1 < data.len() => {
+                payload.push(CHUNK_ZSTD);
+                payload.extend_from_slice(&c);
+            }
+            _ => {
+                payload.reserve(data.len() + 1);
+                payload.push(CHUNK_RAW);
+                payload.extend_from_slice(data);
+            }
+        }
+        self.keys.seal(&payload, &id.0)
+    }
+
+    /// Opens, decompresses and verifies a sealed chunk.
+    pub fn open_chunk(&self, r: &ChunkRef, stored: &[u8]) -> Result<Vec<u8>> {
+        let name = || format!("chunk {} in pack {}", r.id, r.pack.to_hex());
+        let payload = self
+            .keys
+            .open(stored, &r.id.0)
+            .map_err(|_| RepoError::damaged(name(), "authentication failed"))?;
+        let data = match payload.split_first() {
+            Some((&CHUNK_RAW, rest)) => rest.to_vec(),
+            Some((&CHUNK_ZSTD, rest)) => zstd::bulk::decompress(rest, r.raw_len as usize)
+                .map_err(|e| RepoError::damaged(name(), format!("zstd: {e}")))?,
+            _ => return Err(RepoError::damaged(name(), "unknown chunk encoding")),
+        };
+        if data.len() != r.raw_len as usize {
+            return Err(RepoError::damaged(
+                name(),
+                format!("{} bytes, expected {}", data.len(), r.raw_len),
+            ));
+        }
+        Ok(data)
+    }
+
+    /// Fetches one chunk with one ranged read and returns its plaintext.
+    pub fn read_chunk(&self, r: &ChunkRef) -> Result<Vec<u8>> {
+        let stored = self
+            .store
+            .get_range(&r.pack.key(), r.offset as u64, r.stored_len as u64)
+            .map_err(|e| match e {
+                BackendError::NotFound { .. } | BackendError::OutOfRange { .. } => {
+                    RepoError::damaged(
+                        format!("chunk {} in pack {}", r.id, r.pack.to_hex()),
+                        e.to_string(),
+                    )
+                }
+                e => RepoError::Backend(e),
+            })?;
+        self.open_chunk(r, &stored)
+    }
+
+    /// Loads a directory tree chunk.
+    pub fn load_tree(&self, r: &ChunkRef) -> Result<Tree> {
+        let data = self.read_chunk(r)?;
+        decode_object(&data).map_err(|e| RepoError::damaged(format!("tree {}", r.id), e))
+    }
+
+    /// Loads the top node of a backup.
+    pub fn backup_root(&self, b: &BackupEntry) -> Result<Node> {
+        let tree = self.load_tree(&b.root)?;
+        tree.nodes
+            .into_iter()
+            .next()
+            .ok_or_else(|| RepoError::damaged(format!("tree {}", b.root.id), "empty backup root"))
+    }
+
+    // ---- metadata objects ----
+
+    fn read_object<T: for<'a> serde::Deserialize<'a>>(&self, key: &str) -> Result<T> {
+        let blob = self.store.get(key)?;
+        let plain = self
+            .keys
+            .open(&blob, key.as_bytes())
+            .map_err(|_| RepoError::damaged(key, "authentication failed"))?;
+        decode_object(&plain).map_err(|e| RepoError::damaged(key, e))
+    }
+
+    fn seal_object<T: serde::Serialize>(&self, key: &str, value: &T) -> Vec<u8> {
+        self.keys.seal(&encode_object(value), key.as_bytes())
+    }
+
+    /// Writes a metadata object; `create_only` uses the store's create-if-absent write.
+    pub(crate) fn write_object<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        create_only: bool,
+    ) -> Result<()> {
+        let blob = self.seal_object(key, value);
+        if create_only {
+            self.store.put_new(key, &blob)?;
+        } else {
+            self.store.put(key, &blob)?;
+        }
+        Ok(())
+    }
+
+    // ---- vaults ----
+
+    pub fn list_vaults(&self) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .list("vaults/")?
+            .into_iter()
+            .filter_map(|o| o.key.strip_prefix("vaults/").map(str::to_string))
+            .filter(|n| !n.contains('/'))
+            .collect())
+    }
+
+    pub fn load_vault(&self, name: &str) -> Result<Vault> {
+        validate_vault_name(name).map_err(|_| RepoError::VaultNotFound(name.to_string()))?;
+        match self.read_object(&format!("vaults/{name}")) {
+            Err(RepoError::Backend(e)) if e.is_not_found() => {
+                Err(RepoError::VaultNotFound(name.to_string()))
+            }
+            r => r,
+        }
+    }
+
+    pub fn create_vault(&self, name: &str, description: &str) -> Result<Vault> {
+        validate_vault_name(name)?;
+        let vault = Vault {
+            name: name.to_string(),
+            description: description.to_string(),
+            created_ns: now_ns(),
+        };
+        match self.write_object(&format!("vaults/{name}"), &vault, true) {
+            Err(RepoError::Backend(BackendError::AlreadyExists { .. })) => {
+                Err(RepoError::VaultExists(name.to_string()))
+            }
+            r => r.map(|()| vault),
+        }
+    }
+
+    pub fn update_vault(&self, vault: &Vault) -> Result<()> {
+        self.load_vault(&vault.name)?;
+        self.write_object(&format!("vaults/{}", vault.name), vault, false)
+    }
+
+    /// Deletes a vault; with `force`, its recovery points too (their data is reclaimed
+    /// by a later prune).
+    pub fn delete_vault(&self, name: &str, force: bool) -> Result<()> {
+        self.load_vault(name)?;
+        let points = self.list_points(name)?;
+        if !points.is_empty() && !force {
+            return Err(RepoError::VaultNotEmpty {
+                name: name.to_string(),
+                points: points.len(),
+            });
+        }
+        for p in &points {
+            self.store.delete(&format!("points/{name}/{p}"))?;
+        }
+        self.store.delete(&format!("vaults/{name}"))?;
+        Ok(())
+    }
+
+    // ---- recovery points ----
+
+    /// The names of a vault's recovery points, oldest first.
+    pub fn list_points(&self, vault: &str) -> Result<Vec<String>> {
+        let prefix = format!("points/{vault}/");
+        let mut names: Vec<String> = self
+            .store
+            .list(&prefix)?
+            .into_iter()
+            .filter_map(|o| o.key.strip_prefix(&prefix).map(str::to_string))
+            .collect();
+        names.sort_by(|a, b| point_order(a).cmp(&point_order(b)));
+        Ok(names)
+    }
+
+    pub fn load_manifest(&self, vault: &str, point: &str) -> Result<Manifest> {
+        if point.contains('/') || point.starts_with('.') {
+            return Err(RepoError::PointNotFound {
+                vault: vault.to_string(),
+                point: point.to_string(),
+            });
+        }
+        let m: Manifest = match self.read_object(&format!("points/{vault}/{point}")) {
+            Err(RepoError::Backend(e)) if e.is_not_found() => {
+                return Err(RepoError::PointNotFound {
+                    vault: vault.to_string(),
+                    point: point.to_string(),
+                });
+            }
+            r => r?,
+        };
+        Ok(m)
+    }
+
+    /// Resolves `latest` (or a name) to a point name.
+    pub fn resolve_point(&self, vault: &str, point: &str) -> Result<String> {
+        self.load_vault(vault)?;
+        if point == "latest" {
+            self.list_points(vault)?
+                .pop()
+                .ok_or_else(|| RepoError::NoPoints(vault.to_string()))
+        } else {
+            Ok(point.to_string())
+        }
+    }
+
+    /// Writes a manifest under a fresh name derived from its time; the create-only write
+    /// is the commit. Returns the name used.
+    pub fn commit_manifest(&self, manifest: &mut Manifest) -> Result<String> {
+        let base = point_name(manifest.time_ns);
+        for n in 0..1000 {
+            let name = if n == 0 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            manifest.name = name.clone();
+            let key = format!("points/{}/{}", manifest.vault, name);
+            match self.write_object(&key, manifest, true) {
+                Ok(()) => return Ok(name),
+                Err(RepoError::Backend(BackendError::AlreadyExists { .. })) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RepoError::Invalid(
+            "too many recovery points in one second".into(),
+        ))
+    }
+
+    /// Deletes a recovery point (its data is reclaimed by a later prune).
+    pub fn delete_point(&self, vault: &str, point: &str) -> Result<()> {
+        self.load_manifest(vault, point)?;
+        self.store.delete(&format!("points/{vault}/{point}"))?;
+        Ok(())
+    }
+
+    // ---- index ----
+
+    /// Reads one index object.
+    pub fn load_pack_index(&self, key: &str) -> Result<PackIndex> {
+        self.read_object(key)
+    }
+
+    /// Writes the index object of a pack.
+    pub(crate) fn write_pack_index(&self, index: &PackIndex) -> Result<()> {
+        self.write_object(&index.pack.index_key(), index, false)
+    }
+
+    /// Loads every index object into a map from chunk id to its location. Damaged index
+    /// objects are reported in the second return value and skipped: their chunks are
+    /// then simply stored again.
+    pub fn load_index(&self) -> Result<(HashMap<ChunkId, ChunkRef>, Vec<RepoError>)> {
+        let mut map = HashMap::new();
+        let mut damaged = Vec::new();
+        for o in self.store.list("index/")? {
+            match self.load_pack_index(&o.key) {
+                Ok(idx) => {
+                    for e in idx.entries {
+                        map.insert(
+                            e.id,
+                            ChunkRef {
+                                id: e.id,
+                                pack: idx.pack,
+                                offset: e.offset,
+                                stored_len: e.stored_len,
+                                raw_len: e.raw_len,
+                            },
+                        );
+                    }
+                }
+                Err(e) => damaged.push(e),
+            }
+        }
+        Ok((map, damaged))
+    }
+
+    /// Follows `path` (components separated by `/`, the first being the backup's name)
+    /// in a point. Returns the node; an empty path is an error.
+    pub fn find_node(&self, manifest: &Manifest, path: &[u8]) -> Result<Node> {
+        let not_found = || RepoError::PathNotFound {
+            path: String::from_utf8_lossy(path).into_owned(),
+        };
+        let mut parts = path.split(|&b| b == b'/').filter(|p| !p.is_empty());
+        let first = parts.next().ok_or_else(not_found)?;
+        let backup = manifest
+            .backups
+            .iter()
+            .find(|b| b.name == first)
+            .ok_or_else(not_found)?;
+        let mut node = self.backup_root(backup)?;
+        for part in parts {
+            let sub = node.subtree.ok_or_else(not_found)?;
+            let tree = self.load_tree(&sub)?;
+            let i = tree
+                .nodes
+                .binary_search_by(|n| n.name.as_slice().cmp(part))
+                .map_err(|_| not_found())?;
+            node = tree.nodes.into_iter().nth(i).expect("index from search");
+        }
+        Ok(node)
+    }
+
+    /// Reads a file node's bytes into `out`, chunk by chunk.
+    pub fn read_file(&self, node: &Node, out: &mut dyn std::io::Write) -> Result<()> {
+        for e in &node.content {
+            match e {
+                Extent::Data(r) => {
+                    let data = self.read_chunk(r)?;
+                    out.write_all(&data)
+                        .map_err(|e| RepoError::io("<output>", e))?;
+                }
+                Extent::Hole(n) => {
+                    let zeros = vec![0u8; (*n).min(1 << 20) as usize];
+                    let mut left = *n;
+                    while left > 0 {
+                        let k = left.min(zeros.len() as u64) as usize;
+                        out.write_all(&zeros[..k])
+                            .map_err(|e| RepoError::io("<output>", e))?;
+                        left -= k as u64;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sort key of point names: the time part, then the numeric `-N` suffix.
+fn point_order(name: &str) -> (&str, u32) {
+    match name.rsplit_once('-') {
+        Some((base, n)) if base.ends_with('Z') => (base, n.parse().unwrap_or(0)),
+        _ => (name, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vault_names() {
+        for ok in ["a", "prod-db", "x.y_z", &"a".repeat(64)] {
+            validate_vault_name(ok).unwrap();
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "a/b",
+            "a b",
+            "latest",
+            &"a".repeat(65),
+            "é",
+        ] {
+            assert!(validate_vault_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn point_order_handles_suffixes() {
+        let mut v = vec![
+            "2026-01-01T000001Z",
+            "2026-01-01T000000Z-10",
+            "2026-01-01T000000Z-2",
+            "2026-01-01T000000Z",
+        ];
+        v.sort_by(|a, b| point_order(a).cmp(&point_order(b)));
+        assert_eq!(
+            v,
+            vec![
+                "2026-01-01T000000Z",
+                "2026-01-01T000000Z-2",
+                "2026-01-01T000000Z-10",
+                "2026-01-01T000001Z"
+            ]
+        );
+    }
+}

@@ -5,5 +5,7 @@
 //! `cli` → `repo` → `backend`.
 
 pub mod backend;
+pub mod cache;
 pub mod cli;
+pub mod fs;
 pub mod repo;

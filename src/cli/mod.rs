@@ -122,6 +122,31 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Mount the repository read-only at MOUNTPOINT; runs until unmounted or interrupted.
+    Mount {
+        mountpoint: PathBuf,
+        /// Memory for decompressed chunks, e.g. 256M or 1G.
+        #[arg(long, default_value = "256M", value_parser = crate::cache::parse_size)]
+        cache_size: u64,
+        /// Keep fetched chunks (still encrypted) in this directory across mounts.
+        #[arg(long)]
+        disk_cache: Option<PathBuf>,
+        /// Size bound of the disk cache.
+        #[arg(long, default_value = "4G", value_parser = crate::cache::parse_size)]
+        disk_cache_size: u64,
+        /// Let other users read the mount (the kernel then checks file modes).
+        #[arg(long)]
+        allow_other: bool,
+        /// Allow deleting recovery points through the mount (not implemented yet: stored).
+        #[arg(long)]
+        allow_delete: bool,
+        /// Re-read a vault's recovery points when older than this many seconds.
+        #[arg(long, default_value_t = 2)]
+        refresh_secs: u64,
+        /// FUSE session threads (requests served in parallel).
+        #[arg(long, default_value_t = 8)]
+        threads: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -340,6 +365,30 @@ pub fn run(cli: Cli) -> Result<i32> {
             let repo = open_repo(g)?;
             let n = lock::remove(&repo, all)?;
             println!("removed {n} lock(s)");
+            Ok(0)
+        }
+        Command::Mount {
+            mountpoint,
+            cache_size,
+            disk_cache,
+            disk_cache_size,
+            allow_other,
+            allow_delete,
+            refresh_secs,
+            threads,
+        } => {
+            crate::fs::check_mountpoint(&mountpoint)?;
+            let repo = open_repo(g)?;
+            let opts = crate::fs::MountOptions {
+                cache_size,
+                disk_cache,
+                disk_cache_size,
+                allow_other,
+                allow_delete,
+                refresh: std::time::Duration::from_secs(refresh_secs),
+                threads,
+            };
+            crate::fs::mount(repo, &mountpoint, &opts)?;
             Ok(0)
         }
     }

@@ -1,0 +1,469 @@
+//! The lazy chunk cache: decompressed chunks, fetched once, kept within a byte budget.
+//!
+//! A read of a backup asks [`ChunkCache::get`] for each chunk that covers it. The path:
+//!
+//! 1. the in-memory tier: an `lru::LruCache` of decompressed chunks with a byte total kept
+//!    beside it (the crate counts entries, not bytes); least recently used chunks are
+//!    evicted until the total fits `mem_bytes`;
+//! 2. single flight: when the chunk is already being loaded, the caller waits on that
+//!    load (a `Condvar`), so a chunk has at most one fetch in flight;
+//! 3. the optional disk tier ([`disk::DiskCache`]): the sealed (still encrypted and
+//!    authenticated) bytes, so loading from it verifies them exactly like a fetch does; any
+//!    failure of the disk tier is a miss;
+//! 4. one ranged read of the pack object, then authenticate + decompress.
+//!
+//! Errors are shared with every waiter as `Arc<RepoError>` and are never cached: the next
+//! read tries again. The in-flight entry is removed by a guard, on success, on error and on
+//! unwind, so a panicking loader never leaves waiters hanging.
+//!
+//! Readahead ([`ChunkCache::prefetch`]) hands chunk refs to a small pool of background
+//! threads through a bounded channel; when the channel is full the hint is dropped
+//! (backpressure: prefetching never queues unbounded work or memory).
+//!
+//! Lock order: `inflight` is never held while taking `mem`, and neither is held during a
+//! fetch. A flight's own mutex is taken alone.
+
+pub mod disk;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use lru::LruCache;
+
+use crate::backend::BackendError;
+use crate::repo::format::{ChunkId, ChunkRef};
+use crate::repo::{RepoError, Repository};
+
+/// A decompressed chunk, shared between the cache and readers.
+pub type Chunk = Arc<Vec<u8>>;
+/// A load failure, shared between every reader that waited for that load.
+pub type FetchError = Arc<RepoError>;
+
+/// Counters, for logs and tests.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    /// Loads served by the disk tier.
+    pub disk_hits: AtomicU64,
+    /// Ranged reads of the store.
+    pub fetches: AtomicU64,
+    pub fetch_errors: AtomicU64,
+    /// Callers that waited on another caller's load.
+    pub waits: AtomicU64,
+    pub prefetches_queued: AtomicU64,
+    pub prefetches_dropped: AtomicU64,
+}
+
+struct Mem {
+    lru: LruCache<ChunkId, Chunk>,
+    bytes: u64,
+}
+
+#[derive(Default)]
+struct Flight {
+    result: Mutex<Option<Result<Chunk, FetchError>>>,
+    done: Condvar,
+}
+
+/// See the module documentation.
+pub struct ChunkCache {
+    repo: Arc<Repository>,
+    mem: Mutex<Mem>,
+    mem_limit: u64,
+    inflight: Mutex<HashMap<ChunkId, Arc<Flight>>>,
+    disk: Option<disk::DiskCache>,
+    prefetch_tx: Mutex<Option<crossbeam_channel::Sender<ChunkRef>>>,
+    pub stats: CacheStats,
+}
+
+impl std::fmt::Debug for ChunkCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkCache")
+            .field("mem_limit", &self.mem_limit)
+            .finish()
+    }
+}
+
+/// Removes the in-flight entry and wakes the waiters, whatever happens to the loader.
+struct FlightGuard<'a> {
+    cache: &'a ChunkCache,
+    id: ChunkId,
+    flight: Arc<Flight>,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        {
+            let mut r = self.flight.result.lock().unwrap_or_else(|e| e.into_inner());
+            if r.is_none() {
+                *r = Some(Err(Arc::new(RepoError::Invalid(format!(
+                    "the load of chunk {} was abandoned",
+                    self.id
+                )))));
+            }
+        }
+        self.flight.done.notify_all();
+        self.cache
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+impl ChunkCache {
+    /// A cache of at most `mem_bytes` of decompressed chunks in memory (a chunk larger than
+    /// the whole budget is still returned, just not kept), over an optional disk tier.
+    pub fn new(
+        repo: Arc<Repository>,
+        mem_bytes: u64,
+        disk: Option<disk::DiskCache>,
+    ) -> Arc<ChunkCache> {
+        Arc::new(ChunkCache {
+            repo,
+            mem: Mutex::new(Mem {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+            }),
+            mem_limit: mem_bytes,
+            inflight: Mutex::new(HashMap::new()),
+            disk,
+            prefetch_tx: Mutex::new(None),
+            stats: CacheStats::default(),
+        })
+    }
+
+    pub fn repo(&self) -> &Arc<Repository> {
+        &self.repo
+    }
+
+    /// Bytes of decompressed chunks held in memory now.
+    pub fn mem_bytes(&self) -> u64 {
+        self.lock_mem().bytes
+    }
+
+    fn lock_mem(&self) -> std::sync::MutexGuard<'_, Mem> {
+        self.mem.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a chunk is in the memory tier (does not touch the LRU order).
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.lock_mem().lru.contains(id)
+    }
+
+    /// The plaintext of a chunk: from memory, from a load in flight, from the disk tier, or
+    /// with one ranged read of its pack.
+    pub fn get(&self, r: &ChunkRef) -> Result<Chunk, FetchError> {
+        if let Some(c) = self.lock_mem().lru.get(&r.id) {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(c.clone());
+        }
+        let (flight, leader) = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            match inflight.get(&r.id) {
+                Some(f) => (f.clone(), false),
+                None => {
+                    // Checked again under the in-flight lock: a load may have finished
+                    // between the first look and here.
+                    if let Some(c) = self.lock_mem().lru.get(&r.id) {
+                        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(c.clone());
+                    }
+                    let f = Arc::new(Flight::default());
+                    inflight.insert(r.id, f.clone());
+                    (f, true)
+                }
+            }
+        };
+        if !leader {
+            self.stats.waits.fetch_add(1, Ordering::Relaxed);
+            let mut res = flight.result.lock().unwrap_or_else(|e| e.into_inner());
+            while res.is_none() {
+                res = flight.done.wait(res).unwrap_or_else(|e| e.into_inner());
+            }
+            return res.clone().expect("set before notify");
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let guard = FlightGuard {
+            cache: self,
+            id: r.id,
+            flight,
+        };
+        let result = self.load(r).map(Arc::new).map_err(Arc::new);
+        if let Ok(c) = &result {
+            self.insert(r.id, c.clone());
+        }
+        *guard
+            .flight
+            .result
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(result.clone());
+        drop(guard);
+        result
+    }
+
+    fn insert(&self, id: ChunkId, c: Chunk) {
+        let len = c.len() as u64;
+        if len > self.mem_limit {
+            return;
+        }
+        let mut mem = self.lock_mem();
+        if let Some(old) = mem.lru.put(id, c) {
+            mem.bytes -= old.len() as u64;
+        }
+        mem.bytes += len;
+        while mem.bytes > self.mem_limit {
+            match mem.lru.pop_lru() {
+                Some((_, old)) => mem.bytes -= old.len() as u64,
+                None => break,
+            }
+        }
+    }
+
+    /// Disk tier, then the store. Never called twice at once for one chunk.
+    fn load(&self, r: &ChunkRef) -> Result<Vec<u8>, RepoError> {
+        let from_disk = self
+            .disk
+            .as_ref()
+            .and_then(|d| d.get(&r.id, r.stored_len).map(|s| (d, s)));
+        if let Some((disk, sealed)) = from_disk {
+            match self.repo.open_chunk(r, &sealed) {
+                Ok(plain) => {
+                    self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(plain);
+                }
+                Err(e) => {
+                    tracing::warn!(chunk = %r.id, "disk cache entry failed verification, dropped: {e}");
+                    disk.remove(&r.id);
+                }
+            }
+        }
+        self.stats.fetches.fetch_add(1, Ordering::Relaxed);
+        let name = || format!("chunk {} in pack {}", r.id, r.pack.to_hex());
+        let sealed = self
+            .repo
+            .store()
+            .get_range(&r.pack.key(), r.offset as u64, r.stored_len as u64)
+            .map_err(|e| match e {
+                BackendError::NotFound { .. } | BackendError::OutOfRange { .. } => {
+                    RepoError::damaged(name(), e.to_string())
+                }
+                e => RepoError::Backend(e),
+            })
+            .inspect_err(|_| {
+                self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
+            })?;
+        let plain = self.repo.open_chunk(r, &sealed).inspect_err(|_| {
+            self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
+        })?;
+        if let Some(disk) = &self.disk {
+            disk.put(&r.id, &sealed);
+        }
+        Ok(plain)
+    }
+
+    /// Starts `threads` background prefetch workers fed by a channel of `queue` slots.
+    pub fn start_prefetchers(self: &Arc<Self>, threads: usize, queue: usize) {
+        let (tx, rx) = crossbeam_channel::bounded::<ChunkRef>(queue.max(1));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let weak = Arc::downgrade(self);
+            std::thread::Builder::new()
+                .name(format!("prefetch-{i}"))
+                .spawn(move || {
+                    while let Ok(r) = rx.recv() {
+                        let Some(cache) = weak.upgrade() else { break };
+                        if let Err(e) = cache.get(&r) {
+                            tracing::debug!(chunk = %r.id, "prefetch failed: {e}");
+                        }
+                    }
+                })
+                .expect("spawning a prefetch thread");
+        }
+        *self.prefetch_tx.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    }
+
+    /// Asks for a chunk to be loaded in the background. A hint only: dropped when the
+    /// chunk is cached or loading already, when no prefetchers run, or when the queue is
+    /// full.
+    pub fn prefetch(&self, r: &ChunkRef) {
+        if self.contains(&r.id)
+            || self
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&r.id)
+        {
+            return;
+        }
+        let tx = self.prefetch_tx.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = tx.as_ref() {
+            if tx.try_send(*r).is_ok() {
+                self.stats.prefetches_queued.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.stats
+                    .prefetches_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Parses a size such as `268435456`, `256M`, `256MiB`, `1G`, `512k` (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (try 256M, 1G or a number of bytes)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        u => return Err(format!("unknown size unit {u:?} in {s:?}")),
+    };
+    Ok((n * mult as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Store;
+    use crate::backend::faulty::{Fault, FaultyStore, Op, Rule};
+    use crate::backend::memory::MemoryStore;
+    use crate::repo::InitOptions;
+    use crate::repo::format::{ChunkerParams, KdfParams};
+
+    pub(crate) fn test_repo(store: Store) -> Arc<Repository> {
+        let opts = InitOptions {
+            chunker: ChunkerParams {
+                min_size: 4096,
+                avg_size: 16384,
+                max_size: 65536,
+            },
+            pack_size: 1 << 20,
+            zstd_level: 1,
+            kdf: KdfParams {
+                memory_kib: 8,
+                iterations: 1,
+                parallelism: 1,
+                salt: [7; 16],
+            },
+        };
+        Repository::init(store, b"pw", opts).unwrap()
+    }
+
+    /// Stores chunks through the pack writer-free path: one pack per chunk, by hand.
+    fn put_chunk(repo: &Repository, data: &[u8]) -> ChunkRef {
+        let id = repo.keys().chunk_id(data);
+        let mut z = zstd::bulk::Compressor::new(1).unwrap();
+        let sealed = repo.seal_chunk(&id, data, &mut z);
+        let pack = crate::repo::format::PackId::random();
+        repo.store().put(&pack.key(), &sealed).unwrap();
+        ChunkRef {
+            id,
+            pack,
+            offset: 0,
+            stored_len: sealed.len() as u32,
+            raw_len: data.len() as u32,
+        }
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("256M").unwrap(), 256 << 20);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("1.5k").unwrap(), 1536);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("3X").is_err());
+    }
+
+    #[test]
+    fn hits_misses_and_byte_budget() {
+        let repo = test_repo(Arc::new(MemoryStore::new()));
+        let refs: Vec<ChunkRef> = (0..4u8).map(|i| put_chunk(&repo, &vec![i; 1000])).collect();
+        let cache = ChunkCache::new(repo, 2500, None);
+        for (i, r) in refs.iter().enumerate() {
+            assert_eq!(*cache.get(r).unwrap(), vec![i as u8; 1000]);
+        }
+        // Only two chunks of 1000 bytes fit in 2500.
+        assert_eq!(cache.mem_bytes(), 2000);
+        assert!(cache.contains(&refs[3].id) && cache.contains(&refs[2].id));
+        assert!(!cache.contains(&refs[0].id));
+        cache.get(&refs[3]).unwrap();
+        assert_eq!(cache.stats.hits.load(Ordering::Relaxed), 1);
+        assert_eq!(cache.stats.fetches.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn concurrent_readers_share_one_fetch() {
+        let mem = Arc::new(MemoryStore::new());
+        let faulty = Arc::new(FaultyStore::new(mem));
+        let repo = test_repo(faulty.clone());
+        let r = put_chunk(&repo, &[9u8; 50_000]);
+        faulty.add_rule(Rule::new(
+            Op::GetRange,
+            "packs/",
+            Fault::Delay(std::time::Duration::from_millis(200)),
+        ));
+        let cache = ChunkCache::new(repo, 1 << 20, None);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| assert_eq!(cache.get(&r).unwrap().len(), 50_000));
+            }
+        });
+        assert_eq!(cache.stats.fetches.load(Ordering::Relaxed), 1);
+        assert!(cache.inflight.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn damage_is_an_error_for_every_waiter_and_not_cached() {
+        let repo = test_repo(Arc::new(MemoryStore::new()));
+        let r = put_chunk(&repo, b"some bytes that will be damaged");
+        let mut blob = repo.store().get(&r.pack.key()).unwrap();
+        blob[30] ^= 0xff;
+        repo.store().put(&r.pack.key(), &blob).unwrap();
+        let cache = ChunkCache::new(repo.clone(), 1 << 20, None);
+        let e = cache.get(&r).unwrap_err();
+        assert!(matches!(*e, RepoError::Damaged { .. }), "{e}");
+        assert!(e.to_string().contains(&r.id.to_hex()));
+        // Repaired: the next read succeeds (errors are not cached).
+        blob[30] ^= 0xff;
+        repo.store().put(&r.pack.key(), &blob).unwrap();
+        assert!(cache.get(&r).is_ok());
+        let missing = ChunkRef {
+            pack: crate::repo::format::PackId::random(),
+            ..r
+        };
+        let cache = ChunkCache::new(repo, 1 << 20, None);
+        assert!(matches!(
+            *cache.get(&missing).unwrap_err(),
+            RepoError::Damaged { .. }
+        ));
+    }
+
+    #[test]
+    fn prefetch_loads_in_background() {
+        let repo = test_repo(Arc::new(MemoryStore::new()));
+        let r = put_chunk(&repo, &[1u8; 10_000]);
+        let cache = ChunkCache::new(repo, 1 << 20, None);
+        cache.prefetch(&r); // no workers yet: dropped silently
+        cache.start_prefetchers(2, 4);
+        cache.prefetch(&r);
+        let t = std::time::Instant::now();
+        while !cache.contains(&r.id) {
+            assert!(t.elapsed().as_secs() < 5, "prefetch never landed");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        cache.get(&r).unwrap();
+        assert_eq!(cache.stats.fetches.load(Ordering::Relaxed), 1);
+    }
+}

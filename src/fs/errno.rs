@@ -1,0 +1,90 @@
+//! The one place where errors become errno values. Both matches are exhaustive, so a new
+//! error variant does not compile until someone decides its errno here.
+
+use crate::backend::BackendError;
+use crate::repo::RepoError;
+
+use super::ops::FsError;
+
+impl FsError {
+    /// The errno the kernel gets for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::NotDir => libc::ENOTDIR,
+            FsError::IsDir => libc::EISDIR,
+            // Backups are immutable: every write, create, rename, chmod, setxattr... gets
+            // "read-only file system", the answer tools expect from a snapshot.
+            FsError::ReadOnly => libc::EROFS,
+            // getxattr of a name the file does not have.
+            FsError::NoXattr => libc::ENODATA,
+            // getxattr/listxattr with a buffer too small for the value.
+            FsError::Range => libc::ERANGE,
+            // lseek(SEEK_DATA/SEEK_HOLE) at or past the end, or no data after the offset.
+            FsError::NoData => libc::ENXIO,
+            FsError::BadHandle => libc::EBADF,
+            FsError::Invalid => libc::EINVAL,
+            FsError::Repo(e) => repo_errno(e),
+        }
+    }
+}
+
+/// The errno of a repository error met while serving a request.
+pub fn repo_errno(e: &RepoError) -> i32 {
+    match e {
+        // A damaged or missing chunk or tree: the data cannot be produced. EIO for that read
+        // only; everything else keeps being served.
+        RepoError::Damaged { .. } => libc::EIO,
+        RepoError::Backend(b) => backend_errno(b),
+        // Things that vanished under the mount (a vault or point deleted by another host).
+        RepoError::VaultNotFound(_)
+        | RepoError::PointNotFound { .. }
+        | RepoError::NoPoints(_)
+        | RepoError::PathNotFound { .. } => libc::ENOENT,
+        RepoError::InvalidVaultName(_) => libc::ENOENT,
+        // Cannot happen once mounted (the keys are open); if it does, the data is unreadable.
+        RepoError::WrongPassword(_)
+        | RepoError::NotARepository(_)
+        | RepoError::Config { .. }
+        | RepoError::AlreadyInitialized(_) => libc::EIO,
+        RepoError::VaultExists(_) => libc::EEXIST,
+        RepoError::VaultNotEmpty { .. } => libc::ENOTEMPTY,
+        RepoError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+        RepoError::Locked(_) => libc::EBUSY,
+        RepoError::Invalid(_) => libc::EIO,
+    }
+}
+
+fn backend_errno(e: &BackendError) -> i32 {
+    match e {
+        // An object the repository refers to is gone or short: the data is lost for us.
+        BackendError::NotFound { .. } | BackendError::OutOfRange { .. } => libc::EIO,
+        BackendError::AlreadyExists { .. } => libc::EEXIST,
+        // Local I/O errors keep their own errno (ENOSPC, EACCES...), others are EIO.
+        BackendError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+        // A remote store that failed or timed out: EIO (not EAGAIN, which readers such as
+        // cp do not retry and report confusingly).
+        BackendError::Remote { .. } => libc::EIO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn mapping() {
+        assert_eq!(FsError::ReadOnly.errno(), libc::EROFS);
+        assert_eq!(FsError::NotFound.errno(), libc::ENOENT);
+        let damaged = RepoError::damaged("chunk x", "authentication failed");
+        assert_eq!(FsError::Repo(Arc::new(damaged)).errno(), libc::EIO);
+        let remote = RepoError::Backend(BackendError::Remote {
+            op: "get",
+            key: "packs/x".into(),
+            message: "timeout".into(),
+            transient: true,
+        });
+        assert_eq!(FsError::Repo(Arc::new(remote)).errno(), libc::EIO);
+    }
+}

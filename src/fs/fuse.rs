@@ -1,0 +1,452 @@
+//! The fuser adapter: the only module that knows fuser. Each method converts the request,
+//! asks [`VaultFs`], and converts the typed answer or the error (through the one errno
+//! mapping in `errno.rs`).
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use super::ops::{Attr, FileKind, FsError, Inval, VaultFs, XattrReply};
+
+/// The `Filesystem` fuser drives.
+#[derive(Debug)]
+pub struct FuseFs {
+    pub fs: Arc<VaultFs>,
+}
+
+fn errno(e: &FsError) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+fn time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+fn file_type(k: FileKind) -> FileType {
+    match k {
+        FileKind::Dir => FileType::Directory,
+        FileKind::File => FileType::RegularFile,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+        FileKind::Socket => FileType::Socket,
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.blocks,
+        atime: time(a.mtime_ns),
+        mtime: time(a.mtime_ns),
+        ctime: time(a.ctime_ns),
+        crtime: time(a.mtime_ns),
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: super::ops::BLKSIZE,
+        flags: 0,
+    }
+}
+
+fn log_err(op: &str, ino: u64, e: &FsError) {
+    match e {
+        // Expected answers, not incidents.
+        FsError::NotFound | FsError::NoXattr | FsError::ReadOnly | FsError::NoData => {
+            tracing::trace!(op, ino, "{e}")
+        }
+        // Read errors are logged where the chunk and file are known (ops::read_node).
+        _ => tracing::debug!(op, ino, "{e}"),
+    }
+}
+
+macro_rules! try_reply {
+    ($reply:expr, $op:expr, $ino:expr, $e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => {
+                log_err($op, $ino, &e);
+                $reply.error(errno(&e));
+                return;
+            }
+        }
+    };
+}
+
+fn erofs() -> Errno {
+    errno(&FsError::ReadOnly)
+}
+
+impl Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Lookups in one directory may run in parallel (several session threads).
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // Let the kernel keep many reads in flight, so that session threads stay busy.
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let e = try_reply!(
+            reply,
+            "lookup",
+            parent.0,
+            self.fs.lookup(parent.0, name.as_bytes())
+        );
+        reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0));
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let e = try_reply!(reply, "getattr", ino.0, self.fs.getattr(ino.0));
+        reply.attr(&e.ttl, &file_attr(&e.attr));
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let t = try_reply!(reply, "readlink", ino.0, self.fs.readlink(ino.0));
+        reply.data(&t);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let o = try_reply!(reply, "open", ino.0, self.fs.open(ino.0, flags.0));
+        let mut f = FopenFlags::empty();
+        if o.keep_cache {
+            f |= FopenFlags::FOPEN_KEEP_CACHE;
+        }
+        if o.direct_io {
+            f |= FopenFlags::FOPEN_DIRECT_IO;
+        }
+        reply.opened(FileHandle(o.fh), f);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let data = try_reply!(
+            reply,
+            "read",
+            ino.0,
+            self.fs.read(ino.0, fh.0, offset, size)
+        );
+        reply.data(&data);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.release(fh.0);
+        reply.ok();
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let fh = try_reply!(reply, "opendir", ino.0, self.fs.opendir(ino.0));
+        reply.opened(FileHandle(fh), FopenFlags::empty());
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let entries = try_reply!(reply, "readdir", ino.0, self.fs.readdir(fh.0));
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(
+                INodeNo(e.ino),
+                i as u64 + 1,
+                file_type(e.kind),
+                OsStr::from_bytes(&e.name),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, super::ops::BLKSIZE, 255, super::ops::BLKSIZE);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match try_reply!(
+            reply,
+            "getxattr",
+            ino.0,
+            self.fs.getxattr(ino.0, name.as_bytes(), size)
+        ) {
+            XattrReply::Size(n) => reply.size(n),
+            XattrReply::Data(d) => reply.data(&d),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match try_reply!(reply, "listxattr", ino.0, self.fs.listxattr(ino.0, size)) {
+            XattrReply::Size(n) => reply.size(n),
+            XattrReply::Data(d) => reply.data(&d),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let o = try_reply!(reply, "lseek", ino.0, self.fs.lseek(ino.0, offset, whence));
+        reply.offset(o);
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // Called only without default_permissions (the owner's private mount): reading is
+        // allowed, writing never is.
+        if mask.contains(fuser::AccessFlags::W_OK) {
+            reply.error(erofs());
+        } else {
+            let _ = try_reply!(reply, "access", ino.0, self.fs.getattr(ino.0));
+            reply.ok();
+        }
+    }
+
+    // ---- everything that would modify a backup: EROFS ----
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(erofs());
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(erofs());
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(erofs());
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(erofs());
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(erofs());
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(erofs());
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(erofs());
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(erofs());
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(erofs());
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(erofs());
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(erofs());
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        reply.error(erofs());
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(erofs());
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+}
+
+/// Sends the invalidations the logic asks for, from a thread of its own.
+pub fn spawn_invalidator(notifier: fuser::Notifier) -> crossbeam_channel::Sender<Inval> {
+    let (tx, rx) = crossbeam_channel::bounded::<Inval>(1024);
+    std::thread::Builder::new()
+        .name("invalidator".into())
+        .spawn(move || {
+            while let Ok(i) = rx.recv() {
+                let r = match &i {
+                    Inval::Entry { parent, name } => {
+                        notifier.inval_entry(INodeNo(*parent), OsStr::from_bytes(name))
+                    }
+                    Inval::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+                };
+                if let Err(e) = r {
+                    tracing::debug!("invalidation {i:?} failed: {e}");
+                }
+            }
+        })
+        .expect("spawning the invalidator thread");
+    tx
+}

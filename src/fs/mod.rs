@@ -1,0 +1,268 @@
+//! The FUSE mount: vaults, recovery points and backups as a read-only tree.
+//!
+//! ```text
+//! <mountpoint>/
+//! ├── <vault>/
+//! │   ├── 2026-11-22T225501Z/      a recovery point (UTC time, sortable, no colons)
+//! │   │   ├── etc/                 a tree backup: original files, original metadata
+//! │   │   └── disk.img             an image backup: one file, holes stay holes
+//! │   └── latest -> 2026-11-22T225501Z
+//! └── .vaultfs/
+//!     ├── vaults/<vault>.json
+//!     └── points/<vault>/<point>.json
+//! ```
+//!
+//! Modules: [`inodes`] (the table, stable numbers), [`ops`] (the logic, typed replies,
+//! no fuser), [`control`] (the JSON files), [`errno`] (the one errno mapping), [`fuse`]
+//! (the only fuser user).
+//!
+//! # Concurrency: several session threads
+//!
+//! fuser runs [`MountOptions::threads`] session threads (default 8), each with its own
+//! `/dev/fuse` descriptor (`clone_fd`), and every request is served synchronously on the
+//! thread that read it. A slow chunk fetch blocks one thread; the others keep answering
+//! (`ls`, `stat`, reads of other files, which come from memory or from other fetches).
+//! We chose threads over replies completed from async tasks because the whole stack below
+//! (the chunk cache, the repository, the `ObjectStore` trait) is blocking by design, so
+//! threads need no runtime and no `block_on` bridges; the price is that at most `threads`
+//! fetches run at once for kernel requests, which is also the natural backpressure. The
+//! chunk cache makes concurrent readers of one chunk share one fetch, and a small pool of
+//! prefetch threads (bounded queue, hints dropped when full) reads ahead for sequential
+//! readers.
+//!
+//! # Kernel caching
+//!
+//! Backups are immutable: files open with `FOPEN_KEEP_CACHE`, entries and attributes inside
+//! points have a one-day TTL, and inode numbers are stable for the life of the mount. The
+//! root, vault directories and `latest` have a one-second TTL; `.vaultfs` files have none
+//! and use direct I/O. When a vault's point list changes (re-read after `--refresh-secs`
+//! when the vault is looked up, listed or `latest` is read), `latest` and vanished points
+//! are invalidated through the notifier, from a thread of its own.
+//!
+//! # Exit
+//!
+//! SIGINT, SIGTERM and SIGHUP are blocked in every thread and taken by one thread with
+//! `sigwait` (no handler, no unsafe code), which unmounts; `fusermount3 -u` ends the
+//! session the same way. Either way `mount` returns `Ok` and the command exits 0.
+
+pub mod control;
+pub mod errno;
+pub mod fuse;
+pub mod inodes;
+pub mod ops;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::cache::{ChunkCache, disk::DiskCache};
+use crate::repo::Repository;
+
+/// Settings of `vaultfs mount`.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// Bytes of decompressed chunks kept in memory.
+    pub cache_size: u64,
+    /// The optional disk tier, and its size.
+    pub disk_cache: Option<PathBuf>,
+    pub disk_cache_size: u64,
+    /// Let other users in (then with `default_permissions`: the kernel checks modes).
+    pub allow_other: bool,
+    /// Accepted and kept for the delete feature; deletes are not implemented yet.
+    pub allow_delete: bool,
+    /// How old a vault's point list may get before it is re-read.
+    pub refresh: Duration,
+    /// Session threads.
+    pub threads: usize,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            cache_size: 256 << 20,
+            disk_cache: None,
+            disk_cache_size: 4 << 30,
+            allow_other: false,
+            allow_delete: false,
+            refresh: Duration::from_secs(2),
+            threads: 8,
+        }
+    }
+}
+
+/// Why a mount could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("mount point {0} does not exist")]
+    NoMountpoint(PathBuf),
+    #[error("mount point {0} is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("mount point {0} is busy: something is already mounted there")]
+    Busy(PathBuf),
+    #[error("disk cache {path}: {source}")]
+    DiskCache {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mounting at {path}: {source} (is /dev/fuse available and fusermount3 installed?)")]
+    Mount {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the FUSE session at {path} ended with an error: {source}")]
+    Session {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Whether `path` is a mount point now (from /proc/self/mountinfo).
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    info.lines().any(|l| {
+        l.split(' ')
+            .nth(4)
+            .map(unescape_mountinfo)
+            .is_some_and(|p| p == want)
+    })
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let mut out = String::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let octal = (b[i] == b'\\' && i + 3 < b.len())
+            .then(|| u8::from_str_radix(&s[i + 1..i + 4], 8).ok())
+            .flatten();
+        if let Some(v) = octal {
+            out.push(v as char);
+            i += 4;
+            continue;
+        }
+        out.push(b[i] as char);
+        i += 1;
+    }
+    out
+}
+
+/// Checks the mount point before anything else happens.
+pub fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, MountError> {
+    let meta = std::fs::metadata(mountpoint)
+        .map_err(|_| MountError::NoMountpoint(mountpoint.to_path_buf()))?;
+    if !meta.is_dir() {
+        return Err(MountError::NotADirectory(mountpoint.to_path_buf()));
+    }
+    let canon = mountpoint
+        .canonicalize()
+        .map_err(|_| MountError::NoMountpoint(mountpoint.to_path_buf()))?;
+    if is_mount_point(&canon) {
+        return Err(MountError::Busy(canon));
+    }
+    Ok(canon)
+}
+
+/// Mounts the repository and serves it until unmounted or interrupted.
+pub fn mount(
+    repo: Arc<Repository>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> Result<(), MountError> {
+    let mnt = check_mountpoint(mountpoint)?;
+
+    // Block the exit signals before any thread starts, so that every thread inherits the
+    // mask and only the waiter below receives them.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGHUP);
+    if let Err(e) = signals.thread_block() {
+        tracing::warn!("cannot block signals ({e}); Ctrl-C will not unmount cleanly");
+    }
+
+    let disk = match &opts.disk_cache {
+        Some(dir) => Some(
+            DiskCache::open(dir, &repo.config().repo_id, opts.disk_cache_size).map_err(
+                |source| MountError::DiskCache {
+                    path: dir.clone(),
+                    source,
+                },
+            )?,
+        ),
+        None => None,
+    };
+    let cache = ChunkCache::new(repo.clone(), opts.cache_size, disk);
+    cache.start_prefetchers(2, 16);
+    let fs_opts = ops::FsOptions {
+        refresh: opts.refresh,
+        ..Default::default()
+    };
+    let vfs = Arc::new(ops::VaultFs::new(repo.clone(), cache, fs_opts));
+
+    let mut config = ::fuser::Config::default();
+    config.mount_options = vec![
+        ::fuser::MountOption::FSName(format!("vaultfs:{}", repo.location())),
+        ::fuser::MountOption::Subtype("vaultfs".into()),
+        ::fuser::MountOption::NoSuid,
+        ::fuser::MountOption::NoDev,
+        ::fuser::MountOption::NoAtime,
+    ];
+    if opts.allow_other {
+        config.acl = ::fuser::SessionACL::All;
+        config
+            .mount_options
+            .push(::fuser::MountOption::DefaultPermissions);
+    }
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+
+    let mut session = ::fuser::Session::new(fuse::FuseFs { fs: vfs.clone() }, &mnt, &config)
+        .map_err(|source| MountError::Mount {
+            path: mnt.clone(),
+            source,
+        })?;
+    vfs.set_invalidator(fuse::spawn_invalidator(session.notifier()));
+
+    let mut unmounter = session.unmount_callable();
+    let mnt2 = mnt.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(sig) = signals.wait() {
+                tracing::info!("{sig}: unmounting {}", mnt2.display());
+                if let Err(e) = unmounter.unmount() {
+                    tracing::warn!(
+                        "unmounting {} failed ({e}); detaching it lazily",
+                        mnt2.display()
+                    );
+                    let _ = nix::mount::umount2(&mnt2, nix::mount::MntFlags::MNT_DETACH);
+                }
+            }
+        })
+        .map_err(|source| MountError::Session {
+            path: mnt.clone(),
+            source,
+        })?;
+
+    eprintln!("vaultfs: mounted {} at {}", repo.location(), mnt.display());
+    session.run().map_err(|source| MountError::Session {
+        path: mnt.clone(),
+        source,
+    })?;
+    let s = &vfs.cache().stats;
+    tracing::info!(
+        "unmounted {}: {} chunk fetches, {} cache hits",
+        mnt.display(),
+        s.fetches.load(std::sync::atomic::Ordering::Relaxed),
+        s.hits.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    Ok(())
+}

@@ -1,0 +1,949 @@
+//! The filesystem's logic, with typed replies: what each FUSE operation answers, without
+//! fuser types, so that it runs in unit tests with no kernel. `fuse.rs` only converts.
+//!
+//! Everything is answered from the inode table, and from the chunk cache for tree chunks
+//! and file data; the repository's metadata objects (vault list, point list, manifests)
+//! are read on first use and, for vaults and points, re-read after the refresh interval.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::cache::ChunkCache;
+use crate::repo::format::{ChunkRef, Extent, NodeKind, Tree, decode_object, now_ns};
+use crate::repo::{RepoError, Repository};
+
+use super::control;
+use super::inodes::*;
+
+/// Entry and attribute TTL of backup contents and points: immutable, cached long.
+pub const TREE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// TTL of things that change when points arrive: the root, vault directories, `latest`.
+pub const LIVE_TTL: Duration = Duration::from_secs(1);
+/// TTL of the generated control files: none.
+pub const CONTROL_TTL: Duration = Duration::ZERO;
+/// `st_blksize` reported for every file.
+pub const BLKSIZE: u32 = 4096;
+
+/// The type of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Dir,
+    File,
+    Symlink,
+    Fifo,
+    CharDevice,
+    BlockDevice,
+    Socket,
+}
+
+/// Attributes, as `stat` shows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub size: u64,
+    /// 512-byte blocks actually stored: holes do not count.
+    pub blocks: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub kind: FileKind,
+    /// Permission bits including setuid, setgid and sticky.
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Device number in the kernel's encoding (`new_encode_dev`).
+    pub rdev: u32,
+}
+
+/// A lookup's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub attr: Attr,
+    pub ttl: Duration,
+}
+
+/// One directory entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub kind: FileKind,
+    pub name: Vec<u8>,
+}
+
+/// An open's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    pub fh: u64,
+    /// Keep the kernel's page cache across opens (immutable content).
+    pub keep_cache: bool,
+    /// Bypass the page cache (generated files whose size is not known in advance).
+    pub direct_io: bool,
+}
+
+/// A getxattr/listxattr answer: the size asked for, or the bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum XattrReply {
+    Size(u32),
+    Data(Vec<u8>),
+}
+
+/// Why an operation failed. Mapped to errno in `errno.rs`, exhaustively.
+#[derive(Clone, Debug)]
+pub enum FsError {
+    NotFound,
+    NotDir,
+    IsDir,
+    ReadOnly,
+    NoXattr,
+    Range,
+    NoData,
+    BadHandle,
+    Invalid,
+    Repo(Arc<RepoError>),
+}
+
+impl std::fmt::Display for FsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsError::Repo(e) => write!(f, "{e}"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+impl From<RepoError> for FsError {
+    fn from(e: RepoError) -> Self {
+        FsError::Repo(Arc::new(e))
+    }
+}
+
+impl From<Arc<RepoError>> for FsError {
+    fn from(e: Arc<RepoError>) -> Self {
+        FsError::Repo(e)
+    }
+}
+
+pub type Result<T, E = FsError> = std::result::Result<T, E>;
+
+/// A kernel cache invalidation the logic asks for; sent by the adapter from a thread of
+/// its own (never from inside a request on the same directory, which could deadlock).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inval {
+    Entry { parent: u64, name: Vec<u8> },
+    Inode(u64),
+}
+
+/// Settings of the logic layer.
+#[derive(Clone, Debug)]
+pub struct FsOptions {
+    /// How old a vault's point list may get before a lookup or listing re-reads it.
+    pub refresh: Duration,
+    /// Owner of the generated directories and files.
+    pub uid: u32,
+    pub gid: u32,
+    /// Readahead bounds: at most this many chunks, and bytes, ahead of a sequential reader.
+    pub readahead_chunks: usize,
+    pub readahead_bytes: u64,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        FsOptions {
+            refresh: Duration::from_secs(2),
+            uid: rustix::process::getuid().as_raw(),
+            gid: rustix::process::getgid().as_raw(),
+            readahead_chunks: 8,
+            readahead_bytes: 32 << 20,
+        }
+    }
+}
+
+/// State of an open file.
+#[derive(Debug)]
+struct FileState {
+    ino: u64,
+    /// Generated content of a control file, fixed at open.
+    data: Option<Arc<Vec<u8>>>,
+    /// End of the last read, and how many reads in a row continued it.
+    last_end: AtomicU64,
+    streak: AtomicU64,
+}
+
+/// See the module documentation.
+pub struct VaultFs {
+    repo: Arc<Repository>,
+    cache: Arc<ChunkCache>,
+    pub inodes: InodeTable,
+    opts: FsOptions,
+    files: Mutex<HashMap<u64, Arc<FileState>>>,
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    next_fh: AtomicU64,
+    inval: Mutex<Option<crossbeam_channel::Sender<Inval>>>,
+    started_ns: i64,
+}
+
+impl std::fmt::Debug for VaultFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultFs")
+            .field("repo", &self.repo)
+            .field("inodes", &self.inodes.len())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The kernel's device number encoding (`new_encode_dev`) of a userspace `dev_t`.
+pub fn encode_dev(rdev: u64) -> u32 {
+    let major = libc::major(rdev as libc::dev_t) as u32;
+    let minor = libc::minor(rdev as libc::dev_t) as u32;
+    (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
+}
+
+/// A point's time from its name (`2026-11-22T225501Z`, maybe with `-N`).
+fn point_time(name: &str) -> Option<i64> {
+    let base = name.get(..18)?;
+    let t = chrono::NaiveDateTime::parse_from_str(base, "%Y-%m-%dT%H%M%SZ").ok()?;
+    t.and_utc().timestamp_nanos_opt()
+}
+
+impl VaultFs {
+    pub fn new(repo: Arc<Repository>, cache: Arc<ChunkCache>, opts: FsOptions) -> VaultFs {
+        VaultFs {
+            repo,
+            cache,
+            inodes: InodeTable::new(),
+            opts,
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            inval: Mutex::new(None),
+            started_ns: now_ns(),
+        }
+    }
+
+    /// Where cache invalidations go (the adapter's notifier thread).
+    pub fn set_invalidator(&self, tx: crossbeam_channel::Sender<Inval>) {
+        *lock(&self.inval) = Some(tx);
+    }
+
+    pub fn cache(&self) -> &Arc<ChunkCache> {
+        &self.cache
+    }
+
+    fn invalidate(&self, i: Inval) {
+        if let Some(tx) = lock(&self.inval).as_ref() {
+            let _ = tx.try_send(i);
+        }
+    }
+
+    fn inode(&self, ino: u64) -> Result<Arc<Inode>> {
+        self.inodes.get(ino).ok_or(FsError::NotFound)
+    }
+
+    // ---- attributes ----
+
+    fn dir_attr(&self, ino: u64, mtime_ns: i64) -> Attr {
+        Attr {
+            ino,
+            size: 0,
+            blocks: 0,
+            mtime_ns,
+            ctime_ns: mtime_ns,
+            kind: FileKind::Dir,
+            perm: 0o555,
+            nlink: 2,
+            uid: self.opts.uid,
+            gid: self.opts.gid,
+            rdev: 0,
+        }
+    }
+
+    fn kind_of(inode: &Inode) -> FileKind {
+        match &inode.body {
+            Body::Root(_) | Body::Vault(_) | Body::Point(_) => FileKind::Dir,
+            Body::Latest { .. } => FileKind::Symlink,
+            Body::Control(c) if c.is_dir() => FileKind::Dir,
+            Body::Control(_) => FileKind::File,
+            Body::Node(t) => match t.node.kind {
+                NodeKind::File => FileKind::File,
+                NodeKind::Dir => FileKind::Dir,
+                NodeKind::Symlink => FileKind::Symlink,
+                NodeKind::Fifo => FileKind::Fifo,
+                NodeKind::CharDevice => FileKind::CharDevice,
+                NodeKind::BlockDevice => FileKind::BlockDevice,
+                NodeKind::Socket => FileKind::Socket,
+            },
+        }
+    }
+
+    fn attr_of(&self, inode: &Inode) -> Result<Entry> {
+        let ino = inode.ino;
+        Ok(match &inode.body {
+            Body::Root(_) => Entry {
+                attr: self.dir_attr(ino, self.started_ns),
+                ttl: LIVE_TTL,
+            },
+            Body::Vault(_) => Entry {
+                attr: self.dir_attr(ino, self.started_ns),
+                ttl: LIVE_TTL,
+            },
+            Body::Point(p) => Entry {
+                attr: self.dir_attr(ino, p.time_ns),
+                ttl: TREE_TTL,
+            },
+            Body::Latest { vault } => {
+                let target = self.latest_target(*vault)?;
+                let mut attr = self.dir_attr(ino, self.started_ns);
+                attr.kind = FileKind::Symlink;
+                attr.perm = 0o777;
+                attr.nlink = 1;
+                attr.size = target.len() as u64;
+                Entry {
+                    attr,
+                    ttl: LIVE_TTL,
+                }
+            }
+            Body::Control(c) if c.is_dir() => Entry {
+                attr: self.dir_attr(ino, self.started_ns),
+                ttl: CONTROL_TTL,
+            },
+            Body::Control(c) => {
+                let data = self.control_data(c)?;
+                let mut attr = self.dir_attr(ino, now_ns());
+                attr.kind = FileKind::File;
+                attr.perm = 0o444;
+                attr.nlink = 1;
+                attr.size = data.len() as u64;
+                attr.blocks = (data.len() as u64).div_ceil(512);
+                Entry {
+                    attr,
+                    ttl: CONTROL_TTL,
+                }
+            }
+            Body::Node(t) => {
+                let n = &t.node;
+                Entry {
+                    attr: Attr {
+                        ino,
+                        size: n.size,
+                        blocks: t.stored_bytes().div_ceil(512),
+                        mtime_ns: n.mtime_ns,
+                        ctime_ns: n.ctime_ns,
+                        kind: Self::kind_of(inode),
+                        perm: (n.mode & 0o7777) as u16,
+                        nlink: match (n.kind, n.hardlink) {
+                            (NodeKind::File, Some((_, nlink))) => nlink.max(1),
+                            _ => 1,
+                        },
+                        uid: n.uid,
+                        gid: n.gid,
+                        rdev: match n.kind {
+                            NodeKind::CharDevice | NodeKind::BlockDevice => encode_dev(n.rdev),
+                            _ => 0,
+                        },
+                    },
+                    ttl: TREE_TTL,
+                }
+            }
+        })
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Entry> {
+        let inode = self.inode(ino)?;
+        self.attr_of(&inode)
+    }
+
+    // ---- listings ----
+
+    /// The vaults, re-listed when the list is older than the refresh interval.
+    fn vaults(&self, root: &Mutex<VaultList>) -> Result<Vec<(String, u64)>> {
+        let mut list = lock(root);
+        let stale = list
+            .refreshed
+            .is_none_or(|t| t.elapsed() >= self.opts.refresh);
+        if stale {
+            match self.repo.list_vaults() {
+                Ok(names) => {
+                    let old: Vec<String> = list.names.iter().map(|(n, _)| n.clone()).collect();
+                    list.names = names
+                        .into_iter()
+                        .map(|name| {
+                            let ino = self.inodes.get_or_alloc(Key::Vault(name.clone()), || {
+                                (
+                                    ROOT_INO,
+                                    name.clone().into_bytes(),
+                                    Body::Vault(VaultDir {
+                                        name: name.clone(),
+                                        points: Mutex::new(PointList::default()),
+                                    }),
+                                )
+                            });
+                            (name, ino)
+                        })
+                        .collect();
+                    for gone in old
+                        .iter()
+                        .filter(|o| !list.names.iter().any(|(n, _)| n == *o))
+                    {
+                        self.invalidate(Inval::Entry {
+                            parent: ROOT_INO,
+                            name: gone.clone().into_bytes(),
+                        });
+                    }
+                    list.refreshed = Some(Instant::now());
+                }
+                Err(e) if list.refreshed.is_some() => {
+                    tracing::warn!("listing vaults failed, keeping the previous list: {e}");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(list.names.clone())
+    }
+
+    /// A vault's points (oldest first), re-listed when older than the refresh interval.
+    /// When the list changes, the kernel's entries for `latest` and vanished points are
+    /// invalidated.
+    fn points(&self, vault_ino: u64, v: &VaultDir) -> Result<Vec<(String, u64)>> {
+        let mut list = lock(&v.points);
+        let stale = list
+            .refreshed
+            .is_none_or(|t| t.elapsed() >= self.opts.refresh);
+        if stale {
+            match self.repo.list_points(&v.name) {
+                Ok(names) => {
+                    let old_latest = list.latest().map(str::to_string);
+                    let old: Vec<String> = list.names.iter().map(|(n, _)| n.clone()).collect();
+                    let mut fresh = Vec::with_capacity(names.len());
+                    for name in names {
+                        let ino = match list.by_name.get(&name) {
+                            Some(&ino) => ino,
+                            None => {
+                                let ino = self.inodes.alloc(
+                                    vault_ino,
+                                    name.clone().into_bytes(),
+                                    Body::Point(PointDir {
+                                        vault: v.name.clone(),
+                                        point: name.clone(),
+                                        time_ns: point_time(&name).unwrap_or(self.started_ns),
+                                        backups: Mutex::new(None),
+                                    }),
+                                );
+                                list.by_name.insert(name.clone(), ino);
+                                ino
+                            }
+                        };
+                        fresh.push((name, ino));
+                    }
+                    list.names = fresh;
+                    for gone in old
+                        .iter()
+                        .filter(|o| !list.names.iter().any(|(n, _)| n == *o))
+                    {
+                        self.invalidate(Inval::Entry {
+                            parent: vault_ino,
+                            name: gone.clone().into_bytes(),
+                        });
+                    }
+                    if list.latest().map(str::to_string) != old_latest {
+                        let latest = self.latest_ino(vault_ino, &v.name);
+                        self.invalidate(Inval::Entry {
+                            parent: vault_ino,
+                            name: b"latest".to_vec(),
+                        });
+                        self.invalidate(Inval::Inode(latest));
+                        self.invalidate(Inval::Inode(vault_ino));
+                    }
+                    list.refreshed = Some(Instant::now());
+                }
+                Err(e) if list.refreshed.is_some() => {
+                    tracing::warn!(vault = %v.name, "listing points failed, keeping the previous list: {e}");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(list.names.clone())
+    }
+
+    fn latest_ino(&self, vault_ino: u64, vault: &str) -> u64 {
+        self.inodes
+            .get_or_alloc(Key::Latest(vault.to_string()), || {
+                (
+                    vault_ino,
+                    b"latest".to_vec(),
+                    Body::Latest { vault: vault_ino },
+                )
+            })
+    }
+
+    /// The name of a vault's newest point (what `latest` points to).
+    fn latest_target(&self, vault_ino: u64) -> Result<String> {
+        let inode = self.inode(vault_ino)?;
+        let Body::Vault(v) = &inode.body else {
+            return Err(FsError::Invalid);
+        };
+        let points = self.points(vault_ino, v)?;
+        points
+            .last()
+            .map(|(n, _)| n.clone())
+            .ok_or(FsError::NotFound)
+    }
+
+    fn load_tree(&self, r: &ChunkRef) -> Result<Tree> {
+        let data = self.cache.get(r)?;
+        decode_object(&data).map_err(|e| RepoError::damaged(format!("tree {}", r.id), e).into())
+    }
+
+    /// The backups of a point: its manifest and each backup's top tree, loaded once.
+    fn backups(&self, ino: u64, p: &PointDir) -> Result<Listing> {
+        let mut g = lock(&p.backups);
+        if let Some(l) = g.as_ref() {
+            return Ok(l.clone());
+        }
+        let m = self.repo.load_manifest(&p.vault, &p.point)?;
+        let mut out = Vec::with_capacity(m.backups.len());
+        for b in &m.backups {
+            let tree = self.load_tree(&b.root)?;
+            let mut node = tree.nodes.into_iter().next().ok_or_else(|| {
+                FsError::from(RepoError::damaged(
+                    format!("tree {}", b.root.id),
+                    "empty backup root",
+                ))
+            })?;
+            node.name = b.name.clone();
+            let child = self
+                .inodes
+                .alloc(ino, b.name.clone(), Body::Node(TreeNode::new(node, 0)));
+            out.push((b.name.clone(), child));
+        }
+        let l = Arc::new(out);
+        *g = Some(l.clone());
+        Ok(l)
+    }
+
+    /// The entries of a directory inside a backup, loaded from its tree chunk once.
+    fn tree_children(&self, ino: u64, t: &TreeNode) -> Result<Listing> {
+        if t.node.kind != NodeKind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let mut g = lock(&t.children);
+        if let Some(l) = g.as_ref() {
+            return Ok(l.clone());
+        }
+        let nodes = match &t.node.subtree {
+            Some(r) => self.load_tree(r)?.nodes,
+            None => Vec::new(),
+        };
+        let backup = t.backup_ino(ino);
+        let mut out = Vec::with_capacity(nodes.len());
+        for n in nodes {
+            let name = n.name.clone();
+            let child = match (n.kind, n.hardlink) {
+                (NodeKind::File, Some((group, _))) => self
+                    .inodes
+                    .get_or_alloc(Key::Hardlink { backup, group }, || {
+                        (ino, name.clone(), Body::Node(TreeNode::new(n, backup)))
+                    }),
+                _ => self
+                    .inodes
+                    .alloc(ino, name.clone(), Body::Node(TreeNode::new(n, backup))),
+            };
+            out.push((name, child));
+        }
+        let l = Arc::new(out);
+        *g = Some(l.clone());
+        Ok(l)
+    }
+
+    fn control_ino(&self, parent: u64, name: &[u8], c: Control) -> u64 {
+        self.inodes.get_or_alloc(Key::Control(c.clone()), || {
+            (parent, name.to_vec(), Body::Control(c))
+        })
+    }
+
+    /// Children of a directory inode (without `.` and `..`).
+    fn children(&self, inode: &Inode) -> Result<Vec<(Vec<u8>, u64)>> {
+        let ino = inode.ino;
+        Ok(match &inode.body {
+            Body::Root(list) => {
+                let mut v = vec![(CONTROL_NAME.to_vec(), CONTROL_INO)];
+                v.extend(
+                    self.vaults(list)?
+                        .into_iter()
+                        .map(|(n, i)| (n.into_bytes(), i)),
+                );
+                v
+            }
+            Body::Vault(vd) => {
+                let points = self.points(ino, vd)?;
+                let has_latest = !points.is_empty();
+                let mut v: Vec<(Vec<u8>, u64)> = points
+                    .into_iter()
+                    .map(|(n, i)| (n.into_bytes(), i))
+                    .collect();
+                if has_latest {
+                    v.push((b"latest".to_vec(), self.latest_ino(ino, &vd.name)));
+                }
+                v
+            }
+            Body::Point(p) => self.backups(ino, p)?.as_ref().clone(),
+            Body::Node(t) => self.tree_children(ino, t)?.as_ref().clone(),
+            Body::Latest { .. } => return Err(FsError::NotDir),
+            Body::Control(c) => match c {
+                Control::Top => vec![
+                    (
+                        b"vaults".to_vec(),
+                        self.control_ino(ino, b"vaults", Control::Vaults),
+                    ),
+                    (
+                        b"points".to_vec(),
+                        self.control_ino(ino, b"points", Control::Points),
+                    ),
+                ],
+                Control::Vaults => self
+                    .repo
+                    .list_vaults()?
+                    .into_iter()
+                    .map(|v| {
+                        let name = format!("{v}.json").into_bytes();
+                        let i = self.control_ino(ino, &name, Control::VaultJson(v));
+                        (name, i)
+                    })
+                    .collect(),
+                Control::Points => self
+                    .repo
+                    .list_vaults()?
+                    .into_iter()
+                    .map(|v| {
+                        let name = v.clone().into_bytes();
+                        let i = self.control_ino(ino, &name, Control::PointsOf(v));
+                        (name, i)
+                    })
+                    .collect(),
+                Control::PointsOf(v) => self
+                    .repo
+                    .list_points(v)?
+                    .into_iter()
+                    .map(|p| {
+                        let name = format!("{p}.json").into_bytes();
+                        let i = self.control_ino(ino, &name, Control::PointJson(v.clone(), p));
+                        (name, i)
+                    })
+                    .collect(),
+                Control::VaultJson(_) | Control::PointJson(..) => return Err(FsError::NotDir),
+            },
+        })
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Entry> {
+        let dir = self.inode(parent)?;
+        let ino = match &dir.body {
+            // Tree directories: binary search in the (sorted) listing.
+            Body::Node(t) => {
+                let l = self.tree_children(parent, t)?;
+                let i = l
+                    .binary_search_by(|(n, _)| n.as_slice().cmp(name))
+                    .map_err(|_| FsError::NotFound)?;
+                l[i].1
+            }
+            _ => {
+                let children = self.children(&dir)?;
+                children
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, i)| *i)
+                    .ok_or(FsError::NotFound)?
+            }
+        };
+        self.getattr(ino)
+    }
+
+    /// Opens a directory: its entries are fixed for this handle, so offsets stay valid.
+    pub fn opendir(&self, ino: u64) -> Result<u64> {
+        let inode = self.inode(ino)?;
+        if Self::kind_of(&inode) != FileKind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let children = self.children(&inode)?;
+        let mut entries = Vec::with_capacity(children.len() + 2);
+        entries.push(DirEntry {
+            ino,
+            kind: FileKind::Dir,
+            name: b".".to_vec(),
+        });
+        entries.push(DirEntry {
+            ino: if ino == ROOT_INO {
+                ROOT_INO
+            } else {
+                inode.parent
+            },
+            kind: FileKind::Dir,
+            name: b"..".to_vec(),
+        });
+        for (name, child) in children {
+            let kind = self
+                .inodes
+                .get(child)
+                .map(|i| Self::kind_of(&i))
+                .unwrap_or(FileKind::File);
+            entries.push(DirEntry {
+                ino: child,
+                kind,
+                name,
+            });
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.dirs).insert(fh, Arc::new(entries));
+        Ok(fh)
+    }
+
+    /// The entries of an open directory; the adapter sends them from `offset` on.
+    pub fn readdir(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>> {
+        lock(&self.dirs).get(&fh).cloned().ok_or(FsError::BadHandle)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        lock(&self.dirs).remove(&fh);
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let inode = self.inode(ino)?;
+        match &inode.body {
+            Body::Latest { vault } => Ok(self.latest_target(*vault)?.into_bytes()),
+            Body::Node(t) if t.node.kind == NodeKind::Symlink => {
+                Ok(t.node.target.clone().unwrap_or_default())
+            }
+            _ => Err(FsError::Invalid),
+        }
+    }
+
+    // ---- files ----
+
+    fn control_data(&self, c: &Control) -> Result<Vec<u8>> {
+        Ok(match c {
+            Control::VaultJson(v) => control::vault_file(&self.repo, v)?,
+            Control::PointJson(v, p) => control::point_file(&self.repo, v, p)?,
+            _ => return Err(FsError::IsDir),
+        })
+    }
+
+    /// Opens a file. Any write access is refused: backups are read-only.
+    pub fn open(&self, ino: u64, flags: i32) -> Result<Opened> {
+        let inode = self.inode(ino)?;
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            return Err(FsError::ReadOnly);
+        }
+        let (data, keep_cache, direct_io) = match &inode.body {
+            Body::Node(t) if t.node.kind == NodeKind::Dir => return Err(FsError::IsDir),
+            Body::Node(_) => (None, true, false),
+            Body::Control(c) if !c.is_dir() => (Some(Arc::new(self.control_data(c)?)), false, true),
+            _ => return Err(FsError::IsDir),
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.files).insert(
+            fh,
+            Arc::new(FileState {
+                ino,
+                data,
+                last_end: AtomicU64::new(u64::MAX),
+                streak: AtomicU64::new(0),
+            }),
+        );
+        Ok(Opened {
+            fh,
+            keep_cache,
+            direct_io,
+        })
+    }
+
+    pub fn release(&self, fh: u64) {
+        lock(&self.files).remove(&fh);
+    }
+
+    /// Reads `size` bytes at `offset` (fewer at the end of the file).
+    pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let state = lock(&self.files).get(&fh).cloned();
+        if let Some(data) = state
+            .as_ref()
+            .filter(|s| s.ino == ino)
+            .and_then(|s| s.data.as_ref())
+        {
+            let start = (offset as usize).min(data.len());
+            let end = start.saturating_add(size as usize).min(data.len());
+            return Ok(data[start..end].to_vec());
+        }
+        let inode = self.inode(ino)?;
+        let Body::Node(t) = &inode.body else {
+            return Err(FsError::IsDir);
+        };
+        if t.node.kind != NodeKind::File {
+            return Err(FsError::Invalid);
+        }
+        let out = self.read_node(&inode, t, offset, size)?;
+        if let Some(s) = state.filter(|s| s.ino == ino) {
+            self.readahead(t, &s, offset, offset + out.len() as u64);
+        }
+        Ok(out)
+    }
+
+    fn read_node(&self, inode: &Inode, t: &TreeNode, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let total = t.node.size;
+        if offset >= total || size == 0 {
+            return Ok(Vec::new());
+        }
+        let end = offset.saturating_add(size as u64).min(total);
+        let offs = t.offsets();
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        let mut i = t.extent_at(offset);
+        let mut pos = offset;
+        while pos < end && i < t.node.content.len() {
+            let (start, stop) = (offs[i], offs[i + 1]);
+            let take_end = stop.min(end);
+            match &t.node.content[i] {
+                Extent::Hole(_) => out.resize(out.len() + (take_end - pos) as usize, 0),
+                Extent::Data(r) => {
+                    let chunk = self.cache.get(r).inspect_err(|e| {
+                        tracing::error!(
+                            file = %self.inodes.path(inode.ino),
+                            ino = inode.ino,
+                            chunk = %r.id,
+                            pack = %r.pack.to_hex(),
+                            "read failed at offset {pos}: {e}"
+                        );
+                    })?;
+                    let a = (pos - start) as usize;
+                    let b = (take_end - start) as usize;
+                    let slice = chunk.get(a..b).ok_or_else(|| {
+                        FsError::from(RepoError::damaged(
+                            format!("chunk {}", r.id),
+                            "shorter than its recorded length",
+                        ))
+                    })?;
+                    out.extend_from_slice(slice);
+                }
+            }
+            pos = take_end;
+            i += 1;
+        }
+        // Content shorter than the recorded size reads as zeros (never happens for a
+        // consistent backup; keeps reads total).
+        out.resize((end - offset) as usize, 0);
+        Ok(out)
+    }
+
+    /// Sequential readers get the next chunks prefetched: the window grows with the number
+    /// of reads in a row that continued the previous one, bounded in chunks and bytes.
+    fn readahead(&self, t: &TreeNode, s: &FileState, offset: u64, end: u64) {
+        let last = s.last_end.swap(end, Ordering::Relaxed);
+        // Requests of one stream may arrive slightly out of order from several threads.
+        let sequential =
+            last != u64::MAX && offset <= last + (1 << 20) && offset + (4 << 20) >= last;
+        let streak = if sequential {
+            s.streak.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            s.streak.store(0, Ordering::Relaxed);
+            0
+        };
+        if streak == 0 || end >= t.node.size {
+            return;
+        }
+        let want = (streak as usize).min(self.opts.readahead_chunks);
+        let mut bytes = 0u64;
+        let mut n = 0;
+        for e in &t.node.content[t.extent_at(end.saturating_sub(1))..] {
+            if let Extent::Data(r) = e {
+                if n >= want || bytes >= self.opts.readahead_bytes {
+                    break;
+                }
+                self.cache.prefetch(r);
+                bytes += r.raw_len as u64;
+                n += 1;
+            }
+        }
+    }
+
+    /// `lseek` with SEEK_DATA or SEEK_HOLE, answered from the extent list.
+    pub fn lseek(&self, ino: u64, offset: i64, whence: i32) -> Result<i64> {
+        let inode = self.inode(ino)?;
+        let Body::Node(t) = &inode.body else {
+            return Err(FsError::Invalid);
+        };
+        let want_data = match whence {
+            libc::SEEK_DATA => true,
+            libc::SEEK_HOLE => false,
+            _ => return Err(FsError::Invalid),
+        };
+        let size = t.node.size;
+        let off = u64::try_from(offset).map_err(|_| FsError::NoData)?;
+        if off >= size {
+            return Err(FsError::NoData);
+        }
+        let offs = t.offsets();
+        let first = t.extent_at(off);
+        let found = t.node.content[first..]
+            .iter()
+            .position(|e| matches!(e, Extent::Data(_)) == want_data && !e.is_empty())
+            .map(|k| offs[first + k].max(off));
+        match (found, want_data) {
+            (Some(pos), _) => Ok(pos as i64),
+            (None, true) => Err(FsError::NoData),
+            // The implicit hole at the end of the file.
+            (None, false) => Ok(size as i64),
+        }
+    }
+
+    // ---- extended attributes ----
+
+    fn xattrs(&self, ino: u64) -> Result<Arc<Inode>> {
+        self.inode(ino)
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &[u8], size: u32) -> Result<XattrReply> {
+        let inode = self.xattrs(ino)?;
+        let Body::Node(t) = &inode.body else {
+            return Err(FsError::NoXattr);
+        };
+        let x = &t.node.xattrs;
+        let value = x
+            .binary_search_by(|(n, _)| n.as_slice().cmp(name))
+            .map(|i| &x[i].1)
+            .or_else(|_| {
+                x.iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v)
+                    .ok_or(FsError::NoXattr)
+            })?;
+        sized(value.clone(), size)
+    }
+
+    pub fn listxattr(&self, ino: u64, size: u32) -> Result<XattrReply> {
+        let inode = self.xattrs(ino)?;
+        let mut out = Vec::new();
+        if let Body::Node(t) = &inode.body {
+            for (n, _) in &t.node.xattrs {
+                out.extend_from_slice(n);
+                out.push(0);
+            }
+        }
+        sized(out, size)
+    }
+}
+
+fn sized(data: Vec<u8>, size: u32) -> Result<XattrReply> {
+    if size == 0 {
+        Ok(XattrReply::Size(data.len() as u32))
+    } else if data.len() > size as usize {
+        Err(FsError::Range)
+    } else {
+        Ok(XattrReply::Data(data))
+    }
+}
+
+#[cfg(test)]
+#[path = "ops_tests.rs"]
+mod tests;

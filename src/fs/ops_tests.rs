@@ -1,0 +1,363 @@
+//! Logic tests: a real backup into an in-memory repository, served by `VaultFs` with no
+//! kernel.
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::backend::Store;
+use crate::backend::memory::MemoryStore;
+use crate::repo::InitOptions;
+use crate::repo::backup::{BackupOptions, Source, backup};
+use crate::repo::format::{ChunkerParams, KdfParams};
+
+fn test_repo(store: Store) -> Arc<Repository> {
+    let opts = InitOptions {
+        chunker: ChunkerParams {
+            min_size: 4096,
+            avg_size: 16384,
+            max_size: 65536,
+        },
+        pack_size: 1 << 20,
+        zstd_level: 1,
+        kdf: KdfParams {
+            memory_kib: 8,
+            iterations: 1,
+            parallelism: 1,
+            salt: [7; 16],
+        },
+    };
+    Repository::init(store, b"pw", opts).unwrap()
+}
+
+fn make_tree(dir: &Path) {
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("a.txt"), b"hello\n").unwrap();
+    std::fs::hard_link(dir.join("a.txt"), dir.join("sub/hard")).unwrap();
+    symlink("a.txt", dir.join("rel")).unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(dir.join("big"), &big).unwrap();
+    let f = std::fs::File::create(dir.join("sparse")).unwrap();
+    f.set_len(1 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_at(&f, b"data in the middle", 500_000).unwrap();
+    let _ = xattr::set(dir.join("a.txt"), "user.color", b"blue");
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    src: std::path::PathBuf,
+    repo: Arc<Repository>,
+    fs: VaultFs,
+    inval: crossbeam_channel::Receiver<Inval>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("tree");
+    make_tree(&src);
+    let repo = test_repo(Arc::new(MemoryStore::new()));
+    repo.create_vault("v", "").unwrap();
+    backup(
+        &repo,
+        "v",
+        Source::Trees(vec![src.clone()]),
+        &BackupOptions::default(),
+    )
+    .unwrap();
+    let cache = ChunkCache::new(repo.clone(), 64 << 20, None);
+    let fs = VaultFs::new(
+        repo.clone(),
+        cache,
+        FsOptions {
+            refresh: Duration::ZERO,
+            ..Default::default()
+        },
+    );
+    let (tx, rx) = crossbeam_channel::unbounded();
+    fs.set_invalidator(tx);
+    Fixture {
+        _dir: dir,
+        src,
+        repo,
+        fs,
+        inval: rx,
+    }
+}
+
+/// Follows a path from the root with lookups (following `latest` by readlink).
+fn walk(fs: &VaultFs, path: &str) -> Result<Entry> {
+    let mut e = fs.getattr(ROOT_INO)?;
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        if e.attr.kind == FileKind::Symlink {
+            let target = fs.readlink(e.attr.ino)?;
+            let parent = fs.inodes.get(e.attr.ino).unwrap().parent;
+            e = fs.lookup(parent, &target)?;
+        }
+        e = fs.lookup(e.attr.ino, part.as_bytes())?;
+    }
+    Ok(e)
+}
+
+fn read_all(fs: &VaultFs, ino: u64) -> Result<Vec<u8>> {
+    let o = fs.open(ino, libc::O_RDONLY)?;
+    let mut out = Vec::new();
+    loop {
+        let chunk = fs.read(ino, o.fh, out.len() as u64, 128 * 1024)?;
+        if chunk.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    fs.release(o.fh);
+    Ok(out)
+}
+
+fn names(fs: &VaultFs, ino: u64) -> Vec<String> {
+    let fh = fs.opendir(ino).unwrap();
+    let v = fs
+        .readdir(fh)
+        .unwrap()
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+        .collect();
+    fs.releasedir(fh);
+    v
+}
+
+#[test]
+fn tree_layout_and_metadata() {
+    let f = fixture();
+    assert_eq!(names(&f.fs, ROOT_INO), [".", "..", ".vaultfs", "v"]);
+    let v = walk(&f.fs, "v").unwrap();
+    let vn = names(&f.fs, v.attr.ino);
+    assert_eq!(vn.len(), 4, "{vn:?}");
+    assert_eq!(vn[3], "latest");
+    let point = &vn[2];
+    let latest = walk(&f.fs, "v/latest").unwrap();
+    assert_eq!(latest.attr.kind, FileKind::Symlink);
+    assert_eq!(f.fs.readlink(latest.attr.ino).unwrap(), point.as_bytes());
+
+    let a = walk(&f.fs, "v/latest/tree/a.txt").unwrap();
+    let meta = std::fs::metadata(f.src.join("a.txt")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(a.attr.size, 6);
+    assert_eq!(a.attr.perm as u32, meta.mode() & 0o7777);
+    assert_eq!(
+        a.attr.mtime_ns,
+        meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
+    );
+    assert_eq!(a.attr.nlink, 2);
+    assert_eq!(a.ttl, TREE_TTL);
+    let hard = walk(&f.fs, &format!("v/{point}/tree/sub/hard")).unwrap();
+    assert_eq!(hard.attr.ino, a.attr.ino, "hardlinks share one inode");
+    let rel = walk(&f.fs, "v/latest/tree/rel").unwrap();
+    assert_eq!(f.fs.readlink(rel.attr.ino).unwrap(), b"a.txt");
+    assert!(matches!(
+        walk(&f.fs, "v/latest/tree/nope"),
+        Err(FsError::NotFound)
+    ));
+    // Stable numbers: looking up again gives the same inode.
+    assert_eq!(
+        walk(&f.fs, "v/latest/tree/big").unwrap().attr.ino,
+        walk(&f.fs, "v/latest/tree/big").unwrap().attr.ino
+    );
+}
+
+#[test]
+fn reads_holes_and_seeks() {
+    let f = fixture();
+    let big = walk(&f.fs, "v/latest/tree/big").unwrap();
+    assert_eq!(
+        read_all(&f.fs, big.attr.ino).unwrap(),
+        std::fs::read(f.src.join("big")).unwrap()
+    );
+    // An unaligned read across chunk boundaries.
+    let o = f.fs.open(big.attr.ino, libc::O_RDONLY).unwrap();
+    let part = f.fs.read(big.attr.ino, o.fh, 12_345, 100_000).unwrap();
+    assert_eq!(
+        part,
+        std::fs::read(f.src.join("big")).unwrap()[12_345..112_345]
+    );
+    assert!(
+        f.fs.read(big.attr.ino, o.fh, 10_000_000, 10)
+            .unwrap()
+            .is_empty()
+    );
+
+    let sparse = walk(&f.fs, "v/latest/tree/sparse").unwrap();
+    assert_eq!(
+        read_all(&f.fs, sparse.attr.ino).unwrap(),
+        std::fs::read(f.src.join("sparse")).unwrap()
+    );
+    assert!(
+        sparse.attr.blocks * 512 < 200_000,
+        "holes are not counted: {}",
+        sparse.attr.blocks
+    );
+    let ino = sparse.attr.ino;
+    let data = f.fs.lseek(ino, 0, libc::SEEK_DATA).unwrap();
+    assert!(data > 0 && data <= 500_000, "{data}");
+    assert_eq!(f.fs.lseek(ino, 0, libc::SEEK_HOLE).unwrap(), 0);
+    let hole = f.fs.lseek(ino, data, libc::SEEK_HOLE).unwrap();
+    assert!(hole > 500_000 && hole <= 1 << 20, "{hole}");
+    assert!(matches!(
+        f.fs.lseek(ino, 1 << 20, libc::SEEK_DATA),
+        Err(FsError::NoData)
+    ));
+}
+
+#[test]
+fn xattrs_and_read_only() {
+    let f = fixture();
+    let a = walk(&f.fs, "v/latest/tree/a.txt").unwrap().attr.ino;
+    if xattr::get(f.src.join("a.txt"), "user.color")
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        assert_eq!(
+            f.fs.getxattr(a, b"user.color", 0).unwrap(),
+            XattrReply::Size(4)
+        );
+        assert_eq!(
+            f.fs.getxattr(a, b"user.color", 100).unwrap(),
+            XattrReply::Data(b"blue".to_vec())
+        );
+        assert!(matches!(
+            f.fs.getxattr(a, b"user.color", 2),
+            Err(FsError::Range)
+        ));
+        assert_eq!(
+            f.fs.listxattr(a, 100).unwrap(),
+            XattrReply::Data(b"user.color\0".to_vec())
+        );
+    }
+    assert!(matches!(
+        f.fs.getxattr(a, b"user.none", 100),
+        Err(FsError::NoXattr)
+    ));
+    for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
+        let e = f.fs.open(a, flags).unwrap_err();
+        assert_eq!(e.errno(), libc::EROFS);
+    }
+    let dir = walk(&f.fs, "v/latest/tree").unwrap().attr.ino;
+    assert!(matches!(
+        f.fs.open(dir, libc::O_RDONLY),
+        Err(FsError::IsDir)
+    ));
+}
+
+#[test]
+fn damaged_chunk_fails_that_file_only() {
+    let f = fixture();
+    let a = walk(&f.fs, "v/latest/tree/a.txt").unwrap().attr.ino;
+    let big = walk(&f.fs, "v/latest/tree/big").unwrap().attr.ino;
+    // Damage the pack holding a.txt's content.
+    let inode = f.fs.inodes.get(a).unwrap();
+    let Body::Node(t) = &inode.body else { panic!() };
+    let Extent::Data(r) = t.node.content[0] else {
+        panic!()
+    };
+    let key = r.pack.key();
+    let mut blob = f.repo.store().get(&key).unwrap();
+    blob[r.offset as usize + 30] ^= 0x55;
+    f.repo.store().put(&key, &blob).unwrap();
+    let e = read_all(&f.fs, a).unwrap_err();
+    assert_eq!(e.errno(), libc::EIO);
+    assert!(e.to_string().contains(&r.id.to_hex()), "{e}");
+    // Other files still read (unless they share that pack: then they fail alike).
+    let big_shares_pack = {
+        let bi = f.fs.inodes.get(big).unwrap();
+        let Body::Node(bt) = &bi.body else { panic!() };
+        bt.node.content.iter().any(|e| matches!(e, Extent::Data(x) if x.pack == r.pack && x.offset <= r.offset + 30 && r.offset + 30 < x.offset + x.stored_len))
+    };
+    if !big_shares_pack {
+        assert_eq!(read_all(&f.fs, big).unwrap().len(), 300_000);
+    }
+}
+
+#[test]
+fn new_points_appear_and_latest_moves() {
+    let f = fixture();
+    let v = walk(&f.fs, "v").unwrap().attr.ino;
+    let before = names(&f.fs, v);
+    let latest = walk(&f.fs, "v/latest").unwrap().attr.ino;
+    let old_target = f.fs.readlink(latest).unwrap();
+    while f.inval.try_recv().is_ok() {}
+    std::thread::sleep(Duration::from_millis(1100)); // a new point name (one per second)
+    std::fs::write(f.src.join("new-file"), b"new").unwrap();
+    backup(
+        &f.repo,
+        "v",
+        Source::Trees(vec![f.src.clone()]),
+        &BackupOptions::default(),
+    )
+    .unwrap();
+    let after = names(&f.fs, v);
+    assert_eq!(after.len(), before.len() + 1, "{after:?}");
+    let new_target = f.fs.readlink(latest).unwrap();
+    assert_ne!(new_target, old_target);
+    assert_eq!(walk(&f.fs, "v/latest").unwrap().attr.ino, latest);
+    let sent: Vec<Inval> = f.inval.try_iter().collect();
+    assert!(
+        sent.contains(&Inval::Entry {
+            parent: v,
+            name: b"latest".to_vec()
+        }),
+        "{sent:?}"
+    );
+    assert!(walk(&f.fs, "v/latest/tree/new-file").is_ok());
+    // The old point is still there with the same inode.
+    let old = walk(
+        &f.fs,
+        &format!("v/{}", String::from_utf8_lossy(&old_target)),
+    )
+    .unwrap();
+    assert!(
+        walk(
+            &f.fs,
+            &format!("v/{}/tree/new-file", String::from_utf8_lossy(&old_target))
+        )
+        .is_err()
+    );
+    assert_eq!(old.attr.kind, FileKind::Dir);
+}
+
+#[test]
+fn control_files() {
+    let f = fixture();
+    let ctl = walk(&f.fs, ".vaultfs").unwrap();
+    assert_eq!(ctl.attr.kind, FileKind::Dir);
+    assert_eq!(names(&f.fs, ctl.attr.ino), [".", "..", "vaults", "points"]);
+    let vj = walk(&f.fs, ".vaultfs/vaults/v.json").unwrap();
+    assert_eq!(vj.ttl, CONTROL_TTL);
+    let o = f.fs.open(vj.attr.ino, libc::O_RDONLY).unwrap();
+    assert!(o.direct_io && !o.keep_cache);
+    let data = f.fs.read(vj.attr.ino, o.fh, 0, 1 << 20).unwrap();
+    assert_eq!(data.len() as u64, vj.attr.size);
+    let j: serde_json::Value = serde_json::from_slice(&data).unwrap();
+    assert_eq!(j["name"], "v");
+    assert_eq!(j["point_count"], 1);
+    assert!(j["bytes_used"].as_u64().unwrap() > 0);
+    let points = f.repo.list_points("v").unwrap();
+    let pj = walk(&f.fs, &format!(".vaultfs/points/v/{}.json", points[0])).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_slice(&read_all(&f.fs, pj.attr.ino).unwrap()).unwrap();
+    assert_eq!(j["id"], points[0].as_str());
+    assert_eq!(j["status"], "available");
+    assert_eq!(j["backups"][0]["kind"], "tree");
+    assert_eq!(j["backups"][0]["files"], 4);
+    assert!(walk(&f.fs, ".vaultfs/vaults/nope.json").is_err());
+}
+
+#[test]
+fn device_numbers_use_the_kernel_encoding() {
+    // /dev/null is 1:3; /dev/loop-control style numbers with big minors too.
+    assert_eq!(encode_dev(libc::makedev(1, 3)), (1 << 8) | 3);
+    assert_eq!(
+        encode_dev(libc::makedev(8, 300)),
+        (300 & 0xff) | (8 << 8) | ((300 & !0xff) << 12)
+    );
+}

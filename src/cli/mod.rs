@@ -3,7 +3,9 @@
 
 mod output;
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -80,7 +82,7 @@ pub enum Command {
         /// A point name, or `latest`.
         point: String,
         /// A path starting with the backup's name, e.g. etc/ssh.
-        path: Option<String>,
+        path: Option<OsString>,
         /// Long listing: mode, owner, size, time.
         #[arg(short, long)]
         long: bool,
@@ -95,7 +97,7 @@ pub enum Command {
         vault: String,
         point: String,
         /// A path starting with the backup's name, e.g. etc/passwd.
-        path: String,
+        path: OsString,
     },
     /// Restore every backup of a point (or one path) under TARGET.
     Restore {
@@ -104,7 +106,7 @@ pub enum Command {
         target: PathBuf,
         /// Restore only this path (starting with the backup's name).
         #[arg(long)]
-        path: Option<String>,
+        path: Option<OsString>,
         /// Do not restore owners even when running as root.
         #[arg(long)]
         no_owners: bool,
@@ -264,7 +266,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             let repo = open_repo(g)?;
             let point = repo.resolve_point(&vault, &point)?;
             let m = repo.load_manifest(&vault, &point)?;
-            output::list(&repo, &m, path.as_deref(), long, recursive, json)?;
+            let path = path.as_ref().map(|p| p.as_bytes());
+            output::list(&repo, &m, path, long, recursive, json)?;
             Ok(0)
         }
         Command::Cat { vault, point, path } => {
@@ -273,7 +276,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             let m = repo.load_manifest(&vault, &point)?;
             let node = repo.find_node(&m, path.as_bytes())?;
             if node.kind != NodeKind::File {
-                bail!("{path} is not a regular file");
+                bail!("{} is not a regular file", path.to_string_lossy());
             }
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());

@@ -175,32 +175,36 @@ fn node_json(path: &[u8], n: &Node) -> Value {
 pub fn list(
     repo: &Repository,
     m: &Manifest,
-    path: Option<&str>,
+    path: Option<&[u8]>,
     long: bool,
     recursive: bool,
     json: bool,
 ) -> Result<()> {
     // Entries to print: (display path, node).
     let mut start: Vec<(Vec<u8>, Node)> = Vec::new();
-    match path.filter(|p| !p.trim_matches('/').is_empty()) {
+    let trimmed = path.map(|p| {
+        let start = p.iter().position(|&b| b != b'/').unwrap_or(p.len());
+        let end = p.iter().rposition(|&b| b != b'/').map_or(start, |e| e + 1);
+        &p[start..end.max(start)]
+    });
+    match trimmed.filter(|p| !p.is_empty()) {
         None => {
             for b in &m.backups {
                 start.push((b.name.clone(), repo.backup_root(b)?));
             }
         }
         Some(p) => {
-            let p = p.trim_matches('/');
-            let node = repo.find_node(m, p.as_bytes())?;
+            let node = repo.find_node(m, p)?;
             match (node.kind, node.subtree) {
                 (NodeKind::Dir, Some(sub)) => {
                     for n in repo.load_tree(&sub)?.nodes {
-                        let mut full = p.as_bytes().to_vec();
+                        let mut full = p.to_vec();
                         full.push(b'/');
                         full.extend_from_slice(&n.name);
                         start.push((full, n));
                     }
                 }
-                _ => start.push((p.as_bytes().to_vec(), node)),
+                _ => start.push((p.to_vec(), node)),
             }
         }
     }

@@ -37,14 +37,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
+use aws_config::ecs::EcsCredentialsProvider;
+use aws_config::environment::{
+    EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider,
+};
+use aws_config::meta::credentials::CredentialsProviderChain;
 use aws_config::meta::region::RegionProviderChain;
+use aws_config::profile::ProfileFileCredentialsProvider;
+use aws_config::profile::region::ProfileFileRegionProvider;
+use aws_config::web_identity_token::WebIdentityTokenCredentialsProvider;
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::RequestId;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
@@ -135,6 +144,11 @@ pub struct S3Options {
     pub parts_in_flight: usize,
     /// Trait calls of one store in flight at once; the others wait.
     pub max_requests: usize,
+    /// Also ask the EC2 instance metadata service (169.254.169.254) for credentials and
+    /// the region, as the AWS default chain does. Off unless asked for
+    /// (`VAULTFS_S3_INSTANCE_METADATA=1`), so that a machine without credentials never
+    /// sends requests there.
+    pub instance_metadata: bool,
 }
 
 impl Default for S3Options {
@@ -153,6 +167,7 @@ impl Default for S3Options {
             part_size: 8 * MIB,
             parts_in_flight: 4,
             max_requests: 32,
+            instance_metadata: false,
         }
     }
 }
@@ -161,8 +176,9 @@ impl S3Options {
     /// The defaults, overridden by the environment:
     /// `VAULTFS_S3_ENDPOINT` (URL), `VAULTFS_S3_PATH_STYLE` (1/0), `VAULTFS_S3_REGION`,
     /// `VAULTFS_S3_CHECKSUM` (`when_required`, `when_supported`), `VAULTFS_S3_TIMEOUT`
-    /// (attempt timeout, seconds), `VAULTFS_S3_OPERATION_TIMEOUT` (seconds) and
-    /// `VAULTFS_S3_MAX_ATTEMPTS`. A malformed value is an error naming the variable.
+    /// (attempt timeout, seconds), `VAULTFS_S3_OPERATION_TIMEOUT` (seconds),
+    /// `VAULTFS_S3_MAX_ATTEMPTS` and `VAULTFS_S3_INSTANCE_METADATA` (1/0). A malformed value
+    /// is an error naming the variable.
     pub fn from_env() -> std::result::Result<Self, String> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -178,12 +194,18 @@ impl S3Options {
             region: get("VAULTFS_S3_REGION"),
             ..S3Options::default()
         };
+        let flag = |name: &str, v: String| -> std::result::Result<bool, String> {
+            match v.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err(format!("{name}={v:?}: expected 1 or 0")),
+            }
+        };
         if let Some(v) = get("VAULTFS_S3_PATH_STYLE") {
-            o.path_style = Some(match v.to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
-                _ => return Err(format!("VAULTFS_S3_PATH_STYLE={v:?}: expected 1 or 0")),
-            });
+            o.path_style = Some(flag("VAULTFS_S3_PATH_STYLE", v)?);
+        }
+        if let Some(v) = get("VAULTFS_S3_INSTANCE_METADATA") {
+            o.instance_metadata = flag("VAULTFS_S3_INSTANCE_METADATA", v)?;
         }
         if let Some(v) = get("VAULTFS_S3_CHECKSUM") {
             o.checksum = v.parse().map_err(|e| format!("VAULTFS_S3_CHECKSUM: {e}"))?;
@@ -232,6 +254,9 @@ struct Target {
     prefix: String,
     /// The endpoint, for messages.
     endpoint: String,
+    /// The SDK's deadlines, for messages.
+    attempt_timeout: Duration,
+    operation_timeout: Duration,
 }
 
 /// An object store in an S3 bucket, under a prefix.
@@ -306,44 +331,40 @@ impl S3Store {
         let store = Self::connect(address, options)?;
         let t = store.target.clone();
         let region = store.options.region.clone();
-        store.run(
-            "create bucket",
-            "",
-            store.options.operation_timeout,
-            async move {
-                if t.client
-                    .head_bucket()
-                    .bucket(&t.bucket)
-                    .send()
-                    .await
-                    .is_ok()
+        let address = store.location();
+        store.run("create bucket", "", store.budget() * 2, async move {
+            if t.client
+                .head_bucket()
+                .bucket(&t.bucket)
+                .send()
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            let mut req = t.client.create_bucket().bucket(&t.bucket);
+            let region = region.or_else(|| t.client.config().region().map(|r| r.to_string()));
+            if let Some(r) = region.filter(|r| r != "us-east-1") {
+                req = req.create_bucket_configuration(
+                    CreateBucketConfiguration::builder()
+                        .location_constraint(BucketLocationConstraint::from(r.as_str()))
+                        .build(),
+                );
+            }
+            match req.send().await {
+                Ok(_) => Ok(()),
+                // Created meanwhile, by us or by someone else: check_bucket tells which.
+                Err(e)
+                    if matches!(
+                        e.code(),
+                        Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
+                    ) =>
                 {
-                    return Ok(());
+                    Ok(())
                 }
-                let mut req = t.client.create_bucket().bucket(&t.bucket);
-                let region = region.or_else(|| t.client.config().region().map(|r| r.to_string()));
-                if let Some(r) = region.filter(|r| r != "us-east-1") {
-                    req = req.create_bucket_configuration(
-                        CreateBucketConfiguration::builder()
-                            .location_constraint(BucketLocationConstraint::from(r.as_str()))
-                            .build(),
-                    );
-                }
-                match req.send().await {
-                    Ok(_) => Ok(()),
-                    // Created meanwhile, by us or by someone else: check_bucket tells which.
-                    Err(e)
-                        if matches!(
-                            e.code(),
-                            Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
-                        ) =>
-                    {
-                        Ok(())
-                    }
-                    Err(e) => Err(t.sdk_error("create bucket", "", e)),
-                }
-            },
-        )?;
+                Err(e) => Err(when_opening(t.sdk_error("create bucket", "", e), &address)),
+            }
+        })?;
         store.check_bucket()?;
         Ok(store)
     }
@@ -380,6 +401,8 @@ impl S3Store {
                 bucket,
                 prefix,
                 endpoint,
+                attempt_timeout: options.attempt_timeout,
+                operation_timeout: options.operation_timeout,
             }),
             requests: Semaphore::new(options.max_requests),
             options,
@@ -390,7 +413,7 @@ impl S3Store {
     fn check_bucket(&self) -> Result<()> {
         let t = self.target.clone();
         let address = self.location();
-        self.run("open", "", self.options.operation_timeout, async move {
+        self.run("open", "", self.budget(), async move {
             let e = match t.client.head_bucket().bucket(&t.bucket).send().await {
                 Ok(_) => return Ok(()),
                 Err(e) => e,
@@ -409,7 +432,7 @@ impl S3Store {
                         .unwrap_or("another region");
                     format!("bucket {b} is in {region}, not the configured region; set VAULTFS_S3_REGION")
                 }
-                _ => return Err(t.sdk_error("open", "", e)),
+                _ => return Err(when_opening(t.sdk_error("open", "", e), &address)),
             };
             Err(open_error(&address, message, false))
         })
@@ -496,10 +519,18 @@ impl S3Store {
     }
 }
 
+/// The AWS configuration chain, except that the EC2 instance metadata service is asked
+/// only when [`S3Options::instance_metadata`] says so.
 async fn sdk_config(o: &S3Options, path_style: bool) -> aws_sdk_s3::Config {
-    let region = RegionProviderChain::first_try(o.region.clone().map(Region::new))
-        .or_default_provider()
-        .or_else(Region::new("us-east-1"));
+    let region = RegionProviderChain::first_try(o.region.clone().map(Region::new));
+    let region = if o.instance_metadata {
+        region.or_default_provider()
+    } else {
+        region
+            .or_else(EnvironmentVariableRegionProvider::new())
+            .or_else(ProfileFileRegionProvider::new())
+    }
+    .or_else(Region::new("us-east-1"));
     let (request, response) = match o.checksum {
         S3ChecksumMode::WhenRequired => (
             RequestChecksumCalculation::WhenRequired,
@@ -538,11 +569,63 @@ async fn sdk_config(o: &S3Options, path_style: bool) -> aws_sdk_s3::Config {
             None,
             "vaultfs-options",
         ));
+    } else if !o.instance_metadata {
+        // The default chain less its last resort, the instance metadata service. The
+        // container provider sends nothing unless AWS_CONTAINER_CREDENTIALS_* is set.
+        loader = loader.credentials_provider(
+            CredentialsProviderChain::first_try(
+                "Environment",
+                EnvironmentVariableCredentialsProvider::new(),
+            )
+            .or_else("Profile", ProfileFileCredentialsProvider::builder().build())
+            .or_else(
+                "WebIdentityToken",
+                WebIdentityTokenCredentialsProvider::builder().build(),
+            )
+            .or_else("EcsContainer", EcsCredentialsProvider::builder().build()),
+        );
     }
     let sdk = loader.load().await;
     aws_sdk_s3::config::Builder::from(&sdk)
         .force_path_style(path_style)
         .build()
+}
+
+/// An error and its causes, `: `-separated, each said once.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+/// The credentials error somewhere in the chain of causes of `e`, if any.
+fn credentials_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a CredentialsError> {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(found) = c.downcast_ref::<CredentialsError>() {
+            return Some(found);
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// The same error, reported as one of opening the store at `address`.
+fn when_opening(e: BackendError, address: &str) -> BackendError {
+    match e {
+        BackendError::Remote {
+            message, transient, ..
+        } => open_error(address, message, transient),
+        other => other,
+    }
 }
 
 /// The HTTP status of a failed call, when the server answered.
@@ -632,7 +715,7 @@ impl Target {
                                     | "ThrottlingException"
                             );
                         let detail = if code.is_empty() && msg.is_empty() {
-                            DisplayErrorContext(&e).to_string()
+                            causes(&e)
                         } else {
                             format!("{code}: {msg}")
                         };
@@ -641,19 +724,33 @@ impl Target {
                 }
             }
             SdkError::TimeoutError(_) => (
-                "timed out (no answer within the attempt or operation timeout)".to_string(),
+                format!(
+                    "timed out (attempt timeout {:?}, operation timeout {:?})",
+                    self.attempt_timeout, self.operation_timeout
+                ),
                 true,
             ),
+            SdkError::DispatchFailure(_) if credentials_error(&e).is_some() => {
+                let c = credentials_error(&e).expect("just checked");
+                (
+                    format!(
+                        "no usable credentials for bucket {b} at {ep}: {}; set \
+                         AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (on EC2, \
+                         VAULTFS_S3_INSTANCE_METADATA=1 allows the instance role)",
+                        causes(c)
+                    ),
+                    matches!(c, CredentialsError::ProviderTimedOut(_)),
+                )
+            }
             SdkError::DispatchFailure(d) => (
-                format!("cannot reach the endpoint: {}", DisplayErrorContext(&e)),
+                format!("cannot reach the endpoint: {}", causes(&e)),
                 !d.is_user(),
             ),
             // Building the request failed (for example, no credentials were found).
-            SdkError::ConstructionFailure(_) => (
-                format!("cannot build the request: {}", DisplayErrorContext(&e)),
-                false,
-            ),
-            _ => (DisplayErrorContext(&e).to_string(), false),
+            SdkError::ConstructionFailure(_) => {
+                (format!("cannot build the request: {}", causes(&e)), false)
+            }
+            _ => (causes(&e), false),
         };
         self.remote(op, key, format!("{what}{request_id}"), transient)
     }
@@ -673,7 +770,7 @@ impl Target {
                 self.remote(
                     op,
                     key,
-                    format!("reading the body failed: {}", DisplayErrorContext(&e)),
+                    format!("reading the body failed: {}", causes(&e)),
                     true,
                 )
             })?
@@ -1254,6 +1351,7 @@ mod tests {
             ("VAULTFS_S3_CHECKSUM", "when_supported"),
             ("VAULTFS_S3_TIMEOUT", "2.5"),
             ("VAULTFS_S3_MAX_ATTEMPTS", "2"),
+            ("VAULTFS_S3_INSTANCE_METADATA", "yes"),
         ]))
         .unwrap();
         assert_eq!(o.endpoint.as_deref(), Some("http://127.0.0.1:7480"));
@@ -1262,6 +1360,7 @@ mod tests {
         assert_eq!(o.checksum, S3ChecksumMode::WhenSupported);
         assert_eq!(o.attempt_timeout, Duration::from_millis(2500));
         assert_eq!(o.max_attempts, 2);
+        assert!(o.instance_metadata);
         for bad in [
             &[("VAULTFS_S3_PATH_STYLE", "maybe")][..],
             &[("VAULTFS_S3_CHECKSUM", "crc64")][..],

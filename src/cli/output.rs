@@ -238,15 +238,13 @@ pub fn list(
                 out.write_all(&p).and_then(|()| out.write_all(b"\n"))
             };
         }
-        if recursive {
-            if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
-                let children = repo.load_tree(&sub)?.nodes;
-                for c in children.into_iter().rev() {
-                    let mut full = p.clone();
-                    full.push(b'/');
-                    full.extend_from_slice(&c.name);
-                    stack.push((full, c));
-                }
+        if recursive && let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
+            let children = repo.load_tree(&sub)?.nodes;
+            for c in children.into_iter().rev() {
+                let mut full = p.clone();
+                full.push(b'/');
+                full.extend_from_slice(&c.name);
+                stack.push((full, c));
             }
         }
     }

@@ -378,19 +378,18 @@ impl<'a> TreeBackup<'a> {
             self.dirs[d].nodes[n].hardlink = Some((group, 1));
         }
         let node = &self.dirs[d].nodes[n];
-        if let Some(p) = prev {
-            if p.kind == NodeKind::File
-                && p.size == node.size
-                && p.mtime_ns == node.mtime_ns
-                && p.ctime_ns == node.ctime_ns
-                && p.inode == node.inode
-                && p.content.iter().map(Extent::len).sum::<u64>() == p.size
-            {
-                self.dirs[d].nodes[n].content = p.content.clone();
-                self.stats.files_unchanged += 1;
-                self.opts.progress.add(1, 0);
-                return Ok(());
-            }
+        if let Some(p) = prev
+            && p.kind == NodeKind::File
+            && p.size == node.size
+            && p.mtime_ns == node.mtime_ns
+            && p.ctime_ns == node.ctime_ns
+            && p.inode == node.inode
+            && p.content.iter().map(Extent::len).sum::<u64>() == p.size
+        {
+            self.dirs[d].nodes[n].content = p.content.clone();
+            self.stats.files_unchanged += 1;
+            self.opts.progress.add(1, 0);
+            return Ok(());
         }
         if node.size == 0 {
             self.opts.progress.add(1, 0);

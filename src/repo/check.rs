@@ -111,25 +111,25 @@ pub fn check(repo: &Repository, read_data: bool) -> Result<CheckReport> {
     let mut seen_trees: HashSet<ChunkId> = HashSet::new();
     let mut vaults: Vec<String> = repo.list_vaults()?;
     for o in store.list("points/")? {
-        if let Some(v) = o
+        let vault = o
             .key
             .strip_prefix("points/")
-            .and_then(|k| k.split('/').next())
+            .and_then(|k| k.split('/').next());
+        if let Some(v) = vault
+            && !vaults.iter().any(|x| x == v)
         {
-            if !vaults.iter().any(|x| x == v) {
-                report.errors.push(format!(
-                    "recovery points of unknown vault {v:?} ({})",
-                    o.key
-                ));
-                vaults.push(v.to_string());
-            }
+            report.errors.push(format!(
+                "recovery points of unknown vault {v:?} ({})",
+                o.key
+            ));
+            vaults.push(v.to_string());
         }
     }
     for vault in &vaults {
-        if let Err(e) = repo.load_vault(vault) {
-            if !matches!(e, RepoError::VaultNotFound(_)) {
-                report.errors.push(e.to_string());
-            }
+        if let Err(e) = repo.load_vault(vault)
+            && !matches!(e, RepoError::VaultNotFound(_))
+        {
+            report.errors.push(e.to_string());
         }
         for point in repo.list_points(vault)? {
             report.points += 1;

@@ -123,25 +123,58 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
 /// A shared handle on a store.
 pub type Store = Arc<dyn ObjectStore>;
 
+/// Settings given on the command line; they override the environment's.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    pub s3_endpoint: Option<String>,
+    pub s3_path_style: Option<bool>,
+    pub s3_region: Option<String>,
+    /// `when_required` (default) or `when_supported`.
+    pub s3_checksum: Option<String>,
+    /// Create the bucket when it does not exist (for `init`).
+    pub create: bool,
+}
+
 /// Opens the store a repository address names: a local directory path, or (when built
-/// with S3 support) `s3://bucket/prefix`.
+/// with S3 support) `s3://bucket/prefix`, with settings from the environment.
 pub fn open(address: &str) -> std::result::Result<Store, String> {
+    open_with(address, &OpenOptions::default())
+}
+
+/// Like [`open`], with explicit settings that override the environment's.
+pub fn open_with(address: &str, opts: &OpenOptions) -> std::result::Result<Store, String> {
     if let Some(rest) = address.strip_prefix("s3://") {
-        return open_s3(rest);
+        return open_s3(rest, opts);
     }
     Ok(Arc::new(local::LocalStore::new(address)))
 }
 
-fn open_s3(rest: &str) -> std::result::Result<Store, String> {
+fn open_s3(rest: &str, opts: &OpenOptions) -> std::result::Result<Store, String> {
     #[cfg(feature = "s3")]
     {
-        let options = s3::S3Options::from_env()?;
-        let store = s3::S3Store::open(rest, options).map_err(|e| e.to_string())?;
-        Ok(Arc::new(store))
+        let mut options = s3::S3Options::from_env()?;
+        if let Some(e) = &opts.s3_endpoint {
+            options.endpoint = Some(e.clone());
+        }
+        if let Some(p) = opts.s3_path_style {
+            options.path_style = Some(p);
+        }
+        if let Some(r) = &opts.s3_region {
+            options.region = Some(r.clone());
+        }
+        if let Some(c) = &opts.s3_checksum {
+            options.checksum = c.parse().map_err(|e| format!("--s3-checksum: {e}"))?;
+        }
+        let store = if opts.create {
+            s3::S3Store::create_bucket_if_missing(rest, options)
+        } else {
+            s3::S3Store::open(rest, options)
+        };
+        Ok(Arc::new(store.map_err(|e| e.to_string())?))
     }
     #[cfg(not(feature = "s3"))]
     {
-        let _ = rest;
+        let _ = (rest, opts);
         Err("this build of vaultfs has no S3 support (built without the `s3` feature)".to_string())
     }
 }

@@ -38,6 +38,19 @@ pub struct Global {
     /// Read the password from this file (first line). Also: env VAULTFS_PASSWORD.
     #[arg(long, env = "VAULTFS_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,
+    /// S3 endpoint URL for non-AWS stores, e.g. http://127.0.0.1:7480 (env VAULTFS_S3_ENDPOINT).
+    #[arg(long, global = true)]
+    pub s3_endpoint: Option<String>,
+    /// S3 path-style addressing: true or false (default: true with a custom endpoint).
+    #[arg(long, global = true)]
+    pub s3_path_style: Option<bool>,
+    /// S3 region (env VAULTFS_S3_REGION; default: the AWS chain's, else us-east-1).
+    #[arg(long, global = true)]
+    pub s3_region: Option<String>,
+    /// S3 checksums: when_required (default, accepted by every S3-compatible store) or
+    /// when_supported (env VAULTFS_S3_CHECKSUM).
+    #[arg(long, global = true)]
+    pub s3_checksum: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -191,7 +204,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;
     match cli.command {
         Command::Init { pack_size_mib } => {
-            let store = open_store(g)?;
+            let store = open_store_with(g, true)?;
             let pw = read_password(g, true)?;
             let opts = InitOptions {
                 pack_size: pack_size_mib.clamp(1, 1024) * 1024 * 1024,
@@ -476,11 +489,22 @@ fn vault_cmd(g: &Global, cmd: VaultCmd) -> Result<i32> {
 }
 
 pub fn open_store(g: &Global) -> Result<backend::Store> {
+    open_store_with(g, false)
+}
+
+fn open_store_with(g: &Global, create: bool) -> Result<backend::Store> {
     let addr = g
         .repo
         .as_deref()
         .ok_or_else(|| anyhow!("no repository given: use --repo or set VAULTFS_REPO"))?;
-    backend::open(addr).map_err(|e| anyhow!("{addr}: {e}"))
+    let opts = backend::OpenOptions {
+        s3_endpoint: g.s3_endpoint.clone(),
+        s3_path_style: g.s3_path_style,
+        s3_region: g.s3_region.clone(),
+        s3_checksum: g.s3_checksum.clone(),
+        create,
+    };
+    backend::open_with(addr, &opts).map_err(|e| anyhow!("{addr}: {e}"))
 }
 
 /// Reads the password: env VAULTFS_PASSWORD, --password-file, or a prompt on a terminal.

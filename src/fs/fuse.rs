@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use super::ops::{Attr, FileKind, FsError, Inval, VaultFs, XattrReply};
@@ -99,6 +99,14 @@ impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Lookups in one directory may run in parallel (several session threads).
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // `ls -l` and `find` get attributes with the listing instead of one lookup each;
+        // the kernel switches between readdir and readdirplus by itself (AUTO).
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        // Symlink targets are immutable, except `latest`, whose cached target is dropped
+        // with an inode invalidation when a new point arrives. Without this, every path
+        // walk through `latest` costs a READLINK round trip.
+        let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
         // Let the kernel keep many reads in flight, so that session threads stay busy.
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
@@ -202,6 +210,35 @@ impl Filesystem for FuseFs {
                 i as u64 + 1,
                 file_type(e.kind),
                 OsStr::from_bytes(&e.name),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = try_reply!(reply, "readdirplus", ino.0, self.fs.readdir(fh.0));
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            // An entry whose attributes cannot be had (a control file of a vanished
+            // point) is left out; its lookup will report the error.
+            let Ok(a) = self.fs.getattr(e.ino) else {
+                continue;
+            };
+            if reply.add(
+                INodeNo(e.ino),
+                i as u64 + 1,
+                OsStr::from_bytes(&e.name),
+                &a.ttl,
+                &file_attr(&a.attr),
+                Generation(0),
             ) {
                 break;
             }

@@ -166,7 +166,8 @@ struct FileState {
     ino: u64,
     /// Generated content of a control file, fixed at open.
     data: Option<Arc<Vec<u8>>>,
-    /// End of the last read, and how many reads in a row continued it.
+    /// Start and end of the last read, and how many reads in a row continued it.
+    last_start: AtomicU64,
     last_end: AtomicU64,
     streak: AtomicU64,
 }
@@ -750,6 +751,7 @@ impl VaultFs {
             Arc::new(FileState {
                 ino,
                 data,
+                last_start: AtomicU64::new(u64::MAX),
                 last_end: AtomicU64::new(u64::MAX),
                 streak: AtomicU64::new(0),
             }),
@@ -839,10 +841,15 @@ impl VaultFs {
     /// Sequential readers get the next chunks prefetched: the window grows with the number
     /// of reads in a row that continued the previous one, bounded in chunks and bytes.
     fn readahead(&self, t: &TreeNode, s: &FileState, offset: u64, end: u64) {
-        let last = s.last_end.swap(end, Ordering::Relaxed);
-        // Requests of one stream may arrive slightly out of order from several threads.
-        let sequential =
-            last != u64::MAX && offset <= last + (1 << 20) && offset + (4 << 20) >= last;
+        // Requests of one stream may reach us slightly out of order (the kernel sends
+        // its readahead requests asynchronously to several session threads): a read
+        // continues the stream when it starts within one request's slack of the last one.
+        const SLACK: u64 = 128 << 10;
+        let last_start = s.last_start.swap(offset, Ordering::Relaxed);
+        let last_end = s.last_end.swap(end, Ordering::Relaxed);
+        let sequential = last_end != u64::MAX
+            && offset + SLACK >= last_start
+            && offset <= last_end.saturating_add(SLACK);
         let streak = if sequential {
             s.streak.fetch_add(1, Ordering::Relaxed) + 1
         } else {

@@ -54,10 +54,14 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_on(Arc::new(MemoryStore::new()))
+}
+
+fn fixture_on(store: Store) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("tree");
     make_tree(&src);
-    let repo = test_repo(Arc::new(MemoryStore::new()));
+    let repo = test_repo(store);
     repo.create_vault("v", "").unwrap();
     backup(
         &repo,
@@ -360,4 +364,77 @@ fn device_numbers_use_the_kernel_encoding() {
         encode_dev(libc::makedev(8, 300)),
         (300 & 0xff) | (8 << 8) | ((300 & !0xff) << 12)
     );
+}
+
+#[test]
+fn a_stalled_fetch_holds_up_no_metadata_request() {
+    use crate::backend::faulty::{Fault, FaultyStore, Op, Rule};
+    let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
+    let f = fixture_on(faulty.clone());
+    let big = walk(&f.fs, "v/latest/tree/big").unwrap().attr.ino;
+    let dir = walk(&f.fs, "v/latest/tree").unwrap().attr.ino;
+    names(&f.fs, dir);
+    walk(&f.fs, "v/latest/tree/sub/hard").unwrap();
+    // From now on every chunk read blocks until released.
+    faulty.add_rule(Rule::new(
+        Op::GetRange,
+        "packs/",
+        Fault::Stall {
+            timeout: Duration::from_secs(30),
+        },
+    ));
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| read_all(&f.fs, big).map(|v| v.len()));
+        std::thread::sleep(Duration::from_millis(100));
+        // While that read waits: listings, lookups, attributes, links, control files.
+        let t = std::time::Instant::now();
+        assert_eq!(names(&f.fs, ROOT_INO).len(), 4);
+        assert!(names(&f.fs, dir).contains(&"a.txt".to_string()));
+        walk(&f.fs, "v/latest/tree/sub/hard").unwrap();
+        walk(&f.fs, "v/latest/tree/rel").unwrap();
+        assert!(
+            !read_all(
+                &f.fs,
+                walk(&f.fs, ".vaultfs/vaults/v.json").unwrap().attr.ino
+            )
+            .unwrap()
+            .is_empty()
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(!reader.is_finished(), "the read is still stalled");
+        faulty.clear_rules();
+        faulty.release();
+        assert_eq!(reader.join().unwrap().unwrap(), 300_000);
+    });
+}
+
+#[test]
+fn sequential_readers_get_readahead_random_readers_do_not() {
+    let f = fixture();
+    f.fs.cache().start_prefetchers(1, 64);
+    let big = walk(&f.fs, "v/latest/tree/big").unwrap().attr.ino;
+    let chunks = {
+        let i = f.fs.inodes.get(big).unwrap();
+        let Body::Node(t) = &i.body else { panic!() };
+        t.node.content.len() as u64
+    };
+    assert!(chunks > 4, "{chunks} chunks");
+    let stats = &f.fs.cache().stats;
+    // Random reads, backwards: no prefetch.
+    let o = f.fs.open(big, libc::O_RDONLY).unwrap();
+    for off in [0, 200_000, 20_000, 250_000, 5_000, 280_000, 60_000] {
+        f.fs.read(big, o.fh, off, 100).unwrap();
+    }
+    f.fs.release(o.fh);
+    assert_eq!(stats.prefetches_queued.load(Ordering::Relaxed), 0);
+    // Sequential reads: the next chunks are requested ahead.
+    let o = f.fs.open(big, libc::O_RDONLY).unwrap();
+    let mut off = 0;
+    while off < 300_000 {
+        off += f.fs.read(big, o.fh, off, 8192).unwrap().len() as u64;
+    }
+    assert!(stats.prefetches_queued.load(Ordering::Relaxed) > 0);
+    // Whatever was prefetched or read, each chunk was fetched once.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(stats.fetches.load(Ordering::Relaxed) <= chunks + 8);
 }

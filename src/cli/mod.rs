@@ -60,6 +60,10 @@ pub enum Command {
         /// Target pack size in MiB.
         #[arg(long, default_value_t = 32)]
         pack_size_mib: u32,
+        /// Average chunk size in KiB (min is a quarter, max four times); fixed for the
+        /// life of the repository. See FORMAT.md for why 1024 is the default.
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=16384))]
+        chunk_avg_kib: u32,
     },
     /// Manage vaults.
     #[command(subcommand)]
@@ -203,11 +207,19 @@ pub const EXIT_PARTIAL: i32 = 3;
 pub fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;
     match cli.command {
-        Command::Init { pack_size_mib } => {
+        Command::Init {
+            pack_size_mib,
+            chunk_avg_kib,
+        } => {
             let store = open_store_with(g, true)?;
             let pw = read_password(g, true)?;
             let opts = InitOptions {
                 pack_size: pack_size_mib.clamp(1, 1024) * 1024 * 1024,
+                chunker: ChunkerParams {
+                    min_size: chunk_avg_kib * 256,
+                    avg_size: chunk_avg_kib * 1024,
+                    max_size: chunk_avg_kib * 4096,
+                },
                 ..Default::default()
             };
             let repo = Repository::init(store, &pw, opts)?;

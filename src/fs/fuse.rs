@@ -192,7 +192,12 @@ impl Filesystem for FuseFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let fh = try_reply!(reply, "opendir", ino.0, self.fs.opendir(ino.0));
-        reply.opened(FileHandle(fh), FopenFlags::empty());
+        let flags = if self.fs.dir_is_immutable(ino.0) {
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
+        reply.opened(FileHandle(fh), flags);
     }
 
     fn readdir(

@@ -664,6 +664,14 @@ impl VaultFs {
         self.getattr(ino)
     }
 
+    /// Whether the kernel may cache a directory's listing across opens: points and
+    /// directories inside backups never change.
+    pub fn dir_is_immutable(&self, ino: u64) -> bool {
+        self.inodes
+            .get(ino)
+            .is_some_and(|i| matches!(i.body, Body::Point(_) | Body::Node(_)))
+    }
+
     /// Opens a directory: its entries are fixed for this handle, so offsets stay valid.
     pub fn opendir(&self, ino: u64) -> Result<u64> {
         let inode = self.inode(ino)?;

@@ -417,3 +417,66 @@ fn a_second_writer_is_refused_while_the_lock_is_held_and_stale_locks_are_cleared
     assert!(String::from_utf8_lossy(&out.stderr).contains("stale lock"));
     assert!(t.objects("locks").is_empty());
 }
+
+#[test]
+fn tar_archives_become_tree_backups_with_their_metadata() {
+    let t = TestRepo::new();
+    let src = t.path("tricky");
+    make_tricky_tree(&src);
+    let tarball = t.path("tricky.tar");
+    // GNU tar, pax format so that xattrs and nanosecond times are carried; -S keeps holes.
+    sh(&format!(
+        "cd '{}' && tar --format=posix --xattrs --xattrs-include='*' -S -cf '{}' .",
+        src.display(),
+        tarball.display()
+    ));
+    sh(&format!(
+        "zstd -q -f '{}' -o '{}.zst'",
+        tarball.display(),
+        tarball.display()
+    ));
+    for (file, name) in [
+        (tarball.clone(), "tricky"),
+        (t.path("tricky.tar.zst"), "tricky"),
+    ] {
+        let out = t.ok(&[
+            "backup".as_ref(),
+            "v".as_ref(),
+            "--tar".as_ref(),
+            file.as_os_str(),
+            "--json".as_ref(),
+        ]);
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(j["backups"][0]["kind"], "tree");
+        assert_eq!(j["backups"][0]["name"], name);
+        let out_dir = t.path(&format!("out-{}", j["id"].as_str().unwrap()));
+        t.ok(&[
+            "restore".as_ref(),
+            "v".as_ref(),
+            "latest".as_ref(),
+            out_dir.as_os_str(),
+        ]);
+        let diff = rsync_diff(&src, &out_dir.join(name));
+        assert_eq!(
+            diff, "",
+            "tar backup differs from the tree it was made from:\n{diff}"
+        );
+    }
+    // A truncated archive is refused and leaves no point.
+    let before = t.points().as_array().unwrap().len();
+    let data = fs::read(&tarball).unwrap();
+    let cut = t.path("cut.tar");
+    fs::write(&cut, &data[..data.len() / 2 + 100]).unwrap();
+    let err = t.fails(&[
+        "backup".as_ref(),
+        "v".as_ref(),
+        "--tar".as_ref(),
+        cut.as_os_str(),
+    ]);
+    assert!(
+        err.contains("malformed archive") || err.contains("archive"),
+        "{err}"
+    );
+    assert_eq!(t.points().as_array().unwrap().len(), before);
+    t.ok(&["check", "--read-data"]);
+}

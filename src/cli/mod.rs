@@ -61,8 +61,8 @@ pub enum Command {
         #[arg(long, default_value_t = 32)]
         pack_size_mib: u32,
         /// Average chunk size in KiB (min is a quarter, max four times); fixed for the
-        /// life of the repository. See FORMAT.md for why 1024 is the default.
-        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=16384))]
+        /// life of the repository. See FORMAT.md for why 512 is the default.
+        #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(16..=16384))]
         chunk_avg_kib: u32,
     },
     /// Manage vaults.
@@ -72,13 +72,17 @@ pub enum Command {
     Backup {
         vault: String,
         /// Directories or files to back up; each becomes a backup named by its basename.
-        #[arg(required_unless_present = "image", conflicts_with = "image")]
+        #[arg(required_unless_present_any = ["image", "tar"], conflicts_with_all = ["image", "tar"])]
         paths: Vec<PathBuf>,
         /// Back up one image file (a volume or disk snapshot); `-` reads stdin.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "tar")]
         image: Option<PathBuf>,
-        /// Name of the image backup (required with `--image -`).
-        #[arg(long, requires = "image")]
+        /// Expand a tar archive (plain, zstd or gzip; `-` reads stdin) into a tree backup
+        /// carrying the metadata of its headers.
+        #[arg(long)]
+        tar: Option<PathBuf>,
+        /// Name of the image or tar backup (required when reading stdin).
+        #[arg(long)]
         name: Option<String>,
         /// Read every file, even those unchanged since the previous point.
         #[arg(long)]
@@ -231,6 +235,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             vault,
             paths,
             image,
+            tar,
             name,
             no_parent,
             json,
@@ -242,9 +247,10 @@ pub fn run(cli: Cli) -> Result<i32> {
                 use_parent: !no_parent,
                 ..Default::default()
             };
-            let source = match image {
-                Some(path) => Source::Image { path, name },
-                None => Source::Trees(paths),
+            let source = match (image, tar) {
+                (Some(path), _) => Source::Image { path, name },
+                (None, Some(path)) => tar_source(&path, name)?,
+                (None, None) => Source::Trees(paths),
             };
             let bar = output::ProgressDisplay::start(progress, None, "backup");
             let result = crate::repo::backup::backup(&repo, &vault, source, &opts);
@@ -420,6 +426,29 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// A tar archive from a file or stdin, named by `--name` or the file name less its
+/// archive extension.
+fn tar_source(path: &std::path::Path, name: Option<String>) -> Result<Source> {
+    let reader: Box<dyn std::io::Read + Send> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?)
+    };
+    let name = match name {
+        Some(n) => n.into_bytes(),
+        None if path.as_os_str() == "-" => bail!("a tar archive read from stdin needs --name"),
+        None => {
+            let file = path.file_name().unwrap_or_default().as_bytes();
+            crate::repo::ingest::classify(file).0
+        }
+    };
+    Ok(Source::Stream {
+        reader,
+        name,
+        kind: crate::repo::ingest::StreamKind::Tar,
+    })
 }
 
 fn vault_cmd(g: &Global, cmd: VaultCmd) -> Result<i32> {

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use super::format::*;
+use super::ingest::{StreamKind, tar_backup};
 use super::pack::PackWriter;
 use super::walk::{Chunker, Progress, node_from_metadata, with_compressor};
 use super::{RepoError, Repository, Result, lock};
@@ -32,6 +33,13 @@ pub enum Source {
     Trees(Vec<PathBuf>),
     /// One image backup of a file, or of stdin (`path` is `-`), named `name`.
     Image { path: PathBuf, name: Option<String> },
+    /// A snapshot arriving as a stream (a pipe, the mount's `incoming/`): a tar archive
+    /// becomes a tree backup, anything else an image backup, named `name`.
+    Stream {
+        reader: Box<dyn Read + Send>,
+        name: Vec<u8>,
+        kind: StreamKind,
+    },
 }
 
 pub struct BackupOptions {
@@ -127,6 +135,30 @@ pub fn backup(
         }
         Source::Image { path, name } => {
             backups.push(image_backup(&writer, &path, name, opts)?);
+        }
+        Source::Stream { reader, name, kind } => {
+            check_backup_name(&name)?;
+            let before = writer_counts(&writer);
+            let (root, mut stats, kind) = match kind {
+                StreamKind::Tar => {
+                    let (root, stats) = tar_backup(&writer, reader, &name, &opts.progress)?;
+                    (root, stats, BackupKind::Tree)
+                }
+                StreamKind::Image => {
+                    let (root, stats) = image_from_reader(&writer, reader, &name, &opts.progress)?;
+                    (root, stats, BackupKind::Image)
+                }
+            };
+            let after = writer_counts(&writer);
+            stats.chunks_new = after.0 - before.0;
+            stats.bytes_stored_new = after.1 - before.1;
+            backups.push(BackupEntry {
+                name,
+                kind,
+                source: b"-".to_vec(),
+                root,
+                stats,
+            });
         }
     }
     let packs = writer.finish()?.packs;
@@ -506,6 +538,61 @@ fn file_worker(
     }
 }
 
+fn check_backup_name(name: &[u8]) -> Result<()> {
+    if name.contains(&b'/') || name.contains(&0) || name.is_empty() || name == b"." || name == b".."
+    {
+        return Err(RepoError::Invalid(format!(
+            "invalid backup name {:?}",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    Ok(())
+}
+
+/// Stores one tree chunk holding just `node`: the root of a backup.
+fn store_root(writer: &PackWriter, node: Node) -> Result<ChunkRef> {
+    let level = writer.repo().config().zstd_level;
+    let data = encode_object(&Tree { nodes: vec![node] });
+    with_compressor(level, |c| writer.store_chunk(ChunkKind::Tree, &data, c))
+}
+
+/// An image backup of a stream: mode 0644, owned by the caller, mtime now.
+fn image_from_reader(
+    writer: &PackWriter,
+    mut reader: Box<dyn Read + Send + '_>,
+    name: &[u8],
+    progress: &Progress,
+) -> Result<(ChunkRef, BackupStats)> {
+    let now = now_ns();
+    let mut node = Node {
+        name: name.to_vec(),
+        kind: NodeKind::File,
+        mode: 0o644,
+        uid: rustix::process::getuid().as_raw(),
+        gid: rustix::process::getgid().as_raw(),
+        mtime_ns: now,
+        ctime_ns: now,
+        inode: 0,
+        size: 0,
+        rdev: 0,
+        xattrs: Vec::new(),
+        target: None,
+        hardlink: None,
+        content: Vec::new(),
+        subtree: None,
+    };
+    let mut chunker = Chunker::new(writer);
+    let read = chunker.chunk_stream(&mut reader, &mut node.content, progress)?;
+    node.size = read;
+    let stats = BackupStats {
+        files: 1,
+        bytes: read,
+        bytes_read: read,
+        ..Default::default()
+    };
+    Ok((store_root(writer, node)?, stats))
+}
+
 fn image_backup(
     writer: &PackWriter,
     path: &Path,
@@ -522,45 +609,10 @@ fn image_backup(
         }
         (None, false) => backup_name(path)?,
     };
-    if name.contains(&b'/') || name.is_empty() || name == b"." || name == b".." {
-        return Err(RepoError::Invalid(format!(
-            "invalid backup name {:?}",
-            String::from_utf8_lossy(&name)
-        )));
-    }
+    check_backup_name(&name)?;
     let before = writer_counts(writer);
-    let mut chunker = Chunker::new(writer);
-    let mut stats = BackupStats {
-        files: 1,
-        ..Default::default()
-    };
-    let mut node;
-    if stdin {
-        let now = now_ns();
-        node = Node {
-            name: name.clone(),
-            kind: NodeKind::File,
-            mode: 0o644,
-            uid: rustix::process::getuid().as_raw(),
-            gid: rustix::process::getgid().as_raw(),
-            mtime_ns: now,
-            ctime_ns: now,
-            inode: 0,
-            size: 0,
-            rdev: 0,
-            xattrs: Vec::new(),
-            target: None,
-            hardlink: None,
-            content: Vec::new(),
-            subtree: None,
-        };
-        let mut input = std::io::stdin().lock();
-        let mut extents = Vec::new();
-        let read =
-            chunker.chunk_stream(&mut input as &mut dyn Read, &mut extents, &opts.progress)?;
-        node.content = extents;
-        node.size = read;
-        stats.bytes_read = read;
+    let (root, mut stats) = if stdin {
+        image_from_reader(writer, Box::new(std::io::stdin()), &name, &opts.progress)?
     } else {
         let meta = std::fs::metadata(path).map_err(|e| RepoError::io(path, e))?;
         if !meta.is_file() {
@@ -569,18 +621,19 @@ fn image_backup(
                 path.display()
             )));
         }
-        node = node_from_metadata(&name, path, &meta)?;
-        node.kind = NodeKind::File;
+        let mut node = node_from_metadata(&name, path, &meta)?;
         let mut f = File::open(path).map_err(|e| RepoError::io(path, e))?;
-        let (extents, read) = chunker.chunk_file(&mut f, &opts.progress)?;
+        let (extents, read) = Chunker::new(writer).chunk_file(&mut f, &opts.progress)?;
         node.size = extents.iter().map(Extent::len).sum();
         node.content = extents;
-        stats.bytes_read = read;
-    }
-    stats.bytes = node.size;
-    let level = writer.repo().config().zstd_level;
-    let data = encode_object(&Tree { nodes: vec![node] });
-    let root = with_compressor(level, |c| writer.store_chunk(ChunkKind::Tree, &data, c))?;
+        let stats = BackupStats {
+            files: 1,
+            bytes: node.size,
+            bytes_read: read,
+            ..Default::default()
+        };
+        (store_root(writer, node)?, stats)
+    };
     let after = writer_counts(writer);
     stats.chunks_new = after.0 - before.0;
     stats.bytes_stored_new = after.1 - before.1;

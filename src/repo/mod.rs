@@ -23,6 +23,7 @@ pub mod backup;
 pub mod check;
 pub mod crypto;
 pub mod format;
+pub mod ingest;
 pub mod lock;
 pub mod pack;
 pub mod restore;

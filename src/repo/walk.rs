@@ -139,7 +139,7 @@ fn is_zero(data: &[u8]) -> bool {
 }
 
 /// Appends an extent, merging adjacent holes.
-fn push_extent(out: &mut Vec<Extent>, e: Extent) {
+pub(crate) fn push_extent(out: &mut Vec<Extent>, e: Extent) {
     if let (Extent::Hole(n), Some(Extent::Hole(prev))) = (e, out.last_mut()) {
         *prev += n;
         return;

@@ -7,5 +7,6 @@
 pub mod backend;
 pub mod cache;
 pub mod cli;
+pub mod control;
 pub mod fs;
 pub mod repo;

@@ -357,6 +357,31 @@ fn kill_9_during_backup_never_breaks_the_repository() {
         assert!(n >= committed_before);
         committed_before = n;
     }
+    // One more run, killed for sure after it uploaded some packs but before it ended
+    // (the random delays above may all fall early on a busy machine).
+    let before = t.objects("index").len();
+    let mut child = t
+        .cmd()
+        .args([
+            "backup".as_ref(),
+            "v".as_ref(),
+            src.as_os_str(),
+            "--no-parent".as_ref(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while t.objects("index").len() < before + 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = Command::new("kill")
+        .arg("-9")
+        .arg(child.id().to_string())
+        .status();
+    child.wait().unwrap();
+    t.ok(&["check", "--read-data"]);
     // The next backup succeeds and reuses what the killed runs uploaded.
     let out = t.ok(&[
         "backup".as_ref(),

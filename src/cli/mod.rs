@@ -412,7 +412,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             threads,
         } => {
             crate::fs::check_mountpoint(&mountpoint)?;
-            let repo = open_repo(g)?;
+            let pw = read_password(g, false)?;
+            let signals = crate::fs::block_exit_signals();
+            let repo = Repository::open(open_store(g)?, &pw)?;
             let opts = crate::fs::MountOptions {
                 cache_size,
                 disk_cache,
@@ -422,7 +424,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 refresh: std::time::Duration::from_secs(refresh_secs),
                 threads,
             };
-            crate::fs::mount(repo, &mountpoint, &opts)?;
+            crate::fs::mount(repo, &mountpoint, &opts, signals)?;
             Ok(0)
         }
     }
@@ -446,7 +448,7 @@ fn tar_source(path: &std::path::Path, name: Option<String>) -> Result<Source> {
     };
     Ok(Source::Stream {
         reader,
-        name,
+        name: Arc::new(std::sync::Mutex::new(name)),
         kind: crate::repo::ingest::StreamKind::Tar,
     })
 }

@@ -17,7 +17,7 @@ use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
@@ -35,9 +35,11 @@ pub enum Source {
     Image { path: PathBuf, name: Option<String> },
     /// A snapshot arriving as a stream (a pipe, the mount's `incoming/`): a tar archive
     /// becomes a tree backup, anything else an image backup, named `name`.
+    /// The name is read when the stream ends, so a file renamed while it is written
+    /// (rsync's temporary names) is backed up under its final name.
     Stream {
         reader: Box<dyn Read + Send>,
-        name: Vec<u8>,
+        name: Arc<Mutex<Vec<u8>>>,
         kind: StreamKind,
     },
 }
@@ -137,18 +139,21 @@ pub fn backup(
             backups.push(image_backup(&writer, &path, name, opts)?);
         }
         Source::Stream { reader, name, kind } => {
-            check_backup_name(&name)?;
             let before = writer_counts(&writer);
-            let (root, mut stats, kind) = match kind {
+            let (mut root, mut stats, kind) = match kind {
                 StreamKind::Tar => {
-                    let (root, stats) = tar_backup(&writer, reader, &name, &opts.progress)?;
+                    let (root, stats) = tar_backup(&writer, reader, &opts.progress)?;
                     (root, stats, BackupKind::Tree)
                 }
                 StreamKind::Image => {
-                    let (root, stats) = image_from_reader(&writer, reader, &name, &opts.progress)?;
+                    let (root, stats) = image_from_reader(&writer, reader, &opts.progress)?;
                     (root, stats, BackupKind::Image)
                 }
             };
+            let name = name.lock().unwrap().clone();
+            check_backup_name(&name)?;
+            root.name = name.clone();
+            let root = store_root(&writer, root)?;
             let after = writer_counts(&writer);
             stats.chunks_new = after.0 - before.0;
             stats.bytes_stored_new = after.1 - before.1;
@@ -560,12 +565,11 @@ fn store_root(writer: &PackWriter, node: Node) -> Result<ChunkRef> {
 fn image_from_reader(
     writer: &PackWriter,
     mut reader: Box<dyn Read + Send + '_>,
-    name: &[u8],
     progress: &Progress,
-) -> Result<(ChunkRef, BackupStats)> {
+) -> Result<(Node, BackupStats)> {
     let now = now_ns();
     let mut node = Node {
-        name: name.to_vec(),
+        name: Vec::new(),
         kind: NodeKind::File,
         mode: 0o644,
         uid: rustix::process::getuid().as_raw(),
@@ -590,7 +594,7 @@ fn image_from_reader(
         bytes_read: read,
         ..Default::default()
     };
-    Ok((store_root(writer, node)?, stats))
+    Ok((node, stats))
 }
 
 fn image_backup(
@@ -612,7 +616,10 @@ fn image_backup(
     check_backup_name(&name)?;
     let before = writer_counts(writer);
     let (root, mut stats) = if stdin {
-        image_from_reader(writer, Box::new(std::io::stdin()), &name, &opts.progress)?
+        let (mut node, stats) =
+            image_from_reader(writer, Box::new(std::io::stdin()), &opts.progress)?;
+        node.name = name.clone();
+        (store_root(writer, node)?, stats)
     } else {
         let meta = std::fs::metadata(path).map_err(|e| RepoError::io(path, e))?;
         if !meta.is_file() {

@@ -98,13 +98,13 @@ fn empty_node(name: Vec<u8>, kind: NodeKind) -> Node {
     }
 }
 
-/// Reads a tar stream into a tree backup named `name`.
+/// Reads a tar stream into a tree backup; returns its root directory node (to be named
+/// and stored by the caller).
 pub fn tar_backup(
     writer: &PackWriter,
     reader: Box<dyn Read + Send + '_>,
-    name: &[u8],
     progress: &Progress,
-) -> Result<(ChunkRef, BackupStats)> {
+) -> Result<(Node, BackupStats)> {
     let mut archive = tar::Archive::new(decompressed(reader)?);
     let mut chunker = Chunker::new(writer);
     let mut stats = BackupStats::default();
@@ -239,7 +239,6 @@ pub fn tar_backup(
     if root.kind != NodeKind::Dir {
         return Err(malformed("the archive's root is not a directory"));
     }
-    root.name = name.to_vec();
     // Encode directories deepest first.
     let mut children: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
     for p in nodes.keys().filter(|p| !p.is_empty()) {
@@ -277,9 +276,7 @@ pub fn tar_backup(
         nodes.get_mut(&d).expect("directory node").subtree = Some(r);
     }
     let root = nodes.remove(&Vec::new()).expect("root node");
-    let data = encode_object(&Tree { nodes: vec![root] });
-    let r = with_compressor(level, |c| writer.store_chunk(ChunkKind::Tree, &data, c))?;
-    Ok((r, stats))
+    Ok((root, stats))
 }
 
 /// What the pax records of one member say that we use.

@@ -6,19 +6,31 @@
 //! is stale: held by a process of this host that no longer runs. Stale locks are
 //! removed with a warning. Locks of other hosts are never removed automatically; `vaultfs
 //! unlock` removes them. Readers take no lock: everything they read is immutable.
+//!
+//! Within one process the lock is shared: concurrent writers of one daemon (several
+//! ingests through the mount) hold one lock object between them. That is safe because
+//! writers never modify anything: each has its own packs, and manifests are committed
+//! with create-only writes under distinct names.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use super::format::{LockInfo, now_ns, rfc3339};
 use super::{RepoError, Repository, Result};
 
-/// Holds a lock until dropped.
+/// Holds a lock until the last guard of this process is dropped.
 pub struct LockGuard {
+    _inner: Arc<Held>,
+}
+
+struct Held {
     repo: Arc<Repository>,
     key: String,
 }
 
-impl Drop for LockGuard {
+/// Locks this process holds, by repository location.
+static HELD: Mutex<Vec<(String, Weak<Held>)>> = Mutex::new(Vec::new());
+
+impl Drop for Held {
     fn drop(&mut self) {
         if let Err(e) = self.repo.store().delete(&self.key) {
             tracing::warn!("could not remove lock {}: {e}", self.key);
@@ -42,8 +54,24 @@ fn is_stale(info: &LockInfo, host: &str) -> bool {
     info.hostname == host && info.pid != std::process::id() && !process_alive(info.pid)
 }
 
-/// Takes the writer lock.
+/// Takes the writer lock (or shares the one this process already holds).
 pub fn acquire(repo: &Arc<Repository>, command: &str) -> Result<LockGuard> {
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    held.retain(|(_, w)| w.strong_count() > 0);
+    let location = repo.location();
+    if let Some(inner) = held
+        .iter()
+        .find(|(l, _)| *l == location)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        return Ok(LockGuard { _inner: inner });
+    }
+    let inner = Arc::new(take(repo, command)?);
+    held.push((location, Arc::downgrade(&inner)));
+    Ok(LockGuard { _inner: inner })
+}
+
+fn take(repo: &Arc<Repository>, command: &str) -> Result<Held> {
     let host = hostname();
     let info = LockInfo {
         hostname: host.clone(),
@@ -55,7 +83,7 @@ pub fn acquire(repo: &Arc<Repository>, command: &str) -> Result<LockGuard> {
     getrandom::getrandom(&mut suffix).expect("the OS random source failed");
     let key = format!("locks/{}", hex::encode(suffix));
     repo.write_object(&key, &info, true)?;
-    let guard = LockGuard {
+    let guard = Held {
         repo: repo.clone(),
         key: key.clone(),
     };

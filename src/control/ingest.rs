@@ -1,0 +1,404 @@
+//! Ingest sessions: a snapshot file written into `incoming/<vault>/` becomes one
+//! recovery point.
+//!
+//! The file's bytes are streamed to a backup running on a thread of its own through a
+//! bounded channel (backpressure: a writer never gets more than a few MiB ahead of the
+//! chunker), so a sequential writer (cp, dd, tar -cf - | ...) needs no local copy. Writes
+//! that arrive out of order (several FUSE threads) wait in a bounded reorder buffer;
+//! a gap larger than [`REORDER_LIMIT`] is an error. The kind is decided at the first
+//! write: a name with a tar extension (`.tar`, `.tar.zst`, `.tar.gz`, ...; rsync's
+//! temporary `.name.XXXXXX` is seen through) or a ustar header makes a tree backup,
+//! anything else an image backup. [`IngestSession::finish`] (the FUSE flush of `close()`)
+//! ends the stream and waits for the commit: it returns the point name only when the
+//! point is durable. An aborted session (unlink, error) feeds an error into the stream,
+//! so the backup fails and nothing is committed.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use super::tasks::{Task, TaskRegistry};
+use crate::repo::Repository;
+use crate::repo::backup::{BackupOptions, Source, backup};
+use crate::repo::ingest::{StreamKind, classify};
+
+/// Out-of-order data held while waiting for the bytes before it.
+pub const REORDER_LIMIT: usize = 64 << 20;
+/// Messages in flight between the writer and the backup thread.
+const CHANNEL_DEPTH: usize = 64;
+
+/// Why an ingest failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    #[error(
+        "write at offset {got} leaves a gap after byte {expected} (incoming/ takes sequential writes)"
+    )]
+    Gap { expected: u64, got: u64 },
+    #[error("{0}")]
+    Failed(String),
+    #[error("no space: {0}")]
+    NoSpace(String),
+}
+
+type Chunk = Result<Vec<u8>, String>;
+
+/// Reads what the writer sends; an `Err` message fails the read (abort).
+struct ChannelReader {
+    rx: Receiver<Chunk>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(Ok(v)) => {
+                    self.buf = v;
+                    self.pos = 0;
+                }
+                Ok(Err(msg)) => return Err(std::io::Error::other(msg)),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+struct Inner {
+    next: u64,
+    pending: BTreeMap<u64, Vec<u8>>,
+    pending_bytes: usize,
+    tx: Option<Sender<Chunk>>,
+    handle: Option<JoinHandle<Result<String, IngestError>>>,
+    kind: Option<StreamKind>,
+    outcome: Option<Result<String, IngestError>>,
+}
+
+/// One file being ingested.
+pub struct IngestSession {
+    repo: Arc<Repository>,
+    vault: String,
+    pub task: Arc<Task>,
+    file_name: Mutex<Vec<u8>>,
+    backup_name: Arc<Mutex<Vec<u8>>>,
+    written: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+/// rsync writes `.name.XXXXXX` and renames it: see through that for classification.
+pub fn strip_rsync_temp(name: &[u8]) -> &[u8] {
+    if let Some(rest) = name.strip_prefix(b".")
+        && let Some(dot) = rest.iter().rposition(|&b| b == b'.')
+        && rest.len() - dot - 1 == 6
+        && rest[dot + 1..].iter().all(u8::is_ascii_alphanumeric)
+        && dot > 0
+    {
+        return &rest[..dot];
+    }
+    name
+}
+
+fn is_ustar(first: &[u8]) -> bool {
+    first.len() >= 262 && &first[257..262] == b"ustar"
+}
+
+impl IngestSession {
+    pub fn new(
+        repo: Arc<Repository>,
+        vault: &str,
+        file_name: &[u8],
+        tasks: &TaskRegistry,
+    ) -> Arc<Self> {
+        let task = tasks.create("ingest", vault, &String::from_utf8_lossy(file_name));
+        Arc::new(IngestSession {
+            repo,
+            vault: vault.to_string(),
+            task,
+            file_name: Mutex::new(file_name.to_vec()),
+            backup_name: Arc::new(Mutex::new(file_name.to_vec())),
+            written: AtomicU64::new(0),
+            inner: Mutex::new(Inner {
+                next: 0,
+                pending: BTreeMap::new(),
+                pending_bytes: 0,
+                tx: None,
+                handle: None,
+                kind: None,
+                outcome: None,
+            }),
+        })
+    }
+
+    pub fn vault(&self) -> &str {
+        &self.vault
+    }
+
+    /// Bytes accepted so far (the file's size as `stat` shows it).
+    pub fn size(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    pub fn file_name(&self) -> Vec<u8> {
+        self.file_name.lock().unwrap().clone()
+    }
+
+    /// The file was renamed (rsync's temporary name to the final one).
+    pub fn rename(&self, new_name: &[u8]) {
+        *self.file_name.lock().unwrap() = new_name.to_vec();
+        self.task.set_name(&String::from_utf8_lossy(new_name));
+    }
+
+    fn start(&self, inner: &mut Inner, first: &[u8]) {
+        let name = self.file_name();
+        let base = strip_rsync_temp(&name);
+        let kind = match classify(base).1 {
+            StreamKind::Tar => StreamKind::Tar,
+            StreamKind::Image if is_ustar(first) => StreamKind::Tar,
+            StreamKind::Image => StreamKind::Image,
+        };
+        inner.kind = Some(kind);
+        let (tx, rx) = bounded::<Chunk>(CHANNEL_DEPTH);
+        inner.tx = Some(tx);
+        let repo = self.repo.clone();
+        let vault = self.vault.clone();
+        let task = self.task.clone();
+        let name_cell = self.backup_name.clone();
+        task.start();
+        let handle = std::thread::Builder::new()
+            .name("ingest".into())
+            .spawn(move || {
+                let reader = ChannelReader {
+                    rx,
+                    buf: Vec::new(),
+                    pos: 0,
+                };
+                let opts = BackupOptions {
+                    progress: task.progress.clone(),
+                    ..Default::default()
+                };
+                let source = Source::Stream {
+                    reader: Box::new(reader),
+                    name: name_cell,
+                    kind,
+                };
+                match backup(&repo, &vault, source, &opts) {
+                    Ok(r) => {
+                        task.succeed(&r.manifest.name);
+                        tracing::info!("ingest {}: committed {}/{}", task.id, vault, r.manifest.name);
+                        Ok(r.manifest.name)
+                    }
+                    Err(e) => {
+                        let reason = e.to_string();
+                        task.fail(&reason);
+                        tracing::warn!("ingest {} into {vault} failed: {reason}", task.id);
+                        let full = matches!(&e, crate::repo::RepoError::Backend(b) if b.is_storage_full())
+                            || matches!(&e, crate::repo::RepoError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC));
+                        Err(if full {
+                            IngestError::NoSpace(reason)
+                        } else {
+                            IngestError::Failed(reason)
+                        })
+                    }
+                }
+            })
+            .expect("spawn an ingest thread");
+        inner.handle = Some(handle);
+    }
+
+    /// Ends the stream with an outcome; `abort` feeds an error first.
+    fn conclude(&self, inner: &mut Inner, abort: Option<String>) -> Result<String, IngestError> {
+        if let Some(o) = &inner.outcome {
+            return o.clone();
+        }
+        if let Some(tx) = inner.tx.take()
+            && let Some(msg) = &abort
+        {
+            let _ = tx.send(Err(msg.clone()));
+        }
+        let outcome = match inner.handle.take() {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(IngestError::Failed("the ingest thread panicked".into()))),
+            None => {
+                let reason =
+                    abort.unwrap_or_else(|| "the file was empty: no recovery point made".into());
+                self.task.fail(&reason);
+                Err(IngestError::Failed(reason))
+            }
+        };
+        inner.outcome = Some(outcome.clone());
+        outcome
+    }
+
+    /// Accepts `data` at `offset`. Returns the bytes taken.
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<usize, IngestError> {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(o) = &inner.outcome {
+            return Err(o
+                .clone()
+                .err()
+                .unwrap_or_else(|| IngestError::Failed("already committed".into())));
+        }
+        if offset < inner.next {
+            return Err(IngestError::Failed(format!(
+                "rewrite at offset {offset} of bytes already ingested (up to {})",
+                inner.next
+            )));
+        }
+        if offset > inner.next {
+            if inner.pending_bytes + data.len() > REORDER_LIMIT {
+                let e = IngestError::Gap {
+                    expected: inner.next,
+                    got: offset,
+                };
+                let _ = self.conclude(&mut inner, Some(e.to_string()));
+                return Err(e);
+            }
+            inner.pending_bytes += data.len();
+            inner.pending.insert(offset, data.to_vec());
+            self.written
+                .fetch_max(offset + data.len() as u64, Ordering::Relaxed);
+            return Ok(data.len());
+        }
+        if inner.tx.is_none() && inner.handle.is_none() {
+            self.start(&mut inner, data);
+        }
+        let mut chunks = vec![data.to_vec()];
+        let mut next = inner.next + data.len() as u64;
+        while let Some(d) = inner.pending.remove(&next) {
+            inner.pending_bytes -= d.len();
+            next += d.len() as u64;
+            chunks.push(d);
+        }
+        let tx = inner.tx.clone();
+        for c in chunks {
+            let sent = tx.as_ref().is_some_and(|tx| tx.send(Ok(c)).is_ok());
+            if !sent {
+                // The backup stopped early: its error is the answer.
+                return Err(self
+                    .conclude(&mut inner, None)
+                    .err()
+                    .unwrap_or_else(|| IngestError::Failed("the ingest ended early".into())));
+            }
+        }
+        inner.next = next;
+        self.written.fetch_max(next, Ordering::Relaxed);
+        Ok(data.len())
+    }
+
+    /// Ends the stream and waits for the point: `Ok(point name)` once it is durable.
+    /// Repeated calls return the same outcome.
+    pub fn finish(&self) -> Result<String, IngestError> {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.outcome.is_none() && !inner.pending.is_empty() {
+            let e = IngestError::Gap {
+                expected: inner.next,
+                got: *inner.pending.keys().next().expect("non-empty"),
+            };
+            return self.conclude(&mut inner, Some(e.to_string()));
+        }
+        let name = self.file_name();
+        let base = strip_rsync_temp(&name).to_vec();
+        *self.backup_name.lock().unwrap() = match inner.kind {
+            Some(StreamKind::Tar) => classify(&base).0,
+            _ => base,
+        };
+        self.conclude(&mut inner, None)
+    }
+
+    /// Abandons the ingest: nothing is committed.
+    pub fn abort(&self, why: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        let _ = self.conclude(&mut inner, Some(why.to_string()));
+    }
+
+    /// Whether the outcome is known.
+    pub fn is_finished(&self) -> bool {
+        self.inner.lock().unwrap().outcome.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryStore;
+    use crate::repo::InitOptions;
+    use crate::repo::format::KdfParams;
+    use std::time::Duration;
+
+    fn repo() -> Arc<Repository> {
+        let opts = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+                salt: [1; 16],
+            },
+            ..Default::default()
+        };
+        let r = Repository::init(Arc::new(MemoryStore::new()), b"pw", opts).unwrap();
+        r.create_vault("v", "").unwrap();
+        r
+    }
+
+    #[test]
+    fn rsync_temp_names() {
+        assert_eq!(strip_rsync_temp(b".etc.tar.zst.Ab12Cd"), b"etc.tar.zst");
+        assert_eq!(strip_rsync_temp(b"etc.tar"), b"etc.tar");
+        assert_eq!(strip_rsync_temp(b".hidden"), b".hidden");
+    }
+
+    #[test]
+    fn image_stream_out_of_order_then_commit() {
+        let repo = repo();
+        let tasks = TaskRegistry::new(Duration::from_secs(60));
+        let s = IngestSession::new(repo.clone(), "v", b"disk.img", &tasks);
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        s.write(100_000, &data[100_000..200_000]).unwrap();
+        s.write(0, &data[..100_000]).unwrap();
+        s.write(200_000, &data[200_000..]).unwrap();
+        assert_eq!(s.size(), 300_000);
+        s.rename(b"final.img");
+        let point = s.finish().unwrap();
+        assert_eq!(s.finish().unwrap(), point);
+        let m = repo.load_manifest("v", &point).unwrap();
+        assert_eq!(m.backups[0].name, b"final.img");
+        let node = repo.find_node(&m, b"final.img").unwrap();
+        let mut out = Vec::new();
+        repo.read_file(&node, &mut out).unwrap();
+        assert_eq!(out, data);
+        assert_eq!(tasks.list()[0].json()["status"], "succeeded");
+    }
+
+    #[test]
+    fn malformed_tar_and_abort_leave_no_point() {
+        let repo = repo();
+        let tasks = TaskRegistry::new(Duration::from_secs(60));
+        let s = IngestSession::new(repo.clone(), "v", b"x.tar", &tasks);
+        let mut junk = vec![0u8; 512];
+        junk[..5].copy_from_slice(b"hello");
+        junk[100..108].copy_from_slice(b"garbage!");
+        let _ = s.write(0, &junk);
+        let err = s.finish().unwrap_err();
+        assert!(err.to_string().contains("archive"), "{err}");
+        let s2 = IngestSession::new(repo.clone(), "v", b"y.img", &tasks);
+        s2.write(0, &[7u8; 1000]).unwrap();
+        s2.abort("unlinked while written");
+        assert!(s2.finish().is_err());
+        assert!(repo.list_points("v").unwrap().is_empty());
+        let failed = tasks
+            .list()
+            .iter()
+            .filter(|t| t.json()["status"] == "failed")
+            .count();
+        assert_eq!(failed, 2);
+    }
+}

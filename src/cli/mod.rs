@@ -160,7 +160,7 @@ pub enum Command {
         /// Let other users read the mount (the kernel then checks file modes).
         #[arg(long)]
         allow_other: bool,
-        /// Allow deleting recovery points through the mount (not implemented yet: stored).
+        /// Let `rmdir <vault>/<point>` delete a recovery point (its data is reclaimed by a later prune).
         #[arg(long)]
         allow_delete: bool,
         /// Re-read a vault's recovery points when older than this many seconds.

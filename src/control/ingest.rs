@@ -4,8 +4,11 @@
 //! The file's bytes are streamed to a backup running on a thread of its own through a
 //! bounded channel (backpressure: a writer never gets more than a few MiB ahead of the
 //! chunker), so a sequential writer (cp, dd, tar -cf - | ...) needs no local copy. Writes
-//! that arrive out of order (several FUSE threads) wait in a bounded reorder buffer;
-//! a gap larger than [`REORDER_LIMIT`] is an error. The kind is decided at the first
+//! that arrive out of order (several FUSE threads) wait in a bounded reorder buffer of
+//! [`REORDER_LIMIT`] bytes. A gap still open when the buffer is full, or at the end, is a
+//! hole (zeros, which the chunker stores as a hole): that is how `cp` writes a sparse file
+//! (seek over holes, then `ftruncate` to the full size). Rewriting bytes already ingested
+//! is an error. The kind is decided at the first
 //! write: a name with a tar extension (`.tar`, `.tar.zst`, `.tar.gz`, ...; rsync's
 //! temporary `.name.XXXXXX` is seen through) or a ustar header makes a tree backup,
 //! anything else an image backup. [`IngestSession::finish`] (the FUSE flush of `close()`)
@@ -72,17 +75,21 @@ impl Read for ChannelReader {
     }
 }
 
+#[derive(Debug)]
 struct Inner {
     next: u64,
     pending: BTreeMap<u64, Vec<u8>>,
     pending_bytes: usize,
     tx: Option<Sender<Chunk>>,
+    /// Size set with truncate/ftruncate; the end is padded with zeros up to it.
+    target_size: u64,
     handle: Option<JoinHandle<Result<String, IngestError>>>,
     kind: Option<StreamKind>,
     outcome: Option<Result<String, IngestError>>,
 }
 
 /// One file being ingested.
+#[derive(Debug)]
 pub struct IngestSession {
     repo: Arc<Repository>,
     vault: String,
@@ -90,7 +97,10 @@ pub struct IngestSession {
     file_name: Mutex<Vec<u8>>,
     backup_name: Arc<Mutex<Vec<u8>>>,
     written: AtomicU64,
+    /// The process that wrote last: only its close() ends the ingest.
+    writer_pid: std::sync::atomic::AtomicU32,
     inner: Mutex<Inner>,
+    finished_at: Mutex<Option<std::time::Instant>>,
 }
 
 /// rsync writes `.name.XXXXXX` and renames it: see through that for classification.
@@ -125,11 +135,14 @@ impl IngestSession {
             file_name: Mutex::new(file_name.to_vec()),
             backup_name: Arc::new(Mutex::new(file_name.to_vec())),
             written: AtomicU64::new(0),
+            writer_pid: std::sync::atomic::AtomicU32::new(0),
+            finished_at: Mutex::new(None),
             inner: Mutex::new(Inner {
                 next: 0,
                 pending: BTreeMap::new(),
                 pending_bytes: 0,
                 tx: None,
+                target_size: 0,
                 handle: None,
                 kind: None,
                 outcome: None,
@@ -139,6 +152,18 @@ impl IngestSession {
 
     pub fn vault(&self) -> &str {
         &self.vault
+    }
+
+    /// Records the process that writes.
+    pub fn note_writer(&self, pid: u32) {
+        self.writer_pid.store(pid, Ordering::Relaxed);
+    }
+
+    /// Whether a close by `pid` ends the ingest: the process that wrote last, once
+    /// something was written. Closes by other processes (a child that inherited the
+    /// descriptor and exec'd, a shell that handed it to a command) do not.
+    pub fn ends_on_close_by(&self, pid: u32) -> bool {
+        self.size() > 0 && self.writer_pid.load(Ordering::Relaxed) == pid
     }
 
     /// Bytes accepted so far (the file's size as `stat` shows it).
@@ -235,44 +260,17 @@ impl IngestSession {
             }
         };
         inner.outcome = Some(outcome.clone());
+        *self.finished_at.lock().unwrap() = Some(std::time::Instant::now());
         outcome
     }
 
-    /// Accepts `data` at `offset`. Returns the bytes taken.
-    pub fn write(&self, offset: u64, data: &[u8]) -> Result<usize, IngestError> {
-        let mut inner = self.inner.lock().unwrap();
-        if let Some(o) = &inner.outcome {
-            return Err(o
-                .clone()
-                .err()
-                .unwrap_or_else(|| IngestError::Failed("already committed".into())));
-        }
-        if offset < inner.next {
-            return Err(IngestError::Failed(format!(
-                "rewrite at offset {offset} of bytes already ingested (up to {})",
-                inner.next
-            )));
-        }
-        if offset > inner.next {
-            if inner.pending_bytes + data.len() > REORDER_LIMIT {
-                let e = IngestError::Gap {
-                    expected: inner.next,
-                    got: offset,
-                };
-                let _ = self.conclude(&mut inner, Some(e.to_string()));
-                return Err(e);
-            }
-            inner.pending_bytes += data.len();
-            inner.pending.insert(offset, data.to_vec());
-            self.written
-                .fetch_max(offset + data.len() as u64, Ordering::Relaxed);
-            return Ok(data.len());
-        }
+    /// Sends bytes at the expected offset, then whatever pending data follows them.
+    fn push(&self, inner: &mut Inner, data: Vec<u8>) -> Result<(), IngestError> {
         if inner.tx.is_none() && inner.handle.is_none() {
-            self.start(&mut inner, data);
+            self.start(inner, &data);
         }
-        let mut chunks = vec![data.to_vec()];
-        let mut next = inner.next + data.len() as u64;
+        let mut chunks = vec![data];
+        let mut next = inner.next + chunks[0].len() as u64;
         while let Some(d) = inner.pending.remove(&next) {
             inner.pending_bytes -= d.len();
             next += d.len() as u64;
@@ -284,26 +282,96 @@ impl IngestSession {
             if !sent {
                 // The backup stopped early: its error is the answer.
                 return Err(self
-                    .conclude(&mut inner, None)
+                    .conclude(inner, None)
                     .err()
                     .unwrap_or_else(|| IngestError::Failed("the ingest ended early".into())));
             }
         }
         inner.next = next;
         self.written.fetch_max(next, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends zeros from the expected offset up to `upto` (a hole).
+    fn fill_zeros(&self, inner: &mut Inner, upto: u64) -> Result<(), IngestError> {
+        const STEP: u64 = 4 << 20;
+        while inner.next < upto {
+            let n = (upto - inner.next).min(STEP);
+            // push() drains pending data that follows, so recheck the bound each round.
+            self.push(inner, vec![0u8; n as usize])?;
+        }
+        Ok(())
+    }
+
+    /// Accepts `data` at `offset`. Returns the bytes taken.
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<usize, IngestError> {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(o) = &inner.outcome {
+            return Err(o
+                .clone()
+                .err()
+                .unwrap_or_else(|| IngestError::Failed("already committed".into())));
+        }
+        if offset < inner.next
+            || inner
+                .pending
+                .range(offset..offset + data.len() as u64)
+                .next()
+                .is_some()
+        {
+            return Err(IngestError::Failed(format!(
+                "rewrite at offset {offset} of bytes already written (incoming/ takes each byte once)"
+            )));
+        }
+        if offset > inner.next {
+            inner.pending_bytes += data.len();
+            inner.pending.insert(offset, data.to_vec());
+            self.written
+                .fetch_max(offset + data.len() as u64, Ordering::Relaxed);
+            // Too much waiting: the gap before the first pending write is a hole.
+            while inner.pending_bytes > REORDER_LIMIT {
+                let first = *inner.pending.keys().next().expect("pending");
+                self.fill_zeros(&mut inner, first)?;
+            }
+            return Ok(data.len());
+        }
+        self.push(&mut inner, data.to_vec())?;
         Ok(data.len())
+    }
+
+    /// truncate/ftruncate: the file ends at `size` (zeros up to it). Shrinking below
+    /// what was written is refused.
+    pub fn set_size(&self, size: u64) -> Result<(), IngestError> {
+        let mut inner = self.inner.lock().unwrap();
+        if size < self.size() {
+            return Err(IngestError::Failed(format!(
+                "truncate to {size} below the {} bytes already written",
+                self.size()
+            )));
+        }
+        inner.target_size = size;
+        self.written.fetch_max(size, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Ends the stream and waits for the point: `Ok(point name)` once it is durable.
     /// Repeated calls return the same outcome.
     pub fn finish(&self) -> Result<String, IngestError> {
         let mut inner = self.inner.lock().unwrap();
-        if inner.outcome.is_none() && !inner.pending.is_empty() {
-            let e = IngestError::Gap {
-                expected: inner.next,
-                got: *inner.pending.keys().next().expect("non-empty"),
-            };
-            return self.conclude(&mut inner, Some(e.to_string()));
+        if inner.outcome.is_none() {
+            // Holes: gaps before pending writes, and up to the truncated size.
+            let mut r = Ok(());
+            while r.is_ok() && !inner.pending.is_empty() {
+                let first = *inner.pending.keys().next().expect("pending");
+                r = self.fill_zeros(&mut inner, first);
+            }
+            let target = inner.target_size;
+            if r.is_ok() {
+                r = self.fill_zeros(&mut inner, target);
+            }
+            if let Err(e) = r {
+                return self.conclude(&mut inner, Some(e.to_string()));
+            }
         }
         let name = self.file_name();
         let base = strip_rsync_temp(&name).to_vec();
@@ -323,6 +391,11 @@ impl IngestSession {
     /// Whether the outcome is known.
     pub fn is_finished(&self) -> bool {
         self.inner.lock().unwrap().outcome.is_some()
+    }
+
+    /// How long ago the outcome became known.
+    pub fn finished_for(&self) -> Option<std::time::Duration> {
+        self.finished_at.lock().unwrap().map(|t| t.elapsed())
     }
 }
 

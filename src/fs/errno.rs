@@ -24,6 +24,18 @@ impl FsError {
             FsError::NoData => libc::ENXIO,
             FsError::BadHandle => libc::EBADF,
             FsError::Invalid => libc::EINVAL,
+            FsError::Exists => libc::EEXIST,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            // Only the mount's owner and root may write into incoming/.
+            FsError::Access => libc::EACCES,
+            // Deleting a recovery point needs --allow-delete; removing .vaultfs never works.
+            FsError::NotPermitted => libc::EPERM,
+            // A failed ingest: close() reports it (the reason is in the task file).
+            FsError::Ingest(e) => match e {
+                crate::control::ingest::IngestError::NoSpace(_) => libc::ENOSPC,
+                crate::control::ingest::IngestError::Gap { .. }
+                | crate::control::ingest::IngestError::Failed(_) => libc::EIO,
+            },
             FsError::Repo(e) => repo_errno(e),
         }
     }

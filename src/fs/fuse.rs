@@ -181,13 +181,20 @@ impl Filesystem for FuseFs {
 
     fn flush(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // For a file in incoming/ this waits for the commit: close() gets the outcome.
+        match self.fs.flush(fh.0, req.pid()) {
+            Ok(()) => reply.ok(),
+            Err(e) => {
+                tracing::warn!(ino = ino.0, "ingest failed: {e}");
+                reply.error(errno(&e));
+            }
+        }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -310,16 +317,16 @@ impl Filesystem for FuseFs {
         }
     }
 
-    // ---- everything that would modify a backup: EROFS ----
+    // ---- everything that would modify a backup: EROFS (incoming/ and vaults aside) ----
 
     fn setattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _mode: Option<u32>,
         _uid: Option<u32>,
         _gid: Option<u32>,
-        _size: Option<u64>,
+        size: Option<u64>,
         _atime: Option<TimeOrNow>,
         _mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
@@ -330,7 +337,13 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(erofs());
+        let e = try_reply!(
+            reply,
+            "setattr",
+            ino.0,
+            self.fs.setattr_incoming(ino.0, size)
+        );
+        reply.attr(&e.ttl, &file_attr(&e.attr));
     }
 
     fn mknod(
@@ -348,22 +361,40 @@ impl Filesystem for FuseFs {
 
     fn mkdir(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
         _mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(erofs());
+        let e = try_reply!(
+            reply,
+            "mkdir",
+            parent.0,
+            self.fs.mkdir(parent.0, name.as_bytes(), req.uid())
+        );
+        reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0));
     }
 
-    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(erofs());
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        try_reply!(
+            reply,
+            "unlink",
+            parent.0,
+            self.fs.unlink(parent.0, name.as_bytes(), req.uid())
+        );
+        reply.ok();
     }
 
-    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(erofs());
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        try_reply!(
+            reply,
+            "rmdir",
+            parent.0,
+            self.fs.rmdir(parent.0, name.as_bytes(), req.uid())
+        );
+        reply.ok();
     }
 
     fn symlink(
@@ -379,15 +410,27 @@ impl Filesystem for FuseFs {
 
     fn rename(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(erofs());
+        try_reply!(
+            reply,
+            "rename",
+            parent.0,
+            self.fs.rename(
+                parent.0,
+                name.as_bytes(),
+                newparent.0,
+                newname.as_bytes(),
+                req.uid()
+            )
+        );
+        reply.ok();
     }
 
     fn link(
@@ -403,17 +446,23 @@ impl Filesystem for FuseFs {
 
     fn write(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(erofs());
+        let n = try_reply!(
+            reply,
+            "write",
+            ino.0,
+            self.fs.write(fh.0, offset, data, req.pid())
+        );
+        reply.written(n);
     }
 
     fn setxattr(
@@ -435,15 +484,27 @@ impl Filesystem for FuseFs {
 
     fn create(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
         _mode: u32,
         _umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(erofs());
+        let (e, opened) = try_reply!(
+            reply,
+            "create",
+            parent.0,
+            self.fs.create(parent.0, name.as_bytes(), req.uid())
+        );
+        reply.created(
+            &e.ttl,
+            &file_attr(&e.attr),
+            Generation(0),
+            FileHandle(opened.fh),
+            FopenFlags::empty(),
+        );
     }
 
     fn fallocate(

@@ -173,13 +173,29 @@ pub enum Control {
     VaultJson(String),
     /// `.vaultfs/points/<vault>/<point>.json`
     PointJson(String, String),
+    /// `.vaultfs/incoming`
+    Incoming,
+    /// `.vaultfs/incoming/<vault>`
+    IncomingVault(String),
+    /// A file being ingested in `.vaultfs/incoming/<vault>/`, by session number.
+    IncomingFile(u64),
+    /// `.vaultfs/tasks`
+    Tasks,
+    /// `.vaultfs/tasks/<id>.json`
+    TaskJson(String),
 }
 
 impl Control {
     pub fn is_dir(&self) -> bool {
         matches!(
             self,
-            Control::Top | Control::Vaults | Control::Points | Control::PointsOf(_)
+            Control::Top
+                | Control::Vaults
+                | Control::Points
+                | Control::PointsOf(_)
+                | Control::Incoming
+                | Control::IncomingVault(_)
+                | Control::Tasks
         )
     }
 }
@@ -249,6 +265,15 @@ impl InodeTable {
         let ino = self.alloc(parent, name, body);
         keys.insert(key, ino);
         ino
+    }
+
+    /// The inode of a key, if it was allocated.
+    pub fn find_key(&self, key: &Key) -> Option<u64> {
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .copied()
     }
 
     pub fn get(&self, ino: u64) -> Option<Arc<Inode>> {

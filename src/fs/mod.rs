@@ -48,6 +48,7 @@
 pub mod control;
 pub mod errno;
 pub mod fuse;
+pub mod incoming;
 pub mod inodes;
 pub mod ops;
 
@@ -170,16 +171,17 @@ pub fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, MountError> {
     Ok(canon)
 }
 
-/// Mounts the repository and serves it until unmounted or interrupted.
-pub fn mount(
-    repo: Arc<Repository>,
-    mountpoint: &Path,
-    opts: &MountOptions,
-) -> Result<(), MountError> {
-    let mnt = check_mountpoint(mountpoint)?;
+/// SIGINT, SIGTERM and SIGHUP, blocked in the calling thread (and so in every thread it
+/// starts afterwards), waiting for [`mount`]'s signal thread.
+///
+/// Call it before anything starts threads, in particular before opening an S3 store
+/// (its runtime's threads would otherwise take the signals, and drop them when the shell
+/// started us with SIGINT ignored), and after any password prompt (Ctrl-C must still
+/// abort that).
+#[derive(Debug)]
+pub struct ExitSignals(SigSet);
 
-    // Block the exit signals before any thread starts, so that every thread inherits the
-    // mask and only the waiter below receives them.
+pub fn block_exit_signals() -> ExitSignals {
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
@@ -187,6 +189,18 @@ pub fn mount(
     if let Err(e) = signals.thread_block() {
         tracing::warn!("cannot block signals ({e}); Ctrl-C will not unmount cleanly");
     }
+    ExitSignals(signals)
+}
+
+/// Mounts the repository and serves it until unmounted or interrupted.
+pub fn mount(
+    repo: Arc<Repository>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    signals: ExitSignals,
+) -> Result<(), MountError> {
+    let mnt = check_mountpoint(mountpoint)?;
+    let signals = signals.0;
 
     let disk = match &opts.disk_cache {
         Some(dir) => Some(
@@ -200,9 +214,10 @@ pub fn mount(
         None => None,
     };
     let cache = ChunkCache::new(repo.clone(), opts.cache_size, disk);
-    cache.start_prefetchers(2, 16);
+    cache.start_prefetchers(4, 16);
     let fs_opts = ops::FsOptions {
         refresh: opts.refresh,
+        allow_delete: opts.allow_delete,
         ..Default::default()
     };
     let vfs = Arc::new(ops::VaultFs::new(repo.clone(), cache, fs_opts));

@@ -101,6 +101,16 @@ pub enum FsError {
     NoData,
     BadHandle,
     Invalid,
+    /// mkdir of an existing vault.
+    Exists,
+    /// rmdir of a vault that holds points.
+    NotEmpty,
+    /// A write into incoming/ by someone other than the mount's owner or root.
+    Access,
+    /// Deleting a recovery point without --allow-delete.
+    NotPermitted,
+    /// An ingest that failed: its reason is in the task file and the log.
+    Ingest(crate::control::ingest::IngestError),
     Repo(Arc<RepoError>),
 }
 
@@ -146,6 +156,10 @@ pub struct FsOptions {
     /// Readahead bounds: at most this many chunks, and bytes, ahead of a sequential reader.
     pub readahead_chunks: usize,
     pub readahead_bytes: u64,
+    /// Whether `rmdir` of a recovery point deletes it (EPERM otherwise).
+    pub allow_delete: bool,
+    /// How long finished tasks stay in `.vaultfs/tasks/`.
+    pub task_keep: Duration,
 }
 
 impl Default for FsOptions {
@@ -156,31 +170,39 @@ impl Default for FsOptions {
             gid: rustix::process::getgid().as_raw(),
             readahead_chunks: 8,
             readahead_bytes: 32 << 20,
+            allow_delete: false,
+            task_keep: Duration::from_secs(3600),
         }
     }
 }
 
 /// State of an open file.
 #[derive(Debug)]
-struct FileState {
-    ino: u64,
+pub(super) struct FileState {
+    pub(super) ino: u64,
+    /// The ingest session of a file created in incoming/.
+    pub(super) ingest: Option<Arc<crate::control::ingest::IngestSession>>,
     /// Generated content of a control file, fixed at open.
-    data: Option<Arc<Vec<u8>>>,
+    pub(super) data: Option<Arc<Vec<u8>>>,
     /// Start and end of the last read, and how many reads in a row continued it.
-    last_start: AtomicU64,
-    last_end: AtomicU64,
-    streak: AtomicU64,
+    pub(super) last_start: AtomicU64,
+    pub(super) last_end: AtomicU64,
+    pub(super) streak: AtomicU64,
 }
 
 /// See the module documentation.
 pub struct VaultFs {
-    repo: Arc<Repository>,
+    pub(super) repo: Arc<Repository>,
     cache: Arc<ChunkCache>,
     pub inodes: InodeTable,
-    opts: FsOptions,
-    files: Mutex<HashMap<u64, Arc<FileState>>>,
+    pub(super) opts: FsOptions,
+    pub(super) files: Mutex<HashMap<u64, Arc<FileState>>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
-    next_fh: AtomicU64,
+    pub(super) next_fh: AtomicU64,
+    /// Tasks of this daemon (`.vaultfs/tasks`).
+    pub tasks: crate::control::tasks::TaskRegistry,
+    /// Files being ingested in incoming/, by inode.
+    pub(super) sessions: Mutex<HashMap<u64, Arc<crate::control::ingest::IngestSession>>>,
     inval: Mutex<Option<crossbeam_channel::Sender<Inval>>>,
     started_ns: i64,
 }
@@ -194,7 +216,7 @@ impl std::fmt::Debug for VaultFs {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -214,6 +236,7 @@ fn point_time(name: &str) -> Option<i64> {
 
 impl VaultFs {
     pub fn new(repo: Arc<Repository>, cache: Arc<ChunkCache>, opts: FsOptions) -> VaultFs {
+        let task_keep = opts.task_keep;
         VaultFs {
             repo,
             cache,
@@ -222,6 +245,8 @@ impl VaultFs {
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            tasks: crate::control::tasks::TaskRegistry::new(task_keep),
+            sessions: Mutex::new(HashMap::new()),
             inval: Mutex::new(None),
             started_ns: now_ns(),
         }
@@ -236,19 +261,19 @@ impl VaultFs {
         &self.cache
     }
 
-    fn invalidate(&self, i: Inval) {
+    pub(super) fn invalidate(&self, i: Inval) {
         if let Some(tx) = lock(&self.inval).as_ref() {
             let _ = tx.try_send(i);
         }
     }
 
-    fn inode(&self, ino: u64) -> Result<Arc<Inode>> {
+    pub(super) fn inode(&self, ino: u64) -> Result<Arc<Inode>> {
         self.inodes.get(ino).ok_or(FsError::NotFound)
     }
 
     // ---- attributes ----
 
-    fn dir_attr(&self, ino: u64, mtime_ns: i64) -> Attr {
+    pub(super) fn dir_attr(&self, ino: u64, mtime_ns: i64) -> Attr {
         Attr {
             ino,
             size: 0,
@@ -309,10 +334,33 @@ impl VaultFs {
                     ttl: LIVE_TTL,
                 }
             }
+            Body::Control(c @ (Control::Incoming | Control::IncomingVault(_))) => {
+                let mut attr = self.dir_attr(ino, self.started_ns);
+                if matches!(c, Control::IncomingVault(_)) {
+                    attr.perm = 0o755;
+                }
+                Entry {
+                    attr,
+                    ttl: CONTROL_TTL,
+                }
+            }
             Body::Control(c) if c.is_dir() => Entry {
                 attr: self.dir_attr(ino, self.started_ns),
                 ttl: CONTROL_TTL,
             },
+            Body::Control(Control::IncomingFile(_)) => {
+                let size = lock(&self.sessions).get(&ino).map_or(0, |s| s.size());
+                let mut attr = self.dir_attr(ino, now_ns());
+                attr.kind = FileKind::File;
+                attr.perm = 0o644;
+                attr.nlink = 1;
+                attr.size = size;
+                attr.blocks = size.div_ceil(512);
+                Entry {
+                    attr,
+                    ttl: CONTROL_TTL,
+                }
+            }
             Body::Control(c) => {
                 let data = self.control_data(c)?;
                 let mut attr = self.dir_attr(ino, now_ns());
@@ -561,7 +609,7 @@ impl VaultFs {
         Ok(l)
     }
 
-    fn control_ino(&self, parent: u64, name: &[u8], c: Control) -> u64 {
+    pub(super) fn control_ino(&self, parent: u64, name: &[u8], c: Control) -> u64 {
         self.inodes.get_or_alloc(Key::Control(c.clone()), || {
             (parent, name.to_vec(), Body::Control(c))
         })
@@ -605,7 +653,36 @@ impl VaultFs {
                         b"points".to_vec(),
                         self.control_ino(ino, b"points", Control::Points),
                     ),
+                    (
+                        b"incoming".to_vec(),
+                        self.control_ino(ino, b"incoming", Control::Incoming),
+                    ),
+                    (
+                        b"tasks".to_vec(),
+                        self.control_ino(ino, b"tasks", Control::Tasks),
+                    ),
                 ],
+                Control::Incoming => self
+                    .repo
+                    .list_vaults()?
+                    .into_iter()
+                    .map(|v| {
+                        let name = v.clone().into_bytes();
+                        let i = self.control_ino(ino, &name, Control::IncomingVault(v));
+                        (name, i)
+                    })
+                    .collect(),
+                Control::IncomingVault(v) => self.incoming_files(v),
+                Control::Tasks => self
+                    .tasks
+                    .list()
+                    .into_iter()
+                    .map(|t| {
+                        let name = format!("{}.json", t.id).into_bytes();
+                        let i = self.control_ino(ino, &name, Control::TaskJson(t.id.clone()));
+                        (name, i)
+                    })
+                    .collect(),
                 Control::Vaults => self
                     .repo
                     .list_vaults()?
@@ -636,7 +713,10 @@ impl VaultFs {
                         (name, i)
                     })
                     .collect(),
-                Control::VaultJson(_) | Control::PointJson(..) => return Err(FsError::NotDir),
+                Control::VaultJson(_)
+                | Control::PointJson(..)
+                | Control::IncomingFile(_)
+                | Control::TaskJson(_) => return Err(FsError::NotDir),
             },
         })
     }
@@ -737,6 +817,12 @@ impl VaultFs {
         Ok(match c {
             Control::VaultJson(v) => control::vault_file(&self.repo, v)?,
             Control::PointJson(v, p) => control::point_file(&self.repo, v, p)?,
+            Control::TaskJson(id) => {
+                let task = self.tasks.get(id).ok_or(FsError::NotFound)?;
+                let mut out = serde_json::to_vec_pretty(&task.json()).expect("JSON encodes");
+                out.push(b'\n');
+                out
+            }
             _ => return Err(FsError::IsDir),
         })
     }
@@ -758,6 +844,7 @@ impl VaultFs {
             fh,
             Arc::new(FileState {
                 ino,
+                ingest: None,
                 data,
                 last_start: AtomicU64::new(u64::MAX),
                 last_end: AtomicU64::new(u64::MAX),
@@ -772,7 +859,11 @@ impl VaultFs {
     }
 
     pub fn release(&self, fh: u64) {
-        lock(&self.files).remove(&fh);
+        let state = lock(&self.files).remove(&fh);
+        if let Some(s) = state.and_then(|s| s.ingest.clone()) {
+            // close() flushes first; this covers a writer that vanished without one.
+            let _ = self.finish_ingest(&s);
+        }
     }
 
     /// Reads `size` bytes at `offset` (fewer at the end of the file).

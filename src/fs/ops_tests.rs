@@ -334,7 +334,10 @@ fn control_files() {
     let f = fixture();
     let ctl = walk(&f.fs, ".vaultfs").unwrap();
     assert_eq!(ctl.attr.kind, FileKind::Dir);
-    assert_eq!(names(&f.fs, ctl.attr.ino), [".", "..", "vaults", "points"]);
+    assert_eq!(
+        names(&f.fs, ctl.attr.ino),
+        [".", "..", "vaults", "points", "incoming", "tasks"]
+    );
     let vj = walk(&f.fs, ".vaultfs/vaults/v.json").unwrap();
     assert_eq!(vj.ttl, CONTROL_TTL);
     let o = f.fs.open(vj.attr.ino, libc::O_RDONLY).unwrap();

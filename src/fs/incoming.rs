@@ -1,0 +1,313 @@
+//! The writable corners of the mount: `.vaultfs/incoming/<vault>/` (a snapshot file
+//! written there becomes a recovery point, see `control::ingest`), vault `mkdir`/`rmdir`
+//! at the root, and `rmdir` of a recovery point when the mount allows deletes.
+//!
+//! An ingested file shows in `incoming/<vault>/` while it is written; `close()` (the FUSE
+//! flush) waits for the commit and returns its outcome: 0 once the point is durable, EIO
+//! (or ENOSPC) when it failed. Then the file disappears from `incoming/` and the new point
+//! appears in the vault at once; the task file in `.vaultfs/tasks/` keeps the outcome.
+//! Only the mount's owner and root may write there (EACCES otherwise).
+//!
+//! Only a `close()` by the process that wrote last, after something was written, ends the
+//! ingest: `dd` and shells open the file, `dup2` it and close the original before
+//! writing, and a child that inherited the descriptor closes it when it execs; those
+//! closes flush too, and must not commit a half-written file. (A file written by several
+//! processes in turn is committed at the first close of the one that wrote last.) A finished file stays
+//! visible for [`LINGER`] (or until renamed), so that tools which stat, chmod, touch and
+//! rename a file after closing it (rsync) see it; the backup carries the file's final name
+//! (rsync's temporary `.name.XXXXXX` is seen through).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::control::ingest::IngestSession;
+use crate::repo::{RepoError, lock as repo_lock};
+
+use super::inodes::{Body, Control, Key, ROOT_INO};
+use super::ops::{Entry, FileState, FsError, Inval, Opened, Result, VaultFs, lock};
+
+/// How long a finished file stays visible in incoming/.
+pub const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn visible(s: &IngestSession) -> bool {
+    s.finished_for().is_none_or(|t| t < LINGER)
+}
+
+impl VaultFs {
+    /// The files being ingested in one vault's incoming directory.
+    pub(super) fn incoming_files(&self, vault: &str) -> Vec<(Vec<u8>, u64)> {
+        let mut sessions = lock(&self.sessions);
+        sessions.retain(|_, s| visible(s));
+        let mut v: Vec<(Vec<u8>, u64)> = sessions
+            .iter()
+            .filter(|(_, s)| s.vault() == vault)
+            .map(|(ino, s)| (s.file_name(), *ino))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn may_write(&self, uid: u32) -> Result<()> {
+        if uid == 0 || uid == self.opts.uid {
+            Ok(())
+        } else {
+            Err(FsError::Access)
+        }
+    }
+
+    fn incoming_vault(&self, parent: u64) -> Result<String> {
+        match &self.inode(parent)?.body {
+            Body::Control(Control::IncomingVault(v)) => Ok(v.clone()),
+            _ => Err(FsError::ReadOnly),
+        }
+    }
+
+    fn session_named(&self, vault: &str, name: &[u8]) -> Option<(u64, Arc<IngestSession>)> {
+        lock(&self.sessions)
+            .iter()
+            .find(|(_, s)| s.vault() == vault && s.file_name() == name && visible(s))
+            .map(|(i, s)| (*i, s.clone()))
+    }
+
+    /// `create` in `incoming/<vault>/`: starts an ingest session.
+    pub fn create(&self, parent: u64, name: &[u8], uid: u32) -> Result<(Entry, Opened)> {
+        let vault = self.incoming_vault(parent)?;
+        self.may_write(uid)?;
+        if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+            return Err(FsError::Invalid);
+        }
+        if self.session_named(&vault, name).is_some() {
+            return Err(FsError::Exists);
+        }
+        self.repo.load_vault(&vault)?;
+        let session = IngestSession::new(self.repo.clone(), &vault, name, &self.tasks);
+        static SEQ: AtomicU64 = AtomicU64::new(1);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let ino = self.inodes.alloc(
+            parent,
+            name.to_vec(),
+            Body::Control(Control::IncomingFile(n)),
+        );
+        lock(&self.sessions).insert(ino, session.clone());
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.files).insert(
+            fh,
+            Arc::new(FileState {
+                ino,
+                ingest: Some(session),
+                data: None,
+                last_start: AtomicU64::new(u64::MAX),
+                last_end: AtomicU64::new(u64::MAX),
+                streak: AtomicU64::new(0),
+            }),
+        );
+        let entry = self.getattr(ino)?;
+        Ok((
+            entry,
+            Opened {
+                fh,
+                keep_cache: false,
+                direct_io: false,
+            },
+        ))
+    }
+
+    fn ingest_of(&self, fh: u64) -> Result<Arc<IngestSession>> {
+        lock(&self.files)
+            .get(&fh)
+            .and_then(|s| s.ingest.clone())
+            .ok_or(FsError::ReadOnly)
+    }
+
+    /// `write` to a file in incoming/.
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8], pid: u32) -> Result<u32> {
+        let s = self.ingest_of(fh)?;
+        s.note_writer(pid);
+        s.write(offset, data).map_err(FsError::Ingest)?;
+        Ok(data.len() as u32)
+    }
+
+    /// `flush` (every `close()`): once data was written, waits for the point; the
+    /// ingest's outcome is the answer.
+    pub fn flush(&self, fh: u64, pid: u32) -> Result<()> {
+        match lock(&self.files).get(&fh).and_then(|s| s.ingest.clone()) {
+            Some(s) if s.is_finished() || s.ends_on_close_by(pid) => self.finish_ingest(&s),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn finish_ingest(&self, s: &IngestSession) -> Result<()> {
+        let r = s.finish();
+        let vault = s.vault().to_string();
+        if let Some(ino) = self
+            .inodes
+            .find_key(&Key::Control(Control::IncomingVault(vault.clone())))
+        {
+            self.invalidate(Inval::Entry {
+                parent: ino,
+                name: s.file_name(),
+            });
+        }
+        match r {
+            Ok(point) => {
+                tracing::info!(
+                    "ingested {} into {vault}/{point}",
+                    String::from_utf8_lossy(&s.file_name())
+                );
+                self.expire_points(&vault);
+                Ok(())
+            }
+            Err(e) => Err(FsError::Ingest(e)),
+        }
+    }
+
+    /// Makes the vault's point list be re-read now (a point was just made or deleted).
+    fn expire_points(&self, vault: &str) {
+        let Some(ino) = self.vault_ino(vault) else {
+            return;
+        };
+        if let Ok(inode) = self.inode(ino)
+            && let Body::Vault(v) = &inode.body
+        {
+            lock(&v.points).refreshed = None;
+        }
+        self.invalidate(Inval::Inode(ino));
+        self.invalidate(Inval::Entry {
+            parent: ino,
+            name: b"latest".to_vec(),
+        });
+    }
+
+    fn vault_ino(&self, vault: &str) -> Option<u64> {
+        self.inodes.find_key(&Key::Vault(vault.to_string()))
+    }
+
+    /// `setattr` on a file in incoming/: a size at or above what was written extends
+    /// the file with a hole (cp of a sparse file ends with ftruncate); mode and time
+    /// changes (cp -p, rsync) are accepted and ignored; anything else is refused.
+    pub fn setattr_incoming(&self, ino: u64, size: Option<u64>) -> Result<Entry> {
+        let s = lock(&self.sessions)
+            .get(&ino)
+            .cloned()
+            .ok_or(FsError::ReadOnly)?;
+        if let Some(n) = size {
+            s.set_size(n).map_err(|_| FsError::Invalid)?;
+        }
+        self.getattr(ino)
+    }
+
+    /// `rename` inside one incoming directory (rsync's temporary name to the final one).
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        uid: u32,
+    ) -> Result<()> {
+        let vault = self.incoming_vault(parent)?;
+        self.may_write(uid)?;
+        if newparent != parent {
+            return Err(FsError::Invalid);
+        }
+        let (ino, s) = self.session_named(&vault, name).ok_or(FsError::NotFound)?;
+        if self.session_named(&vault, newname).is_some() {
+            return Err(FsError::Exists);
+        }
+        if s.is_finished() {
+            // Already committed (rsync renames after close): the point carries the name
+            // rsync's temporary name stands for; the file leaves incoming/.
+            lock(&self.sessions).remove(&ino);
+            return Ok(());
+        }
+        s.rename(newname);
+        Ok(())
+    }
+
+    /// `unlink` in incoming/: abandons that ingest (nothing is committed).
+    pub fn unlink(&self, parent: u64, name: &[u8], uid: u32) -> Result<()> {
+        let vault = self.incoming_vault(parent)?;
+        self.may_write(uid)?;
+        let (ino, s) = self.session_named(&vault, name).ok_or(FsError::NotFound)?;
+        if !s.is_finished() {
+            s.abort("the file was removed from incoming/ before it was closed");
+        }
+        lock(&self.sessions).remove(&ino);
+        Ok(())
+    }
+
+    /// `mkdir` at the root creates a vault.
+    pub fn mkdir(&self, parent: u64, name: &[u8], uid: u32) -> Result<Entry> {
+        if parent != ROOT_INO {
+            return Err(FsError::ReadOnly);
+        }
+        self.may_write(uid)?;
+        let name = std::str::from_utf8(name).map_err(|_| FsError::Invalid)?;
+        match self.repo.create_vault(name, "") {
+            Ok(_) => {}
+            Err(RepoError::InvalidVaultName(_)) => return Err(FsError::Invalid),
+            Err(RepoError::VaultExists(_)) => return Err(FsError::Exists),
+            Err(e) => return Err(e.into()),
+        }
+        self.expire_vaults();
+        self.lookup(ROOT_INO, name.as_bytes())
+    }
+
+    fn expire_vaults(&self) {
+        if let Ok(root) = self.inode(ROOT_INO)
+            && let Body::Root(list) = &root.body
+        {
+            lock(list).refreshed = None;
+        }
+        self.invalidate(Inval::Inode(ROOT_INO));
+    }
+
+    /// `rmdir` at the root deletes an empty vault; in a vault, deletes a recovery point
+    /// when the mount allows deletes.
+    pub fn rmdir(&self, parent: u64, name: &[u8], uid: u32) -> Result<()> {
+        let dir = self.inode(parent)?;
+        match &dir.body {
+            Body::Root(_) => {
+                self.may_write(uid)?;
+                let name = std::str::from_utf8(name).map_err(|_| FsError::NotFound)?;
+                if name.as_bytes() == super::inodes::CONTROL_NAME {
+                    return Err(FsError::NotPermitted);
+                }
+                let _lock = repo_lock::acquire(&self.repo, &format!("rmdir vault {name}"))?;
+                match self.repo.delete_vault(name, false) {
+                    Ok(()) => {}
+                    Err(RepoError::VaultNotFound(_)) => return Err(FsError::NotFound),
+                    Err(RepoError::VaultNotEmpty { .. }) => return Err(FsError::NotEmpty),
+                    Err(e) => return Err(e.into()),
+                }
+                self.expire_vaults();
+                self.invalidate(Inval::Entry {
+                    parent: ROOT_INO,
+                    name: name.as_bytes().to_vec(),
+                });
+                Ok(())
+            }
+            Body::Vault(v) => {
+                if !self.opts.allow_delete {
+                    return Err(FsError::NotPermitted);
+                }
+                self.may_write(uid)?;
+                let point = std::str::from_utf8(name).map_err(|_| FsError::NotFound)?;
+                if point == "latest" {
+                    return Err(FsError::NotPermitted);
+                }
+                let _lock =
+                    repo_lock::acquire(&self.repo, &format!("rmdir point {}/{point}", v.name))?;
+                self.repo.delete_point(&v.name, point)?;
+                tracing::info!("deleted recovery point {}/{point}", v.name);
+                self.expire_points(&v.name.clone());
+                self.invalidate(Inval::Entry {
+                    parent,
+                    name: name.to_vec(),
+                });
+                Ok(())
+            }
+            _ => Err(FsError::ReadOnly),
+        }
+    }
+}

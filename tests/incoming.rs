@@ -1,0 +1,249 @@
+//! Real-mount tests of the control directory: snapshot files written into
+//! `.vaultfs/incoming/<vault>/` become recovery points; vaults are made and removed with
+//! mkdir and rmdir; every ingest has a task file.
+
+mod common;
+
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn task_files(m: &Mount) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(m.p(".vaultfs/tasks")).unwrap() {
+        let text = fs::read(e.unwrap().path()).unwrap();
+        out.push(serde_json::from_slice(&text).unwrap());
+    }
+    out
+}
+
+#[test]
+fn tar_copied_into_incoming_becomes_a_point_equal_to_its_tree() {
+    if !fuse_available() {
+        return;
+    }
+    let t = TestRepo::new();
+    let src = t.path("tricky");
+    make_tricky_tree(&src);
+    let tarball = t.path("tricky.tar");
+    sh(&format!(
+        "cd '{}' && tar --xattrs --xattrs-include='*' -S -cf '{}' .",
+        src.display(),
+        tarball.display()
+    ));
+    let m = t.mount(&[], &[]);
+    // cp of a real tar (GNU format, sparse members, xattrs as pax records).
+    let st = Command::new("cp")
+        .arg(&tarball)
+        .arg(m.p(".vaultfs/incoming/v/"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let diff = rsync_diff(&src, &m.p("v/latest/tricky"));
+    assert_eq!(diff, "", "ingested tree differs:\n{diff}");
+    // A streamed, compressed archive through a pipe: tar | zstd | dd.
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar --xattrs --xattrs-include='*' -S -C '{}' -cf - . | zstd -q | dd of='{}' bs=1M status=none",
+            src.display(),
+            m.p(".vaultfs/incoming/v/streamed.tar.zst").display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let diff = rsync_diff(&src, &m.p("v/latest/streamed"));
+    assert_eq!(diff, "", "streamed ingest differs:\n{diff}");
+    let tasks = task_files(&m);
+    assert_eq!(tasks.len(), 2);
+    assert!(
+        tasks
+            .iter()
+            .all(|j| j["status"] == "succeeded" && j["point"].is_string()),
+        "{tasks:?}"
+    );
+    drop(m);
+    t.ok(&["check", "--read-data"]);
+}
+
+#[test]
+fn a_truncated_archive_fails_close_and_leaves_no_point() {
+    if !fuse_available() {
+        return;
+    }
+    let t = TestRepo::new();
+    let src = t.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big"), random_bytes(1, 3 << 20)).unwrap();
+    let tarball = t.path("a.tar");
+    sh(&format!(
+        "tar -C '{}' -cf '{}' .",
+        src.display(),
+        tarball.display()
+    ));
+    let data = fs::read(&tarball).unwrap();
+    fs::write(t.path("cut.tar"), &data[..data.len() / 2]).unwrap();
+    let m = t.mount(&[], &[]);
+    let out = Command::new("cp")
+        .arg(t.path("cut.tar"))
+        .arg(m.p(".vaultfs/incoming/v/"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "cp of a truncated archive succeeded");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Input/output error"));
+    let tasks = task_files(&m);
+    assert_eq!(tasks[0]["status"], "failed");
+    assert!(
+        tasks[0]["fail_reason"]
+            .as_str()
+            .unwrap()
+            .contains("archive"),
+        "{tasks:?}"
+    );
+    assert!(t.points().as_array().unwrap().is_empty());
+    assert!(!m.p("v/latest").exists());
+}
+
+#[test]
+fn images_rsync_and_parallel_ingests() {
+    if !fuse_available() {
+        return;
+    }
+    let t = TestRepo::new();
+    let img = t.path("disk.img");
+    let f = fs::File::create(&img).unwrap();
+    f.set_len(64 << 20).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&random_bytes(7, 1 << 20), 8 << 20).unwrap();
+    drop(f);
+    let other = t.path("other.raw");
+    fs::write(&other, random_bytes(8, 5 << 20)).unwrap();
+    let m = t.mount(&[], &[]);
+    // Two ingests at once.
+    let a = Command::new("cp")
+        .arg(&img)
+        .arg(m.p(".vaultfs/incoming/v/"))
+        .spawn()
+        .unwrap();
+    let b = Command::new("dd")
+        .arg(format!("if={}", other.display()))
+        .arg(format!(
+            "of={}",
+            m.p(".vaultfs/incoming/v/other.raw").display()
+        ))
+        .arg("bs=128k")
+        .arg("status=none")
+        .spawn()
+        .unwrap();
+    assert!(a.wait_with_output().unwrap().status.success());
+    assert!(b.wait_with_output().unwrap().status.success());
+    // rsync writes .name.XXXXXX and renames it.
+    let st = Command::new("rsync")
+        .arg(&other)
+        .arg(m.p(".vaultfs/incoming/v/renamed.raw"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let points = t.points();
+    assert_eq!(points.as_array().unwrap().len(), 3, "{points}");
+    let names: Vec<String> = points
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["backups"][0]["name"].as_str().unwrap().to_string())
+        .collect();
+    for n in ["disk.img", "other.raw", "renamed.raw"] {
+        assert!(names.iter().any(|x| x == n), "{names:?}");
+    }
+    // Bit for bit.
+    std::thread::sleep(Duration::from_millis(1200)); // the vault listing refreshes
+    for p in points.as_array().unwrap() {
+        let name = p["backups"][0]["name"].as_str().unwrap();
+        let got = m.p(&format!("v/{}/{name}", p["id"].as_str().unwrap()));
+        let want = if name == "disk.img" { &img } else { &other };
+        assert_eq!(sha256(&got), sha256(want), "{name}");
+    }
+    let disk = points
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["backups"][0]["name"] == "disk.img")
+        .unwrap();
+    assert!(
+        disk["backups"][0]["bytes_stored"].as_u64().unwrap() < 2 << 20,
+        "holes were stored"
+    );
+}
+
+#[test]
+fn vaults_are_made_and_removed_with_mkdir_and_rmdir() {
+    if !fuse_available() {
+        return;
+    }
+    let t = TestRepo::new();
+    let m = t.mount(&[], &[]);
+    fs::create_dir(m.p("fresh")).unwrap();
+    let j: serde_json::Value = serde_json::from_str(&t.ok(&["vault", "list", "--json"])).unwrap();
+    assert!(j.as_array().unwrap().iter().any(|v| v["name"] == "fresh"));
+    assert!(m.p(".vaultfs/incoming/fresh").is_dir());
+    let err = fs::create_dir(m.p("bad\u{1}name")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+    let err = fs::create_dir(m.p("fresh")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EEXIST));
+    // Not empty: refused.
+    fs::write(m.p(".vaultfs/incoming/fresh/x.img"), b"some bytes").unwrap();
+    let err = fs::remove_dir(m.p("fresh")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY));
+    // Points cannot be deleted without --allow-delete.
+    std::thread::sleep(Duration::from_millis(1200));
+    let point = t.ok(&["points", "fresh", "--json"]);
+    let point: serde_json::Value = serde_json::from_str(&point).unwrap();
+    let id = point[0]["id"].as_str().unwrap().to_string();
+    let err = fs::remove_dir(m.p(&format!("fresh/{id}"))).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    drop(m);
+    let m = t.mount(&["--allow-delete"], &[]);
+    fs::remove_dir(m.p(&format!("fresh/{id}"))).unwrap();
+    fs::remove_dir(m.p("fresh")).unwrap();
+    assert!(!m.p("fresh").exists());
+    // Writes outside incoming/ stay read-only.
+    let err = fs::write(m.p("v/file"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+}
+
+#[test]
+fn kill_9_of_the_daemon_during_an_ingest_leaves_no_partial_point() {
+    if !fuse_available() {
+        return;
+    }
+    let t = TestRepo::new();
+    let mut m = t.mount(&[], &[]);
+    // A writer that stays in the middle of its file: the first half, then it waits.
+    let target = m.p(".vaultfs/incoming/v/slow.img");
+    let mut f = fs::File::create(&target).unwrap();
+    std::io::Write::write_all(&mut f, &random_bytes(3, 6 << 20)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = m.child.as_ref().unwrap().id();
+    Command::new("kill")
+        .arg("-9")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    let _ = m.child.take().unwrap().wait();
+    drop(f);
+    let log = m.log_text();
+    drop(m);
+    let points = t.points();
+    assert!(points.as_array().unwrap().is_empty(), "{points}\n{log}");
+    t.ok(&["check", "--read-data"]);
+    // And the next ingest works.
+    let m = t.mount(&[], &[]);
+    fs::write(
+        m.p(".vaultfs/incoming/v/after.img"),
+        random_bytes(4, 1 << 20),
+    )
+    .unwrap();
+    assert_eq!(t.points().as_array().unwrap().len(), 1);
+}

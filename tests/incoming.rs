@@ -58,6 +58,11 @@ fn tar_copied_into_incoming_becomes_a_point_equal_to_its_tree() {
     assert_eq!(diff, "", "streamed ingest differs:\n{diff}");
     let tasks = task_files(&m);
     assert_eq!(tasks.len(), 2);
+    let listed = t.ok(&["tasks".as_ref(), m.dir.as_os_str(), "--json".as_ref()]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    let table = t.ok(&["tasks".as_ref(), m.dir.as_os_str()]);
+    assert!(table.contains("succeeded"), "{table}");
     assert!(
         tasks
             .iter()

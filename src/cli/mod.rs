@@ -140,6 +140,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the tasks (ingests) of a running mount: its `.vaultfs/tasks/` files.
+    Tasks {
+        /// The mount point of a running `vaultfs mount`.
+        mountpoint: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove stale writer locks (all locks with --all).
     Unlock {
         #[arg(long)]
@@ -394,6 +401,43 @@ pub fn run(cli: Cli) -> Result<i32> {
                 );
             }
             Ok(if report.ok() { 0 } else { 1 })
+        }
+        Command::Tasks { mountpoint, json } => {
+            let dir = mountpoint.join(".vaultfs/tasks");
+            let mut tasks = Vec::new();
+            let entries = std::fs::read_dir(&dir)
+                .with_context(|| format!("{}: not a vaultfs mount", mountpoint.display()))?;
+            for e in entries {
+                let path = e?.path();
+                let text =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                tasks.push(serde_json::from_slice::<serde_json::Value>(&text)?);
+            }
+            tasks.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+            if json {
+                output::print_json(&serde_json::Value::Array(tasks));
+            } else {
+                println!(
+                    "{:<36} {:<10} {:<12} {:>10}  {:<22} DETAIL",
+                    "TASK", "STATUS", "VAULT", "BYTES", "POINT"
+                );
+                for t in &tasks {
+                    let detail = t["fail_reason"]
+                        .as_str()
+                        .or(t["name"].as_str())
+                        .unwrap_or("");
+                    println!(
+                        "{:<36} {:<10} {:<12} {:>10}  {:<22} {}",
+                        t["id"].as_str().unwrap_or(""),
+                        t["status"].as_str().unwrap_or(""),
+                        t["vault"].as_str().unwrap_or(""),
+                        output::human(t["progress"]["bytes"].as_u64().unwrap_or(0)),
+                        t["point"].as_str().unwrap_or("-"),
+                        detail
+                    );
+                }
+            }
+            Ok(0)
         }
         Command::Unlock { all } => {
             let repo = open_repo(g)?;

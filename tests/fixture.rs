@@ -1,0 +1,72 @@
+//! A repository written by format version 1, committed to the source tree: every later
+//! vaultfs must still open it, list it, read it and check it.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+fn vaultfs(args: &[&str]) -> std::process::Output {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v1");
+    // Work on a copy: nothing may write into the fixture (not even a lock).
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("repo");
+    common::sh(&format!("cp -a '{}' '{}'", repo.display(), copy.display()));
+    Command::new(common::bin())
+        .env("VAULTFS_REPO", &copy)
+        .env("VAULTFS_PASSWORD", "fixture-password")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn sha256(data: &[u8]) -> String {
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tmp.path(), data).unwrap();
+    common::sh(&format!("sha256sum '{}'", tmp.path().display()))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn format_v1_fixture_still_reads() {
+    let out = vaultfs(&["points", "fixture", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let points: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(points[0]["id"], "2026-11-23T070000Z");
+    assert_eq!(points[0]["backups"][0]["name"], "docs");
+    let gpl = vaultfs(&["cat", "fixture", "latest", "docs/gpl.txt"]);
+    assert!(gpl.status.success());
+    assert_eq!(
+        sha256(&gpl.stdout),
+        "3972dc9744f6499f0f9b2dbf76696f2ae7ad8af9b23dde66d6af86c9dfb36986"
+    );
+    let hello = vaultfs(&["cat", "fixture", "latest", "docs/hello.txt"]);
+    assert_eq!(hello.stdout, b"hello from format version 1\n");
+    let ls = vaultfs(&["ls", "-l", "fixture", "latest", "docs"]);
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert!(ls.contains("docs/link -> hello.txt"), "{ls}");
+    assert!(ls.contains("2020-01-02T03:04:05"), "{ls}");
+    let check = vaultfs(&["check", "--read-data"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let wrong = Command::new(common::bin())
+        .env(
+            "VAULTFS_REPO",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v1"),
+        )
+        .env("VAULTFS_PASSWORD", "not it")
+        .args(["points", "fixture"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong password"));
+}

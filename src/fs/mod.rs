@@ -27,7 +27,7 @@
 //! threads need no runtime and no `block_on` bridges; the price is that at most `threads`
 //! fetches run at once for kernel requests, which is also the natural backpressure. The
 //! chunk cache makes concurrent readers of one chunk share one fetch, and a small pool of
-//! prefetch threads (bounded queue, hints dropped when full) reads ahead for sequential
+//! prefetch threads (4; bounded queue, hints dropped when full) reads ahead for sequential
 //! readers.
 //!
 //! # Kernel caching

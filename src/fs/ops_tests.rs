@@ -441,3 +441,56 @@ fn sequential_readers_get_readahead_random_readers_do_not() {
     std::thread::sleep(Duration::from_millis(200));
     assert!(stats.fetches.load(Ordering::Relaxed) <= chunks + 8);
 }
+
+#[test]
+fn loading_is_lazy_and_a_read_fetches_only_the_chunks_that_cover_it() {
+    use crate::backend::faulty::{FaultyStore, Op};
+    let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
+    let f = fixture_on(faulty.clone());
+    let calls = || {
+        (
+            faulty.calls(Op::List),
+            faulty.calls(Op::Get),
+            faulty.calls(Op::GetRange),
+        )
+    };
+    let c0 = calls();
+    let cache = ChunkCache::new(f.repo.clone(), 64 << 20, None);
+    let fs = VaultFs::new(
+        f.repo.clone(),
+        cache,
+        FsOptions {
+            refresh: Duration::from_secs(600),
+            ..Default::default()
+        },
+    );
+    fs.getattr(ROOT_INO).unwrap();
+    assert_eq!(calls(), c0, "mounting reads nothing");
+    let step = |before: (u64, u64, u64), lists, gets, ranges| {
+        let now = calls();
+        assert_eq!(
+            (now.0 - before.0, now.1 - before.1, now.2 - before.2),
+            (lists, gets, ranges)
+        );
+        now
+    };
+    names(&fs, ROOT_INO);
+    let c = step(c0, 1, 0, 0); // the vault list
+    let v = fs.lookup(ROOT_INO, b"v").unwrap().attr.ino;
+    let points = names(&fs, v);
+    let c = step(c, 1, 0, 0); // the point list
+    let p = fs.lookup(v, points[2].as_bytes()).unwrap().attr.ino;
+    let c = step(c, 0, 0, 0);
+    names(&fs, p);
+    let c = step(c, 0, 1, 1); // the manifest, the backup's root tree
+    let tree = fs.lookup(p, b"tree").unwrap().attr.ino;
+    names(&fs, tree);
+    let c = step(c, 0, 0, 1); // that directory's tree chunk, nothing deeper
+    let big = fs.lookup(tree, b"big").unwrap().attr.ino;
+    let c = step(c, 0, 0, 0);
+    let o = fs.open(big, libc::O_RDONLY).unwrap();
+    assert_eq!(fs.read(big, o.fh, 150_000, 100).unwrap().len(), 100);
+    let c = step(c, 0, 0, 1); // one ranged read: the chunk holding those bytes
+    fs.read(big, o.fh, 150_000, 100).unwrap();
+    step(c, 0, 0, 0); // then the cache
+}

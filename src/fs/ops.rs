@@ -543,9 +543,22 @@ impl VaultFs {
             .ok_or(FsError::NotFound)
     }
 
-    fn load_tree(&self, r: &ChunkRef) -> Result<Tree> {
-        let data = self.cache.get(r)?;
-        decode_object(&data).map_err(|e| RepoError::damaged(format!("tree {}", r.id), e).into())
+    /// Loads a tree chunk through the cache; a failure is logged once here, with the
+    /// directory (`ino`) it lists and the chunk.
+    fn load_tree(&self, ino: u64, r: &ChunkRef) -> Result<Tree> {
+        let tree = self.cache.get(r).map_err(FsError::from).and_then(|data| {
+            decode_object(&data).map_err(|e| RepoError::damaged(format!("tree {}", r.id), e).into())
+        });
+        if let Err(e) = &tree {
+            tracing::error!(
+                dir = %self.inodes.path(ino),
+                ino,
+                chunk = %r.id,
+                pack = %r.pack.to_hex(),
+                "listing failed: {e}"
+            );
+        }
+        tree
     }
 
     /// The backups of a point: its manifest and each backup's top tree, loaded once.
@@ -557,7 +570,7 @@ impl VaultFs {
         let m = self.repo.load_manifest(&p.vault, &p.point)?;
         let mut out = Vec::with_capacity(m.backups.len());
         for b in &m.backups {
-            let tree = self.load_tree(&b.root)?;
+            let tree = self.load_tree(ino, &b.root)?;
             let mut node = tree.nodes.into_iter().next().ok_or_else(|| {
                 FsError::from(RepoError::damaged(
                     format!("tree {}", b.root.id),
@@ -585,7 +598,7 @@ impl VaultFs {
             return Ok(l.clone());
         }
         let nodes = match &t.node.subtree {
-            Some(r) => self.load_tree(r)?.nodes,
+            Some(r) => self.load_tree(ino, r)?.nodes,
             None => Vec::new(),
         };
         let backup = t.backup_ino(ino);

@@ -494,3 +494,24 @@ fn loading_is_lazy_and_a_read_fetches_only_the_chunks_that_cover_it() {
     fs.read(big, o.fh, 150_000, 100).unwrap();
     step(c, 0, 0, 0); // then the cache
 }
+
+#[test]
+fn damaged_tree_fails_that_listing_only() {
+    let f = fixture();
+    let sub = walk(&f.fs, "v/latest/tree/sub").unwrap().attr.ino;
+    let r = {
+        let i = f.fs.inodes.get(sub).unwrap();
+        let Body::Node(t) = &i.body else { panic!() };
+        t.node.subtree.unwrap()
+    };
+    let mut blob = f.repo.store().get(&r.pack.key()).unwrap();
+    blob[r.offset as usize + 30] ^= 0x55;
+    f.repo.store().put(&r.pack.key(), &blob).unwrap();
+    let e = f.fs.opendir(sub).unwrap_err();
+    assert_eq!(e.errno(), libc::EIO);
+    assert!(matches!(f.fs.lookup(sub, b"hard"), Err(FsError::Repo(_))));
+    // The rest of the backup is still served.
+    assert!(walk(&f.fs, "v/latest/tree/rel").is_ok());
+    let tree = walk(&f.fs, "v/latest/tree").unwrap().attr.ino;
+    assert!(names(&f.fs, tree).contains(&"a.txt".to_string()));
+}

@@ -1,5 +1,19 @@
 //! The one place where errors become errno values. Both matches are exhaustive, so a new
 //! error variant does not compile until someone decides its errno here.
+//!
+//! What the read-only tree answers, by operation (the control plane's writable parts,
+//! `incoming/` and vault directories, have their own rules in `incoming.rs`):
+//!
+//! | operation | answer |
+//! |---|---|
+//! | lookup of a missing name | ENOENT (not cached by the kernel: new points appear) |
+//! | open for writing, O_TRUNC, create, mkdir, unlink, rmdir, rename, link, symlink, mknod, setattr, setxattr, removexattr, write, fallocate | EROFS |
+//! | read of a file whose chunk is damaged, missing or unreachable | EIO for that read (logged with file and chunk); other files unaffected |
+//! | opendir/lookup in a directory whose tree chunk is damaged | EIO (logged with directory and chunk) |
+//! | getxattr of an absent name | ENODATA; buffer too small: ERANGE |
+//! | lseek SEEK_DATA at/after the last data, or any at/after EOF | ENXIO |
+//! | readlink of a non-symlink | EINVAL |
+//! | opendir of a file, open of a directory | ENOTDIR, EISDIR |
 
 use crate::backend::BackendError;
 use crate::repo::RepoError;

@@ -206,7 +206,15 @@ pub enum Key {
     Vault(String),
     Latest(String),
     Control(Control),
-    Hardlink { backup: u64, group: u64 },
+    Hardlink {
+        backup: u64,
+        group: u64,
+    },
+    /// A backup's top entry in a point (so that a retried listing keeps its number).
+    Backup {
+        point: u64,
+        name: Vec<u8>,
+    },
 }
 
 /// See the module documentation.
@@ -253,6 +261,15 @@ impl InodeTable {
             body,
         }));
         ino
+    }
+
+    /// The inode of `key`, if it has one.
+    pub fn find(&self, key: &Key) -> Option<u64> {
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .copied()
     }
 
     /// Allocates with the body `make` returns, unless `key` has an inode already.

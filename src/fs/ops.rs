@@ -563,29 +563,57 @@ impl VaultFs {
 
     /// The backups of a point: its manifest and each backup's top tree, loaded once.
     fn backups(&self, ino: u64, p: &PointDir) -> Result<Listing> {
+        self.load_backups(ino, p).map(|(l, _)| l)
+    }
+
+    /// The backups of a point, and the names of those whose top tree could not be read
+    /// with the error. A damaged backup is left out of the listing (logged by
+    /// `load_tree`) while its siblings are served; such a listing is not kept, so the
+    /// next one retries, and the backups that did load keep their inode numbers.
+    fn load_backups(&self, ino: u64, p: &PointDir) -> Result<(Listing, Vec<(Vec<u8>, FsError)>)> {
         let mut g = lock(&p.backups);
         if let Some(l) = g.as_ref() {
-            return Ok(l.clone());
+            return Ok((l.clone(), Vec::new()));
         }
         let m = self.repo.load_manifest(&p.vault, &p.point)?;
         let mut out = Vec::with_capacity(m.backups.len());
+        let mut broken = Vec::new();
         for b in &m.backups {
-            let tree = self.load_tree(ino, &b.root)?;
-            let mut node = tree.nodes.into_iter().next().ok_or_else(|| {
-                FsError::from(RepoError::damaged(
-                    format!("tree {}", b.root.id),
-                    "empty backup root",
-                ))
-            })?;
-            node.name = b.name.clone();
-            let child = self
-                .inodes
-                .alloc(ino, b.name.clone(), Body::Node(TreeNode::new(node, 0)));
-            out.push((b.name.clone(), child));
+            let key = Key::Backup {
+                point: ino,
+                name: b.name.clone(),
+            };
+            if let Some(child) = self.inodes.find(&key) {
+                out.push((b.name.clone(), child));
+                continue;
+            }
+            let top = self.load_tree(ino, &b.root).and_then(|tree| {
+                tree.nodes.into_iter().next().ok_or_else(|| {
+                    FsError::from(RepoError::damaged(
+                        format!("tree {}", b.root.id),
+                        "empty backup root",
+                    ))
+                })
+            });
+            match top {
+                Ok(mut node) => {
+                    node.name = b.name.clone();
+                    let child = self.inodes.get_or_alloc(key, || {
+                        (ino, b.name.clone(), Body::Node(TreeNode::new(node, 0)))
+                    });
+                    out.push((b.name.clone(), child));
+                }
+                Err(e) => broken.push((b.name.clone(), e)),
+            }
+        }
+        if !m.backups.is_empty() && out.is_empty() {
+            return Err(broken.swap_remove(0).1);
         }
         let l = Arc::new(out);
-        *g = Some(l.clone());
-        Ok(l)
+        if broken.is_empty() {
+            *g = Some(l.clone());
+        }
+        Ok((l, broken))
     }
 
     /// The entries of a directory inside a backup, loaded from its tree chunk once.
@@ -745,6 +773,17 @@ impl VaultFs {
                     .map_err(|_| FsError::NotFound)?;
                 l[i].1
             }
+            // A damaged backup answers with its error, not ENOENT.
+            Body::Point(p) => {
+                let (l, broken) = self.load_backups(parent, p)?;
+                match l.iter().find(|(n, _)| n == name) {
+                    Some((_, i)) => *i,
+                    None => match broken.into_iter().find(|(n, _)| n == name) {
+                        Some((_, e)) => return Err(e),
+                        None => return Err(FsError::NotFound),
+                    },
+                }
+            }
             _ => {
                 let children = self.children(&dir)?;
                 children
@@ -760,9 +799,12 @@ impl VaultFs {
     /// Whether the kernel may cache a directory's listing across opens: points and
     /// directories inside backups never change.
     pub fn dir_is_immutable(&self, ino: u64) -> bool {
-        self.inodes
-            .get(ino)
-            .is_some_and(|i| matches!(i.body, Body::Point(_) | Body::Node(_)))
+        self.inodes.get(ino).is_some_and(|i| match &i.body {
+            // Only once every backup loaded: a partial listing is retried.
+            Body::Point(p) => lock(&p.backups).is_some(),
+            Body::Node(_) => true,
+            _ => false,
+        })
     }
 
     /// Opens a directory: its entries are fixed for this handle, so offsets stay valid.

@@ -515,3 +515,46 @@ fn damaged_tree_fails_that_listing_only() {
     let tree = walk(&f.fs, "v/latest/tree").unwrap().attr.ino;
     assert!(names(&f.fs, tree).contains(&"a.txt".to_string()));
 }
+
+#[test]
+fn a_damaged_backup_leaves_its_siblings_in_the_point() {
+    let f = fixture();
+    let other = f.src.parent().unwrap().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("x"), b"x").unwrap();
+    std::thread::sleep(Duration::from_millis(1100)); // a new point name
+    backup(
+        &f.repo,
+        "v",
+        Source::Trees(vec![f.src.clone(), other]),
+        &BackupOptions::default(),
+    )
+    .unwrap();
+    let point = f.repo.list_points("v").unwrap().pop().unwrap();
+    let m = f.repo.load_manifest("v", &point).unwrap();
+    let root = m.backups.iter().find(|b| b.name == b"tree").unwrap().root;
+    let key = root.pack.key();
+    let good = f.repo.store().get(&key).unwrap();
+    let mut bad = good.clone();
+    bad[root.offset as usize + 30] ^= 0x55;
+    f.repo.store().put(&key, &bad).unwrap();
+
+    let p = walk(&f.fs, &format!("v/{point}")).unwrap().attr.ino;
+    let listed = names(&f.fs, p);
+    assert_eq!(listed, [".", "..", "other"]);
+    assert!(!f.fs.dir_is_immutable(p), "a partial listing is not cached");
+    let e = f.fs.lookup(p, b"tree").unwrap_err();
+    assert_eq!(e.errno(), libc::EIO);
+    let x = walk(&f.fs, &format!("v/{point}/other/x")).unwrap().attr.ino;
+    assert_eq!(read_all(&f.fs, x).unwrap(), b"x");
+    let other_ino = walk(&f.fs, &format!("v/{point}/other")).unwrap().attr.ino;
+
+    // Repaired: both are there, the good one with the same inode number.
+    f.repo.store().put(&key, &good).unwrap();
+    assert_eq!(names(&f.fs, p), [".", "..", "tree", "other"]);
+    assert!(f.fs.dir_is_immutable(p));
+    assert_eq!(
+        walk(&f.fs, &format!("v/{point}/other")).unwrap().attr.ino,
+        other_ino
+    );
+}

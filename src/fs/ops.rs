@@ -176,6 +176,9 @@ impl Default for FsOptions {
     }
 }
 
+/// Backups of a point whose top tree could not be read, with the error.
+type BrokenBackups = Vec<(Vec<u8>, FsError)>;
+
 /// State of an open file.
 #[derive(Debug)]
 pub(super) struct FileState {
@@ -570,7 +573,7 @@ impl VaultFs {
     /// with the error. A damaged backup is left out of the listing (logged by
     /// `load_tree`) while its siblings are served; such a listing is not kept, so the
     /// next one retries, and the backups that did load keep their inode numbers.
-    fn load_backups(&self, ino: u64, p: &PointDir) -> Result<(Listing, Vec<(Vec<u8>, FsError)>)> {
+    fn load_backups(&self, ino: u64, p: &PointDir) -> Result<(Listing, BrokenBackups)> {
         let mut g = lock(&p.backups);
         if let Some(l) = g.as_ref() {
             return Ok((l.clone(), Vec::new()));

@@ -4,25 +4,52 @@
 //! then renamed into place (or hard-linked, for create-only writes, so that exactly one
 //! of two racing writers wins), and the directory is fsynced. A crash leaves at most a
 //! temporary file behind, which listings ignore.
+//!
+//! Ranged reads keep a small cache of open file handles: packs are read many times (one
+//! ranged read per chunk), and objects are immutable, so a handle stays valid; writes and
+//! deletes of a key drop its handle.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
+use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::{BackendError, ObjectInfo, ObjectStore, Result};
 
 const TMP_PREFIX: &str = ".tmp-";
+/// Open handles kept for ranged reads.
+const HANDLES: usize = 64;
 
 /// An object store in a local directory.
 #[derive(Debug)]
 pub struct LocalStore {
     root: PathBuf,
+    handles: Mutex<lru::LruCache<String, Arc<File>>>,
 }
 
 impl LocalStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalStore { root: root.into() }
+        LocalStore {
+            root: root.into(),
+            handles: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(HANDLES).expect("non-zero"),
+            )),
+        }
+    }
+
+    fn handle(&self, key: &str) -> Result<Arc<File>> {
+        if let Some(f) = self.handles.lock().unwrap().get(key) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(File::open(self.path(key)).map_err(|e| Self::io("open", key, e))?);
+        self.handles.lock().unwrap().put(key.to_string(), f.clone());
+        Ok(f)
+    }
+
+    fn forget(&self, key: &str) {
+        self.handles.lock().unwrap().pop(key);
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -78,7 +105,7 @@ impl ObjectStore for LocalStore {
     }
 
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let f = File::open(self.path(key)).map_err(|e| Self::io("open", key, e))?;
+        let f = self.handle(key)?;
         let mut buf = vec![0u8; len as usize];
         match f.read_exact_at(&mut buf, offset) {
             Ok(()) => Ok(buf),
@@ -96,6 +123,7 @@ impl ObjectStore for LocalStore {
     }
 
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.forget(key);
         let (tmp, dir) = self.write_temp(key, data)?;
         if let Err(e) = fs::rename(&tmp, self.path(key)) {
             let _ = fs::remove_file(&tmp);
@@ -118,6 +146,7 @@ impl ObjectStore for LocalStore {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
+        self.forget(key);
         match fs::remove_file(self.path(key)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),

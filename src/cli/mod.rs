@@ -58,7 +58,7 @@ pub enum Command {
     /// Create a new repository.
     Init {
         /// Target pack size in MiB.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 16)]
         pack_size_mib: u32,
         /// Average chunk size in KiB (min is a quarter, max four times); fixed for the
         /// life of the repository. See FORMAT.md for why 512 is the default.

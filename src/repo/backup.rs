@@ -265,7 +265,7 @@ impl<'a> TreeBackup<'a> {
         parent_root: Option<Node>,
     ) -> Result<(ChunkRef, BackupStats)> {
         let meta = std::fs::symlink_metadata(path).map_err(|e| RepoError::io(path, e))?;
-        let root = node_from_metadata(name, path, &meta)?;
+        let root = node_from_metadata(name, path, &meta, parent_root.as_ref())?;
         // The root is node 0 of a pseudo-directory that holds just it.
         self.dirs.push(DirRec {
             nodes: vec![root],
@@ -350,7 +350,13 @@ impl<'a> TreeBackup<'a> {
                         continue;
                     }
                 };
-                let node = match node_from_metadata(name.as_bytes(), &child, &meta) {
+                let prev = parent_tree.as_ref().and_then(|t| {
+                    t.nodes
+                        .binary_search_by(|n| n.name.as_slice().cmp(name.as_bytes()))
+                        .ok()
+                        .map(|i| &t.nodes[i])
+                });
+                let node = match node_from_metadata(name.as_bytes(), &child, &meta, prev) {
                     Ok(n) => n,
                     Err(e) => {
                         self.skipped.push(Skipped {
@@ -360,12 +366,6 @@ impl<'a> TreeBackup<'a> {
                         continue;
                     }
                 };
-                let prev = parent_tree.as_ref().and_then(|t| {
-                    t.nodes
-                        .binary_search_by(|n| n.name.as_slice().cmp(name.as_bytes()))
-                        .ok()
-                        .map(|i| &t.nodes[i])
-                });
                 let idx = self.dirs[d].nodes.len();
                 let is_dir = node.kind == NodeKind::Dir;
                 self.dirs[d].nodes.push(node);
@@ -628,7 +628,7 @@ fn image_backup(
                 path.display()
             )));
         }
-        let mut node = node_from_metadata(&name, path, &meta)?;
+        let mut node = node_from_metadata(&name, path, &meta, None)?;
         let mut f = File::open(path).map_err(|e| RepoError::io(path, e))?;
         let (extents, read) = Chunker::new(writer).chunk_file(&mut f, &opts.progress)?;
         node.size = extents.iter().map(Extent::len).sum();

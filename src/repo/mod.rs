@@ -113,7 +113,7 @@ impl Default for InitOptions {
     fn default() -> Self {
         InitOptions {
             chunker: ChunkerParams::default(),
-            pack_size: 32 * 1024 * 1024,
+            pack_size: 16 * 1024 * 1024,
             zstd_level: 3,
             kdf: crypto::default_kdf(),
         }

@@ -2,8 +2,9 @@
 //!
 //! Chunks are appended to an in-memory pack; a chunk's location (pack id, offset) is
 //! known the moment it is appended, before the pack is uploaded, so trees can reference
-//! it at once. A full pack goes to a bounded queue (backpressure: at most one pack
-//! waits), and an uploader thread writes the pack and then its index object. A manifest
+//! it at once. A full pack is handed to the uploader thread through a rendezvous (the
+//! worker that filled it waits until the previous upload is done, which bounds memory to
+//! two packs), and the uploader writes the pack and then its index object. A manifest
 //! may only be committed after [`PackWriter::finish`] returned `Ok`: then every chunk it
 //! references is durable.
 //!
@@ -63,7 +64,7 @@ impl PackWriter {
     /// A writer that deduplicates against `known` (usually [`Repository::load_index`]).
     pub fn new(repo: Arc<Repository>, known: HashMap<ChunkId, ChunkRef>) -> Self {
         let pack_size = repo.config().pack_size as usize;
-        let (tx, rx) = bounded::<OpenPack>(1);
+        let (tx, rx) = bounded::<OpenPack>(0);
         let up_repo = repo.clone();
         let uploader = std::thread::Builder::new()
             .name("pack-upload".into())

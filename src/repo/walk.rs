@@ -23,7 +23,7 @@ use super::pack::PackWriter;
 use super::{RepoError, Result};
 
 /// Size of the read buffer of one file worker.
-pub const READ_BUF: usize = 16 * 1024 * 1024;
+pub const READ_BUF: usize = 8 * 1024 * 1024;
 
 /// Counters a progress display can poll.
 #[derive(Debug, Default)]
@@ -41,8 +41,16 @@ impl Progress {
     }
 }
 
-/// Builds a node (without content or subtree) from `lstat` data.
-pub fn node_from_metadata(name: &[u8], path: &Path, meta: &Metadata) -> Result<Node> {
+/// Builds a node (without content or subtree) from `lstat` data. When `prev` (the same
+/// name in the previous point) has the same kind, inode, ctime and mtime, its xattrs and
+/// symlink target are reused without asking the filesystem: changing either changes the
+/// ctime.
+pub fn node_from_metadata(
+    name: &[u8],
+    path: &Path,
+    meta: &Metadata,
+    prev: Option<&Node>,
+) -> Result<Node> {
     let ft = meta.file_type();
     let kind = if ft.is_file() {
         NodeKind::File
@@ -59,7 +67,14 @@ pub fn node_from_metadata(name: &[u8], path: &Path, meta: &Metadata) -> Result<N
     } else {
         NodeKind::Socket
     };
-    let target = if kind == NodeKind::Symlink {
+    let ctime_ns = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
+    let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+    let same = prev.filter(|p| {
+        p.kind == kind && p.inode == meta.ino() && p.ctime_ns == ctime_ns && p.mtime_ns == mtime_ns
+    });
+    let target = if let Some(p) = same.filter(|p| p.target.is_some()) {
+        p.target.clone()
+    } else if kind == NodeKind::Symlink {
         Some(
             std::fs::read_link(path)
                 .map_err(|e| RepoError::io(path, e))?
@@ -81,8 +96,8 @@ pub fn node_from_metadata(name: &[u8], path: &Path, meta: &Metadata) -> Result<N
         mode: meta.mode() & 0o7777,
         uid: meta.uid(),
         gid: meta.gid(),
-        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        mtime_ns,
+        ctime_ns,
         inode: meta.ino(),
         size,
         rdev: if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) {
@@ -90,7 +105,10 @@ pub fn node_from_metadata(name: &[u8], path: &Path, meta: &Metadata) -> Result<N
         } else {
             0
         },
-        xattrs: read_xattrs(path),
+        xattrs: match same {
+            Some(p) => p.xattrs.clone(),
+            None => read_xattrs(path),
+        },
         target,
         hardlink: None,
         content: Vec::new(),

@@ -13,8 +13,9 @@
 //! ```
 //!
 //! Modules: [`inodes`] (the table, stable numbers), [`ops`] (the logic, typed replies,
-//! no fuser), [`control`] (the JSON files), [`errno`] (the one errno mapping), [`fuse`]
-//! (the only fuser user).
+//! no fuser; its `listing.rs` part lists vaults, points, backups and tree directories),
+//! [`control`] (the JSON files), [`errno`] (the one errno mapping), [`fuse`] (the only
+//! fuser user).
 //!
 //! # Concurrency: several session threads
 //!

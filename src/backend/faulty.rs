@@ -383,6 +383,10 @@ impl ObjectStore for FaultyStore {
     fn location(&self) -> String {
         format!("{} (with injected faults)", self.inner.location())
     }
+
+    fn clean_stale_uploads(&self, older_than: std::time::Duration) -> Result<usize> {
+        self.inner.clean_stale_uploads(older_than)
+    }
 }
 
 #[cfg(test)]

@@ -118,6 +118,12 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     fn head(&self, key: &str) -> Result<Option<u64>>;
     /// A human-readable location, for messages ("/srv/repo", "s3://bucket/prefix").
     fn location(&self) -> String;
+    /// Removes leftovers of interrupted writes older than `older_than` (unfinished S3
+    /// multipart uploads); returns how many. Stores without such leftovers have none.
+    fn clean_stale_uploads(&self, older_than: std::time::Duration) -> Result<usize> {
+        let _ = older_than;
+        Ok(0)
+    }
 }
 
 /// A shared handle on a store.

@@ -480,6 +480,60 @@ impl S3Store {
         })
     }
 
+    /// Aborts the unfinished multipart uploads under the prefix started more than
+    /// `older_than` ago (a crashed writer's leftovers); returns how many.
+    pub fn abort_stale_uploads(&self, older_than: Duration) -> Result<usize> {
+        let t = self.target.clone();
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(older_than)
+            .and_then(|c| c.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() as i64);
+        self.run("abort stale uploads", "", self.budget() * 10, async move {
+            let mut aborted = 0;
+            let mut key_marker: Option<String> = None;
+            let mut id_marker: Option<String> = None;
+            loop {
+                let page = t
+                    .client
+                    .list_multipart_uploads()
+                    .bucket(&t.bucket)
+                    .prefix(&t.prefix)
+                    .set_key_marker(key_marker.clone())
+                    .set_upload_id_marker(id_marker.clone())
+                    .send()
+                    .await
+                    .map_err(|e| t.sdk_error("list uploads", "", e))?;
+                for u in page.uploads() {
+                    let old = u.initiated().is_some_and(|i| i.secs() < cutoff);
+                    if let (true, Some(key), Some(id)) = (old, u.key(), u.upload_id()) {
+                        t.client
+                            .abort_multipart_upload()
+                            .bucket(&t.bucket)
+                            .key(key)
+                            .upload_id(id)
+                            .send()
+                            .await
+                            .map_err(|e| t.sdk_error("abort multipart", key, e))?;
+                        aborted += 1;
+                    }
+                }
+                if page.is_truncated() != Some(true) {
+                    break;
+                }
+                let next = (
+                    page.next_key_marker().map(str::to_string),
+                    page.next_upload_id_marker().map(str::to_string),
+                );
+                if next.0.is_none() || next == (key_marker.clone(), id_marker.clone()) {
+                    let msg = "a truncated page of uploads without a new marker".to_string();
+                    return Err(t.remote("list uploads", "", msg, true));
+                }
+                (key_marker, id_marker) = next;
+            }
+            Ok(aborted)
+        })
+    }
+
     /// Runs one trait call on the runtime: waits for a request slot, then gives `fut`
     /// `budget` to finish.
     fn run<T>(
@@ -1295,6 +1349,10 @@ impl ObjectStore for S3Store {
 
     fn head(&self, key: &str) -> Result<Option<u64>> {
         self.run("head", key, self.budget(), self.target.head(key))
+    }
+
+    fn clean_stale_uploads(&self, older_than: Duration) -> Result<usize> {
+        self.abort_stale_uploads(older_than)
     }
 
     fn location(&self) -> String {

@@ -34,6 +34,16 @@ impl CheckReport {
 pub fn check(repo: &Repository, read_data: bool) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let store = repo.store();
+    // Leftovers of interrupted uploads (S3 multipart) older than a day.
+    match store.clean_stale_uploads(std::time::Duration::from_secs(24 * 3600)) {
+        Ok(0) => {}
+        Ok(n) => report.notes.push(format!(
+            "aborted {n} interrupted upload(s) older than a day"
+        )),
+        Err(e) => report
+            .notes
+            .push(format!("could not clean interrupted uploads: {e}")),
+    }
 
     // Packs and their sizes.
     let mut packs: HashMap<PackId, u64> = HashMap::new();

@@ -8,7 +8,7 @@
 //! metadata objects), so a blob moved or swapped fails to open.
 
 use argon2::{Algorithm, Argon2, Params, Version};
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -50,6 +50,19 @@ impl Keys {
 
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
         seal_with(&self.enc, plaintext, aad)
+    }
+
+    /// Seals `buf[NONCE_LEN..]` in place: fills the nonce into `buf[..NONCE_LEN]` and
+    /// appends the tag, giving the same layout as [`Keys::seal`] with no copy.
+    pub fn seal_in_place(&self, buf: &mut Vec<u8>, aad: &[u8]) {
+        let cipher = XChaCha20Poly1305::new((&self.enc).into());
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::getrandom(&mut nonce).expect("the OS random source failed");
+        buf[..NONCE_LEN].copy_from_slice(&nonce);
+        let tag = cipher
+            .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut buf[NONCE_LEN..])
+            .expect("encryption cannot fail for in-memory buffers");
+        buf.extend_from_slice(&tag);
     }
 
     pub fn open(&self, blob: &[u8], aad: &[u8]) -> Result<Vec<u8>, AuthError> {
@@ -152,6 +165,11 @@ mod tests {
         let k = Keys::generate();
         let blob = k.seal(b"secret data", b"aad");
         assert_eq!(k.open(&blob, b"aad").unwrap(), b"secret data");
+        let mut in_place = vec![0u8; NONCE_LEN];
+        in_place.extend_from_slice(b"secret data");
+        k.seal_in_place(&mut in_place, b"aad");
+        assert_eq!(in_place.len(), blob.len());
+        assert_eq!(k.open(&in_place, b"aad").unwrap(), b"secret data");
         assert!(k.open(&blob, b"other").is_err());
         let mut bad = blob.clone();
         bad[30] ^= 1;

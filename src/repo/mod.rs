@@ -221,26 +221,30 @@ impl Repository {
 
     // ---- chunks ----
 
-    /// Compresses (when that helps) and seals a chunk's plaintext.
+    /// Compresses (when that helps) and seals a chunk's plaintext, in one buffer.
     pub fn seal_chunk(
         &self,
         id: &ChunkId,
         data: &[u8],
         compressor: &mut zstd::bulk::Compressor<'_>,
     ) -> Vec<u8> {
-        let mut payload = Vec::with_capacity(data.len() / 2 + 64);
-        match compressor.compress(data) {
-            Ok(c) if c.len() + 1 < data.len() => {
-                payload.push(CHUNK_ZSTD);
-                payload.extend_from_slice(&c);
+        const HEAD: usize = crypto::NONCE_LEN + 1;
+        let bound = zstd::zstd_safe::compress_bound(data.len());
+        let mut out = Vec::with_capacity(HEAD + bound.max(data.len()) + crypto::TAG_LEN);
+        out.resize(HEAD + bound, 0);
+        match compressor.compress_to_buffer(data, &mut out[HEAD..]) {
+            Ok(n) if n + 1 < data.len() => {
+                out.truncate(HEAD + n);
+                out[HEAD - 1] = CHUNK_ZSTD;
             }
             _ => {
-                payload.reserve(data.len() + 1);
-                payload.push(CHUNK_RAW);
-                payload.extend_from_slice(data);
+                out.truncate(HEAD);
+                out[HEAD - 1] = CHUNK_RAW;
+                out.extend_from_slice(data);
             }
         }
-        self.keys.seal(&payload, &id.0)
+        self.keys.seal_in_place(&mut out, &id.0);
+        out
     }
 
     /// Opens, decompresses and verifies a sealed chunk.

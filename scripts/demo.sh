@@ -27,8 +27,9 @@ step "$BIN" vault create docs --description "documentation of this machine"
 step "$BIN" backup docs "$SRC"
 step "$BIN" backup docs "$SRC"
 step "$BIN" points docs
-step "$BIN" ls docs latest "$(basename "$SRC")" | head -n 5
-first=$(find "$SRC" -maxdepth 2 -type f -name 'copyright' | head -n 1)
+step "$BIN" ls docs latest "$(basename "$SRC")" --long > "$WORK/listing.txt"
+sed -n '1,5p' "$WORK/listing.txt"; echo "... ($(wc -l < "$WORK/listing.txt") entries)"
+first=$(find "$SRC" -maxdepth 2 -type f -name 'copyright' -print -quit)
 rel=$(basename "$SRC")/${first#"$SRC"/}
 step "$BIN" restore docs latest "$WORK/restored" --path "$rel"
 step cmp "$first" "$WORK/restored/$(basename "$first")"

@@ -31,37 +31,10 @@ pub fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).expect("JSON encodes"));
 }
 
+pub use crate::control::json::point_json;
+
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-pub fn backup_json(b: &BackupEntry) -> Value {
-    json!({
-        "name": lossy(&b.name),
-        "kind": b.kind.as_str(),
-        "source": lossy(&b.source),
-        "size": b.stats.bytes,
-        "files": b.stats.files,
-        "dirs": b.stats.dirs,
-        "other": b.stats.other,
-        "files_unchanged": b.stats.files_unchanged,
-        "bytes_read": b.stats.bytes_read,
-        "chunks_new": b.stats.chunks_new,
-        "bytes_stored": b.stats.bytes_stored_new,
-    })
-}
-
-pub fn point_json(m: &Manifest) -> Value {
-    json!({
-        "id": m.name,
-        "vault": m.vault,
-        "time": rfc3339(m.time_ns),
-        "end_time": rfc3339(m.end_ns),
-        "status": m.status.as_str(),
-        "parent": m.parent,
-        "hostname": m.hostname,
-        "backups": m.backups.iter().map(backup_json).collect::<Vec<_>>(),
-    })
 }
 
 pub fn vault_json(v: &Vault, points: usize, bytes_stored: Option<u64>) -> Value {

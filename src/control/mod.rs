@@ -4,4 +4,5 @@
 //! onto these; the CLI could drive them the same way.
 
 pub mod ingest;
+pub mod json;
 pub mod tasks;

@@ -72,7 +72,7 @@ pub struct MountOptions {
     pub disk_cache_size: u64,
     /// Let other users in (then with `default_permissions`: the kernel checks modes).
     pub allow_other: bool,
-    /// Accepted and kept for the delete feature; deletes are not implemented yet.
+    /// Let `rmdir <vault>/<point>` delete a recovery point (EPERM otherwise).
     pub allow_delete: bool,
     /// How old a vault's point list may get before it is re-read.
     pub refresh: Duration,

@@ -304,6 +304,29 @@ fn damage_in_index_manifest_and_trees_is_named() {
     assert!(err.contains("missing pack"), "{err}");
 }
 
+/// Starts `backup v SRC --no-parent` in the background, output discarded.
+fn spawn_full_backup(t: &TestRepo, src: &Path) -> std::process::Child {
+    t.cmd()
+        .args([
+            "backup".as_ref(),
+            "v".as_ref(),
+            src.as_os_str(),
+            "--no-parent".as_ref(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn kill_9(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let _ = Command::new("kill")
+        .arg("-9")
+        .arg(child.id().to_string())
+        .status();
+    child.wait().unwrap()
+}
+
 #[test]
 fn kill_9_during_backup_never_breaks_the_repository() {
     let t = TestRepo::new();
@@ -329,24 +352,9 @@ fn kill_9_during_backup_never_breaks_the_repository() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let delay = Duration::from_micros(seed % (full.as_micros() as u64).max(1));
-        let mut child = t
-            .cmd()
-            .args([
-                "backup".as_ref(),
-                "v".as_ref(),
-                src.as_os_str(),
-                "--no-parent".as_ref(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_full_backup(&t, &src);
         std::thread::sleep(delay);
-        let _ = Command::new("kill")
-            .arg("-9")
-            .arg(child.id().to_string())
-            .status();
-        let status = child.wait().unwrap();
+        let status = kill_9(&mut child);
         let out = t.run(&["check", "--read-data"]);
         assert!(
             out.status.success(),
@@ -360,27 +368,12 @@ fn kill_9_during_backup_never_breaks_the_repository() {
     // One more run, killed for sure after it uploaded some packs but before it ended
     // (the random delays above may all fall early on a busy machine).
     let before = t.objects("index").len();
-    let mut child = t
-        .cmd()
-        .args([
-            "backup".as_ref(),
-            "v".as_ref(),
-            src.as_os_str(),
-            "--no-parent".as_ref(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_full_backup(&t, &src);
     let deadline = Instant::now() + Duration::from_secs(120);
     while t.objects("index").len() < before + 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let _ = Command::new("kill")
-        .arg("-9")
-        .arg(child.id().to_string())
-        .status();
-    child.wait().unwrap();
+    kill_9(&mut child);
     t.ok(&["check", "--read-data"]);
     // The next backup succeeds and reuses what the killed runs uploaded.
     let out = t.ok(&[

@@ -438,10 +438,9 @@ impl S3Store {
         })
     }
 
-    /// The keys of multipart uploads under the prefix that were started and neither
-    /// completed nor aborted (by a crash, or a failed abort), sorted. For `check` and
-    /// cleanup: such uploads cost storage but are invisible to [`ObjectStore::list`].
-    pub fn unfinished_uploads(&self) -> Result<Vec<String>> {
+    /// Every unfinished multipart upload under the prefix: (full key, upload id, start
+    /// time in seconds), all pages.
+    fn uploads(&self) -> Result<Vec<(String, String, Option<i64>)>> {
         let t = self.target.clone();
         self.run("list uploads", "", self.budget() * 10, async move {
             let mut out = Vec::new();
@@ -458,9 +457,9 @@ impl S3Store {
                     .await
                     .map_err(|e| t.sdk_error("list uploads", "", e))?;
                 out.extend(page.uploads().iter().filter_map(|u| {
-                    u.key()
-                        .and_then(|k| k.strip_prefix(&t.prefix))
-                        .map(str::to_string)
+                    let key = u.key()?.to_string();
+                    let id = u.upload_id()?.to_string();
+                    Some((key, id, u.initiated().map(|i| i.secs())))
                 }));
                 if page.is_truncated() != Some(true) {
                     break;
@@ -475,63 +474,53 @@ impl S3Store {
                 }
                 (key_marker, id_marker) = next;
             }
-            out.sort();
             Ok(out)
         })
+    }
+
+    /// The keys of multipart uploads under the prefix that were started and neither
+    /// completed nor aborted (by a crash, or a failed abort), sorted. For `check` and
+    /// cleanup: such uploads cost storage but are invisible to [`ObjectStore::list`].
+    pub fn unfinished_uploads(&self) -> Result<Vec<String>> {
+        let prefix = &self.target.prefix;
+        let mut out: Vec<String> = self
+            .uploads()?
+            .into_iter()
+            .filter_map(|(key, _, _)| key.strip_prefix(prefix.as_str()).map(str::to_string))
+            .collect();
+        out.sort();
+        Ok(out)
     }
 
     /// Aborts the unfinished multipart uploads under the prefix started more than
     /// `older_than` ago (a crashed writer's leftovers); returns how many.
     pub fn abort_stale_uploads(&self, older_than: Duration) -> Result<usize> {
-        let t = self.target.clone();
         let cutoff = std::time::SystemTime::now()
             .checked_sub(older_than)
             .and_then(|c| c.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs() as i64);
-        self.run("abort stale uploads", "", self.budget() * 10, async move {
-            let mut aborted = 0;
-            let mut key_marker: Option<String> = None;
-            let mut id_marker: Option<String> = None;
-            loop {
-                let page = t
-                    .client
-                    .list_multipart_uploads()
+        let stale: Vec<(String, String)> = self
+            .uploads()?
+            .into_iter()
+            .filter(|(_, _, started)| started.is_some_and(|s| s < cutoff))
+            .map(|(key, id, _)| (key, id))
+            .collect();
+        for (key, id) in &stale {
+            let t = self.target.clone();
+            let (key, id) = (key.clone(), id.clone());
+            self.run("abort multipart", "", self.budget(), async move {
+                t.client
+                    .abort_multipart_upload()
                     .bucket(&t.bucket)
-                    .prefix(&t.prefix)
-                    .set_key_marker(key_marker.clone())
-                    .set_upload_id_marker(id_marker.clone())
+                    .key(&key)
+                    .upload_id(&id)
                     .send()
                     .await
-                    .map_err(|e| t.sdk_error("list uploads", "", e))?;
-                for u in page.uploads() {
-                    let old = u.initiated().is_some_and(|i| i.secs() < cutoff);
-                    if let (true, Some(key), Some(id)) = (old, u.key(), u.upload_id()) {
-                        t.client
-                            .abort_multipart_upload()
-                            .bucket(&t.bucket)
-                            .key(key)
-                            .upload_id(id)
-                            .send()
-                            .await
-                            .map_err(|e| t.sdk_error("abort multipart", key, e))?;
-                        aborted += 1;
-                    }
-                }
-                if page.is_truncated() != Some(true) {
-                    break;
-                }
-                let next = (
-                    page.next_key_marker().map(str::to_string),
-                    page.next_upload_id_marker().map(str::to_string),
-                );
-                if next.0.is_none() || next == (key_marker.clone(), id_marker.clone()) {
-                    let msg = "a truncated page of uploads without a new marker".to_string();
-                    return Err(t.remote("list uploads", "", msg, true));
-                }
-                (key_marker, id_marker) = next;
-            }
-            Ok(aborted)
-        })
+                    .map_err(|e| t.sdk_error("abort multipart", &key, e))?;
+                Ok(())
+            })?;
+        }
+        Ok(stale.len())
     }
 
     /// Runs one trait call on the runtime: waits for a request slot, then gives `fut`

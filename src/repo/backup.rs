@@ -568,23 +568,11 @@ fn image_from_reader(
     progress: &Progress,
 ) -> Result<(Node, BackupStats)> {
     let now = now_ns();
-    let mut node = Node {
-        name: Vec::new(),
-        kind: NodeKind::File,
-        mode: 0o644,
-        uid: rustix::process::getuid().as_raw(),
-        gid: rustix::process::getgid().as_raw(),
-        mtime_ns: now,
-        ctime_ns: now,
-        inode: 0,
-        size: 0,
-        rdev: 0,
-        xattrs: Vec::new(),
-        target: None,
-        hardlink: None,
-        content: Vec::new(),
-        subtree: None,
-    };
+    let mut node = Node::empty(Vec::new(), NodeKind::File);
+    node.uid = rustix::process::getuid().as_raw();
+    node.gid = rustix::process::getgid().as_raw();
+    node.mtime_ns = now;
+    node.ctime_ns = now;
     let mut chunker = Chunker::new(writer);
     let read = chunker.chunk_stream(&mut reader, &mut node.content, progress)?;
     node.size = read;

@@ -159,6 +159,28 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node with no content and default modes (0755 for directories, 0644 otherwise),
+    /// owned by root, time 0: a starting point to fill in.
+    pub fn empty(name: Vec<u8>, kind: NodeKind) -> Node {
+        Node {
+            name,
+            kind,
+            mode: if kind == NodeKind::Dir { 0o755 } else { 0o644 },
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 0,
+            size: 0,
+            rdev: 0,
+            xattrs: Vec::new(),
+            target: None,
+            hardlink: None,
+            content: Vec::new(),
+            subtree: None,
+        }
+    }
+
     /// Bytes of content actually stored (not holes).
     pub fn data_bytes(&self) -> u64 {
         self.content

@@ -78,26 +78,6 @@ fn components(path: &[u8]) -> Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
-fn empty_node(name: Vec<u8>, kind: NodeKind) -> Node {
-    Node {
-        name,
-        kind,
-        mode: if kind == NodeKind::Dir { 0o755 } else { 0o644 },
-        uid: 0,
-        gid: 0,
-        mtime_ns: 0,
-        ctime_ns: 0,
-        inode: 0,
-        size: 0,
-        rdev: 0,
-        xattrs: Vec::new(),
-        target: None,
-        hardlink: None,
-        content: Vec::new(),
-        subtree: None,
-    }
-}
-
 /// Reads a tar stream into a tree backup; returns its root directory node (to be named
 /// and stored by the caller).
 pub fn tar_backup(
@@ -157,7 +137,7 @@ pub fn tar_backup(
             }
             _ => continue, // pax/GNU meta entries are merged by the tar crate
         };
-        let mut node = empty_node(leaf, kind);
+        let mut node = Node::empty(leaf, kind);
         node.mode = header.mode().map_err(malformed)? & 0o7777;
         node.uid = header.uid().map_err(malformed)? as u32;
         node.gid = header.gid().map_err(malformed)? as u32;
@@ -226,13 +206,13 @@ pub fn tar_backup(
                 .next()
                 .unwrap_or_default()
                 .to_vec();
-            let mut d = empty_node(leaf, NodeKind::Dir);
+            let mut d = Node::empty(leaf, NodeKind::Dir);
             d.mtime_ns = now;
             nodes.insert(cur.to_vec(), d);
         }
     }
     let root = nodes.entry(Vec::new()).or_insert_with(|| {
-        let mut d = empty_node(Vec::new(), NodeKind::Dir);
+        let mut d = Node::empty(Vec::new(), NodeKind::Dir);
         d.mtime_ns = now;
         d
     });

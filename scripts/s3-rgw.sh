@@ -8,8 +8,13 @@
 #   scripts/s3-rgw.sh status DIR         exit 0 when the gateway of DIR answers
 #
 # The user's keys come from S3_ACCESS_KEY / S3_SECRET_KEY (defaults test / testsecret).
-# Everything lives in DIR (config, sockets, logs, pids); the OSD keeps its data in memory
-# (memstore), so a stop loses it. Starting a DIR whose gateway already answers does nothing
+# The monitor listens on 127.0.0.1:S3_RGW_MON_PORT (default 6789); the OSD takes free ports
+# in 6800-7300. Everything lives in DIR (config, admin sockets, run files, logs and the
+# monitor's cluster log, pids), nothing under /var/run/ceph, /var/lib/ceph or /var/log/ceph,
+# and each cluster gets its own fsid: two clusters with different DIRs, PORTs and
+# S3_RGW_MON_PORTs run side by side without touching each other, e.g.
+#   S3_RGW_MON_PORT=6790 scripts/s3-rgw.sh start /var/tmp/rgw-b 7490
+# The OSD keeps its data in memory (memstore), so a stop loses it. Starting a DIR whose gateway already answers does nothing
 # but print READY again; a DIR left over by a dead cluster is wiped and started afresh.
 #
 # Things that bite on a single loopback-only node, and how this script avoids them:
@@ -24,6 +29,7 @@ usage() { echo "usage: $0 start DIR [PORT] | stop DIR | status DIR" >&2; exit 2;
 cmd=${1:-}; DIR=${2:-}
 [ -n "$cmd" ] && [ -n "$DIR" ] || usage
 PORT=${3:-7480}
+MON_PORT=${S3_RGW_MON_PORT:-6789}
 AK=${S3_ACCESS_KEY:-test}
 SK=${S3_SECRET_KEY:-testsecret}
 STORE=${S3_RGW_OBJECTSTORE:-memstore}
@@ -37,6 +43,9 @@ log() { echo "s3-rgw: $*" >&2; }
 alive() { [ -f "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; }
 
 answers() { curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$1/"; }
+
+# True when something accepts TCP connections on 127.0.0.1:$1.
+listening() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
 install_ceph() {
   command -v radosgw >/dev/null && command -v ceph-osd >/dev/null \
@@ -80,7 +89,7 @@ write_conf() {
   cat >"$CEPH_CONF" <<CONF
 [global]
 fsid = $(cat /proc/sys/kernel/random/uuid)
-mon host = 127.0.0.1:6789
+mon host = v1:127.0.0.1:$MON_PORT
 mon initial members = a
 public addr = 127.0.0.1
 cluster addr = 127.0.0.1
@@ -89,6 +98,11 @@ ms bind msgr1 = true
 run dir = $DIR/run
 admin socket = $DIR/run/\$name.asok
 pid file = $DIR/run/\$name.pidfile
+log file = $DIR/log/\$name.log
+mon cluster log file = default=$DIR/log/cluster.\$channel.log cluster=$DIR/log/cluster.log
+crash dir = $DIR/crash
+rgw data = $DIR/rgw
+rgw luarocks location = $DIR/luarocks
 auth cluster required = none
 auth service required = none
 auth client required = none
@@ -140,9 +154,14 @@ start() {
   if answers "$PORT"; then
     log "something else already answers on 127.0.0.1:$PORT"; return 1
   fi
+  # A monitor of another cluster on this port would take this cluster's commands.
+  if listening "$MON_PORT"; then
+    log "the monitor port 127.0.0.1:$MON_PORT is taken (another cluster? set S3_RGW_MON_PORT)"
+    return 1
+  fi
   install_ceph
   local t0=$SECONDS
-  mkdir -p "$DIR"/{log,mon,osd,run}
+  mkdir -p "$DIR"/{log,mon,osd,run,crash,rgw}
   write_conf
 
   ceph-mon --id a --mkfs --keyring /dev/null >"$DIR/log/mon-mkfs.out" 2>&1

@@ -740,6 +740,20 @@ fn control_files_describe_vaults_and_points() {
     assert_eq!(meta.len(), 4 << 20);
     assert!(meta.blocks() * 512 < 1 << 20);
     assert_eq!(sha256(&image), sha256(&img));
+    // stats.json counts what the reads fetched: the image's data chunk, once.
+    let stats = || -> serde_json::Value {
+        serde_json::from_slice(&fs::read(m.p(".vaultfs/stats.json")).unwrap()).unwrap()
+    };
+    let s1 = stats();
+    assert!(s1["chunk_fetches"].as_u64().unwrap() >= 1, "{s1}");
+    assert!(s1["chunk_fetch_bytes"].as_u64().unwrap() > 0, "{s1}");
+    assert!(s1["bytes_served"].as_u64().unwrap() >= 4 << 20, "{s1}");
+    assert!(s1["backend"]["get_range"].as_u64().unwrap() >= 1, "{s1}");
+    assert!(s1["cache_bytes"].as_u64().unwrap() <= s1["cache_limit"].as_u64().unwrap());
+    assert!(s1["rss_bytes"].as_u64().unwrap() > 0, "{s1}");
+    // A re-read is served by the page cache or the chunk cache: no new fetch.
+    assert_eq!(sha256(&image), sha256(&img));
+    assert_eq!(stats()["chunk_fetches"], s1["chunk_fetches"]);
     // Control files are read-only too.
     let e = fs::write(m.p(".vaultfs/vaults/v.json"), b"{}").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS));

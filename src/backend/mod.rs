@@ -14,6 +14,7 @@
 //! The trait is blocking on purpose: the backup pipeline and the FUSE session threads are
 //! plain OS threads. Backends that are asynchronous inside (S3) own their runtime.
 
+pub mod counting;
 pub mod faulty;
 pub mod local;
 pub mod memory;

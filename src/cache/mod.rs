@@ -49,6 +49,10 @@ pub struct CacheStats {
     pub disk_hits: AtomicU64,
     /// Ranged reads of the store.
     pub fetches: AtomicU64,
+    /// Bytes those reads returned (stored: compressed and sealed).
+    pub fetch_bytes: AtomicU64,
+    /// Decompressed bytes of the chunks loaded (from the store or the disk tier).
+    pub loaded_bytes: AtomicU64,
     pub fetch_errors: AtomicU64,
     /// Callers that waited on another caller's load.
     pub waits: AtomicU64,
@@ -142,6 +146,31 @@ impl ChunkCache {
     /// Bytes of decompressed chunks held in memory now.
     pub fn mem_bytes(&self) -> u64 {
         self.lock_mem().bytes
+    }
+
+    /// The counters and the memory tier's fill, as JSON fields (`.vaultfs/stats.json`).
+    pub fn stats_json(&self) -> serde_json::Value {
+        let s = &self.stats;
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (bytes, chunks) = {
+            let m = self.lock_mem();
+            (m.bytes, m.lru.len())
+        };
+        serde_json::json!({
+            "cache_hits": l(&s.hits),
+            "cache_misses": l(&s.misses),
+            "cache_waits": l(&s.waits),
+            "disk_hits": l(&s.disk_hits),
+            "chunk_fetches": l(&s.fetches),
+            "chunk_fetch_bytes": l(&s.fetch_bytes),
+            "chunk_loaded_bytes": l(&s.loaded_bytes),
+            "fetch_errors": l(&s.fetch_errors),
+            "prefetches_queued": l(&s.prefetches_queued),
+            "prefetches_dropped": l(&s.prefetches_dropped),
+            "cache_bytes": bytes,
+            "cache_chunks": chunks,
+            "cache_limit": self.mem_limit,
+        })
     }
 
     fn lock_mem(&self) -> std::sync::MutexGuard<'_, Mem> {
@@ -255,9 +284,15 @@ impl ChunkCache {
             .inspect_err(|_| {
                 self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
             })?;
+        self.stats
+            .fetch_bytes
+            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
         let plain = self.repo.open_chunk(r, &sealed).inspect_err(|_| {
             self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
         })?;
+        self.stats
+            .loaded_bytes
+            .fetch_add(plain.len() as u64, Ordering::Relaxed);
         if let Some(disk) = &self.disk {
             disk.put(&r.id, &sealed);
         }

@@ -458,7 +458,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::fs::check_mountpoint(&mountpoint)?;
             let pw = read_password(g, false)?;
             let signals = crate::fs::block_exit_signals();
-            let repo = Repository::open(open_store(g)?, &pw)?;
+            let store = crate::backend::counting::CountingStore::new(open_store(g)?);
+            let backend_counts = Some(store.counts());
+            let repo = Repository::open(Arc::new(store), &pw)?;
             let opts = crate::fs::MountOptions {
                 cache_size,
                 disk_cache,
@@ -467,6 +469,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 allow_delete,
                 refresh: std::time::Duration::from_secs(refresh_secs),
                 threads,
+                backend_counts,
             };
             crate::fs::mount(repo, &mountpoint, &opts, signals)?;
             Ok(0)

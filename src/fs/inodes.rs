@@ -183,6 +183,8 @@ pub enum Control {
     Tasks,
     /// `.vaultfs/tasks/<id>.json`
     TaskJson(String),
+    /// `.vaultfs/stats.json`
+    Stats,
 }
 
 impl Control {

@@ -299,6 +299,10 @@ impl VaultFs {
                         b"tasks".to_vec(),
                         self.control_ino(ino, b"tasks", Control::Tasks),
                     ),
+                    (
+                        b"stats.json".to_vec(),
+                        self.control_ino(ino, b"stats.json", Control::Stats),
+                    ),
                 ],
                 Control::Incoming => self
                     .repo
@@ -354,7 +358,8 @@ impl VaultFs {
                 Control::VaultJson(_)
                 | Control::PointJson(..)
                 | Control::IncomingFile(_)
-                | Control::TaskJson(_) => return Err(FsError::NotDir),
+                | Control::TaskJson(_)
+                | Control::Stats => return Err(FsError::NotDir),
             },
         })
     }

@@ -78,6 +78,9 @@ pub struct MountOptions {
     pub refresh: Duration,
     /// Session threads.
     pub threads: usize,
+    /// Call counts of the store, shown in `.vaultfs/stats.json` (see
+    /// [`crate::backend::counting::CountingStore`]).
+    pub backend_counts: Option<Arc<crate::backend::counting::CallCounts>>,
 }
 
 impl Default for MountOptions {
@@ -90,6 +93,7 @@ impl Default for MountOptions {
             allow_delete: false,
             refresh: Duration::from_secs(2),
             threads: 8,
+            backend_counts: None,
         }
     }
 }
@@ -222,6 +226,9 @@ pub fn mount(
         ..Default::default()
     };
     let vfs = Arc::new(ops::VaultFs::new(repo.clone(), cache, fs_opts));
+    if let Some(c) = &opts.backend_counts {
+        vfs.set_backend_counts(c.clone());
+    }
 
     let mut config = ::fuser::Config::default();
     config.mount_options = vec![

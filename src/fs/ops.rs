@@ -208,6 +208,11 @@ pub struct VaultFs {
     pub(super) sessions: Mutex<HashMap<u64, Arc<crate::control::ingest::IngestSession>>>,
     inval: Mutex<Option<crossbeam_channel::Sender<Inval>>>,
     started_ns: i64,
+    /// Reads of backup files served, and their bytes.
+    reads: AtomicU64,
+    bytes_served: AtomicU64,
+    /// The store's call counts, when the store was wrapped to count them.
+    backend_counts: Mutex<Option<Arc<crate::backend::counting::CallCounts>>>,
 }
 
 impl std::fmt::Debug for VaultFs {
@@ -252,12 +257,20 @@ impl VaultFs {
             sessions: Mutex::new(HashMap::new()),
             inval: Mutex::new(None),
             started_ns: now_ns(),
+            reads: AtomicU64::new(0),
+            bytes_served: AtomicU64::new(0),
+            backend_counts: Mutex::new(None),
         }
     }
 
     /// Where cache invalidations go (the adapter's notifier thread).
     pub fn set_invalidator(&self, tx: crossbeam_channel::Sender<Inval>) {
         *lock(&self.inval) = Some(tx);
+    }
+
+    /// Shows these call counts of the store in `.vaultfs/stats.json`.
+    pub fn set_backend_counts(&self, c: Arc<crate::backend::counting::CallCounts>) {
+        *lock(&self.backend_counts) = Some(c);
     }
 
     pub fn cache(&self) -> &Arc<ChunkCache> {
@@ -526,8 +539,31 @@ impl VaultFs {
                 out.push(b'\n');
                 out
             }
+            Control::Stats => {
+                let mut out = serde_json::to_vec_pretty(&self.stats_json()).expect("JSON encodes");
+                out.push(b'\n');
+                out
+            }
             _ => return Err(FsError::IsDir),
         })
+    }
+
+    /// `.vaultfs/stats.json`: what the daemon has done and holds, for monitoring and
+    /// benchmarks (read amplification = `chunk_fetch_bytes` / bytes asked).
+    pub fn stats_json(&self) -> serde_json::Value {
+        let mut j = self.cache.stats_json();
+        let o = j.as_object_mut().expect("an object");
+        o.insert("reads".into(), self.reads.load(Ordering::Relaxed).into());
+        o.insert(
+            "bytes_served".into(),
+            self.bytes_served.load(Ordering::Relaxed).into(),
+        );
+        o.insert("inodes".into(), self.inodes.len().into());
+        o.insert("rss_bytes".into(), rss_bytes().into());
+        if let Some(c) = lock(&self.backend_counts).as_ref() {
+            o.insert("backend".into(), c.json());
+        }
+        j
     }
 
     /// Opens a file. Any write access is refused: backups are read-only.
@@ -589,6 +625,9 @@ impl VaultFs {
             return Err(FsError::Invalid);
         }
         let out = self.read_node(&inode, t, offset, size)?;
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.bytes_served
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
         if let Some(s) = state.filter(|s| s.ino == ino) {
             self.readahead(t, &s, offset, offset + out.len() as u64);
         }
@@ -759,3 +798,11 @@ mod listing;
 #[cfg(test)]
 #[path = "ops_tests.rs"]
 mod tests;
+
+/// This process's resident set size, from /proc (0 where that is not readable).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}

@@ -336,7 +336,15 @@ fn control_files() {
     assert_eq!(ctl.attr.kind, FileKind::Dir);
     assert_eq!(
         names(&f.fs, ctl.attr.ino),
-        [".", "..", "vaults", "points", "incoming", "tasks"]
+        [
+            ".",
+            "..",
+            "vaults",
+            "points",
+            "incoming",
+            "tasks",
+            "stats.json"
+        ]
     );
     let vj = walk(&f.fs, ".vaultfs/vaults/v.json").unwrap();
     assert_eq!(vj.ttl, CONTROL_TTL);

@@ -16,6 +16,10 @@
 #   BENCH_SECTIONS  which sections to run                      default "backup mount"
 #   BENCH_MOUNT_TIMEOUT  limit for one read through a mount, s default 900
 #   BENCH_EXTRA_CSV earlier results CSV(s) of the same dataset to merge into the report
+#   BENCH_RAND_READS     random 4 KiB reads per pass (mount)   default 2000
+#   BENCH_MOUNT_TOOLS    tools of the mount section  default "ref vaultfs restic borg squashfuse bindfs"
+#   BENCH_SYNTH_BIN generator of the synthetic repository (mount; the row is skipped
+#                   without it)             default target/release/examples/synth-repo
 #
 # Runs as root (apt-get, drop_caches, restores with owners). Every timed step starts with
 # `sync; echo 3 > /proc/sys/vm/drop_caches` (cold), is run under /usr/bin/time -v (wall,
@@ -23,9 +27,10 @@
 # (medians, vaultfs/peer ratios, targets) is written by scripts/bench/report.py.
 #
 # Sections are functions (section_*), called per run and per tool in a rotating order, so
-# that a slow period of the machine hits every tool alike. A mount section is prepared at
-# the end: section_mount (vaultfs/restic/borg mount vs ext4), skipped for vaultfs when
-# the binary has no `mount` command; more mount measurements are to be added there.
+# that a slow period of the machine hits every tool alike. The mount section
+# (section_mount: vaultfs/restic/borg/squashfuse/bindfs mounts vs ext4, described above it)
+# runs after the backup section of each run; it is skipped for vaultfs when the binary has
+# no `mount` command.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -64,6 +69,12 @@ install_deps() {
   command -v borg >/dev/null || need+=(borgbackup)
   command -v zstd >/dev/null || need+=(zstd)
   [ -x /usr/bin/time ] || need+=(time)
+  if [[ " $SECTIONS " == *" mount "* ]]; then
+    command -v bindfs >/dev/null || need+=(bindfs)
+    command -v squashfuse_ll >/dev/null || need+=(squashfuse)
+    command -v mksquashfs >/dev/null || need+=(squashfs-tools)
+    command -v fusermount3 >/dev/null || need+=(fuse3)
+  fi
   [ ${#need[@]} -eq 0 ] && return
   log "installing ${need[*]}"
   # Another apt-get may be running on a shared machine: wait for its lock.
@@ -295,22 +306,48 @@ section_big() {
 }
 
 # ---------------------------------------------------------------- mount
-# vaultfs mount vs restic mount vs borg mount vs the files on ext4 (tool "ref").
-# Per run and tool: a fresh mount (daemon started, caches of the tool emptied) and the
-# time until big.bin is visible; cat of big.bin cold, then warm (same mount, page cache
-# kept); unmount, a fresh mount, cp -a of the tree out of it, cold. The daemon's peak RSS
-# and CPU are read from /proc before each unmount. One repository per tool holding tree
-# and big in one backup, built once per invocation (not timed), removed at the end.
-# Still to add here: squashfuse, random 4 KiB preads (p50/p99), find and ls -lR of the
-# tree, parallel readers, time to first byte.
+# Reading through a mount, side by side on the same data:
+#   vaultfs     `vaultfs mount` (defaults: --cache-size, --threads)
+#   restic      `restic mount`
+#   borg        `borg mount -f`
+#   squashfuse  `squashfuse_ll -f` over a `mksquashfs -comp zstd` image of tree + big
+#   bindfs      `bindfs -f --multithreaded` over the ext4 dataset: a passthrough FUSE
+#               daemon, the ceiling of any FUSE file system on this machine
+#   ref         the files read straight from ext4 (no FUSE)
+# One repository (or image) per tool holds tree and big in one backup; it is built once per
+# invocation (not timed) and removed at the end. Every step below starts on a fresh mount
+# (daemon started, caches of the tool emptied, page cache dropped) and is cold unless it
+# says warm (same mount, page cache kept):
+#   cat     time from mount start until big.bin is visible (every mount records it);
+#           cat big.bin cold, then warm
+#   rand    random 4 KiB preads on big.bin (scripts/bench/randread.py: RAND_READS reads at
+#           block-aligned offsets drawn with a fixed seed), p50/p99 latency cold, then the
+#           same offsets warm; for vaultfs the bytes fetched from the store (the difference
+#           of chunk_fetch_bytes in <mnt>/.vaultfs/stats.json, when the mount offers it)
+#   find    find tree | wc -l
+#   ls      ls -lR tree >/dev/null
+#   par     4 concurrent readers of disjoint quarters of big.bin (scripts/bench/parread.sh)
+#   cp      cp -a of the tree out of the mount, checked against the source
+# Before each unmount the daemon's peak RSS (VmHWM) and CPU are read from /proc (and, for
+# vaultfs, .vaultfs/stats.json is kept in the logs). The vaultfs slot also times, when the
+# generator target/release/examples/synth-repo exists, the mount of a synthetic repository
+# with SYNTH_POINTS recovery points and SYNTH_CHUNKS chunks until its first vault is listed.
+read -r -a MOUNT_TOOLS <<<"${BENCH_MOUNT_TOOLS:-ref vaultfs restic borg squashfuse bindfs}"
+RAND_READS=${BENCH_RAND_READS:-2000}
+SYNTH_BIN=${BENCH_SYNTH_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/synth-repo}
+case $SYNTH_BIN in /*) ;; *) SYNTH_BIN=$ROOT/$SYNTH_BIN ;; esac
+SYNTH_POINTS=1000
+SYNTH_CHUNKS=1000000
+
 have_vaultfs_mount() { "$VFS" mount --help >/dev/null 2>&1; }
 
 MOUNT_PID=
 MOUNT_DIR=
 
+# mount_prepare RUN TOOL: the repository (or image) of TOOL, once per invocation.
 mount_prepare() {
-  local tool=$1 repo=$D/repos/$1-mount
-  [ "$tool" = ref ] && return 0
+  local r=$1 tool=$2 repo=$D/repos/$2-mount
+  case $tool in ref | bindfs) return 0 ;; esac
   [ -f "$repo.ready-$STAMP" ] && return 0
   log "preparing the $tool repository for the mount section"
   rm -f "$repo".ready-*
@@ -319,8 +356,10 @@ mount_prepare() {
     vaultfs) VAULTFS_REPO=$repo "$VFS" backup bench "$TREE" "$DATA/big" ;;
     restic) restic -r "$repo" backup --compression auto "$TREE" "$DATA/big" ;;
     borg) borg create --compression zstd,3 "$repo::m" "$TREE" "$DATA/big" ;;
+    squashfuse) rm -f "$repo" && mksquashfs "$TREE" "$DATA/big" "$repo" -comp zstd -noappend -processors 2 -no-progress ;;
   esac >"$LOGS/mount-prepare-$tool.log" 2>&1 || die "preparing the $tool mount repository failed (see $LOGS/mount-prepare-$tool.log)"
   touch "$repo.ready-$STAMP"
+  record "$r" "$tool" mount_repo_bytes "$(du -sb "$repo" | cut -f1)"
 }
 
 # Sets MTREE and MBIG: where tree and big.bin appear.
@@ -331,50 +370,79 @@ mount_paths() {
     vaultfs) MTREE=$m/bench/latest/tree MBIG=$m/bench/latest/big/big.bin ;;
     restic) MTREE=$m/snapshots/latest$TREE MBIG=$m/snapshots/latest$BIG ;;
     borg) MTREE=$m$TREE MBIG=$m$BIG ;;
+    squashfuse | bindfs) MTREE=$m/tree MBIG=$m/big/big.bin ;;
   esac
 }
 
-# mount_start RUN TOOL STEP: mounts, waits for big.bin, records the time it took.
+# Readiness checks, polled while a mount comes up.
+ready_big() { [ -e "$MBIG" ]; }
+# The first vault (ls hides the dot entries) can be listed.
+ready_first_vault() {
+  local v
+  # shellcheck disable=SC2012
+  v=$(ls "$MOUNT_DIR" 2>/dev/null | head -n 1) || return 1
+  [ -n "$v" ] && ls "$MOUNT_DIR/$v" >/dev/null 2>&1
+}
+
+# mount_start RUN TOOL STEP [READY [REPO MNT]]: mounts (page cache dropped first), polls
+# READY (default ready_big) and records the time it took as mount_ready_STEP.
 mount_start() {
-  local r=$1 tool=$2 step=$3 repo=$D/repos/$2-mount m=$D/mnt-$2
+  local r=$1 tool=$2 step=$3 ready=${4:-ready_big} repo=${5:-$D/repos/$2-mount} m=${6:-$D/mnt-$2}
   mount_paths "$tool"
   [ "$tool" = ref ] && return 0
   fresh_caches
   mkdir -p "$m"
   MOUNT_DIR=$m
   drop_caches
-  local t0=$EPOCHREALTIME
   case $tool in
     vaultfs) CMD=(env VAULTFS_REPO="$repo" "$VFS" mount "$m") ;;
     restic) CMD=(restic -r "$repo" mount "$m") ;;
     borg) CMD=(borg mount -f "$repo::m" "$m") ;;
+    squashfuse) CMD=(squashfuse_ll -f "$repo" "$m") ;;
+    bindfs) CMD=(bindfs -f --no-allow-other --multithreaded "$DATA" "$m") ;;
   esac
+  local t0=$EPOCHREALTIME
   # A simple command in the background: $! is the daemon itself (env execs).
   "${CMD[@]}" >"$LOGS/r$r-$tool-mount-$step.log" 2>&1 &
   MOUNT_PID=$!
-  local i
-  for ((i = 0; i < 6000; i++)); do
-    [ -e "$MBIG" ] && break
+  local i ok=0
+  for ((i = 0; i < 12000; i++)); do
+    if "$ready"; then ok=1; break; fi
     kill -0 "$MOUNT_PID" 2>/dev/null || break
-    sleep 0.02
+    sleep 0.01
   done
-  if [ -e "$MBIG" ]; then
+  if [ "$ok" = 1 ]; then
     record "$r" "$tool" "mount_ready_$step" "$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.3f", b-a}')"
     return 0
   fi
-  log "FAILED: $tool mount did not show $MBIG"
-  { echo "== run $r $tool mount ($step): $MBIG never appeared"; tail -20 "$LOGS/r$r-$tool-mount-$step.log"; } >>"$LOGS/failures.log"
+  log "FAILED: $tool mount ($step) never passed $ready"
+  { echo "== run $r $tool mount ($step): $ready never passed ($MBIG)"; tail -20 "$LOGS/r$r-$tool-mount-$step.log"; } >>"$LOGS/failures.log"
   mount_stop "$r" "$tool" "$step"
   return 1
 }
 
-# Records the daemon's peak RSS (KiB) and CPU (s), then unmounts and waits for it.
+# json_get FILE KEY: a top-level field of a JSON file, empty if absent.
+json_get() {
+  "$PY" -c 'import json, sys
+try: v = json.load(open(sys.argv[1])).get(sys.argv[2])
+except Exception: v = None
+print("" if v is None else v)' "$1" "$2"
+}
+
+# Records the daemon's peak RSS (KiB) and CPU (s) (and keeps vaultfs's stats.json), then
+# unmounts and waits for the daemon to exit.
 mount_stop() {
   local r=$1 tool=$2 step=$3
   [ -n "$MOUNT_PID" ] || return 0
   if [ -r "/proc/$MOUNT_PID/status" ]; then
     record "$r" "$tool" "mount_rss_$step" "$(awk '/VmHWM/{print $2}' "/proc/$MOUNT_PID/status")"
     record "$r" "$tool" "mount_cpu_$step" "$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/hz}' "/proc/$MOUNT_PID/stat")"
+  fi
+  local stats=$LOGS/r$r-$tool-stats-$step.json
+  if [ "$tool" = vaultfs ] && cp "$MOUNT_DIR/.vaultfs/stats.json" "$stats" 2>/dev/null; then
+    local fetched
+    fetched=$(json_get "$stats" chunk_fetch_bytes)
+    [ -z "$fetched" ] || record "$r" "$tool" "mount_fetch_bytes_$step" "$fetched"
   fi
   fusermount3 -u "$MOUNT_DIR" 2>/dev/null || fusermount -u "$MOUNT_DIR" 2>/dev/null || umount "$MOUNT_DIR" 2>/dev/null || true
   local i
@@ -393,16 +461,70 @@ mount_stop() {
   MOUNT_DIR=
 }
 
+# randread RUN TOOL METRIC [NO_DROP]: one randread.py pass on MBIG, its figures recorded as
+# METRIC_p50_ms, METRIC_p99_ms, ... (and METRIC_chunk_fetch_bytes, METRIC_amplification).
+randread() {
+  local r=$1 tool=$2 metric=$3 stats=()
+  [ "$tool" = vaultfs ] && stats=(--stats "$MOUNT_DIR/.vaultfs/stats.json")
+  NO_DROP=${4:-0} measure "$r" "$tool" "$metric" timeout "$MOUNT_TIMEOUT" \
+    "$PY" "$HELPERS/randread.py" "$MBIG" --count "$RAND_READS" "${stats[@]}"
+  local k v
+  "$PY" - "$LOGS/r$r-$tool-$metric.log" <<'EOF' | while read -r k v; do record "$r" "$tool" "${metric}_$k" "$v"; done
+import json, sys
+try:
+    d = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+except Exception:
+    sys.exit(0)
+for k in ("p50_ms", "p99_ms", "mean_ms", "first_ms", "bytes_asked", "chunk_fetch_bytes", "amplification"):
+    if d.get(k) is not None:
+        print(k, d[k])
+EOF
+}
+
+# The default --cache-size of `vaultfs mount`, in bytes (from its --help).
+vaultfs_cache_budget() {
+  "$VFS" mount --help 2>/dev/null | "$PY" -c 'import re, sys
+m = re.search(r"--cache-size.*?\[default: *([0-9.]+) *([KMGT]?)i?B?\]", sys.stdin.read(), re.S)
+if m:
+    print(int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2) or " ")))'
+}
+
 section_mount() {
   local r=$1 tool=$2 out=$D/cp-out
   if [ "$tool" = vaultfs ] && ! have_vaultfs_mount; then return 0; fi
-  mount_prepare "$tool"
+  mount_prepare "$r" "$tool"
+  if [ "$tool" = vaultfs ]; then
+    local budget
+    budget=$(vaultfs_cache_budget)
+    [ -z "$budget" ] || record "$r" vaultfs mount_cache_budget_bytes "$budget"
+    section_mount_synth "$r"
+  fi
   if mount_start "$r" "$tool" cat; then
     # shellcheck disable=SC2016
     local catcmd=(timeout "$MOUNT_TIMEOUT" sh -c 'exec cat "$1" >/dev/null' sh "$MBIG")
     measure "$r" "$tool" mount_cat_big_cold "${catcmd[@]}"
     NO_DROP=1 measure "$r" "$tool" mount_cat_big_warm "${catcmd[@]}"
     mount_stop "$r" "$tool" cat
+  fi
+  if mount_start "$r" "$tool" rand; then
+    randread "$r" "$tool" mount_rand_cold
+    randread "$r" "$tool" mount_rand_warm 1
+    mount_stop "$r" "$tool" rand
+  fi
+  if mount_start "$r" "$tool" find; then
+    # shellcheck disable=SC2016
+    measure "$r" "$tool" mount_find_cold timeout "$MOUNT_TIMEOUT" bash -c 'set -o pipefail; find "$1" | wc -l' bash "$MTREE"
+    record "$r" "$tool" mount_find_count "$(tail -n 1 "$LOGS/r$r-$tool-mount_find_cold.log")"
+    mount_stop "$r" "$tool" find
+  fi
+  if mount_start "$r" "$tool" ls; then
+    # shellcheck disable=SC2016
+    measure "$r" "$tool" mount_lsR_cold timeout "$MOUNT_TIMEOUT" sh -c 'exec ls -lR "$1" >/dev/null' sh "$MTREE"
+    mount_stop "$r" "$tool" ls
+  fi
+  if mount_start "$r" "$tool" par; then
+    measure "$r" "$tool" mount_par4_cold timeout "$MOUNT_TIMEOUT" bash "$HELPERS/parread.sh" "$MBIG" 4
+    mount_stop "$r" "$tool" par
   fi
   rm -rf "$out"; mkdir -p "$out"
   if mount_start "$r" "$tool" cp; then
@@ -411,6 +533,35 @@ section_mount() {
     [ "$tool" = ref ] || verify_restore "$r" "$tool" "$out/tree" mount_cp
   fi
   rm -rf "$out"
+}
+
+# Mount of a synthetic repository (many points, many chunks) until its first vault is
+# listed; vaultfs only (the other tools have no such repository). Skipped without the
+# generator. The repository is built once (not timed) and kept under $D between invocations
+# (made again when the generator binary changed).
+section_mount_synth() {
+  local r=$1 repo=$D/synth-p$SYNTH_POINTS-c$SYNTH_CHUNKS
+  if [ ! -x "$SYNTH_BIN" ]; then
+    [ "$r" != 1 ] || log "no $SYNTH_BIN: skipping the synthetic-repository mount"
+    return 0
+  fi
+  # Made again only when the generator changed (its format follows the vaultfs sources).
+  local gen
+  gen=$(sha256sum "$SYNTH_BIN" | cut -d' ' -f1)
+  if [ "$(cat "$repo.ready" 2>/dev/null)" != "$gen" ]; then
+    log "building the synthetic repository $repo (once per generator; reused afterwards)"
+    rm -rf "$repo" "$repo.ready"
+    if ! "$SYNTH_BIN" "$repo" --points "$SYNTH_POINTS" --chunks "$SYNTH_CHUNKS" >"$LOGS/synth-build.log" 2>&1; then
+      log "FAILED: building the synthetic repository (see $LOGS/synth-build.log)"
+      { echo "== synth-repo $repo failed"; tail -20 "$LOGS/synth-build.log"; } >>"$LOGS/failures.log"
+      return 0
+    fi
+    echo "$gen" >"$repo.ready"
+  fi
+  [ "$r" != 1 ] || record "$r" vaultfs synth_repo_bytes "$(du -sb "$repo" | cut -f1)"
+  if mount_start "$r" vaultfs synth ready_first_vault "$repo" "$D/mnt-synth"; then
+    mount_stop "$r" vaultfs synth
+  fi
 }
 
 section_mount_cleanup() { mount_stop 0 cleanup cleanup >/dev/null 2>&1; }
@@ -428,11 +579,11 @@ main() {
 
   local started=$EPOCHREALTIME load_before
   load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-  local n=${#TOOLS[@]} r i
+  local n=${#TOOLS[@]} nm=${#MOUNT_TOOLS[@]} r i tool
   for ((r = 1; r <= RUNS; r++)); do
     log "run $r of $RUNS"
     for ((i = 0; i < n; i++)); do
-      local tool=${TOOLS[$(((i + r - 1) % n))]}
+      tool=${TOOLS[$(((i + r - 1) % n))]}
       if [[ " $SECTIONS " == *" backup "* ]]; then
         if [ "$tool" = ref ]; then
           section_reference "$r"
@@ -441,8 +592,10 @@ main() {
           section_big "$r" "$tool"
         fi
       fi
-      if [[ " $SECTIONS " == *" mount "* ]]; then section_mount "$r" "$tool"; fi
     done
+    if [[ " $SECTIONS " == *" mount "* ]]; then
+      for ((i = 0; i < nm; i++)); do section_mount "$r" "${MOUNT_TOOLS[$(((i + r - 1) % nm))]}"; done
+    fi
   done
   rm -rf "$D"/repos/*-mount "$D"/repos/*-mount.ready-*
   rmdir "$D"/mnt-* 2>/dev/null || true
@@ -468,6 +621,10 @@ meta = {
   "restic": sh("restic version"),
   "borg": sh("borg --version"),
   "zstd": sh("zstd --version").strip("* ").split(",")[0],
+  "squashfuse": sh("dpkg-query -W -f='squashfuse \${Version}' squashfuse"),
+  "mksquashfs": sh("mksquashfs -version 2>&1 | head -n 1"),
+  "bindfs": sh("bindfs --version"),
+  "rand_reads": $RAND_READS,
   "runs": $RUNS, "tree_gb": "$TREE_GB", "big_gb": "$BIG_GB",
   "command": "$cmd",
   "minutes": $minutes,

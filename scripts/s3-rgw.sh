@@ -83,12 +83,13 @@ wait_for() {
   done
 }
 
-osd_up() { ceph --connect-timeout 5 osd stat 2>/dev/null | grep -q ' 1 up'; }
+osd_up() { timeout 10 ceph --connect-timeout 5 osd stat 2>/dev/null | grep -q ' 1 up'; }
 
 write_conf() {
+  FSID=$(cat /proc/sys/kernel/random/uuid)
   cat >"$CEPH_CONF" <<CONF
 [global]
-fsid = $(cat /proc/sys/kernel/random/uuid)
+fsid = $FSID
 mon host = v1:127.0.0.1:$MON_PORT
 mon initial members = a
 public addr = 127.0.0.1
@@ -164,14 +165,18 @@ start() {
   mkdir -p "$DIR"/{log,mon,osd,run,crash,rgw}
   write_conf
 
-  ceph-mon --id a --mkfs --keyring /dev/null >"$DIR/log/mon-mkfs.out" 2>&1
+  # The monitor binds the address its monmap gives it: only v1 on MON_PORT. (Left to
+  # itself, it would also bind v2 on the fixed port 3300, which a second cluster can't.)
+  monmaptool --create --fsid "$FSID" --addv a "[v1:127.0.0.1:$MON_PORT]" "$DIR/monmap" \
+    >"$DIR/log/mon-mkfs.out" 2>&1
+  ceph-mon --id a --mkfs --monmap "$DIR/monmap" --keyring /dev/null >>"$DIR/log/mon-mkfs.out" 2>&1
   touch "$DIR/mon/keyring"
   ceph-mon --id a -f >"$DIR/log/mon.out" 2>&1 &
   echo $! >"$DIR/mon.pid"
 
   local uuid id
   uuid=$(cat /proc/sys/kernel/random/uuid)
-  id=$(timeout 60 ceph --connect-timeout 60 osd create "$uuid")
+  id=$(timeout 60 ceph --connect-timeout 60 osd create "$uuid") && [ -n "$id" ] || { log "osd create failed"; return 1; }
   ceph osd crush add "osd.$id" 1 root=default >/dev/null 2>&1
   ceph-osd --id "$id" --mkfs --osd-uuid "$uuid" >"$DIR/log/osd-mkfs.out" 2>&1
   ceph-osd --id "$id" -f >"$DIR/log/osd.out" 2>&1 &

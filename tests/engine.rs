@@ -167,6 +167,26 @@ fn wrong_password_and_missing_repository_are_clear_errors() {
     );
     let err = t.fails(&["init"]);
     assert!(err.contains("already exists"), "{err}");
+    // A repository with its own Argon2id cost opens with the right password only.
+    let other = t.path("kdf-repo");
+    let with = |pw: &str, args: &[&str]| {
+        t.cmd()
+            .env("VAULTFS_REPO", &other)
+            .env("VAULTFS_PASSWORD", pw)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = with(
+        "pw",
+        &["init", "--kdf-memory-mib", "8", "--kdf-passes", "2"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(with("pw", &["vault", "list"]).status.success());
+    let out = with("wrong", &["vault", "list"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong password"));
+    let out = with("pw", &["init", "--kdf-passes", "0"]);
+    assert!(!out.status.success());
 }
 
 #[test]

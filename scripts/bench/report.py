@@ -51,6 +51,276 @@ def fmt_ratio(x):
     return "-" if x is None else f"{x:.2f}"
 
 
+# ---------------------------------------------------------------- mount section
+
+MOUNT_TOOLS = ["ref", "bindfs", "squashfuse", "vaultfs", "restic", "borg"]
+MOUNT_HEAD = {"ref": "ext4", "bindfs": "bindfs", "squashfuse": "squashfuse_ll",
+              "vaultfs": "vaultfs", "restic": "restic", "borg": "borg"}
+MOUNT_PEERS = ["restic", "borg", "squashfuse", "bindfs", "ref"]
+# The mounts of one run whose readiness time counts for "mount → big.bin visible".
+MOUNT_STEPS = ["cat", "rand", "find", "ls", "par", "cp"]
+
+
+def isnum(v):
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def parse_size(v):
+    """Bytes from 268435456, 256M, 1G, 256MiB."""
+    if v is None:
+        return None
+    s = str(v).strip().upper().removesuffix("B").removesuffix("I")
+    mult = 1
+    if s and s[-1] in "KMGT":
+        mult = 1024 ** ("KMGT".index(s[-1]) + 1)
+        s = s[:-1]
+    return float(s) * mult if isnum(s) else None
+
+
+class Row:
+    """One row of the mount table: per tool a {run: number}, lower is better."""
+
+    def __init__(self, key, label, get, fmt, failed=None):
+        self.key, self.label, self.fmt = key, label, fmt
+        self.runs = {t: get(t) for t in MOUNT_TOOLS}
+        self.failed = {t: (failed(t) if failed else 0) for t in MOUNT_TOOLS}
+
+    def med(self, tool):
+        return med(list(self.runs[tool].values()))
+
+    def ratio(self, tool, peer):
+        return ratio(self.med(tool), self.med(peer))
+
+    def per_run(self, tool, peer):
+        a, b = self.runs[tool], self.runs[peer]
+        return [a[k] / b[k] for k in sorted(a) if k in b and b[k]]
+
+    def cell(self, tool):
+        x = self.med(tool)
+        f = self.failed[tool]
+        if x is None:
+            return f"DNF/failed ({f} runs)" if f else "-"
+        return self.fmt(x) + (f" [{f} failed runs]" if f else "")
+
+
+def mount_data(timed, values, meta):
+    """The rows of the mount table (None when the CSV has no mount rows)."""
+    if not any(m.startswith("mount_") for _, m in list(timed) + list(values)):
+        return None
+    big, tree = meta["big_bytes"], meta["tree"]
+
+    def wall(metric):
+        return lambda t: {r: w for r, w, _, _, e in timed.get((t, metric), []) if e == 0}
+
+    def failed(metric):
+        return lambda t: sum(1 for *_, e in timed.get((t, metric), []) if e != 0)
+
+    def val(metric):
+        return lambda t: {r: float(v) for r, v in values.get((t, metric), []) if isnum(v)}
+
+    def comb(metrics, how):
+        def get(t):
+            per = defaultdict(list)
+            for m in metrics:
+                for r, v in val(m)(t).items():
+                    per[r].append(v)
+            return {r: how(v) for r, v in per.items()}
+        return get
+
+    def amp(num, den):
+        """vaultfs bytes fetched from the store / bytes read, per run."""
+        def get(t):
+            a = val(num)(t)
+            b = den(t) if callable(den) else {r: den for r in a}
+            return {r: a[r] / b[r] for r in a if b.get(r)}
+        return get
+
+    def mbps(x):
+        return f"{big / x / 1e6:,.0f} MB/s ({secs(x)})"
+
+    def ms(x):
+        return f"{x:.3f} ms" if x < 1 else f"{x:.2f} ms" if x < 10 else f"{x:.1f} ms"
+
+    def files_s(x):
+        return f"{secs(x)} = {tree['files'] / x:,.0f} files/s"
+
+    def times(x):
+        return f"{x:.2f}×"
+
+    rows = []
+    add = rows.append
+    add(Row("repo", "repository / image size (du -sb; ext4: the bytes of tree + big)",
+            lambda t: ({r: tree["bytes"] + big for r in range(1, int(meta["runs"]) + 1)}
+                       if t == "ref" else val("mount_repo_bytes")(t)), gb))
+    add(Row("ready", "mount → big.bin visible (median of the 6 fresh mounts of a run)",
+            comb([f"mount_ready_{s}" for s in MOUNT_STEPS], med), secs))
+    add(Row("cat_cold", f"cat big.bin ({big / 2**30:.2f} GiB), cold", wall("mount_cat_big_cold"),
+            mbps, failed("mount_cat_big_cold")))
+    add(Row("cat_warm", "cat big.bin again, warm (same mount)", wall("mount_cat_big_warm"),
+            mbps, failed("mount_cat_big_warm")))
+    n = meta.get("rand_reads", "")
+    for phase, what in [("cold", "cold (fresh mount)"), ("warm", "warm (same offsets, same mount)")]:
+        for q in ("p50", "p99"):
+            add(Row(f"rand_{phase}_{q}", f"random 4 KiB pread of big.bin, {q}, {what}",
+                    val(f"mount_rand_{phase}_{q}_ms"), ms, failed(f"mount_rand_{phase}")))
+    add(Row("rand_first", "first 4 KiB pread on the fresh mount (cold pass)",
+            val("mount_rand_cold_first_ms"), ms))
+    add(Row("find", "`find tree \\| wc -l`, cold", wall("mount_find_cold"), secs,
+            failed("mount_find_cold")))
+    add(Row("ls", "`ls -lR tree > /dev/null`, cold", wall("mount_lsR_cold"), secs,
+            failed("mount_lsR_cold")))
+    add(Row("par", "4 parallel readers of big.bin (disjoint quarters, `dd bs=1M`), cold, aggregate",
+            wall("mount_par4_cold"), mbps, failed("mount_par4_cold")))
+    add(Row("cp", f"cp -a tree out ({tree['files']:,} files), cold", wall("mount_cp_tree_cold"),
+            files_s, failed("mount_cp_tree_cold")))
+    add(Row("rss", "daemon peak RSS (VmHWM, max of the 6 mounts)",
+            comb([f"mount_rss_{s}" for s in MOUNT_STEPS], max), mib))
+    add(Row("cpu", "daemon CPU, user+sys (sum of the 6 mounts)",
+            comb([f"mount_cpu_{s}" for s in MOUNT_STEPS], sum),
+            lambda x: f"{x:.1f} s"))
+    amp_rows = [
+        Row("amp_rand_cold", f"random reads, cold ({n} × 4 KiB)",
+            amp("mount_rand_cold_chunk_fetch_bytes", val("mount_rand_cold_bytes_asked")), times),
+        Row("amp_rand_warm", "random reads, warm (same offsets)",
+            amp("mount_rand_warm_chunk_fetch_bytes", val("mount_rand_warm_bytes_asked")), times),
+        Row("amp_cat", "cat big.bin cold + warm (whole mount / one size of big)",
+            amp("mount_fetch_bytes_cat", big), times),
+        Row("amp_cp", "cp -a tree (whole mount / bytes of tree)",
+            amp("mount_fetch_bytes_cp", tree["bytes"]), times),
+    ]
+    synth = Row("synth", "", val("mount_ready_synth"), secs)
+    synth_rss = Row("synth_rss", "", val("mount_rss_synth"), mib)
+    budget = med(list(val("mount_cache_budget_bytes")("vaultfs").values()))
+    counts = {t: sorted(set(int(v) for v in val("mount_find_count")(t).values())) for t in MOUNT_TOOLS}
+    return {"rows": {r.key: r for r in rows}, "order": rows, "amp": amp_rows, "synth": synth,
+            "synth_rss": synth_rss, "synth_bytes": med(list(val("synth_repo_bytes")("vaultfs").values())),
+            "budget": budget, "counts": counts}
+
+
+def mount_table(p, mount, meta):
+    big, tree = meta["big_bytes"], meta["tree"]
+    p("## Reading through a mount")
+    p("")
+    p("Every cold step starts on a fresh mount (daemon just started, the tool's cache "
+      "emptied, `drop_caches`); warm steps repeat the read on the same mount. The tools:")
+    p("")
+    p("- `vaultfs mount` with its defaults"
+      + (f" (chunk cache `--cache-size` {mib(mount['budget'] / 1024)})" if mount["budget"] else "")
+      + "; `restic mount`; `borg mount -f`; each over a repository holding tree and big in one "
+      "backup (made once per invocation, not timed).")
+    p("- `squashfuse_ll` (squashfuse " + meta.get("squashfuse", "").removeprefix("squashfuse ")
+      + ") over a `mksquashfs tree big -comp zstd -noappend -processors 2` image "
+      "(default zstd level and 128 KiB blocks; " + (meta.get("mksquashfs") or "mksquashfs") + ").")
+    p("- `bindfs -f --multithreaded` over the ext4 dataset (" + (meta.get("bindfs") or "bindfs")
+      + "): a passthrough FUSE daemon, the ceiling of a FUSE file system on this machine.")
+    p("- ext4: the same files read in place, no FUSE.")
+    p("")
+    p(f"Random reads: `scripts/bench/randread.py`, {meta.get('rand_reads', 2000)} `os.pread`s of "
+      "4 KiB at 4 KiB-aligned offsets of big.bin drawn with a fixed seed (the same offsets for "
+      "every tool), each timed with `perf_counter_ns`; cold on a fresh mount, then warm with "
+      "the same offsets on the same mount. Parallel readers: `scripts/bench/parread.sh`, 4 "
+      "concurrent `dd bs=1M` each reading its own quarter of big.bin; the aggregate is "
+      "size / wall time. Ratios are vaultfs/peer of times, latencies or sizes (below 1: "
+      "vaultfs faster or smaller).")
+    p("")
+    heads = [MOUNT_HEAD[t] for t in MOUNT_TOOLS]
+    rheads = [f"vaultfs/{MOUNT_HEAD[t]}" for t in MOUNT_PEERS]
+    p("| row | " + " | ".join(heads) + " | " + " | ".join(rheads) + " |")
+    p("|---" * (1 + len(heads) + len(rheads)) + "|")
+    for row in mount["order"]:
+        p(f"| {row.label} | " + " | ".join(row.cell(t) for t in MOUNT_TOOLS) + " | "
+          + " | ".join(fmt_ratio(row.ratio("vaultfs", t)) for t in MOUNT_PEERS) + " |")
+    p("")
+    amps = [r for r in mount["amp"] if r.med("vaultfs") is not None]
+    p("Read amplification of vaultfs, bytes fetched from the store (`chunk_fetch_bytes` of "
+      "`<mnt>/.vaultfs/stats.json`) / bytes read:"
+      + (" " + "; ".join(f"{r.label}: {r.cell('vaultfs')}" for r in amps) + "."
+         if amps else " not measured (this binary's mount offers no `.vaultfs/stats.json`)."))
+    p("")
+    s = mount["synth"]
+    if s.med("vaultfs") is not None:
+        p(f"Synthetic repository ({mount['synth_bytes'] / 1e9:.2f} GB, 1,000 recovery points, "
+          f"over a million chunks, made by `examples/synth-repo`): `vaultfs mount` until "
+          f"`ls <mnt>/<first vault>` succeeds: {s.cell('vaultfs')} (per run: "
+          + ", ".join(f"{x:.3f}" for _, x in sorted(s.runs["vaultfs"].items()))
+          + f"), daemon peak RSS {mount['synth_rss'].cell('vaultfs')}. restic and borg are "
+          "not compared there: there is no generator of a repository of that shape for them.")
+    else:
+        p("Synthetic repository (1,000 points, a million chunks): not measured "
+          "(no `target/release/examples/synth-repo` generator at the time of the run).")
+    p("")
+
+
+def mount_targets(p, mount):
+    """Rows of the Targets table (floors), then the Goals table."""
+    rows = mount["rows"]
+
+    def verdict(x, limit, strict):
+        if x is None:
+            return "not measured (failed?)"
+        return "**met**" if (x < limit if strict else x <= limit) else "**not met**"
+
+    def rel(label, key, peer, limit, strict=False):
+        row = rows[key]
+        x = row.ratio("vaultfs", peer)
+        runs = ", ".join(f"{y:.2f}" for y in row.per_run("vaultfs", peer)) or "-"
+        return f"| {label} | {fmt_ratio(x)} | {runs} | {verdict(x, limit, strict)} |"
+
+    def absolute(label, row, limit, fmt, scale=1.0, strict=True):
+        x = row.med("vaultfs")
+        x = None if x is None else x * scale
+        runs = ", ".join(fmt(y * scale) for _, y in sorted(row.runs["vaultfs"].items())) or "-"
+        return f"| {label} | {'-' if x is None else fmt(x)} | {runs} | {verdict(x, limit, strict)} |"
+
+    p(rel("mount: cold sequential read of big ≥ 2× restic mount (≤ 0.50)", "cat_cold", "restic", 0.5))
+    p(rel("mount: cold sequential read of big ahead of borg mount (< 1.00)", "cat_cold", "borg", 1.0, True))
+    p(rel("mount: `cp -a` of tree ≥ 2× restic mount (≤ 0.50)", "cp", "restic", 0.5))
+    p(rel("mount: `cp -a` of tree ahead of borg mount (< 1.00)", "cp", "borg", 1.0, True))
+    p(rel("mount: `find` ≥ 3× restic mount (≤ 0.33)", "find", "restic", 1 / 3))
+    p(rel("mount: `ls -lR` ≥ 3× restic mount (≤ 0.33)", "ls", "restic", 1 / 3))
+    p(absolute("mount: mount → first listing (big.bin visible) under 0.2 s (seconds)", rows["ready"],
+               0.2, lambda y: f"{y:.3f}"))
+    if mount["synth"].med("vaultfs") is not None:
+        p(absolute("mount: synthetic repository (1,000 points, 1M chunks) → first vault listed "
+                   "under 0.2 s (seconds)", mount["synth"], 0.2, lambda y: f"{y:.3f}"))
+    b = mount["budget"]
+    if b:
+        p(absolute(f"mount: daemon peak RSS within the chunk cache budget ({mib(b / 1024)}; "
+                   f"RSS / budget ≤ 1.00)", rows["rss"], 1.0, lambda y: f"{y:.2f}",
+                   scale=1024 / b, strict=False))
+    p("")
+    p("### Goals (mount)")
+    p("")
+    p("| goal | vaultfs/peer or value (median) | per run | met? |")
+    p("|---|---|---|---|")
+    for key in ["ready", "cat_cold", "cat_warm", "rand_cold_p50", "rand_cold_p99", "rand_warm_p50",
+                "rand_warm_p99", "find", "ls", "par", "cp", "rss", "cpu"]:
+        row = rows[key]
+        p(rel(f"ahead of squashfuse_ll: {row.label} (< 1.00)", key, "squashfuse", 1.0, True))
+    p(rel("cold read of big at least ext4's speed (≤ 1.00)", "cat_cold", "ref", 1.0))
+    p(rel("`cp -a` ≥ 0.5× ext4's speed (≤ 2.00)", "cp", "ref", 2.0))
+    p(rel("`find` ≥ 0.5× ext4's speed (≤ 2.00)", "find", "ref", 2.0))
+    p(rel("`ls -lR` ≥ 0.3× ext4's speed (≤ 3.33)", "ls", "ref", 1 / 0.3))
+    p(absolute("random 4 KiB p50, warm, ≤ 0.3 ms (ms)", rows["rand_warm_p50"], 0.3,
+               lambda y: f"{y:.3f}", strict=False))
+    p("")
+
+
+def mount_checks(p, mount):
+    c = {t: v for t, v in mount["counts"].items() if v}
+    if not c:
+        return
+    ref = c.get("ref")
+    p("- entries seen by `find tree | wc -l`: " + "; ".join(
+        f"{MOUNT_HEAD[t]}: {', '.join(f'{x:,}' for x in v)}"
+        + ("" if ref is None or v == ref else " (DIFFERS from ext4)") for t, v in c.items()))
+
+
+
 def main():
     # report.py CSV META [MORE_CSV...]: more CSVs (same dataset) are merged by run number.
     timed, values = load([sys.argv[1]] + sys.argv[3:])
@@ -107,7 +377,8 @@ def main():
         p(f"Merged with the rows of earlier invocation(s) on the same dataset, by run number: "
           f"`{meta['extra_csv']}` (BENCH_EXTRA_CSV).")
     p("")
-    p("Reproduce (as root, Debian 12; installs restic, borgbackup, zstd, time):")
+    p("Reproduce (as root, Debian 12; installs restic, borgbackup, zstd, time, and for the "
+      "mount section bindfs, squashfuse, squashfs-tools):")
     p("")
     p("```sh")
     p(meta["command"])
@@ -195,59 +466,9 @@ def main():
     p("")
 
     # Mount section.
-    if any(m.startswith("mount_") for _, m in timed):
-        big = meta["big_bytes"]
-        p("## Reading through a mount (cold = fresh mount and dropped page cache)")
-        p("")
-        p("`ref` reads the same files straight from ext4. Throughput is bytes / wall time; "
-          "ratios are vaultfs/peer of the times (below 1: vaultfs faster).")
-        p("")
-        p("| row | ext4 | vaultfs | restic | borg | vaultfs/restic | vaultfs/borg | vaultfs/ext4 |")
-        p("|---|---|---|---|---|---|---|---|")
-
-        def mcell(tool, metric, unit):
-            w = wall(tool, metric)
-            f = failed(tool, metric)
-            if w is None:
-                return f"DNF/failed ({f} runs)" if f else "-"
-            if unit == "MB/s":
-                s = f"{big / w / 1e6:,.0f} MB/s ({secs(w)})"
-            else:
-                s = f"{secs(w)} = {tree['files'] / w:,.0f} files/s"
-            return s + (f" [{f} failed runs]" if f else "")
-
-        def mrow(label, metric, unit):
-            v = wall("vaultfs", metric)
-            cells = [mcell(t, metric, unit) for t in ("ref", "vaultfs", "restic", "borg")]
-            p(f"| {label} | " + " | ".join(cells) + f" | {fmt_ratio(ratio(v, wall('restic', metric)))} | "
-              f"{fmt_ratio(ratio(v, wall('borg', metric)))} | {fmt_ratio(ratio(v, wall('ref', metric)))} |")
-
-        def vrow(label, metric, fmt, combine=None):
-            def get(tool):
-                if combine:
-                    per = defaultdict(list)
-                    for m in combine:
-                        for r, v in values.get((tool, m), []):
-                            if v:
-                                per[r].append(float(v))
-                    xs = [max(v) if fmt == "mib" else sum(v) for v in per.values()]
-                    return med(xs)
-                return size(tool, metric)
-            f = {"s": lambda x: "-" if x is None else secs(x),
-                 "mib": lambda x: mib(x),
-                 "cpu": lambda x: "-" if x is None else f"{x:.1f} s"}[fmt]
-            v = get("vaultfs")
-            p(f"| {label} | - | {f(v)} | {f(get('restic'))} | {f(get('borg'))} | "
-              f"{fmt_ratio(ratio(v, get('restic')))} | {fmt_ratio(ratio(v, get('borg')))} | - |")
-
-        vrow("mount → big.bin visible", "mount_ready_cat", "s")
-        mrow(f"cat big.bin ({big / 2**30:.2f} GiB), cold", "mount_cat_big_cold", "MB/s")
-        mrow("cat big.bin again, warm (same mount)", "mount_cat_big_warm", "MB/s")
-        mrow(f"cp -a tree out ({tree['files']:,} files), cold", "mount_cp_tree_cold", "files/s")
-        vrow("daemon peak RSS (max of the two mounts)", None, "mib",
-             combine=["mount_rss_cat", "mount_rss_cp"])
-        vrow("daemon CPU (both mounts)", None, "cpu", combine=["mount_cpu_cat", "mount_cpu_cp"])
-        p("")
+    mount = mount_data(timed, values, meta)
+    if mount:
+        mount_table(p, mount, meta)
 
     # Targets.
     p("## Targets")
@@ -288,7 +509,10 @@ def main():
     for metric, label in [("backup_tree", "initial backup"), ("unchanged_tree", "unchanged re-backup"),
                           ("incremental_v2", "incremental v2"), ("backup_big", "backup of big")]:
         target(f"peak RSS under restic's, {label} (< 1.00)", metric, "restic", metric, 1.0, field=3, strict=True)
-    p("")
+    if mount:
+        mount_targets(p, mount)
+    else:
+        p("")
 
     # Checks and failures.
     p("## Checks")
@@ -296,6 +520,8 @@ def main():
     for (tool, metric), vs in sorted(values.items()):
         if metric.endswith(("_verified", "_diff")):
             p(f"- {tool} {metric}: " + "; ".join(f"run {r}: {v}" for r, v in vs))
+    if mount:
+        mount_checks(p, mount)
     fails = meta.get("failures", "").strip()
     if fails:
         p("")

@@ -64,6 +64,13 @@ pub enum Command {
         /// life of the repository. See FORMAT.md for why 512 is the default.
         #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(16..=16384))]
         chunk_avg_kib: u32,
+        /// Memory of the Argon2id password derivation, in MiB (every command that opens
+        /// the repository pays it once).
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(8..=4096))]
+        kdf_memory_mib: u32,
+        /// Passes of the Argon2id password derivation over that memory.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        kdf_passes: u32,
     },
     /// Manage vaults.
     #[command(subcommand)]
@@ -221,6 +228,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Init {
             pack_size_mib,
             chunk_avg_kib,
+            kdf_memory_mib,
+            kdf_passes,
         } => {
             let store = open_store_with(g, true)?;
             let pw = read_password(g, true)?;
@@ -230,6 +239,11 @@ pub fn run(cli: Cli) -> Result<i32> {
                     min_size: chunk_avg_kib * 256,
                     avg_size: chunk_avg_kib * 1024,
                     max_size: chunk_avg_kib * 4096,
+                },
+                kdf: KdfParams {
+                    memory_kib: kdf_memory_mib * 1024,
+                    iterations: kdf_passes,
+                    ..crate::repo::crypto::default_kdf()
                 },
                 ..Default::default()
             };

@@ -14,14 +14,18 @@
 # and each cluster gets its own fsid: two clusters with different DIRs, PORTs and
 # S3_RGW_MON_PORTs run side by side without touching each other, e.g.
 #   S3_RGW_MON_PORT=6790 scripts/s3-rgw.sh start /var/tmp/rgw-b 7490
-# The OSD keeps its data in memory (memstore), so a stop loses it. Starting a DIR whose gateway already answers does nothing
-# but print READY again; a DIR left over by a dead cluster is wiped and started afresh.
+# The OSD keeps its data in memory (memstore), so a stop loses it. Starting a DIR whose
+# gateway already answers does nothing but print READY again; a DIR left over by a dead
+# cluster is wiped and started afresh.
 #
 # Things that bite on a single loopback-only node, and how this script avoids them:
 # - daemons must bind to 127.0.0.1 (public/cluster addr), never a routable address;
 # - the OSD must be created with a UUID and mkfs'd with the same one;
 # - no cephx (auth none), one replica, few placement groups per pool, or pool creation
-#   by the gateway fails on the per-OSD PG limit.
+#   by the gateway fails on the per-OSD PG limit;
+# - a monitor left to pick its addresses binds v2 on the fixed port 3300 besides v1: the
+#   monmap is made by hand with v1 on S3_RGW_MON_PORT only, and a start whose monitor port
+#   already answers stops there (the new cluster's commands would reach the old monitor).
 set -euo pipefail
 
 usage() { echo "usage: $0 start DIR [PORT] | stop DIR | status DIR" >&2; exit 2; }

@@ -123,6 +123,63 @@ impl Rule {
     }
 }
 
+impl std::str::FromStr for Rule {
+    type Err = String;
+
+    /// Parses `OP:KEY_CONTAINS:FAULT[:TIMES]`, the form `VAULTFS_FAULTS` takes (rules
+    /// separated by `;`). OP: get, get_range, put, put_new, delete, list, head, read,
+    /// write, any. FAULT: `delay=MS`, `stall=MS` (fails after MS), `error`, `transient`,
+    /// `notfound`, `short=N`, `bitflip=N`, `partial=N`.
+    fn from_str(spec: &str) -> std::result::Result<Rule, String> {
+        let bad = |why: &str| format!("fault rule {spec:?}: {why}");
+        let mut parts = spec.trim().splitn(4, ':');
+        let (op, key, fault) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(o), Some(k), Some(f)) => (o, k, f),
+            _ => return Err(bad("expected OP:KEY_CONTAINS:FAULT[:TIMES]")),
+        };
+        let op = match op {
+            "get" => Op::Get,
+            "get_range" => Op::GetRange,
+            "put" => Op::Put,
+            "put_new" => Op::PutNew,
+            "delete" => Op::Delete,
+            "list" => Op::List,
+            "head" => Op::Head,
+            "read" => Op::Read,
+            "write" => Op::Write,
+            "any" => Op::Any,
+            _ => return Err(bad("unknown operation")),
+        };
+        let (name, arg) = fault.split_once('=').unwrap_or((fault, ""));
+        let num = || {
+            arg.parse::<u64>()
+                .map_err(|_| bad("expected a number after ="))
+        };
+        let fault = match name {
+            "delay" => Fault::Delay(Duration::from_millis(num()?)),
+            "stall" => Fault::Stall {
+                timeout: Duration::from_millis(num()?),
+            },
+            "error" => Fault::Error { transient: false },
+            "transient" => Fault::Error { transient: true },
+            "notfound" => Fault::NotFound,
+            "short" => Fault::ShortRead {
+                missing: num()? as usize,
+            },
+            "bitflip" => Fault::BitFlip { bit: num()? },
+            "partial" => Fault::PartialListing {
+                after: num()? as usize,
+            },
+            _ => return Err(bad("unknown fault")),
+        };
+        let rule = Rule::new(op, key, fault);
+        match parts.next() {
+            None => Ok(rule),
+            Some(n) => Ok(rule.times(n.parse().map_err(|_| bad("TIMES is not a number"))?)),
+        }
+    }
+}
+
 /// Names a rule added to a store, to remove it or count its hits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RuleId(u64);
@@ -402,6 +459,41 @@ mod tests {
         s.inner().put("packs/ab/1", b"0123456789").unwrap();
         s.inner().put("index/1", b"idx").unwrap();
         s
+    }
+
+    #[test]
+    fn rules_parse_from_their_text_form() {
+        let r: Rule = "get_range:packs/ab:delay=1500".parse().unwrap();
+        assert_eq!(
+            r,
+            Rule::new(
+                Op::GetRange,
+                "packs/ab",
+                Fault::Delay(Duration::from_millis(1500))
+            )
+        );
+        let r: Rule = "read::transient:2".parse().unwrap();
+        assert_eq!(
+            r,
+            Rule::new(Op::Read, "", Fault::Error { transient: true }).times(2)
+        );
+        let r: Rule = "list:points/:partial=3".parse().unwrap();
+        assert_eq!(r.fault, Fault::PartialListing { after: 3 });
+        for bad in [
+            "get",
+            "nope:x:error",
+            "get:x:delay=soon",
+            "get:x:melt",
+            "get:x:error:z",
+        ] {
+            let e = bad.parse::<Rule>().unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+        // The text form drives a store like the typed form does.
+        let s = store();
+        s.add_rule("get:packs/:notfound:1".parse().unwrap());
+        assert!(s.get("packs/ab/1").unwrap_err().is_not_found());
+        assert_eq!(s.get("packs/ab/1").unwrap(), b"0123456789");
     }
 
     #[test]

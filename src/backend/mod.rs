@@ -149,11 +149,26 @@ pub fn open(address: &str) -> std::result::Result<Store, String> {
 }
 
 /// Like [`open`], with explicit settings that override the environment's.
+///
+/// When `VAULTFS_FAULTS` is set, the store is wrapped in a [`faulty::FaultyStore`] with
+/// those rules (`;`-separated, see [`faulty::Rule`]'s `FromStr`): a way to rehearse
+/// failures (slow or failing objects) end to end. Never set it on a real repository.
 pub fn open_with(address: &str, opts: &OpenOptions) -> std::result::Result<Store, String> {
-    if let Some(rest) = address.strip_prefix("s3://") {
-        return open_s3(rest, opts);
+    let store: Store = match address.strip_prefix("s3://") {
+        Some(rest) => open_s3(rest, opts)?,
+        None => Arc::new(local::LocalStore::new(address)),
+    };
+    match std::env::var("VAULTFS_FAULTS") {
+        Ok(spec) if !spec.trim().is_empty() => {
+            let faulty = faulty::FaultyStore::new(store);
+            for rule in spec.split(';').filter(|r| !r.trim().is_empty()) {
+                faulty.add_rule(rule.parse()?);
+            }
+            tracing::warn!("VAULTFS_FAULTS is set: injecting faults ({spec})");
+            Ok(Arc::new(faulty))
+        }
+        _ => Ok(store),
     }
-    Ok(Arc::new(local::LocalStore::new(address)))
 }
 
 fn open_s3(rest: &str, opts: &OpenOptions) -> std::result::Result<Store, String> {

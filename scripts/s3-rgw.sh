@@ -14,6 +14,9 @@
 # and each cluster gets its own fsid: two clusters with different DIRs, PORTs and
 # S3_RGW_MON_PORTs run side by side without touching each other, e.g.
 #   S3_RGW_MON_PORT=6790 scripts/s3-rgw.sh start /var/tmp/rgw-b 7490
+# S3_RGW_BEAST_OPTS adds options to the gateway's beast frontend, e.g. "tcp_nodelay=1"
+# (without it the gateway's replies wait for the client's delayed ACK, ~40 ms, whenever a
+# reply is written in two pieces: one small GET costs ~50 ms instead of a few).
 # The OSD keeps its data in memory (memstore), so a stop loses it. Starting a DIR whose
 # gateway already answers does nothing but print READY again; a DIR left over by a dead
 # cluster is wiped and started afresh.
@@ -34,6 +37,7 @@ cmd=${1:-}; DIR=${2:-}
 [ -n "$cmd" ] && [ -n "$DIR" ] || usage
 PORT=${3:-7480}
 MON_PORT=${S3_RGW_MON_PORT:-6789}
+BEAST_OPTS=${S3_RGW_BEAST_OPTS:-}
 AK=${S3_ACCESS_KEY:-test}
 SK=${S3_SECRET_KEY:-testsecret}
 STORE=${S3_RGW_OBJECTSTORE:-memstore}
@@ -138,7 +142,7 @@ osd class update on start = false
 osd crush update on start = false
 log file = $DIR/log/osd.log
 [client.rgw.vaultfs]
-rgw frontends = beast endpoint=127.0.0.1:$PORT
+rgw frontends = beast endpoint=127.0.0.1:$PORT${BEAST_OPTS:+ $BEAST_OPTS}
 rgw dns name = localhost
 rgw thread pool size = 64
 log file = $DIR/log/rgw.log

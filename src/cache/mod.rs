@@ -12,8 +12,11 @@
 //!    failure of the disk tier is a miss;
 //! 4. one ranged read of the pack object, then authenticate + decompress.
 //!
-//! Errors are shared with every waiter as `Arc<RepoError>` and are never cached: the next
-//! read tries again. The in-flight entry is removed by a guard, on success, on error and on
+//! Errors are shared with every waiter as `Arc<RepoError>`. Damage is never remembered:
+//! the next read tries again. A store that failed to answer (a timeout, a 5xx after the
+//! retries) is remembered for a short while ([`FAILURE_MEMORY`]) per chunk: the kernel
+//! retries a failed read at once (readahead, then the read itself), and without this a
+//! stalled store would make every EIO take twice the store's whole retry budget. The in-flight entry is removed by a guard, on success, on error and on
 //! unwind, so a panicking loader never leaves waiters hanging.
 //!
 //! Readahead ([`ChunkCache::prefetch`]) hands chunk refs to a small pool of background
@@ -28,12 +31,17 @@ pub mod disk;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
 use crate::backend::BackendError;
 use crate::repo::format::{ChunkId, ChunkRef};
 use crate::repo::{RepoError, Repository};
+
+/// How long a chunk whose load failed in the store (not damage) answers with that error
+/// without a new fetch.
+pub const FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A decompressed chunk, shared between the cache and readers.
 pub type Chunk = Arc<Vec<u8>>;
@@ -58,6 +66,8 @@ pub struct CacheStats {
     pub waits: AtomicU64,
     pub prefetches_queued: AtomicU64,
     pub prefetches_dropped: AtomicU64,
+    /// Reads answered by a remembered store failure, without a fetch.
+    pub failures_remembered: AtomicU64,
 }
 
 struct Mem {
@@ -79,6 +89,9 @@ pub struct ChunkCache {
     inflight: Mutex<HashMap<ChunkId, Arc<Flight>>>,
     disk: Option<disk::DiskCache>,
     prefetch_tx: Mutex<Option<crossbeam_channel::Sender<ChunkRef>>>,
+    /// Recent store failures, by chunk: see the module documentation.
+    failed: Mutex<HashMap<ChunkId, (Instant, FetchError)>>,
+    failure_memory: Duration,
     pub stats: CacheStats,
 }
 
@@ -135,8 +148,47 @@ impl ChunkCache {
             inflight: Mutex::new(HashMap::new()),
             disk,
             prefetch_tx: Mutex::new(None),
+            failed: Mutex::new(HashMap::new()),
+            failure_memory: FAILURE_MEMORY,
             stats: CacheStats::default(),
         })
+    }
+
+    /// Like [`ChunkCache::new`], remembering store failures for `d` instead of
+    /// [`FAILURE_MEMORY`] (zero: never).
+    pub fn with_failure_memory(
+        repo: Arc<Repository>,
+        mem_bytes: u64,
+        disk: Option<disk::DiskCache>,
+        d: Duration,
+    ) -> Arc<ChunkCache> {
+        let mut c = Self::new(repo, mem_bytes, disk);
+        Arc::get_mut(&mut c).expect("not shared yet").failure_memory = d;
+        c
+    }
+
+    /// A store failure of this chunk recent enough to answer for it.
+    fn remembered_failure(&self, id: &ChunkId) -> Option<FetchError> {
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, e) = failed.get(id)?;
+        if at.elapsed() < self.failure_memory {
+            self.stats
+                .failures_remembered
+                .fetch_add(1, Ordering::Relaxed);
+            return Some(e.clone());
+        }
+        failed.remove(id);
+        None
+    }
+
+    fn remember_failure(&self, id: ChunkId, e: &FetchError) {
+        if self.failure_memory.is_zero() || !matches!(**e, RepoError::Backend(_)) {
+            return;
+        }
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        let keep = self.failure_memory;
+        failed.retain(|_, (at, _)| at.elapsed() < keep);
+        failed.insert(id, (Instant::now(), e.clone()));
     }
 
     pub fn repo(&self) -> &Arc<Repository> {
@@ -167,6 +219,7 @@ impl ChunkCache {
             "fetch_errors": l(&s.fetch_errors),
             "prefetches_queued": l(&s.prefetches_queued),
             "prefetches_dropped": l(&s.prefetches_dropped),
+            "failures_remembered": l(&s.failures_remembered),
             "cache_bytes": bytes,
             "cache_chunks": chunks,
             "cache_limit": self.mem_limit,
@@ -188,6 +241,9 @@ impl ChunkCache {
         if let Some(c) = self.lock_mem().lru.get(&r.id) {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(c.clone());
+        }
+        if let Some(e) = self.remembered_failure(&r.id) {
+            return Err(e);
         }
         let (flight, leader) = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
@@ -221,8 +277,9 @@ impl ChunkCache {
             flight,
         };
         let result = self.load(r).map(Arc::new).map_err(Arc::new);
-        if let Ok(c) = &result {
-            self.insert(r.id, c.clone());
+        match &result {
+            Ok(c) => self.insert(r.id, c.clone()),
+            Err(e) => self.remember_failure(r.id, e),
         }
         *guard
             .flight
@@ -483,6 +540,30 @@ mod tests {
             *cache.get(&missing).unwrap_err(),
             RepoError::Damaged { .. }
         ));
+    }
+
+    #[test]
+    fn store_failures_are_remembered_briefly_damage_is_not() {
+        use crate::backend::faulty::{Fault, FaultyStore, Op, Rule};
+        let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
+        let repo = test_repo(faulty.clone());
+        let r = put_chunk(&repo, b"a chunk behind a failing store");
+        let memory = Duration::from_millis(300);
+        let cache = ChunkCache::with_failure_memory(repo, 1 << 20, None, memory);
+        faulty
+            .add_rule(Rule::new(Op::GetRange, "packs/", Fault::Error { transient: true }).times(1));
+        let calls = || faulty.calls(Op::GetRange);
+        assert!(cache.get(&r).is_err());
+        let after_first = calls();
+        // At once again: the same error, no new fetch (the rule has no uses left, so a
+        // fetch would have succeeded).
+        let e = cache.get(&r).unwrap_err();
+        assert!(matches!(*e, RepoError::Backend(_)), "{e}");
+        assert_eq!(calls(), after_first);
+        assert_eq!(cache.stats.failures_remembered.load(Ordering::Relaxed), 1);
+        std::thread::sleep(memory + Duration::from_millis(50));
+        assert!(cache.get(&r).is_ok());
+        assert_eq!(calls(), after_first + 1);
     }
 
     #[test]

@@ -6,114 +6,179 @@
 use super::*;
 
 impl VaultFs {
-    /// The vaults, re-listed when the list is older than the refresh interval.
-    pub(super) fn vaults(&self, root: &Mutex<VaultList>) -> Result<Vec<(String, u64)>> {
-        let mut list = lock(root);
-        let stale = list
-            .refreshed
-            .is_none_or(|t| t.elapsed() >= self.opts.refresh);
-        if stale {
-            match self.repo.list_vaults() {
-                Ok(names) => {
-                    let old: Vec<String> = list.names.iter().map(|(n, _)| n.clone()).collect();
-                    list.names = names
-                        .into_iter()
-                        .map(|name| {
-                            let ino = self.inodes.get_or_alloc(Key::Vault(name.clone()), || {
-                                (
-                                    ROOT_INO,
-                                    name.clone().into_bytes(),
-                                    Body::Vault(VaultDir {
-                                        name: name.clone(),
-                                        points: Mutex::new(PointList::default()),
-                                    }),
-                                )
-                            });
-                            (name, ino)
-                        })
-                        .collect();
-                    for gone in old
-                        .iter()
-                        .filter(|o| !list.names.iter().any(|(n, _)| n == *o))
-                    {
-                        self.invalidate(Inval::Entry {
-                            parent: ROOT_INO,
-                            name: gone.clone().into_bytes(),
-                        });
-                    }
-                    list.refreshed = Some(Instant::now());
-                }
-                Err(e) if list.refreshed.is_some() => {
-                    tracing::warn!("listing vaults failed, keeping the previous list: {e}");
-                }
-                Err(e) => return Err(e.into()),
-            }
+    /// Whether a list must be (re-)read before it answers: when it never was, or, without
+    /// the background refresher, when it is older than the refresh interval.
+    fn must_refresh(&self, refreshed: Option<Instant>) -> bool {
+        match refreshed {
+            None => true,
+            Some(t) => !self.opts.background_refresh && t.elapsed() >= self.opts.refresh,
         }
-        Ok(list.names.clone())
     }
 
-    /// A vault's points (oldest first), re-listed when older than the refresh interval.
-    /// When the list changes, the kernel's entries for `latest` and vanished points are
-    /// invalidated.
+    /// The vaults. Read on first use; then re-read after the refresh interval, by the
+    /// caller or (with `background_refresh`) by [`VaultFs::refresh_lists`].
+    pub(super) fn vaults(&self, root: &Mutex<VaultList>) -> Result<Vec<(String, u64)>> {
+        let refreshed = lock(root).refreshed;
+        if self.must_refresh(refreshed) {
+            let listed = self.repo.list_vaults();
+            self.apply_vaults(root, listed)?;
+        }
+        Ok(lock(root).names.clone())
+    }
+
+    /// Installs a fresh listing of the vaults (read without holding the list's lock, so a
+    /// slow store holds up no lookup of a list already known).
+    fn apply_vaults(
+        &self,
+        root: &Mutex<VaultList>,
+        listed: crate::repo::Result<Vec<String>>,
+    ) -> Result<()> {
+        let mut list = lock(root);
+        let names = match listed {
+            Ok(names) => names,
+            Err(e) if list.refreshed.is_some() => {
+                tracing::warn!("listing vaults failed, keeping the previous list: {e}");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let old: Vec<String> = list.names.iter().map(|(n, _)| n.clone()).collect();
+        list.names = names
+            .into_iter()
+            .map(|name| {
+                let ino = self.inodes.get_or_alloc(Key::Vault(name.clone()), || {
+                    (
+                        ROOT_INO,
+                        name.clone().into_bytes(),
+                        Body::Vault(VaultDir {
+                            name: name.clone(),
+                            points: Mutex::new(PointList::default()),
+                        }),
+                    )
+                });
+                (name, ino)
+            })
+            .collect();
+        for gone in old
+            .iter()
+            .filter(|o| !list.names.iter().any(|(n, _)| n == *o))
+        {
+            self.invalidate(Inval::Entry {
+                parent: ROOT_INO,
+                name: gone.clone().into_bytes(),
+            });
+        }
+        if old.len() != list.names.len() {
+            self.invalidate(Inval::Inode(ROOT_INO));
+        }
+        list.refreshed = Some(Instant::now());
+        Ok(())
+    }
+
+    /// A vault's points (oldest first); refreshed like [`VaultFs::vaults`]. When the list
+    /// changes, the kernel's entries for `latest` and vanished points are invalidated.
     pub(super) fn points(&self, vault_ino: u64, v: &VaultDir) -> Result<Vec<(String, u64)>> {
+        let refreshed = lock(&v.points).refreshed;
+        if self.must_refresh(refreshed) {
+            let listed = self.repo.list_points(&v.name);
+            self.apply_points(vault_ino, v, listed)?;
+        }
+        Ok(lock(&v.points).names.clone())
+    }
+
+    fn apply_points(
+        &self,
+        vault_ino: u64,
+        v: &VaultDir,
+        listed: crate::repo::Result<Vec<String>>,
+    ) -> Result<()> {
         let mut list = lock(&v.points);
-        let stale = list
-            .refreshed
-            .is_none_or(|t| t.elapsed() >= self.opts.refresh);
-        if stale {
-            match self.repo.list_points(&v.name) {
-                Ok(names) => {
-                    let old_latest = list.latest().map(str::to_string);
-                    let old: Vec<String> = list.names.iter().map(|(n, _)| n.clone()).collect();
-                    let mut fresh = Vec::with_capacity(names.len());
-                    for name in names {
-                        let ino = match list.by_name.get(&name) {
-                            Some(&ino) => ino,
-                            None => {
-                                let ino = self.inodes.alloc(
-                                    vault_ino,
-                                    name.clone().into_bytes(),
-                                    Body::Point(PointDir {
-                                        vault: v.name.clone(),
-                                        point: name.clone(),
-                                        time_ns: point_time(&name).unwrap_or(self.started_ns),
-                                        backups: Mutex::new(None),
-                                    }),
-                                );
-                                list.by_name.insert(name.clone(), ino);
-                                ino
-                            }
-                        };
-                        fresh.push((name, ino));
-                    }
-                    list.names = fresh;
-                    for gone in old
-                        .iter()
-                        .filter(|o| !list.names.iter().any(|(n, _)| n == *o))
-                    {
-                        self.invalidate(Inval::Entry {
-                            parent: vault_ino,
-                            name: gone.clone().into_bytes(),
-                        });
-                    }
-                    if list.latest().map(str::to_string) != old_latest {
-                        let latest = self.latest_ino(vault_ino, &v.name);
-                        self.invalidate(Inval::Entry {
-                            parent: vault_ino,
-                            name: b"latest".to_vec(),
-                        });
-                        self.invalidate(Inval::Inode(latest));
-                        self.invalidate(Inval::Inode(vault_ino));
-                    }
-                    list.refreshed = Some(Instant::now());
+        let names = match listed {
+            Ok(names) => names,
+            Err(e) if list.refreshed.is_some() => {
+                tracing::warn!(vault = %v.name, "listing points failed, keeping the previous list: {e}");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let old_latest = list.latest().map(str::to_string);
+        let old: Vec<String> = list.names.iter().map(|(n, _)| n.clone()).collect();
+        let mut fresh = Vec::with_capacity(names.len());
+        for name in names {
+            let ino = match list.by_name.get(&name) {
+                Some(&ino) => ino,
+                None => {
+                    let ino = self.inodes.alloc(
+                        vault_ino,
+                        name.clone().into_bytes(),
+                        Body::Point(PointDir {
+                            vault: v.name.clone(),
+                            point: name.clone(),
+                            time_ns: point_time(&name).unwrap_or(self.started_ns),
+                            backups: Mutex::new(None),
+                        }),
+                    );
+                    list.by_name.insert(name.clone(), ino);
+                    ino
                 }
-                Err(e) if list.refreshed.is_some() => {
-                    tracing::warn!(vault = %v.name, "listing points failed, keeping the previous list: {e}");
-                }
-                Err(e) => return Err(e.into()),
+            };
+            fresh.push((name, ino));
+        }
+        list.names = fresh;
+        for gone in old
+            .iter()
+            .filter(|o| !list.names.iter().any(|(n, _)| n == *o))
+        {
+            self.invalidate(Inval::Entry {
+                parent: vault_ino,
+                name: gone.clone().into_bytes(),
+            });
+        }
+        if list.latest().map(str::to_string) != old_latest {
+            let latest = self.latest_ino(vault_ino, &v.name);
+            self.invalidate(Inval::Entry {
+                parent: vault_ino,
+                name: b"latest".to_vec(),
+            });
+            self.invalidate(Inval::Inode(latest));
+            self.invalidate(Inval::Inode(vault_ino));
+        }
+        list.refreshed = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Re-reads the vault list and every point list read so far, outside their locks:
+    /// the background refresher calls this every refresh interval, so that lookups answer
+    /// from memory even while the store is slow or unreachable.
+    pub fn refresh_lists(&self) {
+        let Some(root) = self.inodes.get(ROOT_INO) else {
+            return;
+        };
+        let Body::Root(vaults) = &root.body else {
+            return;
+        };
+        if lock(vaults).refreshed.is_none() {
+            return;
+        }
+        if let Err(e) = self.apply_vaults(vaults, self.repo.list_vaults()) {
+            tracing::warn!("refreshing the vault list: {e:?}");
+        }
+        let known: Vec<u64> = lock(vaults).names.iter().map(|(_, i)| *i).collect();
+        for ino in known {
+            let Some(inode) = self.inodes.get(ino) else {
+                continue;
+            };
+            let Body::Vault(v) = &inode.body else {
+                continue;
+            };
+            if lock(&v.points).refreshed.is_none() {
+                continue;
+            }
+            let listed = self.repo.list_points(&v.name);
+            if let Err(e) = self.apply_points(ino, v, listed) {
+                tracing::warn!(vault = %v.name, "refreshing points: {e:?}");
             }
         }
-        Ok(list.names.clone())
     }
 
     pub(super) fn latest_ino(&self, vault_ino: u64, vault: &str) -> u64 {

@@ -197,6 +197,26 @@ pub fn block_exit_signals() -> ExitSignals {
     ExitSignals(signals)
 }
 
+/// Re-reads the vault and point lists every `every` on a thread of its own (lookups
+/// answer from memory, so a slow store delays new points, never a lookup). Ends with the
+/// mount (it holds only a weak reference).
+fn spawn_refresher(vfs: &Arc<ops::VaultFs>, every: Duration) -> std::io::Result<()> {
+    let weak = Arc::downgrade(vfs);
+    let every = every.max(Duration::from_millis(100));
+    std::thread::Builder::new()
+        .name("refresh".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                match weak.upgrade() {
+                    Some(vfs) => vfs.refresh_lists(),
+                    None => return,
+                }
+            }
+        })
+        .map(|_| ())
+}
+
 /// Mounts the repository and serves it until unmounted or interrupted.
 pub fn mount(
     repo: Arc<Repository>,
@@ -223,6 +243,7 @@ pub fn mount(
     let fs_opts = ops::FsOptions {
         refresh: opts.refresh,
         allow_delete: opts.allow_delete,
+        background_refresh: true,
         ..Default::default()
     };
     let vfs = Arc::new(ops::VaultFs::new(repo.clone(), cache, fs_opts));
@@ -253,6 +274,10 @@ pub fn mount(
             source,
         })?;
     vfs.set_invalidator(fuse::spawn_invalidator(session.notifier()));
+    spawn_refresher(&vfs, opts.refresh).map_err(|source| MountError::Session {
+        path: mnt.clone(),
+        source,
+    })?;
 
     let mut unmounter = session.unmount_callable();
     let mnt2 = mnt.clone();

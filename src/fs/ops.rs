@@ -160,6 +160,9 @@ pub struct FsOptions {
     pub allow_delete: bool,
     /// How long finished tasks stay in `.vaultfs/tasks/`.
     pub task_keep: Duration,
+    /// Lists once read are refreshed only by [`VaultFs::refresh_lists`] (the mount runs
+    /// it on a thread of its own), never inside a lookup.
+    pub background_refresh: bool,
 }
 
 impl Default for FsOptions {
@@ -172,6 +175,7 @@ impl Default for FsOptions {
             readahead_bytes: 32 << 20,
             allow_delete: false,
             task_keep: Duration::from_secs(3600),
+            background_refresh: false,
         }
     }
 }

@@ -566,3 +566,52 @@ fn a_damaged_backup_leaves_its_siblings_in_the_point() {
         other_ino
     );
 }
+
+#[test]
+fn background_refresh_keeps_lookups_off_a_stalled_store() {
+    use crate::backend::faulty::{Fault, FaultyStore, Op, Rule};
+    let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
+    let f = fixture_on(faulty.clone());
+    let cache = ChunkCache::new(f.repo.clone(), 64 << 20, None);
+    let fs = VaultFs::new(
+        f.repo.clone(),
+        cache,
+        FsOptions {
+            refresh: Duration::ZERO,
+            background_refresh: true,
+            ..Default::default()
+        },
+    );
+    let vault = walk(&fs, "v").unwrap().attr.ino;
+    assert_eq!(names(&fs, vault).len(), 4); // . .. <point> latest
+    // A new point, then every listing of the store stalls.
+    std::thread::sleep(Duration::from_millis(1100));
+    backup(
+        &f.repo,
+        "v",
+        Source::Trees(vec![f.src.clone()]),
+        &BackupOptions::default(),
+    )
+    .unwrap();
+    faulty.add_rule(Rule::new(
+        Op::List,
+        "",
+        Fault::Stall {
+            timeout: Duration::from_secs(30),
+        },
+    ));
+    std::thread::scope(|s| {
+        let refresher = s.spawn(|| fs.refresh_lists());
+        std::thread::sleep(Duration::from_millis(100));
+        // Lookups and listings answer from memory while the refresh waits.
+        assert_eq!(names(&fs, ROOT_INO).len(), 4);
+        assert_eq!(names(&fs, vault).len(), 4);
+        walk(&fs, "v/latest/tree/a.txt").unwrap();
+        assert!(!refresher.is_finished(), "the refresh is still stalled");
+        faulty.clear_rules();
+        faulty.release();
+        refresher.join().unwrap();
+    });
+    // The refresh saw the new point.
+    assert_eq!(names(&fs, vault).len(), 5);
+}

@@ -445,6 +445,9 @@ enum Mode {
     Pass,
     /// Part uploads get a 500 InternalError (after their body was read).
     FailParts,
+    /// Like `FailParts`, and aborts of multipart uploads fail too: the upload is left
+    /// behind, as by a writer that crashed.
+    FailPartsAndAborts,
     /// Requests are read and never answered.
     Stall,
     /// The next PUT reaches the server, but its answer is lost (the connection closes
@@ -539,7 +542,9 @@ fn serve(
         lose
     };
     let mode = *mode.lock().unwrap();
-    let is_part = head.lines().next().unwrap_or("").contains("partNumber=");
+    let request_line = head.lines().next().unwrap_or("");
+    let is_part = request_line.contains("partNumber=");
+    let is_abort = request_line.starts_with("DELETE ") && request_line.contains("uploadId=");
     if is_part {
         parts.fetch_add(1, Ordering::SeqCst);
     }
@@ -549,7 +554,7 @@ fn serve(
             while client.read(&mut chunk).map(|n| n > 0).unwrap_or(false) {}
             return Ok(());
         }
-        Mode::FailParts if is_part => {
+        Mode::FailParts | Mode::FailPartsAndAborts if is_part => {
             let length: usize = head
                 .lines()
                 .find_map(|l| {
@@ -566,6 +571,16 @@ fn serve(
                 }
                 body += n;
             }
+            let xml = "<Error><Code>InternalError</Code><Message>injected</Message></Error>";
+            write!(
+                client,
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+                xml.len()
+            )?;
+            return client.shutdown(Shutdown::Both);
+        }
+        Mode::FailPartsAndAborts if is_abort => {
             let xml = "<Error><Code>InternalError</Code><Message>injected</Message></Error>";
             write!(
                 client,
@@ -630,6 +645,40 @@ fn s3_failed_multipart_upload_is_retried_then_aborted() {
     proxy.set(Mode::Pass);
     s.put("packs/big", &data).unwrap();
     assert_eq!(direct.get("packs/big").unwrap(), data);
+    assert!(direct.unfinished_uploads().unwrap().is_empty());
+}
+
+/// A multipart upload whose abort failed too (a crashed writer) is left on the server;
+/// `abort_stale_uploads` (run by `check` for uploads older than a day) removes it once it
+/// is older than asked, and not before.
+#[test]
+fn s3_leftover_multipart_uploads_are_aborted_once_stale() {
+    let Some((direct, ep)) = s3_store("stale") else {
+        return;
+    };
+    let proxy = Proxy::start(&ep);
+    let o = S3Options {
+        max_attempts: 1,
+        ..options(&proxy.endpoint())
+    };
+    let s = S3Store::open(&direct.location(), o).unwrap();
+    proxy.set(Mode::FailPartsAndAborts);
+    assert!(s.put("packs/left", &pattern(20 * MIB, 5)).is_err());
+    proxy.set(Mode::Pass);
+    assert_eq!(direct.unfinished_uploads().unwrap(), vec!["packs/left"]);
+    assert_eq!(direct.head("packs/left").unwrap(), None);
+    // Younger than an hour: kept (a writer may still be working on it).
+    assert_eq!(
+        direct
+            .abort_stale_uploads(Duration::from_secs(3600))
+            .unwrap(),
+        0
+    );
+    assert_eq!(direct.unfinished_uploads().unwrap().len(), 1);
+    // Older than one second: aborted, through the ObjectStore seam as `check` calls it.
+    thread::sleep(Duration::from_millis(2100));
+    let n = ObjectStore::clean_stale_uploads(&direct, Duration::from_secs(1)).unwrap();
+    assert_eq!(n, 1);
     assert!(direct.unfinished_uploads().unwrap().is_empty());
 }
 

@@ -202,6 +202,118 @@ fn damaged_pack_is_named(t: &TestRepo) {
     assert!(err.contains("damaged"), "{err}");
 }
 
+/// `vaultfs ARGS` as if run on another machine: in a UTS namespace of its own whose
+/// hostname is `host`, so that its locks and points carry that name.
+fn on_host(t: &TestRepo, host: &str, args: &[&str]) -> Command {
+    let mut c = t.cmd();
+    let prog = c.get_program().to_owned();
+    let mut u = Command::new("unshare");
+    u.args([
+        "-u",
+        "sh",
+        "-c",
+        &format!("hostname {host} && exec \"$0\" \"$@\""),
+    ])
+    .arg(prog)
+    .args(args);
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => u.env(k, v),
+            None => u.env_remove(k),
+        };
+    }
+    c = u;
+    c
+}
+
+/// Two hosts on one repository: two mounts on this host see a point made on host A
+/// within their refresh interval; a writer on host A holds the lock against writers
+/// here, and after host A dies its lock stays (another host's process cannot be checked)
+/// until `vaultfs unlock --all`.
+fn two_hosts_share_a_repository(t: &TestRepo) {
+    let src = t.path("tree");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("here"), b"from this host\n").unwrap();
+    backup_json(t, &src);
+    let m1 = t.mount(&[], &[]);
+    let m2 = t.mount(&[], &[]);
+    let count = |m: &Mount| fs::read_dir(m.p("v")).unwrap().count();
+    assert_eq!((count(&m1), count(&m2)), (2, 2)); // one point and latest
+
+    // Host A takes a point.
+    let other = t.path("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("there"), random_bytes(3, 300_000)).unwrap();
+    let o = on_host(
+        t,
+        "host-a",
+        &["backup", "v", other.to_str().unwrap(), "--json"],
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let points = t.points();
+    assert_eq!(points.as_array().unwrap().len(), 2);
+    let new = points[1]["id"].as_str().unwrap().to_string();
+    let t0 = Instant::now();
+    for m in [&m1, &m2] {
+        let file = m.p(&format!("v/{new}/other/there"));
+        while !file.exists() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "host A's point never appeared in {}",
+                m.dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(fs::read(&file).unwrap(), random_bytes(3, 300_000));
+        assert_eq!(fs::read_link(m.p("v/latest")).unwrap(), Path::new(&new));
+    }
+    eprintln!(
+        "{}: host A's point seen by both mounts after {:?}",
+        what(t),
+        t0.elapsed()
+    );
+
+    // Host A's writer holds the lock while it waits for its input.
+    let mut writer = on_host(
+        t,
+        "host-a",
+        &["backup", "v", "--image", "-", "--name", "img"],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let t0 = Instant::now();
+    while t.object_keys("locks").is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "host A took no lock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = t.fails(&["backup", "v", src.to_str().unwrap()]);
+    assert!(err.contains("locked") && err.contains("host-a"), "{err}");
+    // Host A dies: its lock cannot be judged from here and stays.
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    let err = t.fails(&["backup", "v", src.to_str().unwrap()]);
+    assert!(err.contains("vaultfs unlock"), "{err}");
+    t.ok(&["unlock"]); // only this host's stale locks: none
+    assert_eq!(t.object_keys("locks").len(), 1);
+    t.ok(&["unlock", "--all"]);
+    backup_json(t, &src);
+    assert_eq!(
+        t.points().as_array().unwrap().len(),
+        3,
+        "no point of the dead writer"
+    );
+    drop(m1);
+    drop(m2);
+}
+
 // ---- the tests: each body against a local repository and against S3 ----
 
 #[test]
@@ -242,6 +354,21 @@ fn s3_damaged_pack_is_named() {
     if let Some(t) = s3_repo("damage", 4) {
         damaged_pack_is_named(&t);
     }
+}
+
+#[test]
+fn local_two_hosts_share_a_repository() {
+    if fuse_available() {
+        two_hosts_share_a_repository(&TestRepo::new());
+    }
+}
+
+#[test]
+fn s3_two_hosts_share_a_repository() {
+    if s3_endpoint().is_none() || !fuse_available() {
+        return;
+    }
+    two_hosts_share_a_repository(&s3_repo("hosts", 4).unwrap());
 }
 
 // ---- S3 only ----

@@ -208,7 +208,10 @@ fn stalled_server_gives_eio_in_time_unmounts_and_recovers() {
         // The daemon is still alive and mounted.
         assert!(mounted(&m.dir));
     }
-    // Continued: the same mount serves every file, those that failed included.
+    // Continued: the same mount serves every file, those that failed included, once the
+    // mount has forgotten the failures (it remembers a chunk's store failure for 2 s, so
+    // that the kernel's immediate retry of a failed read does not wait a second time).
+    std::thread::sleep(Duration::from_millis(2500));
     let t0 = Instant::now();
     for (i, d) in data.iter().enumerate() {
         let (res, _) = within(Duration::from_secs(90), "read after SIGCONT", {

@@ -1,3 +1,5 @@
+use std::os::unix::process::CommandExt;
+
 use clap::Parser;
 
 fn main() {
@@ -9,6 +11,9 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = vaultfs::cli::Cli::parse();
+    if matches!(cli.command, vaultfs::cli::Command::Mount { .. }) {
+        one_malloc_arena();
+    }
     match vaultfs::cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -16,4 +21,25 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// The mount daemon runs with a single glibc malloc arena: chunk buffers are allocated by
+/// fetch threads and freed by whichever thread evicts them, and one arena per thread then
+/// keeps tens of MiB the daemon no longer uses (measured with a 32 MiB chunk cache: 115
+/// MiB RSS with an arena per thread, 60 MiB with one, same throughput). glibc reads the
+/// setting only at start, so the process re-executes itself once with it (same pid, same
+/// arguments); where that fails it goes on as it is.
+fn one_malloc_arena() {
+    const VAR: &str = "MALLOC_ARENA_MAX";
+    if std::env::var_os(VAR).is_some() {
+        return;
+    }
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_else(|| "vaultfs".into());
+    let err = std::process::Command::new("/proc/self/exe")
+        .arg0(argv0)
+        .args(args)
+        .env(VAR, "1")
+        .exec();
+    tracing::debug!("re-executing with {VAR}=1 failed ({err}); going on with the default");
 }

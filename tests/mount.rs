@@ -820,6 +820,14 @@ fn control_files_describe_vaults_and_points() {
     assert!(s1["backend"]["get_range"].as_u64().unwrap() >= 1, "{s1}");
     assert!(s1["cache_bytes"].as_u64().unwrap() <= s1["cache_limit"].as_u64().unwrap());
     assert!(s1["rss_bytes"].as_u64().unwrap() > 0, "{s1}");
+    // The daemon re-executed itself with one malloc arena (same pid).
+    let environ = fs::read(format!("/proc/{}/environ", m.pid())).unwrap();
+    assert!(
+        environ
+            .split(|&b| b == 0)
+            .any(|v| v == b"MALLOC_ARENA_MAX=1"),
+        "the daemon runs without MALLOC_ARENA_MAX=1"
+    );
     // A re-read is served by the page cache or the chunk cache: no new fetch.
     assert_eq!(sha256(&image), sha256(&img));
     assert_eq!(stats()["chunk_fetches"], s1["chunk_fetches"]);

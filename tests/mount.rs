@@ -655,18 +655,25 @@ fn pack_files(repo: &Path) -> Vec<PathBuf> {
     out
 }
 
-#[test]
-fn parallel_readers_and_listing() {
-    if !fuse_available() {
-        return;
-    }
-    let r = Repo::new();
+/// `src/`: eight 1 MiB files `file-<i>` (`random_bytes(1 << 20, 10 + i)`) and eight small
+/// ones in `sub/a/b/`.
+fn eight_files(r: &Repo) -> PathBuf {
     let src = r.path("src");
     fs::create_dir_all(src.join("sub/a/b")).unwrap();
     for i in 0..8u64 {
         fs::write(src.join(format!("file-{i}")), random_bytes(1 << 20, 10 + i)).unwrap();
         fs::write(src.join(format!("sub/a/b/small-{i}")), format!("{i}\n")).unwrap();
     }
+    src
+}
+
+#[test]
+fn parallel_readers_and_listing() {
+    if !fuse_available() {
+        return;
+    }
+    let r = Repo::new();
+    let src = eight_files(&r);
     r.backup(&[&src]);
     let m = r.mount(&["--cache-size", "4M"]);
     let base = m.p("v/latest/src");
@@ -722,12 +729,7 @@ fn a_slow_backend_object_holds_up_only_its_own_reader() {
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     assert!(!slow_packs.is_empty());
-    let src = r.path("src");
-    fs::create_dir_all(src.join("sub/a/b")).unwrap();
-    for i in 0..8u64 {
-        fs::write(src.join(format!("file-{i}")), random_bytes(1 << 20, 10 + i)).unwrap();
-        fs::write(src.join(format!("sub/a/b/small-{i}")), format!("{i}\n")).unwrap();
-    }
+    let src = eight_files(&r);
     r.backup(&[&src]);
     let faults: Vec<String> = slow_packs
         .iter()

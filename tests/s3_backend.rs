@@ -513,6 +513,18 @@ impl Drop for Proxy {
     }
 }
 
+/// Answers 500 InternalError and closes the connection.
+fn internal_error(mut client: TcpStream) -> io::Result<()> {
+    let xml = "<Error><Code>InternalError</Code><Message>injected</Message></Error>";
+    write!(
+        client,
+        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+        xml.len()
+    )?;
+    client.shutdown(Shutdown::Both)
+}
+
 fn serve(
     mut client: TcpStream,
     upstream: &str,
@@ -571,24 +583,10 @@ fn serve(
                 }
                 body += n;
             }
-            let xml = "<Error><Code>InternalError</Code><Message>injected</Message></Error>";
-            write!(
-                client,
-                "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{xml}",
-                xml.len()
-            )?;
-            return client.shutdown(Shutdown::Both);
+            return internal_error(client);
         }
         Mode::FailPartsAndAborts if is_abort => {
-            let xml = "<Error><Code>InternalError</Code><Message>injected</Message></Error>";
-            write!(
-                client,
-                "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{xml}",
-                xml.len()
-            )?;
-            return client.shutdown(Shutdown::Both);
+            return internal_error(client);
         }
         _ => {}
     }

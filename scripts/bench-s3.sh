@@ -346,7 +346,8 @@ stats_record() {
   "$PY" - "$3" "$4" <<'EOF' >"$LOGS/r$r-vaultfs-$metric.stats" || return 0
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:3])
-for k in ("chunk_fetches", "chunk_fetch_bytes", "cache_hits", "cache_misses", "prefetches_queued"):
+for k in ("chunk_fetches", "chunk_fetch_bytes", "cache_hits", "cache_misses", "cache_waits",
+          "prefetches_queued", "prefetches_dropped"):
     if k in b:
         print(f"vfs_{k} {b[k] - a.get(k, 0)}")
 ba, bb = a.get("backend", {}), b.get("backend", {})

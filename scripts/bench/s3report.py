@@ -230,7 +230,7 @@ def main():
         for t in TOOLS:
             kinds = sorted({m.split(".", 1)[1][len("log_get_"):] for (tt, m) in values
                             if tt == t and m.startswith(step + ".log_get_")
-                            and not m.startswith(step + ".log_get_bytes")})
+                            and not m.startswith((step + ".log_get_bytes", step + ".log_get_latency"))})
             if not kinds:
                 continue
             parts = []
@@ -282,11 +282,13 @@ def main():
     if have_stats:
         p("### vaultfs: GETs against chunks touched (medians)")
         p("")
-        p("Chunks fetched and store calls from `.vaultfs/stats.json` (diffed around the read); "
-          "server GETs from the gateway's log.")
+        p("Chunks fetched, store calls and prefetches from `.vaultfs/stats.json` (diffed "
+          "around the read); server GETs from the gateway's log. A chunk a read needs "
+          "and does not find in memory is fetched; in one cold pass over the data, where nothing "
+          "still needed is evicted, chunks fetched = distinct chunks touched.")
         p("")
-        p("| read | chunks fetched | chunk bytes fetched | store get / get_range | store bytes | server object GETs | of which packs | server GETs / chunks |")
-        p("|---|---|---|---|---|---|---|---|")
+        p("| read | chunks fetched | chunk bytes fetched | store get / get_range | store bytes | server object GETs | of which packs | server GETs / chunks | prefetches queued / dropped | reads that waited for a fetch |")
+        p("|---|---|---|---|---|---|---|---|---|---|")
         for step, label in steps:
             if step not in read_bytes:
                 continue
@@ -299,7 +301,9 @@ def main():
               f"{num(val('vaultfs', step + '.vfs_backend_get_range'))} | "
               f"{mb(val('vaultfs', step + '.vfs_backend_get_bytes'))} | "
               f"{num(v0('vaultfs', step + '.log_get'))} | {num(v0('vaultfs', step + '.log_get_packs'))} | "
-              f"{fr(med(rs))} |")
+              f"{fr(med(rs))} | {num(val('vaultfs', step + '.vfs_prefetches_queued'))} / "
+              f"{num(val('vaultfs', step + '.vfs_prefetches_dropped'))} | "
+              f"{num(val('vaultfs', step + '.vfs_cache_waits'))} |")
         p("")
 
     # ---- targets

@@ -310,7 +310,8 @@ section_big() {
 #   vaultfs     `vaultfs mount` (defaults: --cache-size, --threads)
 #   restic      `restic mount`
 #   borg        `borg mount -f`
-#   squashfuse  `squashfuse_ll -f` over a `mksquashfs -comp zstd` image of tree + big
+#   squashfuse  `squashfuse_ll -f` over a `mksquashfs -comp zstd` image of tree + big (the
+#               image is kept with the dataset: squashfs_image)
 #   bindfs      `bindfs -f --multithreaded` over the ext4 dataset: a passthrough FUSE
 #               daemon, the ceiling of any FUSE file system on this machine
 #   ref         the files read straight from ext4 (no FUSE)
@@ -356,10 +357,28 @@ mount_prepare() {
     vaultfs) VAULTFS_REPO=$repo "$VFS" backup bench "$TREE" "$DATA/big" ;;
     restic) restic -r "$repo" backup --compression auto "$TREE" "$DATA/big" ;;
     borg) borg create --compression zstd,3 "$repo::m" "$TREE" "$DATA/big" ;;
-    squashfuse) rm -f "$repo" && mksquashfs "$TREE" "$DATA/big" "$repo" -comp zstd -noappend -processors 2 -no-progress ;;
+    squashfuse) squashfs_image "$repo" ;;
   esac >"$LOGS/mount-prepare-$tool.log" 2>&1 || die "preparing the $tool mount repository failed (see $LOGS/mount-prepare-$tool.log)"
   touch "$repo.ready-$STAMP"
   record "$r" "$tool" mount_repo_bytes "$(du -sb "$repo" | cut -f1)"
+}
+
+# squashfs_image DEST: the squashfs image of tree + big at DEST (a hard link). Like the
+# dataset and its tree.tar.zst, the image is made once (not timed; mksquashfs at the
+# default zstd level takes ~10 min for 2 GB on 2 busy cores) and kept in $DATA, made again
+# when the dataset's stats or the mksquashfs options changed.
+SQUASHFS_OPTS=(-comp zstd -noappend -processors 2)
+squashfs_image() {
+  local img=$DATA/squashfs-zstd.img key
+  key=$(cat "$DATA/stats.json" - <<<"${SQUASHFS_OPTS[*]}" | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$img.key" 2>/dev/null)" != "$key" ] || [ ! -f "$img" ]; then
+    log "building the squashfs image $img (once; reused afterwards)"
+    rm -f "$img" "$img.key"
+    mksquashfs "$TREE" "$DATA/big" "$img.tmp" "${SQUASHFS_OPTS[@]}" -no-progress || return 1
+    mv "$img.tmp" "$img"
+    echo "$key" >"$img.key"
+  fi
+  rm -f "$1" && ln "$img" "$1"
 }
 
 # Sets MTREE and MBIG: where tree and big.bin appear.

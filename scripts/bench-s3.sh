@@ -34,6 +34,7 @@
 #   BENCH_MOUNT_TIMEOUT  limit for one read through a mount, s  default 900
 #   BENCH_NOTE      a sentence added to the report
 #   VAULTFS_BIN     use this binary instead of `cargo build --release`
+#   BENCH_VAULTFS_DESC  what the report says the binary is (e.g. "release build of abc1234")
 #
 # Runs as root (drop_caches, mounts, the Ceph daemons). The gateway is started with
 # scripts/s3-rgw.sh in BENCH_DIR/s3/rgw on its own ports, so it runs beside the test
@@ -96,6 +97,7 @@ build_vaultfs() {
     fi
   fi
   [ -x "$VFS" ] || die "no vaultfs binary at $VFS"
+  VFS_DESC=${BENCH_VAULTFS_DESC:-$VFS_DESC}
   # Snapshot the binary: someone may rebuild target/ while the bench runs.
   mkdir -p "$W/bin"
   rm -f "$W"/bin/vaultfs-*

@@ -124,6 +124,25 @@ impl Default for InitOptions {
 const CHUNK_RAW: u8 = 0;
 const CHUNK_ZSTD: u8 = 1;
 
+thread_local! {
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's zstd decompression context (made once per thread: a fresh
+/// context per chunk costs more than decompressing a small file's chunk).
+fn with_decompressor<T>(
+    f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        f(d.as_mut().expect("just set"))
+    })
+}
+
 /// An open repository: a store plus the keys to read it.
 pub struct Repository {
     store: Store,
@@ -256,8 +275,10 @@ impl Repository {
             .map_err(|_| RepoError::damaged(name(), "authentication failed"))?;
         let data = match payload.split_first() {
             Some((&CHUNK_RAW, rest)) => rest.to_vec(),
-            Some((&CHUNK_ZSTD, rest)) => zstd::bulk::decompress(rest, r.raw_len as usize)
-                .map_err(|e| RepoError::damaged(name(), format!("zstd: {e}")))?,
+            Some((&CHUNK_ZSTD, rest)) => {
+                with_decompressor(|d| d.decompress(rest, r.raw_len as usize))
+                    .map_err(|e| RepoError::damaged(name(), format!("zstd: {e}")))?
+            }
             _ => return Err(RepoError::damaged(name(), "unknown chunk encoding")),
         };
         if data.len() != r.raw_len as usize {

@@ -106,7 +106,8 @@ def main():
     p(f"- Machine: {meta['cores']} vCPU {meta['cpu']}, {meta['mem_gib']} GiB RAM, "
       f"{meta['os']}, kernel {meta['kernel']}. Load average before / after: "
       f"{meta['load_before']} / {meta['load_after']}.")
-    p(f"- Versions: vaultfs {meta['vaultfs']} (release build); {meta['restic']}; "
+    vfs = meta["vaultfs"] if "release build" in meta["vaultfs"] else meta["vaultfs"] + " (release build)"
+    p(f"- Versions: vaultfs {vfs}; {meta['restic']}; "
       f"Ceph RGW {meta['ceph']} (beast frontend, options `{meta.get('beast_opts') or '(none)'}`; one OSD on {meta['objectstore']}; all on "
       f"this machine over loopback: `scripts/s3-rgw.sh`).")
     p(f"- Data: `tree`, {tree['files']:,} files, {tree['bytes'] / 1e9:.2f} GB, "

@@ -88,7 +88,7 @@ pub struct ChunkCache {
     mem_limit: u64,
     inflight: Mutex<HashMap<ChunkId, Arc<Flight>>>,
     disk: Option<disk::DiskCache>,
-    prefetch_tx: Mutex<Option<crossbeam_channel::Sender<ChunkRef>>>,
+    prefetch_tx: Mutex<Option<crossbeam_channel::Sender<Vec<ChunkRef>>>>,
     /// Recent store failures, by chunk: see the module documentation.
     failed: Mutex<HashMap<ChunkId, (Instant, FetchError)>>,
     failure_memory: Duration,
@@ -358,18 +358,16 @@ impl ChunkCache {
 
     /// Starts `threads` background prefetch workers fed by a channel of `queue` slots.
     pub fn start_prefetchers(self: &Arc<Self>, threads: usize, queue: usize) {
-        let (tx, rx) = crossbeam_channel::bounded::<ChunkRef>(queue.max(1));
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<ChunkRef>>(queue.max(1));
         for i in 0..threads.max(1) {
             let rx = rx.clone();
             let weak = Arc::downgrade(self);
             std::thread::Builder::new()
                 .name(format!("prefetch-{i}"))
                 .spawn(move || {
-                    while let Ok(r) = rx.recv() {
+                    while let Ok(group) = rx.recv() {
                         let Some(cache) = weak.upgrade() else { break };
-                        if let Err(e) = cache.get(&r) {
-                            tracing::debug!(chunk = %r.id, "prefetch failed: {e}");
-                        }
+                        cache.load_group(&group);
                     }
                 })
                 .expect("spawning a prefetch thread");
@@ -377,31 +375,182 @@ impl ChunkCache {
         *self.prefetch_tx.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
     }
 
-    /// Asks for a chunk to be loaded in the background. A hint only: dropped when the
-    /// chunk is cached or loading already, when no prefetchers run, or when the queue is
-    /// full.
-    pub fn prefetch(&self, r: &ChunkRef) {
-        if self.contains(&r.id)
+    /// Whether the chunk is in memory or being loaded.
+    pub fn present_or_loading(&self, id: &ChunkId) -> bool {
+        self.contains(id)
             || self
                 .inflight
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&r.id)
-        {
-            return;
+                .contains_key(id)
+    }
+
+    /// Asks for a chunk to be loaded in the background; see [`ChunkCache::prefetch_run`].
+    pub fn prefetch(&self, r: &ChunkRef) {
+        self.prefetch_run(std::slice::from_ref(r));
+    }
+
+    /// Asks for chunks to be loaded in the background, in order. A hint only: chunks
+    /// cached or loading already are left out, and a group is dropped when no prefetchers
+    /// run or the queue is full. Chunks that lie next to each other in one pack (gaps of
+    /// at most [`COALESCE_GAP`], spans of at most [`COALESCE_SPAN`]) are fetched with one
+    /// ranged read: one request for a run of small files, or for a stretch of a large one.
+    pub fn prefetch_run(&self, refs: &[ChunkRef]) {
+        let mut groups: Vec<Vec<ChunkRef>> = Vec::new();
+        for r in refs.iter().filter(|r| !self.present_or_loading(&r.id)) {
+            let joins = groups.last().and_then(|g| {
+                let (first, last) = (g.first()?, g.last()?);
+                let end = last.offset as u64 + last.stored_len as u64;
+                let (off, stop) = (r.offset as u64, r.offset as u64 + r.stored_len as u64);
+                Some(
+                    r.pack == last.pack
+                        && off >= end
+                        && off - end <= COALESCE_GAP
+                        && stop - first.offset as u64 <= COALESCE_SPAN,
+                )
+            });
+            match (joins, groups.last_mut()) {
+                (Some(true), Some(g)) => g.push(*r),
+                _ => groups.push(vec![*r]),
+            }
         }
         let tx = self.prefetch_tx.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = tx.as_ref() {
-            if tx.try_send(*r).is_ok() {
-                self.stats.prefetches_queued.fetch_add(1, Ordering::Relaxed);
+        let Some(tx) = tx.as_ref() else { return };
+        for g in groups {
+            let n = g.len() as u64;
+            if tx.try_send(g).is_ok() {
+                self.stats.prefetches_queued.fetch_add(n, Ordering::Relaxed);
             } else {
                 self.stats
                     .prefetches_dropped
-                    .fetch_add(1, Ordering::Relaxed);
+                    .fetch_add(n, Ordering::Relaxed);
             }
         }
     }
+
+    /// Loads a group of chunks of one pack with one ranged read (a single chunk goes the
+    /// usual way, disk tier included). Each chunk gets its own flight, so readers that
+    /// want one of them meanwhile wait for this load; a chunk that fails to open fails
+    /// alone, a failed read fails them all.
+    fn load_group(&self, group: &[ChunkRef]) {
+        if group.len() <= 1 {
+            for r in group {
+                if let Err(e) = self.get(r) {
+                    tracing::debug!(chunk = %r.id, "prefetch failed: {e}");
+                }
+            }
+            return;
+        }
+        // Claim the chunks nobody has or loads.
+        let mut claimed: Vec<(ChunkRef, FlightGuard<'_>)> = Vec::with_capacity(group.len());
+        {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            for r in group {
+                if inflight.contains_key(&r.id) || self.contains(&r.id) {
+                    continue;
+                }
+                let flight = Arc::new(Flight::default());
+                inflight.insert(r.id, flight.clone());
+                claimed.push((
+                    *r,
+                    FlightGuard {
+                        cache: self,
+                        id: r.id,
+                        flight,
+                    },
+                ));
+            }
+        }
+        let finish = |guard: &FlightGuard<'_>, result: Result<Chunk, FetchError>| {
+            *guard
+                .flight
+                .result
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(result);
+        };
+        // What the disk tier holds comes from there; the rest from the store.
+        if let Some(disk) = &self.disk {
+            claimed.retain(|(r, guard)| {
+                let Some(sealed) = disk.get(&r.id, r.stored_len) else {
+                    return true;
+                };
+                match self.repo.open_chunk(r, &sealed) {
+                    Ok(plain) => {
+                        self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+                        let c = Arc::new(plain);
+                        self.insert(r.id, c.clone());
+                        finish(guard, Ok(c));
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!(chunk = %r.id, "disk cache entry failed verification, dropped: {e}");
+                        disk.remove(&r.id);
+                        true
+                    }
+                }
+            });
+        }
+        let (Some((first, _)), Some((last, _))) = (claimed.first(), claimed.last()) else {
+            return;
+        };
+        let start = first.offset as u64;
+        let len = last.offset as u64 + last.stored_len as u64 - start;
+        self.stats.fetches.fetch_add(1, Ordering::Relaxed);
+        let read = self.repo.store().get_range(&first.pack.key(), start, len);
+        match read {
+            Ok(buf) => {
+                self.stats
+                    .fetch_bytes
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                for (r, guard) in &claimed {
+                    let at = (r.offset as u64 - start) as usize;
+                    let sealed = &buf[at..at + r.stored_len as usize];
+                    let result = self
+                        .repo
+                        .open_chunk(r, sealed)
+                        .map(Arc::new)
+                        .map_err(Arc::new);
+                    match &result {
+                        Ok(c) => {
+                            self.stats
+                                .loaded_bytes
+                                .fetch_add(c.len() as u64, Ordering::Relaxed);
+                            self.insert(r.id, c.clone());
+                            if let Some(disk) = &self.disk {
+                                disk.put(&r.id, sealed);
+                            }
+                        }
+                        Err(e) => {
+                            self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(chunk = %r.id, "prefetch failed: {e}");
+                        }
+                    }
+                    finish(guard, result);
+                }
+            }
+            Err(e) => {
+                self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(pack = %first.pack.to_hex(), "prefetch of {} chunks failed: {e}", claimed.len());
+                let e: FetchError = Arc::new(match e {
+                    BackendError::NotFound { .. } | BackendError::OutOfRange { .. } => {
+                        RepoError::damaged(format!("pack {}", first.pack.to_hex()), e.to_string())
+                    }
+                    e => RepoError::Backend(e),
+                });
+                for (r, guard) in &claimed {
+                    self.remember_failure(r.id, &e);
+                    finish(guard, Err(e.clone()));
+                }
+            }
+        }
+        // The guards wake the waiters and clear the flights as they drop.
+    }
 }
+
+/// Largest gap between two chunks of one pack that a grouped prefetch reads through.
+pub const COALESCE_GAP: u64 = 64 << 10;
+/// Largest span of one grouped prefetch read.
+pub const COALESCE_SPAN: u64 = 4 << 20;
 
 /// Parses a size such as `268435456`, `256M`, `256MiB`, `1G`, `512k` (binary units).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -581,5 +730,85 @@ mod tests {
         }
         cache.get(&r).unwrap();
         assert_eq!(cache.stats.fetches.load(Ordering::Relaxed), 1);
+    }
+
+    /// Chunks sealed one after the other into one pack object.
+    fn put_pack(repo: &Repository, datas: &[Vec<u8>]) -> Vec<ChunkRef> {
+        let mut z = zstd::bulk::Compressor::new(1).unwrap();
+        let pack = crate::repo::format::PackId::random();
+        let (mut blob, mut refs) = (Vec::new(), Vec::new());
+        for d in datas {
+            let id = repo.keys().chunk_id(d);
+            let sealed = repo.seal_chunk(&id, d, &mut z);
+            refs.push(ChunkRef {
+                id,
+                pack,
+                offset: blob.len() as u32,
+                stored_len: sealed.len() as u32,
+                raw_len: d.len() as u32,
+            });
+            blob.extend_from_slice(&sealed);
+        }
+        repo.store().put(&pack.key(), &blob).unwrap();
+        refs
+    }
+
+    fn wait_cached(cache: &ChunkCache, refs: &[ChunkRef]) {
+        let t = std::time::Instant::now();
+        while !refs.iter().all(|r| cache.contains(&r.id)) {
+            assert!(t.elapsed().as_secs() < 5, "prefetch never landed");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn neighbouring_chunks_are_prefetched_with_one_read() {
+        use crate::backend::faulty::{FaultyStore, Op};
+        let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
+        let repo = test_repo(faulty.clone());
+        let datas: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 3000 + i as usize]).collect();
+        let refs = put_pack(&repo, &datas);
+        let other = put_pack(
+            &repo,
+            &datas[..1]
+                .iter()
+                .map(|d| [d.clone(), vec![9]].concat())
+                .collect::<Vec<_>>(),
+        );
+        let cache = ChunkCache::new(repo, 1 << 20, None);
+        cache.start_prefetchers(2, 4);
+        let before = faulty.calls(Op::GetRange);
+        // One cached already: the run reads through that small gap.
+        cache.get(&refs[5]).unwrap();
+        let mut run = refs.clone();
+        run.push(other[0]);
+        cache.prefetch_run(&run);
+        wait_cached(&cache, &run);
+        // refs[5] by itself, refs[0..5] + refs[6..20] as one read, the other pack alone.
+        assert_eq!(faulty.calls(Op::GetRange) - before, 3);
+        for (r, d) in refs.iter().zip(&datas) {
+            assert_eq!(*cache.get(r).unwrap(), *d);
+        }
+        assert_eq!(cache.stats.fetches.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_damaged_chunk_in_a_group_fails_alone() {
+        let repo = test_repo(Arc::new(MemoryStore::new()));
+        let datas: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 5000]).collect();
+        let refs = put_pack(&repo, &datas);
+        let key = refs[0].pack.key();
+        let mut blob = repo.store().get(&key).unwrap();
+        blob[refs[2].offset as usize + 30] ^= 0xff;
+        repo.store().put(&key, &blob).unwrap();
+        let cache = ChunkCache::new(repo, 1 << 20, None);
+        cache.start_prefetchers(1, 4);
+        cache.prefetch_run(&refs);
+        let good = [refs[0], refs[1], refs[3]];
+        wait_cached(&cache, &good);
+        assert!(!cache.contains(&refs[2].id));
+        let e = cache.get(&refs[2]).unwrap_err();
+        assert!(matches!(*e, RepoError::Damaged { .. }), "{e}");
+        assert_eq!(*cache.get(&refs[3]).unwrap(), datas[3]);
     }
 }

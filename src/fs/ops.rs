@@ -578,7 +578,10 @@ impl VaultFs {
         }
         let (data, keep_cache, direct_io) = match &inode.body {
             Body::Node(t) if t.node.kind == NodeKind::Dir => return Err(FsError::IsDir),
-            Body::Node(_) => (None, true, false),
+            Body::Node(_) => {
+                self.sibling_readahead(&inode);
+                (None, true, false)
+            }
             Body::Control(c) if !c.is_dir() => (Some(Arc::new(self.control_data(c)?)), false, true),
             _ => return Err(FsError::IsDir),
         };
@@ -705,18 +708,76 @@ impl VaultFs {
             return;
         }
         let want = (streak as usize).min(self.opts.readahead_chunks);
+        let mut window = Vec::with_capacity(want);
         let mut bytes = 0u64;
-        let mut n = 0;
         for e in &t.node.content[t.extent_at(end.saturating_sub(1))..] {
             if let Extent::Data(r) = e {
-                if n >= want || bytes >= self.opts.readahead_bytes {
+                if window.len() >= want || bytes >= self.opts.readahead_bytes {
                     break;
                 }
-                self.cache.prefetch(r);
+                window.push(*r);
                 bytes += r.raw_len as u64;
-                n += 1;
             }
         }
+        // Refill in batches, so that a run of chunks goes out as one grouped read: only
+        // when less than half of the window ahead is cached or loading.
+        let ahead = window
+            .iter()
+            .take_while(|r| self.cache.present_or_loading(&r.id))
+            .count();
+        if ahead * 2 < window.len().max(1) {
+            self.cache.prefetch_run(&window[ahead..]);
+        }
+    }
+
+    /// Readahead across files: when files of one directory are opened one after the other
+    /// (`cp -a`, `tar`, `rsync`, `sha256sum *`), the chunks of the next small files are
+    /// loaded in the background, grouped into one read per run of neighbours in a pack.
+    /// Opening a lone file fetches nothing extra.
+    fn sibling_readahead(&self, inode: &Inode) {
+        const FILES: usize = 64;
+        const SMALL: u64 = 1 << 20;
+        let Some(dir) = self.inodes.get(inode.parent) else {
+            return;
+        };
+        let Body::Node(d) = &dir.body else { return };
+        let Some(listing) = lock(&d.children).clone() else {
+            return;
+        };
+        let Ok(idx) = listing.binary_search_by(|(n, _)| n.as_slice().cmp(&inode.name)) else {
+            return;
+        };
+        let idx = idx as u64;
+        let last = d.last_open.swap(idx, Ordering::Relaxed);
+        let sequential = last != u64::MAX && idx > last && idx <= last + 8;
+        if !sequential || idx + FILES as u64 / 2 < d.ahead_until.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut refs = Vec::new();
+        let (mut files, mut bytes) = (0, 0u64);
+        let mut next = idx as usize + 1;
+        while let Some((_, child)) = listing.get(next) {
+            if files >= FILES || bytes >= self.opts.readahead_bytes {
+                break;
+            }
+            next += 1;
+            let Some(c) = self.inodes.get(*child) else {
+                continue;
+            };
+            let Body::Node(ct) = &c.body else { continue };
+            if ct.node.kind != NodeKind::File || ct.node.size > SMALL {
+                continue;
+            }
+            files += 1;
+            for e in &ct.node.content {
+                if let Extent::Data(r) = e {
+                    refs.push(*r);
+                    bytes += r.stored_len as u64;
+                }
+            }
+        }
+        d.ahead_until.store(next as u64, Ordering::Relaxed);
+        self.cache.prefetch_run(&refs);
     }
 
     /// `lseek` with SEEK_DATA or SEEK_HOLE, answered from the extent list.

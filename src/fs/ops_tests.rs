@@ -615,3 +615,46 @@ fn background_refresh_keeps_lookups_off_a_stalled_store() {
     // The refresh saw the new point.
     assert_eq!(names(&fs, vault).len(), 5);
 }
+
+#[test]
+fn opening_files_in_order_prefetches_their_neighbours_in_grouped_reads() {
+    use crate::backend::faulty::{FaultyStore, Op};
+    let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("many");
+    std::fs::create_dir_all(&src).unwrap();
+    let content = |i: u32| -> Vec<u8> { (0..3000u32).map(|j| (i * 31 + j * 7) as u8).collect() };
+    for i in 0..100u32 {
+        std::fs::write(src.join(format!("f{i:03}")), content(i)).unwrap();
+    }
+    let repo = test_repo(faulty.clone());
+    repo.create_vault("v", "").unwrap();
+    backup(
+        &repo,
+        "v",
+        Source::Trees(vec![src]),
+        &BackupOptions::default(),
+    )
+    .unwrap();
+    let cache = ChunkCache::new(repo.clone(), 64 << 20, None);
+    cache.start_prefetchers(2, 16);
+    let fs = VaultFs::new(repo, cache, FsOptions::default());
+    let d = walk(&fs, "v/latest/many").unwrap().attr.ino;
+    assert_eq!(names(&fs, d).len(), 102);
+    // A lone open fetches only its own file.
+    let before = faulty.calls(Op::GetRange);
+    let lone = walk(&fs, "v/latest/many/f050").unwrap().attr.ino;
+    assert_eq!(read_all(&fs, lone).unwrap(), content(50));
+    assert_eq!(faulty.calls(Op::GetRange) - before, 1);
+    // Reading every file in order: far fewer reads of the store than files.
+    let before = faulty.calls(Op::GetRange);
+    for i in 0..100u32 {
+        let ino = walk(&fs, &format!("v/latest/many/f{i:03}"))
+            .unwrap()
+            .attr
+            .ino;
+        assert_eq!(read_all(&fs, ino).unwrap(), content(i), "f{i:03}");
+    }
+    let reads = faulty.calls(Op::GetRange) - before;
+    assert!(reads <= 50, "{reads} ranged reads for 99 files");
+}

@@ -308,23 +308,28 @@ impl ChunkCache {
         }
     }
 
+    /// The chunk from the disk tier, verified; an entry that fails verification is
+    /// dropped (a miss).
+    fn load_from_disk(&self, r: &ChunkRef) -> Option<Vec<u8>> {
+        let disk = self.disk.as_ref()?;
+        let sealed = disk.get(&r.id, r.stored_len)?;
+        match self.repo.open_chunk(r, &sealed) {
+            Ok(plain) => {
+                self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+                Some(plain)
+            }
+            Err(e) => {
+                tracing::warn!(chunk = %r.id, "disk cache entry failed verification, dropped: {e}");
+                disk.remove(&r.id);
+                None
+            }
+        }
+    }
+
     /// Disk tier, then the store. Never called twice at once for one chunk.
     fn load(&self, r: &ChunkRef) -> Result<Vec<u8>, RepoError> {
-        let from_disk = self
-            .disk
-            .as_ref()
-            .and_then(|d| d.get(&r.id, r.stored_len).map(|s| (d, s)));
-        if let Some((disk, sealed)) = from_disk {
-            match self.repo.open_chunk(r, &sealed) {
-                Ok(plain) => {
-                    self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(plain);
-                }
-                Err(e) => {
-                    tracing::warn!(chunk = %r.id, "disk cache entry failed verification, dropped: {e}");
-                    disk.remove(&r.id);
-                }
-            }
+        if let Some(plain) = self.load_from_disk(r) {
+            return Ok(plain);
         }
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
         let name = || format!("chunk {} in pack {}", r.id, r.pack.to_hex());
@@ -332,12 +337,7 @@ impl ChunkCache {
             .repo
             .store()
             .get_range(&r.pack.key(), r.offset as u64, r.stored_len as u64)
-            .map_err(|e| match e {
-                BackendError::NotFound { .. } | BackendError::OutOfRange { .. } => {
-                    RepoError::damaged(name(), e.to_string())
-                }
-                e => RepoError::Backend(e),
-            })
+            .map_err(|e| fetch_error(name(), e))
             .inspect_err(|_| {
                 self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
             })?;
@@ -469,27 +469,15 @@ impl ChunkCache {
                 .unwrap_or_else(|e| e.into_inner()) = Some(result);
         };
         // What the disk tier holds comes from there; the rest from the store.
-        if let Some(disk) = &self.disk {
-            claimed.retain(|(r, guard)| {
-                let Some(sealed) = disk.get(&r.id, r.stored_len) else {
-                    return true;
-                };
-                match self.repo.open_chunk(r, &sealed) {
-                    Ok(plain) => {
-                        self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
-                        let c = Arc::new(plain);
-                        self.insert(r.id, c.clone());
-                        finish(guard, Ok(c));
-                        false
-                    }
-                    Err(e) => {
-                        tracing::warn!(chunk = %r.id, "disk cache entry failed verification, dropped: {e}");
-                        disk.remove(&r.id);
-                        true
-                    }
-                }
-            });
-        }
+        claimed.retain(|(r, guard)| match self.load_from_disk(r) {
+            Some(plain) => {
+                let c = Arc::new(plain);
+                self.insert(r.id, c.clone());
+                finish(guard, Ok(c));
+                false
+            }
+            None => true,
+        });
         let (Some((first, _)), Some((last, _))) = (claimed.first(), claimed.last()) else {
             return;
         };
@@ -531,12 +519,8 @@ impl ChunkCache {
             Err(e) => {
                 self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(pack = %first.pack.to_hex(), "prefetch of {} chunks failed: {e}", claimed.len());
-                let e: FetchError = Arc::new(match e {
-                    BackendError::NotFound { .. } | BackendError::OutOfRange { .. } => {
-                        RepoError::damaged(format!("pack {}", first.pack.to_hex()), e.to_string())
-                    }
-                    e => RepoError::Backend(e),
-                });
+                let e: FetchError =
+                    Arc::new(fetch_error(format!("pack {}", first.pack.to_hex()), e));
                 for (r, guard) in &claimed {
                     self.remember_failure(r.id, &e);
                     finish(guard, Err(e.clone()));
@@ -544,6 +528,17 @@ impl ChunkCache {
             }
         }
         // The guards wake the waiters and clear the flights as they drop.
+    }
+}
+
+/// A failed ranged read: a missing object or range is damage to `what`, anything else a
+/// store failure (which may pass).
+fn fetch_error(what: String, e: BackendError) -> RepoError {
+    match e {
+        BackendError::NotFound { .. } | BackendError::OutOfRange { .. } => {
+            RepoError::damaged(what, e.to_string())
+        }
+        e => RepoError::Backend(e),
     }
 }
 

@@ -59,15 +59,7 @@ impl VaultFs {
                 (name, ino)
             })
             .collect();
-        for gone in old
-            .iter()
-            .filter(|o| !list.names.iter().any(|(n, _)| n == *o))
-        {
-            self.invalidate(Inval::Entry {
-                parent: ROOT_INO,
-                name: gone.clone().into_bytes(),
-            });
-        }
+        self.invalidate_gone(ROOT_INO, &old, &list.names);
         if old.len() != list.names.len() {
             self.invalidate(Inval::Inode(ROOT_INO));
         }
@@ -125,15 +117,7 @@ impl VaultFs {
             fresh.push((name, ino));
         }
         list.names = fresh;
-        for gone in old
-            .iter()
-            .filter(|o| !list.names.iter().any(|(n, _)| n == *o))
-        {
-            self.invalidate(Inval::Entry {
-                parent: vault_ino,
-                name: gone.clone().into_bytes(),
-            });
-        }
+        self.invalidate_gone(vault_ino, &old, &list.names);
         if list.latest().map(str::to_string) != old_latest {
             let latest = self.latest_ino(vault_ino, &v.name);
             self.invalidate(Inval::Entry {
@@ -145,6 +129,16 @@ impl VaultFs {
         }
         list.refreshed = Some(Instant::now());
         Ok(())
+    }
+
+    /// Drops the kernel's entries of names in `old` that `now` no longer has.
+    fn invalidate_gone(&self, parent: u64, old: &[String], now: &[(String, u64)]) {
+        for gone in old.iter().filter(|o| !now.iter().any(|(n, _)| n == *o)) {
+            self.invalidate(Inval::Entry {
+                parent,
+                name: gone.clone().into_bytes(),
+            });
+        }
     }
 
     /// Re-reads the vault list and every point list read so far, outside their locks:

@@ -29,7 +29,7 @@
 //! fetches run at once for kernel requests, which is also the natural backpressure. The
 //! chunk cache makes concurrent readers of one chunk share one fetch, and a small pool of
 //! prefetch threads (4; bounded queue, hints dropped when full) reads ahead for sequential
-//! readers.
+//! readers, for files opened in order, and for the subdirectories of a listed directory.
 //!
 //! # Kernel caching
 //!

@@ -479,6 +479,9 @@ impl VaultFs {
             return Err(FsError::NotDir);
         }
         let children = self.children(&inode)?;
+        if matches!(inode.body, Body::Node(_)) {
+            self.subtree_readahead(&children);
+        }
         let mut entries = Vec::with_capacity(children.len() + 2);
         entries.push(DirEntry {
             ino,
@@ -509,6 +512,31 @@ impl VaultFs {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.dirs).insert(fh, Arc::new(entries));
         Ok(fh)
+    }
+
+    /// Readahead down the tree: a directory opened for listing is usually walked (`find`,
+    /// `ls -R`, `du`, `cp -a`, `rsync`), so the tree chunks of its subdirectories are
+    /// loaded in the background, in pack order so that neighbours go out as one read.
+    /// Listing the tree chunk of a directory is the one fetch a walk waits for at every
+    /// level; with this, the walk finds most of them loaded.
+    fn subtree_readahead(&self, children: &[(Vec<u8>, u64)]) {
+        let mut refs: Vec<ChunkRef> = children
+            .iter()
+            .filter_map(|(_, child)| {
+                let c = self.inodes.get(*child)?;
+                match &c.body {
+                    // A directory listed once keeps its listing: nothing to load.
+                    Body::Node(t)
+                        if t.node.kind == NodeKind::Dir && lock(&t.children).is_none() =>
+                    {
+                        t.node.subtree
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        refs.sort_by_key(|r| (r.pack, r.offset));
+        self.cache.prefetch_run(&refs);
     }
 
     /// The entries of an open directory; the adapter sends them from `offset` on.

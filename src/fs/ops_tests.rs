@@ -658,3 +658,70 @@ fn opening_files_in_order_prefetches_their_neighbours_in_grouped_reads() {
     let reads = faulty.calls(Op::GetRange) - before;
     assert!(reads <= 50, "{reads} ranged reads for 99 files");
 }
+
+#[test]
+fn listing_a_directory_loads_its_subdirectories_trees_ahead_in_grouped_reads() {
+    use crate::backend::faulty::{FaultyStore, Op};
+    let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("top");
+    for i in 0..40u32 {
+        let sub = src.join(format!("d{i:02}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("f"), format!("file {i}")).unwrap();
+    }
+    let repo = test_repo(faulty.clone());
+    repo.create_vault("v", "").unwrap();
+    backup(
+        &repo,
+        "v",
+        Source::Trees(vec![src]),
+        &BackupOptions::default(),
+    )
+    .unwrap();
+    let cache = ChunkCache::new(repo.clone(), 64 << 20, None);
+    cache.start_prefetchers(2, 16);
+    let fs = VaultFs::new(repo, cache, FsOptions::default());
+    let top = walk(&fs, "v/latest/top").unwrap().attr.ino;
+    // A lookup loads the directory's own tree, nothing ahead.
+    let before = faulty.calls(Op::GetRange);
+    let d00 = fs.lookup(top, b"d00").unwrap().attr.ino;
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(faulty.calls(Op::GetRange) - before, 1);
+    let before = faulty.calls(Op::GetRange);
+    // Listing `top` loads the 40 subdirectories' trees in the background, grouped.
+    assert_eq!(names(&fs, top).len(), 42);
+    let queued = fs.cache().stats.prefetches_queued.load(Ordering::Relaxed);
+    assert_eq!(queued, 40);
+    let t = std::time::Instant::now();
+    while faulty.calls(Op::GetRange) - before < 1 || fs.cache().mem_bytes() == 0 {
+        assert!(t.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let reads = faulty.calls(Op::GetRange) - before;
+    assert!(reads < 40, "{reads} ranged reads for 40 trees");
+    // Walking them then reads no tree from the store.
+    for i in 0..40u32 {
+        let d = fs
+            .lookup(top, format!("d{i:02}").as_bytes())
+            .unwrap()
+            .attr
+            .ino;
+        assert_eq!(names(&fs, d), [".", "..", "f"]);
+    }
+    assert_eq!(
+        faulty.calls(Op::GetRange) - before,
+        reads,
+        "the trees came from the cache"
+    );
+    // And what was loaded ahead is what was backed up.
+    assert_eq!(d00, fs.lookup(top, b"d00").unwrap().attr.ino);
+    for i in 0..40u32 {
+        let f = walk(&fs, &format!("v/latest/top/d{i:02}/f"))
+            .unwrap()
+            .attr
+            .ino;
+        assert_eq!(read_all(&fs, f).unwrap(), format!("file {i}").as_bytes());
+    }
+}

@@ -327,6 +327,16 @@ fn make_tree(root: &Path) {
         fs::write(root.join(OsStr::from_bytes(name)), name).unwrap();
     }
     fs::write(root.join("big.bin"), random_bytes(3 << 20, 1)).unwrap();
+    // A wide directory: its listing takes many readdir requests, each resumed at the
+    // offset the last one ended at.
+    fs::create_dir_all(root.join("wide")).unwrap();
+    for i in 0..3000 {
+        fs::write(
+            root.join(format!("wide/entry-{i:05}-of-a-wide-directory")),
+            i.to_string(),
+        )
+        .unwrap();
+    }
     // Hardlinks: three names, one in another directory.
     fs::write(root.join("linked"), b"one inode, three names\n").unwrap();
     fs::hard_link(root.join("linked"), root.join("linked-2")).unwrap();
@@ -450,6 +460,15 @@ fn backup_tree_matches_the_source_exactly() {
         "",
         "rsync found differences"
     );
+
+    // Every entry of the wide directory, once.
+    let mut wide: Vec<String> = fs::read_dir(backup.join("wide"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    wide.sort();
+    wide.dedup();
+    assert_eq!(wide.len(), 3000);
 
     // cp -a out of the mount, then diff -r and rsync against the source.
     let copy = r.path("copy");

@@ -9,7 +9,7 @@
 //! | lookup of a missing name | ENOENT (not cached by the kernel: new points appear) |
 //! | open for writing, O_TRUNC, create, mkdir, unlink, rmdir, rename, link, symlink, mknod, setattr, setxattr, removexattr, write, fallocate | EROFS |
 //! | read of a file whose chunk is damaged, missing or unreachable | EIO for that read (logged with file and chunk); other files unaffected |
-//! | opendir/lookup in a directory whose tree chunk is damaged | EIO (logged with directory and chunk) |
+//! | listing of or lookup in a directory whose tree chunk is damaged | EIO (logged with directory and chunk) |
 //! | getxattr of an absent name | ENODATA; buffer too small: ERANGE |
 //! | lseek SEEK_DATA at/after the last data, or any at/after EOF | ENXIO |
 //! | readlink of a non-symlink | EINVAL |

@@ -40,6 +40,11 @@
 //! when the vault is looked up, listed or `latest` is read), `latest` and vanished points
 //! are invalidated through the notifier, from a thread of its own.
 //!
+//! Directories are listed by inode and offset, without handles: the daemon asks for
+//! `FUSE_NO_OPENDIR_SUPPORT`, so a walk pays no OPENDIR/RELEASEDIR round trips (on kernels
+//! without it, OPENDIR answers handle 0 with `FOPEN_CACHE_DIR` for backup directories).
+//! Listings use readdirplus, so a walk needs no LOOKUP per entry either.
+//!
 //! # Exit
 //!
 //! SIGINT, SIGTERM and SIGHUP are blocked in every thread and taken by one thread with
@@ -268,11 +273,18 @@ pub fn mount(
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
 
-    let mut session = ::fuser::Session::new(fuse::FuseFs { fs: vfs.clone() }, &mnt, &config)
-        .map_err(|source| MountError::Mount {
-            path: mnt.clone(),
-            source,
-        })?;
+    let mut session = ::fuser::Session::new(
+        fuse::FuseFs {
+            fs: vfs.clone(),
+            no_opendir: false,
+        },
+        &mnt,
+        &config,
+    )
+    .map_err(|source| MountError::Mount {
+        path: mnt.clone(),
+        source,
+    })?;
     vfs.set_invalidator(fuse::spawn_invalidator(session.notifier()));
     spawn_refresher(&vfs, opts.refresh).map_err(|source| MountError::Session {
         path: mnt.clone(),

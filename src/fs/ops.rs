@@ -64,14 +64,6 @@ pub struct Entry {
     pub ttl: Duration,
 }
 
-/// One directory entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DirEntry {
-    pub ino: u64,
-    pub kind: FileKind,
-    pub name: Vec<u8>,
-}
-
 /// An open's answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Opened {
@@ -204,7 +196,6 @@ pub struct VaultFs {
     pub inodes: InodeTable,
     pub(super) opts: FsOptions,
     pub(super) files: Mutex<HashMap<u64, Arc<FileState>>>,
-    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     pub(super) next_fh: AtomicU64,
     /// Tasks of this daemon (`.vaultfs/tasks`).
     pub tasks: crate::control::tasks::TaskRegistry,
@@ -255,7 +246,6 @@ impl VaultFs {
             inodes: InodeTable::new(),
             opts,
             files: Mutex::new(HashMap::new()),
-            dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             tasks: crate::control::tasks::TaskRegistry::new(task_keep),
             sessions: Mutex::new(HashMap::new()),
@@ -472,46 +462,70 @@ impl VaultFs {
         })
     }
 
-    /// Opens a directory: its entries are fixed for this handle, so offsets stay valid.
-    pub fn opendir(&self, ino: u64) -> Result<u64> {
+    /// Checks that a directory can be listed. Only kernels without
+    /// `FUSE_NO_OPENDIR_SUPPORT` ask: listings are served by inode and offset
+    /// ([`VaultFs::readdir`]), so a walk costs no OPENDIR/RELEASEDIR round trips.
+    pub fn opendir(&self, ino: u64) -> Result<()> {
         let inode = self.inode(ino)?;
         if Self::kind_of(&inode) != FileKind::Dir {
             return Err(FsError::NotDir);
         }
-        let children = self.children(&inode)?;
-        if matches!(inode.body, Body::Node(_)) {
-            self.subtree_readahead(&children);
+        self.children(&inode).map(|_| ())
+    }
+
+    /// Lists a directory from `offset` on (0 is `.`, 1 is `..`, then the entries in
+    /// order): `add(ino, kind, name, next_offset)` is called for each entry until it
+    /// returns true (the reply is full). A backup's directory is listed from its tree
+    /// chunk, loaded once, so its offsets never change; the root, vaults and control
+    /// directories are re-listed at each call, in a stable order (vaults by name, points by
+    /// time), so a point that appears while a listing is read shows at its end.
+    pub fn readdir(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, FileKind, &[u8], u64) -> bool,
+    ) -> Result<()> {
+        let inode = self.inode(ino)?;
+        if Self::kind_of(&inode) != FileKind::Dir {
+            return Err(FsError::NotDir);
         }
-        let mut entries = Vec::with_capacity(children.len() + 2);
-        entries.push(DirEntry {
-            ino,
-            kind: FileKind::Dir,
-            name: b".".to_vec(),
-        });
-        entries.push(DirEntry {
-            ino: if ino == ROOT_INO {
-                ROOT_INO
-            } else {
-                inode.parent
-            },
-            kind: FileKind::Dir,
-            name: b"..".to_vec(),
-        });
-        for (name, child) in children {
-            let kind = self
-                .inodes
-                .get(child)
-                .map(|i| Self::kind_of(&i))
-                .unwrap_or(FileKind::File);
-            entries.push(DirEntry {
-                ino: child,
-                kind,
-                name,
-            });
+        let children: Listing = match &inode.body {
+            Body::Node(t) => {
+                let l = self.tree_children(ino, t)?;
+                if offset == 0 {
+                    self.subtree_readahead(&l);
+                }
+                l
+            }
+            _ => Arc::new(self.children(&inode)?),
+        };
+        let parent = if ino == ROOT_INO {
+            ROOT_INO
+        } else {
+            inode.parent
+        };
+        for i in offset as usize.. {
+            let next = i as u64 + 1;
+            let full = match i {
+                0 => add(ino, FileKind::Dir, b".", next),
+                1 => add(parent, FileKind::Dir, b"..", next),
+                _ => {
+                    let Some((name, child)) = children.get(i - 2) else {
+                        break;
+                    };
+                    let kind = self
+                        .inodes
+                        .get(*child)
+                        .map(|i| Self::kind_of(&i))
+                        .unwrap_or(FileKind::File);
+                    add(*child, kind, name, next)
+                }
+            };
+            if full {
+                break;
+            }
         }
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.dirs).insert(fh, Arc::new(entries));
-        Ok(fh)
+        Ok(())
     }
 
     /// Readahead down the tree: a directory opened for listing is usually walked (`find`,
@@ -537,15 +551,6 @@ impl VaultFs {
             .collect();
         refs.sort_by_key(|r| (r.pack, r.offset));
         self.cache.prefetch_run(&refs);
-    }
-
-    /// The entries of an open directory; the adapter sends them from `offset` on.
-    pub fn readdir(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>> {
-        lock(&self.dirs).get(&fh).cloned().ok_or(FsError::BadHandle)
-    }
-
-    pub fn releasedir(&self, fh: u64) {
-        lock(&self.dirs).remove(&fh);
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {

@@ -118,16 +118,24 @@ fn read_all(fs: &VaultFs, ino: u64) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The names in a directory, read the way the kernel does: pages of a few entries, each
+/// asked from the offset the last one ended at.
 fn names(fs: &VaultFs, ino: u64) -> Vec<String> {
-    let fh = fs.opendir(ino).unwrap();
-    let v = fs
-        .readdir(fh)
-        .unwrap()
-        .iter()
-        .map(|e| String::from_utf8_lossy(&e.name).into_owned())
-        .collect();
-    fs.releasedir(fh);
-    v
+    let mut v = Vec::new();
+    let mut offset = 0;
+    loop {
+        let mut page = 0;
+        fs.readdir(ino, offset, |_, _, name, next| {
+            v.push(String::from_utf8_lossy(name).into_owned());
+            offset = next;
+            page += 1;
+            page == 3
+        })
+        .unwrap();
+        if page < 3 {
+            return v;
+        }
+    }
 }
 
 #[test]

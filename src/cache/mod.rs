@@ -92,7 +92,30 @@ pub struct ChunkCache {
     /// Recent store failures, by chunk: see the module documentation.
     failed: Mutex<HashMap<ChunkId, (Instant, FetchError)>>,
     failure_memory: Duration,
+    /// Memory outside the chunks that the budget covers too (see [`ChunkCache::set_overhead`]).
+    overhead: AtomicU64,
+    /// Buffers of loads in flight: sealed bytes read and plaintext not yet in the tier.
+    inflight_bytes: AtomicU64,
     pub stats: CacheStats,
+}
+
+/// Counts bytes in `counter` for as long as it lives.
+struct Held<'a> {
+    counter: &'a AtomicU64,
+    bytes: u64,
+}
+
+impl<'a> Held<'a> {
+    fn new(counter: &'a AtomicU64, bytes: u64) -> Held<'a> {
+        counter.fetch_add(bytes, Ordering::Relaxed);
+        Held { counter, bytes }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for ChunkCache {
@@ -150,6 +173,8 @@ impl ChunkCache {
             prefetch_tx: Mutex::new(None),
             failed: Mutex::new(HashMap::new()),
             failure_memory: FAILURE_MEMORY,
+            overhead: AtomicU64::new(0),
+            inflight_bytes: AtomicU64::new(0),
             stats: CacheStats::default(),
         })
     }
@@ -191,6 +216,28 @@ impl ChunkCache {
         failed.insert(id, (Instant::now(), e.clone()));
     }
 
+    /// Declares memory outside the chunks that the budget must also cover (a mount: what
+    /// the process held before its first read, and its inode table). The memory tier
+    /// keeps `budget - overhead - buffers in flight`, and never less than a quarter of
+    /// the budget, so that reads go on when the rest outgrows it.
+    pub fn set_overhead(&self, bytes: u64) {
+        self.overhead.store(bytes, Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
+    fn clear_for_test(&self) {
+        let mut m = self.lock_mem();
+        m.lru.clear();
+        m.bytes = 0;
+    }
+
+    /// What the memory tier may hold now (see [`ChunkCache::set_overhead`]).
+    pub fn tier_limit(&self) -> u64 {
+        let other =
+            self.overhead.load(Ordering::Relaxed) + self.inflight_bytes.load(Ordering::Relaxed);
+        self.mem_limit.saturating_sub(other).max(self.mem_limit / 4)
+    }
+
     pub fn repo(&self) -> &Arc<Repository> {
         &self.repo
     }
@@ -223,6 +270,9 @@ impl ChunkCache {
             "cache_bytes": bytes,
             "cache_chunks": chunks,
             "cache_limit": self.mem_limit,
+            "cache_tier_limit": self.tier_limit(),
+            "budget_overhead_bytes": self.overhead.load(Ordering::Relaxed),
+            "inflight_bytes": self.inflight_bytes.load(Ordering::Relaxed),
         })
     }
 
@@ -295,12 +345,13 @@ impl ChunkCache {
         if len > self.mem_limit {
             return;
         }
+        let limit = self.tier_limit();
         let mut mem = self.lock_mem();
         if let Some(old) = mem.lru.put(id, c) {
             mem.bytes -= old.len() as u64;
         }
         mem.bytes += len;
-        while mem.bytes > self.mem_limit {
+        while mem.bytes > limit {
             match mem.lru.pop_lru() {
                 Some((_, old)) => mem.bytes -= old.len() as u64,
                 None => break,
@@ -331,6 +382,7 @@ impl ChunkCache {
         if let Some(plain) = self.load_from_disk(r) {
             return Ok(plain);
         }
+        let _held = Held::new(&self.inflight_bytes, r.stored_len as u64 + r.raw_len as u64);
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
         let name = || format!("chunk {} in pack {}", r.id, r.pack.to_hex());
         let sealed = self
@@ -483,6 +535,8 @@ impl ChunkCache {
         };
         let start = first.offset as u64;
         let len = last.offset as u64 + last.stored_len as u64 - start;
+        let raw: u64 = claimed.iter().map(|(r, _)| r.raw_len as u64).sum();
+        let _held = Held::new(&self.inflight_bytes, len + raw);
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
         let read = self.repo.store().get_range(&first.pack.key(), start, len);
         match read {
@@ -637,6 +691,45 @@ mod tests {
         cache.get(&refs[3]).unwrap();
         assert_eq!(cache.stats.hits.load(Ordering::Relaxed), 1);
         assert_eq!(cache.stats.fetches.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn the_budget_covers_declared_overhead_and_loads_in_flight() {
+        let mem = Arc::new(MemoryStore::new());
+        let faulty = Arc::new(FaultyStore::new(mem));
+        let repo = test_repo(faulty.clone());
+        let refs: Vec<ChunkRef> = (0..8u8).map(|i| put_chunk(&repo, &vec![i; 1000])).collect();
+        let cache = ChunkCache::new(repo, 8000, None);
+        for r in &refs {
+            cache.get(r).unwrap();
+        }
+        assert_eq!(cache.mem_bytes(), 8000);
+        // Memory declared elsewhere (an inode table) leaves less room for chunks.
+        cache.set_overhead(3500);
+        assert_eq!(cache.tier_limit(), 4500);
+        cache.get(&refs[0]).unwrap();
+        let again = put_chunk(cache.repo(), &[42u8; 1000]);
+        cache.get(&again).unwrap();
+        assert_eq!(cache.mem_bytes(), 4000);
+        // However much that is, a quarter of the budget stays for chunks.
+        cache.set_overhead(1 << 30);
+        assert_eq!(cache.tier_limit(), 2000);
+        cache.set_overhead(0);
+        // A load in flight counts its buffers (sealed and plain) until it is in the tier.
+        faulty.add_rule(Rule::new(
+            Op::GetRange,
+            refs[7].pack.key(),
+            Fault::Delay(std::time::Duration::from_millis(300)),
+        ));
+        cache.clear_for_test();
+        std::thread::scope(|s| {
+            let t = s.spawn(|| cache.get(&refs[7]).unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let held = (refs[7].stored_len + refs[7].raw_len) as u64;
+            assert_eq!(cache.tier_limit(), 8000 - held);
+            t.join().unwrap();
+        });
+        assert_eq!(cache.tier_limit(), 8000);
     }
 
     #[test]

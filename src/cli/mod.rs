@@ -162,7 +162,8 @@ pub enum Command {
     /// Mount the repository read-only at MOUNTPOINT; runs until unmounted or interrupted.
     Mount {
         mountpoint: PathBuf,
-        /// Memory for decompressed chunks, e.g. 256M or 1G.
+        /// Memory budget of the mount, e.g. 256M or 1G: decompressed chunks, the inode
+        /// table and buffers in flight.
         #[arg(long, default_value = "256M", value_parser = crate::cache::parse_size)]
         cache_size: u64,
         /// Keep fetched chunks (still encrypted) in this directory across mounts.

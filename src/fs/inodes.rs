@@ -231,6 +231,36 @@ pub enum Key {
 pub struct InodeTable {
     inodes: RwLock<Vec<Arc<Inode>>>,
     keys: Mutex<HashMap<Key, u64>>,
+    /// An estimate of the memory the table holds (see [`InodeTable::approx_bytes`]).
+    bytes: AtomicU64,
+}
+
+/// What one heap allocation costs beyond its bytes (glibc: a 16-byte header, rounding).
+const ALLOC_OVERHEAD: usize = 24;
+
+/// An estimate of the memory one inode holds: the `Arc`'d inode, its slot, its names
+/// (its own and its parent's listing entry) and, for backup entries, the extents,
+/// extended attributes and link target of its node.
+fn inode_bytes(name: &[u8], body: &Body) -> u64 {
+    use std::mem::size_of;
+    let mut n = size_of::<Inode>() + 16 + size_of::<Arc<Inode>>() + ALLOC_OVERHEAD;
+    n += name.len() + ALLOC_OVERHEAD;
+    // The entry in the parent's listing.
+    n += size_of::<(Vec<u8>, u64)>() + name.len() + ALLOC_OVERHEAD;
+    if let Body::Node(t) = body {
+        let node = &t.node;
+        n += node.name.len() + ALLOC_OVERHEAD;
+        if !node.content.is_empty() {
+            n += node.content.len() * size_of::<Extent>() + ALLOC_OVERHEAD;
+        }
+        for (k, v) in &node.xattrs {
+            n += k.len() + v.len() + 2 * ALLOC_OVERHEAD + size_of::<(Vec<u8>, Vec<u8>)>();
+        }
+        if let Some(t) = &node.target {
+            n += t.len() + ALLOC_OVERHEAD;
+        }
+    }
+    n as u64
 }
 
 impl Default for InodeTable {
@@ -245,6 +275,7 @@ impl InodeTable {
         let t = InodeTable {
             inodes: RwLock::new(Vec::new()),
             keys: Mutex::new(HashMap::new()),
+            bytes: AtomicU64::new(0),
         };
         let root = t.alloc(
             ROOT_INO,
@@ -261,6 +292,10 @@ impl InodeTable {
 
     /// Adds an inode and returns its number.
     pub fn alloc(&self, parent: u64, name: Vec<u8>, body: Body) -> u64 {
+        self.bytes.fetch_add(
+            inode_bytes(&name, &body),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mut v = self.inodes.write().unwrap_or_else(|e| e.into_inner());
         let ino = v.len() as u64 + 1;
         v.push(Arc::new(Inode {
@@ -310,6 +345,12 @@ impl InodeTable {
     /// How many inodes exist.
     pub fn len(&self) -> usize {
         self.inodes.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// An estimate of the memory the table holds, for the mount's memory budget (about
+    /// 600 bytes per entry of a backup: measured 630 on a /usr tree).
+    pub fn approx_bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -246,6 +246,7 @@ pub fn mount(
     let cache = ChunkCache::new(repo.clone(), opts.cache_size, disk);
     cache.start_prefetchers(4, 16);
     let fs_opts = ops::FsOptions {
+        base_memory: ops::rss_bytes(),
         refresh: opts.refresh,
         allow_delete: opts.allow_delete,
         background_refresh: true,

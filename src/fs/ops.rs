@@ -155,6 +155,9 @@ pub struct FsOptions {
     /// Lists once read are refreshed only by [`VaultFs::refresh_lists`] (the mount runs
     /// it on a thread of its own), never inside a lookup.
     pub background_refresh: bool,
+    /// Memory the process held before serving (the mount measures its resident size):
+    /// counted, with the inode table, against the chunk cache's budget.
+    pub base_memory: u64,
 }
 
 impl Default for FsOptions {
@@ -168,6 +171,7 @@ impl Default for FsOptions {
             allow_delete: false,
             task_keep: Duration::from_secs(3600),
             background_refresh: false,
+            base_memory: 0,
         }
     }
 }
@@ -240,6 +244,7 @@ fn point_time(name: &str) -> Option<i64> {
 impl VaultFs {
     pub fn new(repo: Arc<Repository>, cache: Arc<ChunkCache>, opts: FsOptions) -> VaultFs {
         let task_keep = opts.task_keep;
+        cache.set_overhead(opts.base_memory);
         VaultFs {
             repo,
             cache,
@@ -255,6 +260,14 @@ impl VaultFs {
             bytes_served: AtomicU64::new(0),
             backend_counts: Mutex::new(None),
         }
+    }
+
+    /// Counts the inode table, with the memory held before serving, against the chunk
+    /// cache's budget: walking a large tree shrinks the cache instead of growing the
+    /// daemon past `--cache-size`.
+    pub(super) fn account_inodes(&self) {
+        self.cache
+            .set_overhead(self.opts.base_memory + self.inodes.approx_bytes());
     }
 
     /// Where cache invalidations go (the adapter's notifier thread).
@@ -898,7 +911,7 @@ mod listing;
 mod tests;
 
 /// This process's resident set size, from /proc (0 where that is not readable).
-fn rss_bytes() -> u64 {
+pub(super) fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())

@@ -709,6 +709,12 @@ fn listing_a_directory_loads_its_subdirectories_trees_ahead_in_grouped_reads() {
     std::thread::sleep(Duration::from_millis(200));
     let reads = faulty.calls(Op::GetRange) - before;
     assert!(reads < 40, "{reads} ranged reads for 40 trees");
+    // The 40 new inodes count against the cache's budget: ~600 bytes each.
+    let limit = fs.cache().tier_limit();
+    assert!(
+        (64 << 20) - limit >= 40 * 400 && (64 << 20) - limit < 200 * 1000,
+        "{limit}"
+    );
     // Walking them then reads no tree from the store.
     for i in 0..40u32 {
         let d = fs

@@ -624,6 +624,22 @@ fn background_refresh_keeps_lookups_off_a_stalled_store() {
     assert_eq!(names(&fs, vault).len(), 5);
 }
 
+/// A mount's logic with prefetch threads over a backup of `src` in vault `v`.
+fn prefetching_fs_of(store: Store, src: std::path::PathBuf) -> VaultFs {
+    let repo = test_repo(store);
+    repo.create_vault("v", "").unwrap();
+    backup(
+        &repo,
+        "v",
+        Source::Trees(vec![src]),
+        &BackupOptions::default(),
+    )
+    .unwrap();
+    let cache = ChunkCache::new(repo.clone(), 64 << 20, None);
+    cache.start_prefetchers(2, 16);
+    VaultFs::new(repo, cache, FsOptions::default())
+}
+
 #[test]
 fn opening_files_in_order_prefetches_their_neighbours_in_grouped_reads() {
     use crate::backend::faulty::{FaultyStore, Op};
@@ -635,18 +651,7 @@ fn opening_files_in_order_prefetches_their_neighbours_in_grouped_reads() {
     for i in 0..100u32 {
         std::fs::write(src.join(format!("f{i:03}")), content(i)).unwrap();
     }
-    let repo = test_repo(faulty.clone());
-    repo.create_vault("v", "").unwrap();
-    backup(
-        &repo,
-        "v",
-        Source::Trees(vec![src]),
-        &BackupOptions::default(),
-    )
-    .unwrap();
-    let cache = ChunkCache::new(repo.clone(), 64 << 20, None);
-    cache.start_prefetchers(2, 16);
-    let fs = VaultFs::new(repo, cache, FsOptions::default());
+    let fs = prefetching_fs_of(faulty.clone(), src);
     let d = walk(&fs, "v/latest/many").unwrap().attr.ino;
     assert_eq!(names(&fs, d).len(), 102);
     // A lone open fetches only its own file.
@@ -678,18 +683,7 @@ fn listing_a_directory_loads_its_subdirectories_trees_ahead_in_grouped_reads() {
         std::fs::create_dir_all(&sub).unwrap();
         std::fs::write(sub.join("f"), format!("file {i}")).unwrap();
     }
-    let repo = test_repo(faulty.clone());
-    repo.create_vault("v", "").unwrap();
-    backup(
-        &repo,
-        "v",
-        Source::Trees(vec![src]),
-        &BackupOptions::default(),
-    )
-    .unwrap();
-    let cache = ChunkCache::new(repo.clone(), 64 << 20, None);
-    cache.start_prefetchers(2, 16);
-    let fs = VaultFs::new(repo, cache, FsOptions::default());
+    let fs = prefetching_fs_of(faulty.clone(), src);
     let top = walk(&fs, "v/latest/top").unwrap().attr.ino;
     // A lookup loads the directory's own tree, nothing ahead.
     let before = faulty.calls(Op::GetRange);

@@ -94,6 +94,9 @@ pub struct ChunkCache {
     failure_memory: Duration,
     /// Memory outside the chunks that the budget covers too (see [`ChunkCache::set_overhead`]).
     overhead: AtomicU64,
+    /// Memory counted by its owner as it grows (a mount's inode table), see
+    /// [`ChunkCache::external_counter`].
+    external: Arc<AtomicU64>,
     /// Buffers of loads in flight: sealed bytes read and plaintext not yet in the tier.
     inflight_bytes: AtomicU64,
     pub stats: CacheStats,
@@ -131,6 +134,13 @@ struct FlightGuard<'a> {
     cache: &'a ChunkCache,
     id: ChunkId,
     flight: Arc<Flight>,
+}
+
+impl FlightGuard<'_> {
+    /// Hands the load's outcome to the waiters (woken when the guard drops).
+    fn finish(&self, result: Result<Chunk, FetchError>) {
+        *self.flight.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+    }
 }
 
 impl Drop for FlightGuard<'_> {
@@ -174,6 +184,7 @@ impl ChunkCache {
             failed: Mutex::new(HashMap::new()),
             failure_memory: FAILURE_MEMORY,
             overhead: AtomicU64::new(0),
+            external: Arc::new(AtomicU64::new(0)),
             inflight_bytes: AtomicU64::new(0),
             stats: CacheStats::default(),
         })
@@ -224,6 +235,18 @@ impl ChunkCache {
         self.overhead.store(bytes, Ordering::Relaxed);
     }
 
+    /// A counter of memory outside the chunks that its owner keeps up to date as it grows
+    /// (the mount's inode table adds each inode's estimate): counted like the overhead.
+    pub fn external_counter(&self) -> Arc<AtomicU64> {
+        self.external.clone()
+    }
+
+    /// Memory outside the chunks the budget covers now: the declared overhead and the
+    /// external counter.
+    fn other_bytes(&self) -> u64 {
+        self.overhead.load(Ordering::Relaxed) + self.external.load(Ordering::Relaxed)
+    }
+
     #[cfg(test)]
     fn clear_for_test(&self) {
         let mut m = self.lock_mem();
@@ -233,8 +256,7 @@ impl ChunkCache {
 
     /// What the memory tier may hold now (see [`ChunkCache::set_overhead`]).
     pub fn tier_limit(&self) -> u64 {
-        let other =
-            self.overhead.load(Ordering::Relaxed) + self.inflight_bytes.load(Ordering::Relaxed);
+        let other = self.other_bytes() + self.inflight_bytes.load(Ordering::Relaxed);
         self.mem_limit.saturating_sub(other).max(self.mem_limit / 4)
     }
 
@@ -271,7 +293,7 @@ impl ChunkCache {
             "cache_chunks": chunks,
             "cache_limit": self.mem_limit,
             "cache_tier_limit": self.tier_limit(),
-            "budget_overhead_bytes": self.overhead.load(Ordering::Relaxed),
+            "budget_overhead_bytes": self.other_bytes(),
             "inflight_bytes": self.inflight_bytes.load(Ordering::Relaxed),
         })
     }
@@ -331,11 +353,7 @@ impl ChunkCache {
             Ok(c) => self.insert(r.id, c.clone()),
             Err(e) => self.remember_failure(r.id, e),
         }
-        *guard
-            .flight
-            .result
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(result.clone());
+        guard.finish(result.clone());
         drop(guard);
         result
     }
@@ -396,14 +414,20 @@ impl ChunkCache {
         self.stats
             .fetch_bytes
             .fetch_add(sealed.len() as u64, Ordering::Relaxed);
-        let plain = self.repo.open_chunk(r, &sealed).inspect_err(|_| {
+        self.open_fetched(r, &sealed)
+    }
+
+    /// Authenticates and decompresses a chunk read from the store, counts it, and keeps
+    /// its sealed bytes in the disk tier.
+    fn open_fetched(&self, r: &ChunkRef, sealed: &[u8]) -> Result<Vec<u8>, RepoError> {
+        let plain = self.repo.open_chunk(r, sealed).inspect_err(|_| {
             self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
         })?;
         self.stats
             .loaded_bytes
             .fetch_add(plain.len() as u64, Ordering::Relaxed);
         if let Some(disk) = &self.disk {
-            disk.put(&r.id, &sealed);
+            disk.put(&r.id, sealed);
         }
         Ok(plain)
     }
@@ -513,19 +537,12 @@ impl ChunkCache {
                 ));
             }
         }
-        let finish = |guard: &FlightGuard<'_>, result: Result<Chunk, FetchError>| {
-            *guard
-                .flight
-                .result
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some(result);
-        };
         // What the disk tier holds comes from there; the rest from the store.
         claimed.retain(|(r, guard)| match self.load_from_disk(r) {
             Some(plain) => {
                 let c = Arc::new(plain);
                 self.insert(r.id, c.clone());
-                finish(guard, Ok(c));
+                guard.finish(Ok(c));
                 false
             }
             None => true,
@@ -547,27 +564,12 @@ impl ChunkCache {
                 for (r, guard) in &claimed {
                     let at = (r.offset as u64 - start) as usize;
                     let sealed = &buf[at..at + r.stored_len as usize];
-                    let result = self
-                        .repo
-                        .open_chunk(r, sealed)
-                        .map(Arc::new)
-                        .map_err(Arc::new);
+                    let result = self.open_fetched(r, sealed).map(Arc::new).map_err(Arc::new);
                     match &result {
-                        Ok(c) => {
-                            self.stats
-                                .loaded_bytes
-                                .fetch_add(c.len() as u64, Ordering::Relaxed);
-                            self.insert(r.id, c.clone());
-                            if let Some(disk) = &self.disk {
-                                disk.put(&r.id, sealed);
-                            }
-                        }
-                        Err(e) => {
-                            self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(chunk = %r.id, "prefetch failed: {e}");
-                        }
+                        Ok(c) => self.insert(r.id, c.clone()),
+                        Err(e) => tracing::debug!(chunk = %r.id, "prefetch failed: {e}"),
                     }
-                    finish(guard, result);
+                    guard.finish(result);
                 }
             }
             Err(e) => {
@@ -577,7 +579,7 @@ impl ChunkCache {
                     Arc::new(fetch_error(format!("pack {}", first.pack.to_hex()), e));
                 for (r, guard) in &claimed {
                     self.remember_failure(r.id, &e);
-                    finish(guard, Err(e.clone()));
+                    guard.finish(Err(e.clone()));
                 }
             }
         }

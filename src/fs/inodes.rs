@@ -231,8 +231,9 @@ pub enum Key {
 pub struct InodeTable {
     inodes: RwLock<Vec<Arc<Inode>>>,
     keys: Mutex<HashMap<Key, u64>>,
-    /// An estimate of the memory the table holds (see [`InodeTable::approx_bytes`]).
-    bytes: AtomicU64,
+    /// An estimate of the memory the table holds ([`inode_bytes`] per inode), possibly
+    /// shared with the chunk cache's budget (see [`InodeTable::counting_into`]).
+    bytes: Arc<AtomicU64>,
 }
 
 /// What one heap allocation costs beyond its bytes (glibc: a 16-byte header, rounding).
@@ -240,7 +241,8 @@ const ALLOC_OVERHEAD: usize = 24;
 
 /// An estimate of the memory one inode holds: the `Arc`'d inode, its slot, its names
 /// (its own and its parent's listing entry) and, for backup entries, the extents,
-/// extended attributes and link target of its node.
+/// extended attributes and link target of its node (about 600 bytes for an entry of a
+/// backup; the table grew by 630 per entry on a /usr tree).
 fn inode_bytes(name: &[u8], body: &Body) -> u64 {
     use std::mem::size_of;
     let mut n = size_of::<Inode>() + 16 + size_of::<Arc<Inode>>() + ALLOC_OVERHEAD;
@@ -272,10 +274,19 @@ impl Default for InodeTable {
 impl InodeTable {
     /// A table holding the root and `.vaultfs`.
     pub fn new() -> InodeTable {
+        Self::counting_into(Arc::new(AtomicU64::new(0)))
+    }
+
+    /// Like [`InodeTable::new`], adding the estimate of each inode's memory to `bytes`
+    /// (the mount passes its chunk cache's [`external_counter`], so that a large walk
+    /// shrinks the cache instead of growing the daemon).
+    ///
+    /// [`external_counter`]: crate::cache::ChunkCache::external_counter
+    pub fn counting_into(bytes: Arc<AtomicU64>) -> InodeTable {
         let t = InodeTable {
             inodes: RwLock::new(Vec::new()),
             keys: Mutex::new(HashMap::new()),
-            bytes: AtomicU64::new(0),
+            bytes,
         };
         let root = t.alloc(
             ROOT_INO,
@@ -345,12 +356,6 @@ impl InodeTable {
     /// How many inodes exist.
     pub fn len(&self) -> usize {
         self.inodes.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// An estimate of the memory the table holds, for the mount's memory budget (about
-    /// 600 bytes per entry of a backup: measured 630 on a /usr tree).
-    pub fn approx_bytes(&self) -> u64 {
-        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {

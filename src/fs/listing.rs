@@ -303,8 +303,6 @@ impl VaultFs {
         }
         let l = Arc::new(out);
         *g = Some(l.clone());
-        drop(g);
-        self.account_inodes();
         Ok(l)
     }
 

@@ -245,10 +245,11 @@ impl VaultFs {
     pub fn new(repo: Arc<Repository>, cache: Arc<ChunkCache>, opts: FsOptions) -> VaultFs {
         let task_keep = opts.task_keep;
         cache.set_overhead(opts.base_memory);
+        let inodes = InodeTable::counting_into(cache.external_counter());
         VaultFs {
             repo,
             cache,
-            inodes: InodeTable::new(),
+            inodes,
             opts,
             files: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -260,14 +261,6 @@ impl VaultFs {
             bytes_served: AtomicU64::new(0),
             backend_counts: Mutex::new(None),
         }
-    }
-
-    /// Counts the inode table, with the memory held before serving, against the chunk
-    /// cache's budget: walking a large tree shrinks the cache instead of growing the
-    /// daemon past `--cache-size`.
-    pub(super) fn account_inodes(&self) {
-        self.cache
-            .set_overhead(self.opts.base_memory + self.inodes.approx_bytes());
     }
 
     /// Where cache invalidations go (the adapter's notifier thread).

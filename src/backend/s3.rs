@@ -71,6 +71,9 @@ const MIB: usize = 1024 * 1024;
 const MIN_PART_SIZE: usize = 5 * MIB;
 /// The most parts one multipart upload may have.
 const MAX_PARTS: usize = 10_000;
+/// Largest body buffer reserved up front from a response's Content-Length (a larger
+/// body still reads, growing as it comes).
+const MAX_PREALLOCATED_BODY: usize = 64 * MIB;
 
 /// How request and response checksums are used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -806,18 +809,25 @@ impl Target {
         body: ByteStream,
         expected: Option<i64>,
     ) -> Result<Vec<u8>> {
-        let data = body
-            .collect()
-            .await
-            .map_err(|e| {
-                self.remote(
-                    op,
-                    key,
-                    format!("reading the body failed: {}", causes(&e)),
-                    true,
-                )
-            })?
-            .to_vec();
+        // One copy into a buffer of the announced size. (`collect().to_vec()` copies the
+        // segments byte by byte: a quarter of the daemon's CPU on a cold sequential read.)
+        let announced = expected.and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+        let mut data = Vec::with_capacity(announced.min(MAX_PREALLOCATED_BODY));
+        let mut body = body;
+        loop {
+            match body.try_next().await {
+                Ok(Some(bytes)) => data.extend_from_slice(&bytes),
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(self.remote(
+                        op,
+                        key,
+                        format!("reading the body failed: {}", causes(&e)),
+                        true,
+                    ));
+                }
+            }
+        }
         match expected {
             Some(n) if n != data.len() as i64 => Err(self.remote(
                 op,

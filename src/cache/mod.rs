@@ -19,16 +19,18 @@
 //! stalled store would make every EIO take twice the store's whole retry budget. The in-flight entry is removed by a guard, on success, on error and on
 //! unwind, so a panicking loader never leaves waiters hanging.
 //!
-//! Readahead ([`ChunkCache::prefetch`]) hands chunk refs to a small pool of background
+//! Readahead ([`ChunkCache::prefetch_run`]) hands chunk refs to a pool of background
 //! threads through a bounded channel; when the channel is full the hint is dropped
-//! (backpressure: prefetching never queues unbounded work or memory).
+//! (backpressure: prefetching never queues unbounded work or memory). Chunks waiting in
+//! the channel are remembered (`queued`), so a hint repeated by every read of a stream
+//! is sent once.
 //!
 //! Lock order: `inflight` is never held while taking `mem`, and neither is held during a
 //! fetch. A flight's own mutex is taken alone.
 
 pub mod disk;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -89,6 +91,9 @@ pub struct ChunkCache {
     inflight: Mutex<HashMap<ChunkId, Arc<Flight>>>,
     disk: Option<disk::DiskCache>,
     prefetch_tx: Mutex<Option<crossbeam_channel::Sender<Vec<ChunkRef>>>>,
+    /// Chunks handed to the prefetchers and not yet picked up: a hint repeated while its
+    /// first copy waits in the queue is not queued again.
+    queued: Mutex<HashSet<ChunkId>>,
     /// Recent store failures, by chunk: see the module documentation.
     failed: Mutex<HashMap<ChunkId, (Instant, FetchError)>>,
     failure_memory: Duration,
@@ -137,9 +142,11 @@ struct FlightGuard<'a> {
 }
 
 impl FlightGuard<'_> {
-    /// Hands the load's outcome to the waiters (woken when the guard drops).
+    /// Hands the load's outcome to the waiters and wakes them at once (a grouped load
+    /// goes on opening the other chunks of its read meanwhile).
     fn finish(&self, result: Result<Chunk, FetchError>) {
         *self.flight.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+        self.flight.done.notify_all();
     }
 }
 
@@ -181,6 +188,7 @@ impl ChunkCache {
             inflight: Mutex::new(HashMap::new()),
             disk,
             prefetch_tx: Mutex::new(None),
+            queued: Mutex::new(HashSet::new()),
             failed: Mutex::new(HashMap::new()),
             failure_memory: FAILURE_MEMORY,
             overhead: AtomicU64::new(0),
@@ -443,6 +451,7 @@ impl ChunkCache {
                 .spawn(move || {
                     while let Ok(group) = rx.recv() {
                         let Some(cache) = weak.upgrade() else { break };
+                        cache.unqueue(&group);
                         cache.load_group(&group);
                     }
                 })
@@ -451,8 +460,16 @@ impl ChunkCache {
         *self.prefetch_tx.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
     }
 
-    /// Whether the chunk is in memory or being loaded.
+    /// Whether the chunk is in memory, being loaded, or queued for a prefetcher.
     pub fn present_or_loading(&self, id: &ChunkId) -> bool {
+        self.queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+            || self.cached_or_loading(id)
+    }
+
+    fn cached_or_loading(&self, id: &ChunkId) -> bool {
         self.contains(id)
             || self
                 .inflight
@@ -466,15 +483,30 @@ impl ChunkCache {
         self.prefetch_run(std::slice::from_ref(r));
     }
 
-    /// Asks for chunks to be loaded in the background, in order. A hint only: chunks
-    /// cached or loading already are left out, and a group is dropped when no prefetchers
-    /// run or the queue is full. Chunks that lie next to each other in one pack (gaps of
-    /// at most [`COALESCE_GAP`], spans of at most [`COALESCE_SPAN`]) are fetched with one
-    /// ranged read: one request for a run of small files, or for a stretch of a large one.
+    /// Asks for chunks to be loaded in the background, soonest needed first. A hint only:
+    /// chunks cached, loading or queued already are left out, and a group is dropped when
+    /// no prefetchers run or the queue is full. Chunks that lie next to each other in one
+    /// pack (gaps of at most [`COALESCE_GAP`], spans of at most [`COALESCE_SPAN`]) are
+    /// fetched with one ranged read, whatever their order in `refs` (files backed up in
+    /// parallel sit in their pack slightly out of order): one request for a run of small
+    /// files, or for a stretch of a large one. Groups go out in the order of their first
+    /// chunk in `refs`.
     pub fn prefetch_run(&self, refs: &[ChunkRef]) {
-        let mut groups: Vec<Vec<ChunkRef>> = Vec::new();
-        for r in refs.iter().filter(|r| !self.present_or_loading(&r.id)) {
-            let joins = groups.last().and_then(|g| {
+        let tx = self.prefetch_tx.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(tx) = tx.as_ref() else { return };
+        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        // (position in refs, chunk), in pack order, each chunk once.
+        let mut wanted: Vec<(usize, ChunkRef)> = refs
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(_, r)| !queued.contains(&r.id) && !self.cached_or_loading(&r.id))
+            .collect();
+        wanted.sort_by_key(|(i, r)| (r.pack, r.offset, *i));
+        wanted.dedup_by_key(|(_, r)| r.id);
+        let mut groups: Vec<(usize, Vec<ChunkRef>)> = Vec::new();
+        for (i, r) in wanted {
+            let joins = groups.last().and_then(|(_, g)| {
                 let (first, last) = (g.first()?, g.last()?);
                 let end = last.offset as u64 + last.stored_len as u64;
                 let (off, stop) = (r.offset as u64, r.offset as u64 + r.stored_len as u64);
@@ -486,21 +518,33 @@ impl ChunkCache {
                 )
             });
             match (joins, groups.last_mut()) {
-                (Some(true), Some(g)) => g.push(*r),
-                _ => groups.push(vec![*r]),
+                (Some(true), Some((first_use, g))) => {
+                    *first_use = (*first_use).min(i);
+                    g.push(r);
+                }
+                _ => groups.push((i, vec![r])),
             }
         }
-        let tx = self.prefetch_tx.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(tx) = tx.as_ref() else { return };
-        for g in groups {
+        groups.sort_by_key(|(first_use, _)| *first_use);
+        for (_, g) in groups {
             let n = g.len() as u64;
+            let ids: Vec<ChunkId> = g.iter().map(|r| r.id).collect();
             if tx.try_send(g).is_ok() {
+                queued.extend(ids);
                 self.stats.prefetches_queued.fetch_add(n, Ordering::Relaxed);
             } else {
                 self.stats
                     .prefetches_dropped
                     .fetch_add(n, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// A prefetcher took `group` off the queue.
+    fn unqueue(&self, group: &[ChunkRef]) {
+        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        for r in group {
+            queued.remove(&r.id);
         }
     }
 
@@ -880,6 +924,66 @@ mod tests {
             assert_eq!(*cache.get(r).unwrap(), *d);
         }
         assert_eq!(cache.stats.fetches.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn neighbours_out_of_order_and_repeated_still_go_out_as_one_read() {
+        use crate::backend::faulty::{FaultyStore, Op};
+        let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
+        let repo = test_repo(faulty.clone());
+        let datas: Vec<Vec<u8>> = (0..12u8).map(|i| vec![i; 2000 + i as usize]).collect();
+        let refs = put_pack(&repo, &datas);
+        let cache = ChunkCache::new(repo, 1 << 20, None);
+        cache.start_prefetchers(2, 4);
+        // Files backed up in parallel: their chunks sit in the pack out of listing order,
+        // and one chunk is shared by two files.
+        let mut hint: Vec<ChunkRef> = refs.iter().rev().copied().collect();
+        hint.swap(3, 7);
+        hint.push(refs[4]);
+        let before = faulty.calls(Op::GetRange);
+        cache.prefetch_run(&hint);
+        wait_cached(&cache, &refs);
+        assert_eq!(faulty.calls(Op::GetRange) - before, 1);
+        assert_eq!(cache.stats.prefetches_queued.load(Ordering::Relaxed), 12);
+        for (r, d) in refs.iter().zip(&datas) {
+            assert_eq!(*cache.get(r).unwrap(), *d);
+        }
+    }
+
+    #[test]
+    fn a_hint_repeated_while_queued_is_queued_once() {
+        use crate::backend::faulty::{Fault, FaultyStore, Op, Rule};
+        let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
+        let repo = test_repo(faulty.clone());
+        let a = put_pack(&repo, &[vec![1u8; 3000]]);
+        let b = put_pack(&repo, &[vec![2u8; 3000], vec![3u8; 3000]]);
+        let cache = ChunkCache::new(repo, 1 << 20, None);
+        // The one prefetcher is held up by the first group: the second waits in the queue.
+        let stall = faulty.add_rule(Rule::new(
+            Op::GetRange,
+            a[0].pack.to_hex(),
+            Fault::Stall {
+                timeout: std::time::Duration::from_secs(10),
+            },
+        ));
+        cache.start_prefetchers(1, 8);
+        cache.prefetch_run(&a);
+        let t = std::time::Instant::now();
+        while faulty.hits(stall) == 0 {
+            assert!(t.elapsed().as_secs() < 5, "the first group never started");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        for _ in 0..5 {
+            cache.prefetch_run(&b);
+        }
+        assert!(
+            cache.present_or_loading(&b[1].id),
+            "queued counts as coming"
+        );
+        assert_eq!(cache.stats.prefetches_queued.load(Ordering::Relaxed), 3);
+        faulty.release();
+        wait_cached(&cache, &[a[0], b[0], b[1]]);
+        assert_eq!(faulty.calls(Op::GetRange), 2);
     }
 
     #[test]

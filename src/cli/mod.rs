@@ -184,6 +184,13 @@ pub enum Command {
         /// FUSE session threads (requests served in parallel).
         #[arg(long, default_value_t = 8)]
         threads: usize,
+        /// How far ahead of a sequential reader chunks are loaded, e.g. 32M (0: none).
+        #[arg(long, default_value = "32M", value_parser = crate::cache::parse_size)]
+        readahead: u64,
+        /// Chunk loads in the background at once; more keeps a distant store busier.
+        #[arg(long, default_value_t = crate::fs::DEFAULT_FETCHERS as u16,
+              value_parser = clap::value_parser!(u16).range(1..=256))]
+        fetchers: u16,
     },
 }
 
@@ -469,6 +476,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             allow_delete,
             refresh_secs,
             threads,
+            readahead,
+            fetchers,
         } => {
             crate::fs::check_mountpoint(&mountpoint)?;
             let pw = read_password(g, false)?;
@@ -484,6 +493,8 @@ pub fn run(cli: Cli) -> Result<i32> {
                 allow_delete,
                 refresh: std::time::Duration::from_secs(refresh_secs),
                 threads,
+                readahead,
+                fetchers: usize::from(fetchers),
                 backend_counts,
             };
             crate::fs::mount(repo, &mountpoint, &opts, signals)?;

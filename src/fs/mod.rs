@@ -27,9 +27,13 @@
 //! (the chunk cache, the repository, the `ObjectStore` trait) is blocking by design, so
 //! threads need no runtime and no `block_on` bridges; the price is that at most `threads`
 //! fetches run at once for kernel requests, which is also the natural backpressure. The
-//! chunk cache makes concurrent readers of one chunk share one fetch, and a small pool of
-//! prefetch threads (4; bounded queue, hints dropped when full) reads ahead for sequential
-//! readers, for files opened in order, and for the subdirectories of a listed directory.
+//! chunk cache makes concurrent readers of one chunk share one fetch, and a pool of
+//! prefetch threads ([`MountOptions::fetchers`], 8; bounded queue, hints dropped when
+//! full) reads ahead for sequential readers, for files opened in order (and, during such a
+//! walk, for each directory as it is listed), and for the subdirectories of a listed
+//! directory. Eight keep a store with per-request latency busy (S3: a cold `cat` from a
+//! local Ceph RGW went from ~4.7 s to ~3.4 s per GiB going from 4 to 8) and decompression
+//! on every core.
 //!
 //! # Kernel caching
 //!
@@ -67,6 +71,11 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::cache::{ChunkCache, disk::DiskCache};
 use crate::repo::Repository;
 
+/// Default of [`MountOptions::readahead`] (the CLI's `--readahead`).
+pub const DEFAULT_READAHEAD: u64 = 32 << 20;
+/// Default of [`MountOptions::fetchers`] (the CLI's `--fetchers`).
+pub const DEFAULT_FETCHERS: usize = 8;
+
 /// Settings of `vaultfs mount`.
 #[derive(Clone, Debug)]
 pub struct MountOptions {
@@ -83,6 +92,11 @@ pub struct MountOptions {
     pub refresh: Duration,
     /// Session threads.
     pub threads: usize,
+    /// How far ahead of a sequential reader chunks are loaded (0: no readahead).
+    pub readahead: u64,
+    /// Background loads in flight at once (prefetch threads): what keeps a store with
+    /// latency busy (S3), and decompression on every core.
+    pub fetchers: usize,
     /// Call counts of the store, shown in `.vaultfs/stats.json` (see
     /// [`crate::backend::counting::CountingStore`]).
     pub backend_counts: Option<Arc<crate::backend::counting::CallCounts>>,
@@ -98,6 +112,8 @@ impl Default for MountOptions {
             allow_delete: false,
             refresh: Duration::from_secs(2),
             threads: 8,
+            readahead: DEFAULT_READAHEAD,
+            fetchers: DEFAULT_FETCHERS,
             backend_counts: None,
         }
     }
@@ -244,8 +260,10 @@ pub fn mount(
         None => None,
     };
     let cache = ChunkCache::new(repo.clone(), opts.cache_size, disk);
-    cache.start_prefetchers(4, 16);
+    cache.start_prefetchers(opts.fetchers, opts.fetchers * 8);
     let fs_opts = ops::FsOptions {
+        readahead_bytes: opts.readahead,
+        readahead_chunks: ops::readahead_chunks(opts.readahead),
         base_memory: ops::rss_bytes(),
         refresh: opts.refresh,
         allow_delete: opts.allow_delete,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cache::ChunkCache;
+use crate::cache::{Chunk, ChunkCache};
 use crate::repo::format::{ChunkRef, Extent, NodeKind, Tree, decode_object, now_ns};
 use crate::repo::{RepoError, Repository};
 
@@ -166,14 +166,44 @@ impl Default for FsOptions {
             refresh: Duration::from_secs(2),
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),
-            readahead_chunks: 8,
-            readahead_bytes: 32 << 20,
+            readahead_chunks: readahead_chunks(super::DEFAULT_READAHEAD),
+            readahead_bytes: super::DEFAULT_READAHEAD,
             allow_delete: false,
             task_keep: Duration::from_secs(3600),
             background_refresh: false,
             base_memory: 0,
         }
     }
+}
+
+/// Small files of a directory prefetched at once by the readahead across files.
+const READAHEAD_FILES: usize = 64;
+/// How long a tree walk that reads files counts as under way after its last sign.
+const WALK_LINGER: Duration = Duration::from_secs(1);
+
+/// The bytes of one read: a range of a cached chunk (or of a control file's content) when
+/// the read lies within it, so that nothing is copied before the reply; a buffer of its
+/// own when the read spans chunks or holes.
+#[derive(Debug)]
+pub enum ReadData {
+    Owned(Vec<u8>),
+    Shared(Chunk, std::ops::Range<usize>),
+}
+
+impl std::ops::Deref for ReadData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReadData::Owned(v) => v,
+            ReadData::Shared(c, r) => &c[r.clone()],
+        }
+    }
+}
+
+/// The chunk bound of a readahead of `bytes`: one chunk per 512 KiB (the average chunk
+/// size), so that the byte bound is what usually stops the window.
+pub fn readahead_chunks(bytes: u64) -> usize {
+    (bytes / (512 << 10)) as usize
 }
 
 /// Backups of a point whose top tree could not be read, with the error.
@@ -207,6 +237,10 @@ pub struct VaultFs {
     pub(super) sessions: Mutex<HashMap<u64, Arc<crate::control::ingest::IngestSession>>>,
     inval: Mutex<Option<crossbeam_channel::Sender<Inval>>>,
     started_ns: i64,
+    /// Until when (ms since `epoch`) a tree walk that reads files (`cp -a`, `tar`,
+    /// `rsync`) counts as under way: see [`VaultFs::sibling_readahead`].
+    walk_until_ms: AtomicU64,
+    epoch: Instant,
     /// Reads of backup files served, and their bytes.
     reads: AtomicU64,
     bytes_served: AtomicU64,
@@ -257,6 +291,8 @@ impl VaultFs {
             sessions: Mutex::new(HashMap::new()),
             inval: Mutex::new(None),
             started_ns: now_ns(),
+            walk_until_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
             reads: AtomicU64::new(0),
             bytes_served: AtomicU64::new(0),
             backend_counts: Mutex::new(None),
@@ -500,6 +536,10 @@ impl VaultFs {
                 let l = self.tree_children(ino, t)?;
                 if offset == 0 {
                     self.subtree_readahead(&l);
+                    if self.walking() {
+                        // A walk that reads files lists a directory, then reads its files.
+                        self.files_readahead(t, &l, 0);
+                    }
                 }
                 l
             }
@@ -652,7 +692,7 @@ impl VaultFs {
     }
 
     /// Reads `size` bytes at `offset` (fewer at the end of the file).
-    pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+    pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<ReadData> {
         let state = lock(&self.files).get(&fh).cloned();
         if let Some(data) = state
             .as_ref()
@@ -661,7 +701,7 @@ impl VaultFs {
         {
             let start = (offset as usize).min(data.len());
             let end = start.saturating_add(size as usize).min(data.len());
-            return Ok(data[start..end].to_vec());
+            return Ok(ReadData::Shared(data.clone(), start..end));
         }
         let inode = self.inode(ino)?;
         let Body::Node(t) = &inode.body else {
@@ -680,10 +720,10 @@ impl VaultFs {
         Ok(out)
     }
 
-    fn read_node(&self, inode: &Inode, t: &TreeNode, offset: u64, size: u32) -> Result<Vec<u8>> {
+    fn read_node(&self, inode: &Inode, t: &TreeNode, offset: u64, size: u32) -> Result<ReadData> {
         let total = t.node.size;
         if offset >= total || size == 0 {
-            return Ok(Vec::new());
+            return Ok(ReadData::Owned(Vec::new()));
         }
         let end = offset.saturating_add(size as u64).min(total);
         let offs = t.offsets();
@@ -713,6 +753,10 @@ impl VaultFs {
                             "shorter than its recorded length",
                         ))
                     })?;
+                    if pos == offset && take_end == end {
+                        // The whole read lies in this chunk: served from the cache's copy.
+                        return Ok(ReadData::Shared(chunk, a..b));
+                    }
                     out.extend_from_slice(slice);
                 }
             }
@@ -722,7 +766,7 @@ impl VaultFs {
         // Content shorter than the recorded size reads as zeros (never happens for a
         // consistent backup; keeps reads total).
         out.resize((end - offset) as usize, 0);
-        Ok(out)
+        Ok(ReadData::Owned(out))
     }
 
     /// Sequential readers get the next chunks prefetched: the window grows with the number
@@ -772,10 +816,12 @@ impl VaultFs {
     /// Readahead across files: when files of one directory are opened one after the other
     /// (`cp -a`, `tar`, `rsync`, `sha256sum *`), the chunks of the next small files are
     /// loaded in the background, grouped into one read per run of neighbours in a pack.
-    /// Opening a lone file fetches nothing extra.
+    /// Such opens also mark a tree walk as under way for [`WALK_LINGER`]: meanwhile the
+    /// first file opened in a directory, and a directory listed from its start, get the
+    /// directory's small files loaded at once, so that a walk through many small
+    /// directories does not wait for one fetch per file. Opening a lone file fetches
+    /// nothing extra.
     fn sibling_readahead(&self, inode: &Inode) {
-        const FILES: usize = 64;
-        const SMALL: u64 = 1 << 20;
         let Some(dir) = self.inodes.get(inode.parent) else {
             return;
         };
@@ -788,15 +834,39 @@ impl VaultFs {
         };
         let idx = idx as u64;
         let last = d.last_open.swap(idx, Ordering::Relaxed);
-        let sequential = last != u64::MAX && idx > last && idx <= last + 8;
-        if !sequential || idx + FILES as u64 / 2 < d.ahead_until.load(Ordering::Relaxed) {
+        let sequential = if last == u64::MAX {
+            self.walking()
+        } else {
+            idx > last && idx <= last + 8
+        };
+        if !sequential {
             return;
         }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.walk_until_ms
+            .fetch_max(now + WALK_LINGER.as_millis() as u64, Ordering::Relaxed);
+        if idx + READAHEAD_FILES as u64 / 2 >= d.ahead_until.load(Ordering::Relaxed) {
+            self.files_readahead(d, &listing, idx as usize + 1);
+        }
+    }
+
+    /// Whether a walk that reads files was seen within [`WALK_LINGER`].
+    fn walking(&self) -> bool {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        now < self.walk_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Prefetches the chunks of the small files of directory `d` from position `from` of
+    /// its listing on (at most [`READAHEAD_FILES`] files and the readahead's bytes).
+    fn files_readahead(&self, d: &TreeNode, listing: &[(Vec<u8>, u64)], from: usize) {
+        const SMALL: u64 = 1 << 20;
+        // What an earlier call covered is queued already.
+        let from = from.max(d.ahead_until.load(Ordering::Relaxed) as usize);
         let mut refs = Vec::new();
         let (mut files, mut bytes) = (0, 0u64);
-        let mut next = idx as usize + 1;
+        let mut next = from;
         while let Some((_, child)) = listing.get(next) {
-            if files >= FILES || bytes >= self.opts.readahead_bytes {
+            if files >= READAHEAD_FILES || bytes >= self.opts.readahead_bytes {
                 break;
             }
             next += 1;

@@ -189,14 +189,19 @@ fn reads_holes_and_seeks() {
     let o = f.fs.open(big.attr.ino, libc::O_RDONLY).unwrap();
     let part = f.fs.read(big.attr.ino, o.fh, 12_345, 100_000).unwrap();
     assert_eq!(
-        part,
-        std::fs::read(f.src.join("big")).unwrap()[12_345..112_345]
+        &part[..],
+        &std::fs::read(f.src.join("big")).unwrap()[12_345..112_345]
     );
     assert!(
         f.fs.read(big.attr.ino, o.fh, 10_000_000, 10)
             .unwrap()
             .is_empty()
     );
+    // A read within one chunk is served from the cached chunk, without a copy.
+    assert!(matches!(
+        f.fs.read(big.attr.ino, o.fh, 0, 1).unwrap(),
+        ReadData::Shared(..)
+    ));
 
     let sparse = walk(&f.fs, "v/latest/tree/sparse").unwrap();
     assert_eq!(
@@ -670,6 +675,60 @@ fn opening_files_in_order_prefetches_their_neighbours_in_grouped_reads() {
     }
     let reads = faulty.calls(Op::GetRange) - before;
     assert!(reads <= 50, "{reads} ranged reads for 99 files");
+}
+
+#[test]
+fn a_walk_that_reads_files_gets_each_directory_prefetched_as_it_is_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("top");
+    let content = |i: u32, f: u32| format!("dir {i} file {f} ").repeat(50 + f as usize);
+    for i in 0..21u32 {
+        let sub = src.join(format!("d{i:02}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in 0..3u32 {
+            std::fs::write(sub.join(format!("f{f}")), content(i, f)).unwrap();
+        }
+    }
+    let fs = prefetching_fs_of(Arc::new(MemoryStore::new()), src);
+    let queued = || fs.cache().stats.prefetches_queued.load(Ordering::Relaxed);
+    let top = walk(&fs, "v/latest/top").unwrap().attr.ino;
+    let dirs: Vec<u64> = (0..21u32)
+        .map(|i| {
+            fs.lookup(top, format!("d{i:02}").as_bytes())
+                .unwrap()
+                .attr
+                .ino
+        })
+        .collect();
+    // Listing alone (`find`, `ls -R`) loads no file content.
+    let before = queued();
+    for d in &dirs {
+        assert_eq!(names(&fs, *d).len(), 5);
+    }
+    assert_eq!(queued(), before);
+    // A walk that reads files in order: from its second directory on, listing a
+    // directory queues its three files at once.
+    for (i, d) in dirs[..20].iter().enumerate() {
+        let before = queued();
+        names(&fs, *d);
+        let listed = queued() - before;
+        if i > 0 {
+            assert_eq!(listed, 3, "d{i:02}");
+        }
+        for f in 0..3u32 {
+            let ino = fs.lookup(*d, format!("f{f}").as_bytes()).unwrap().attr.ino;
+            assert_eq!(
+                read_all(&fs, ino).unwrap(),
+                content(i as u32, f).as_bytes(),
+                "d{i:02}/f{f}"
+            );
+        }
+    }
+    // Once the walk has stopped for a while, listing loads nothing again.
+    std::thread::sleep(WALK_LINGER + Duration::from_millis(100));
+    let before = queued();
+    names(&fs, dirs[20]);
+    assert_eq!(queued(), before);
 }
 
 #[test]

@@ -104,6 +104,12 @@ pub struct ChunkCache {
     external: Arc<AtomicU64>,
     /// Buffers of loads in flight: sealed bytes read and plaintext not yet in the tier.
     inflight_bytes: AtomicU64,
+    /// The process's resident size, when measured (see [`ChunkCache::measure_rss`]): its
+    /// last sample and when it was taken (ms since `created`, plus one; 0: never).
+    rss_probe: std::sync::OnceLock<RssProbe>,
+    rss_sample: AtomicU64,
+    rss_sampled_ms: AtomicU64,
+    created: Instant,
     pub stats: CacheStats,
 }
 
@@ -194,6 +200,10 @@ impl ChunkCache {
             overhead: AtomicU64::new(0),
             external: Arc::new(AtomicU64::new(0)),
             inflight_bytes: AtomicU64::new(0),
+            rss_probe: std::sync::OnceLock::new(),
+            rss_sample: AtomicU64::new(0),
+            rss_sampled_ms: AtomicU64::new(0),
+            created: Instant::now(),
             stats: CacheStats::default(),
         })
     }
@@ -262,10 +272,53 @@ impl ChunkCache {
         m.bytes = 0;
     }
 
-    /// What the memory tier may hold now (see [`ChunkCache::set_overhead`]).
+    /// Makes the budget count what the process really holds: `probe` gives its resident
+    /// size (sampled at most every [`RSS_SAMPLE_EVERY`]), and everything resident beyond
+    /// the chunks (the allocator's free-but-kept memory included, which no estimate
+    /// sees) is taken from the memory tier, as the declared overhead is. The larger of the
+    /// measured and the declared overhead counts.
+    pub fn measure_rss(&self, probe: impl Fn() -> u64 + Send + Sync + 'static) {
+        let _ = self.rss_probe.set(Box::new(probe));
+    }
+
+    /// The resident size, from a recent sample or a new one; 0 when not measured.
+    fn rss(&self) -> u64 {
+        let Some(probe) = self.rss_probe.get() else {
+            return 0;
+        };
+        let now = self.created.elapsed().as_millis() as u64 + 1;
+        let last = self.rss_sampled_ms.load(Ordering::Relaxed);
+        if last == 0 || now >= last + RSS_SAMPLE_EVERY.as_millis() as u64 {
+            self.rss_sample.store(probe(), Ordering::Relaxed);
+            self.rss_sampled_ms.store(now, Ordering::Relaxed);
+        }
+        self.rss_sample.load(Ordering::Relaxed)
+    }
+
+    /// What the memory tier may hold now (see [`ChunkCache::set_overhead`] and
+    /// [`ChunkCache::measure_rss`]).
     pub fn tier_limit(&self) -> u64 {
-        let other = self.other_bytes() + self.inflight_bytes.load(Ordering::Relaxed);
-        self.mem_limit.saturating_sub(other).max(self.mem_limit / 4)
+        let rss = self.rss();
+        self.limit_with(rss, self.mem_bytes())
+    }
+
+    /// The tier's limit given the resident size and the bytes of chunks held.
+    fn limit_with(&self, rss: u64, chunk_bytes: u64) -> u64 {
+        self.mem_limit
+            .saturating_sub(self.overhead_with(rss, chunk_bytes))
+            .max(self.mem_limit / 4)
+    }
+
+    /// Memory outside the chunks: declared and in flight, or measured, the larger. A
+    /// measured figure gets a margin ([`RSS_MARGIN`] of the budget) for what is
+    /// allocated between two samples.
+    fn overhead_with(&self, rss: u64, chunk_bytes: u64) -> u64 {
+        let declared = self.other_bytes() + self.inflight_bytes.load(Ordering::Relaxed);
+        if rss == 0 {
+            return declared;
+        }
+        let margin = self.mem_limit / RSS_MARGIN;
+        declared.max(rss.saturating_sub(chunk_bytes) + margin)
     }
 
     pub fn repo(&self) -> &Arc<Repository> {
@@ -300,8 +353,8 @@ impl ChunkCache {
             "cache_bytes": bytes,
             "cache_chunks": chunks,
             "cache_limit": self.mem_limit,
-            "cache_tier_limit": self.tier_limit(),
-            "budget_overhead_bytes": self.other_bytes(),
+            "cache_tier_limit": self.limit_with(self.rss(), bytes),
+            "budget_overhead_bytes": self.overhead_with(self.rss(), bytes),
             "inflight_bytes": self.inflight_bytes.load(Ordering::Relaxed),
         })
     }
@@ -371,8 +424,9 @@ impl ChunkCache {
         if len > self.mem_limit {
             return;
         }
-        let limit = self.tier_limit();
+        let rss = self.rss();
         let mut mem = self.lock_mem();
+        let limit = self.limit_with(rss, mem.bytes);
         if let Some(old) = mem.lru.put(id, c) {
             mem.bytes -= old.len() as u64;
         }
@@ -642,6 +696,16 @@ fn fetch_error(what: String, e: BackendError) -> RepoError {
     }
 }
 
+/// How the resident size is measured (see [`ChunkCache::measure_rss`]).
+type RssProbe = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// The budget's fraction kept free when the resident size is measured (1/16: 16 MiB of
+/// 256 MiB), for allocations between two samples.
+pub const RSS_MARGIN: u64 = 16;
+
+/// How often the resident size is sampled at most.
+pub const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(5);
+
 /// Largest gap between two chunks of one pack that a grouped prefetch reads through.
 pub const COALESCE_GAP: u64 = 64 << 10;
 /// Largest span of one grouped prefetch read.
@@ -776,6 +840,38 @@ mod tests {
             t.join().unwrap();
         });
         assert_eq!(cache.tier_limit(), 8000);
+    }
+
+    #[test]
+    fn the_budget_covers_what_the_process_really_holds_when_measured() {
+        let repo = test_repo(Arc::new(MemoryStore::new()));
+        let refs: Vec<ChunkRef> = (0..8u8).map(|i| put_chunk(&repo, &vec![i; 1000])).collect();
+        let cache = ChunkCache::new(repo, 8000, None);
+        for r in &refs {
+            cache.get(r).unwrap();
+        }
+        assert_eq!(cache.mem_bytes(), 8000);
+        // The process holds 3,000 bytes more than its chunks (heap slack, say): the tier
+        // makes room for them, and a margin of 1/16 of the budget, at the next insert.
+        let resident = Arc::new(AtomicU64::new(8000 + 3000));
+        let probe = resident.clone();
+        cache.measure_rss(move || probe.load(Ordering::Relaxed));
+        assert_eq!(cache.tier_limit(), 8000 - 3000 - 500);
+        let again = put_chunk(cache.repo(), &[42u8; 1000]);
+        cache.get(&again).unwrap();
+        assert_eq!(cache.mem_bytes(), 4000);
+        // A declared overhead larger than the measured one wins.
+        resident.store(4000 + 1000, Ordering::Relaxed);
+        std::thread::sleep(RSS_SAMPLE_EVERY * 2);
+        assert_eq!(cache.tier_limit(), 8000 - 1000 - 500);
+        cache.set_overhead(4000);
+        assert_eq!(cache.tier_limit(), 4000);
+        cache.set_overhead(0);
+        // The quarter of the budget stays, however much the process holds; samples are
+        // taken at most every RSS_SAMPLE_EVERY.
+        resident.store(1 << 30, Ordering::Relaxed);
+        std::thread::sleep(RSS_SAMPLE_EVERY * 2);
+        assert_eq!(cache.tier_limit(), 2000);
     }
 
     #[test]

@@ -260,6 +260,7 @@ pub fn mount(
         None => None,
     };
     let cache = ChunkCache::new(repo.clone(), opts.cache_size, disk);
+    cache.measure_rss(ops::rss_bytes);
     cache.start_prefetchers(opts.fetchers, opts.fetchers * 8);
     let fs_opts = ops::FsOptions {
         readahead_bytes: opts.readahead,

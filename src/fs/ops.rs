@@ -537,8 +537,10 @@ impl VaultFs {
                 if offset == 0 {
                     self.subtree_readahead(&l);
                     if self.walking() {
-                        // A walk that reads files lists a directory, then reads its files.
+                        // A walk that reads files lists a directory, then reads its files,
+                        // and then goes on to the next directories.
                         self.files_readahead(t, &l, 0);
+                        self.next_dirs_readahead(&inode);
                     }
                 }
                 l
@@ -847,6 +849,46 @@ impl VaultFs {
             .fetch_max(now + WALK_LINGER.as_millis() as u64, Ordering::Relaxed);
         if idx + READAHEAD_FILES as u64 / 2 >= d.ahead_until.load(Ordering::Relaxed) {
             self.files_readahead(d, &listing, idx as usize + 1);
+        }
+    }
+
+    /// During a walk, the directories listed after `dir` in its parent get their small
+    /// files prefetched too, as far as their tree chunks are loaded already (the parent's
+    /// listing asked for them): the walk then finds a directory's files loading before it
+    /// gets there, instead of waiting for them at every directory.
+    fn next_dirs_readahead(&self, dir: &Inode) {
+        const DIRS: usize = 4;
+        let Some(parent) = self.inodes.get(dir.parent) else {
+            return;
+        };
+        let Body::Node(p) = &parent.body else { return };
+        let Some(listing) = lock(&p.children).clone() else {
+            return;
+        };
+        let Ok(idx) = listing.binary_search_by(|(n, _)| n.as_slice().cmp(&dir.name)) else {
+            return;
+        };
+        let mut dirs = 0;
+        for (_, child) in &listing[idx + 1..] {
+            if dirs >= DIRS {
+                break;
+            }
+            let Some(c) = self.inodes.get(*child) else {
+                continue;
+            };
+            let Body::Node(ct) = &c.body else { continue };
+            if ct.node.kind != NodeKind::Dir {
+                continue;
+            }
+            dirs += 1;
+            let loaded = lock(&ct.children).is_some()
+                || ct.node.subtree.is_none_or(|r| self.cache.contains(&r.id));
+            if !loaded {
+                continue;
+            }
+            if let Ok(l) = self.tree_children(*child, ct) {
+                self.files_readahead(ct, &l, 0);
+            }
         }
     }
 

@@ -824,16 +824,10 @@ impl VaultFs {
     /// directories does not wait for one fetch per file. Opening a lone file fetches
     /// nothing extra.
     fn sibling_readahead(&self, inode: &Inode) {
-        let Some(dir) = self.inodes.get(inode.parent) else {
+        let Some((dir, listing, idx)) = self.place_in_parent(inode) else {
             return;
         };
         let Body::Node(d) = &dir.body else { return };
-        let Some(listing) = lock(&d.children).clone() else {
-            return;
-        };
-        let Ok(idx) = listing.binary_search_by(|(n, _)| n.as_slice().cmp(&inode.name)) else {
-            return;
-        };
         let idx = idx as u64;
         let last = d.last_open.swap(idx, Ordering::Relaxed);
         let sequential = if last == u64::MAX {
@@ -858,14 +852,7 @@ impl VaultFs {
     /// gets there, instead of waiting for them at every directory.
     fn next_dirs_readahead(&self, dir: &Inode) {
         const DIRS: usize = 4;
-        let Some(parent) = self.inodes.get(dir.parent) else {
-            return;
-        };
-        let Body::Node(p) = &parent.body else { return };
-        let Some(listing) = lock(&p.children).clone() else {
-            return;
-        };
-        let Ok(idx) = listing.binary_search_by(|(n, _)| n.as_slice().cmp(&dir.name)) else {
+        let Some((_, listing, idx)) = self.place_in_parent(dir) else {
             return;
         };
         let mut dirs = 0;
@@ -890,6 +877,20 @@ impl VaultFs {
                 self.files_readahead(ct, &l, 0);
             }
         }
+    }
+
+    /// The directory of a backup entry, the directory's listing (when it was listed), and
+    /// the entry's position in it.
+    fn place_in_parent(&self, inode: &Inode) -> Option<(Arc<Inode>, Listing, usize)> {
+        let parent = self.inodes.get(inode.parent)?;
+        let Body::Node(p) = &parent.body else {
+            return None;
+        };
+        let listing = lock(&p.children).clone()?;
+        let idx = listing
+            .binary_search_by(|(n, _)| n.as_slice().cmp(&inode.name))
+            .ok()?;
+        Some((parent, listing, idx))
     }
 
     /// Whether a walk that reads files was seen within [`WALK_LINGER`].

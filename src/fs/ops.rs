@@ -793,11 +793,12 @@ impl VaultFs {
             return;
         }
         let want = (streak as usize).min(self.opts.readahead_chunks);
+        let limit = self.readahead_limit();
         let mut window = Vec::with_capacity(want);
         let mut bytes = 0u64;
         for e in &t.node.content[t.extent_at(end.saturating_sub(1))..] {
             if let Extent::Data(r) = e {
-                if window.len() >= want || bytes >= self.opts.readahead_bytes {
+                if window.len() >= want || bytes >= limit {
                     break;
                 }
                 window.push(*r);
@@ -893,6 +894,13 @@ impl VaultFs {
         Some((parent, listing, idx))
     }
 
+    /// Bytes one readahead may ask for: `--readahead`, and never more than half of what
+    /// the chunk cache may hold now (a window the cache cannot keep would evict its own
+    /// chunks before they are read, and fetch them twice).
+    fn readahead_limit(&self) -> u64 {
+        self.opts.readahead_bytes.min(self.cache.tier_limit() / 2)
+    }
+
     /// Whether a walk that reads files was seen within [`WALK_LINGER`].
     fn walking(&self) -> bool {
         let now = self.epoch.elapsed().as_millis() as u64;
@@ -905,11 +913,12 @@ impl VaultFs {
         const SMALL: u64 = 1 << 20;
         // What an earlier call covered is queued already.
         let from = from.max(d.ahead_until.load(Ordering::Relaxed) as usize);
+        let limit = self.readahead_limit();
         let mut refs = Vec::new();
         let (mut files, mut bytes) = (0, 0u64);
         let mut next = from;
         while let Some((_, child)) = listing.get(next) {
-            if files >= READAHEAD_FILES || bytes >= self.opts.readahead_bytes {
+            if files >= READAHEAD_FILES || bytes >= limit {
                 break;
             }
             next += 1;

@@ -631,6 +631,11 @@ fn background_refresh_keeps_lookups_off_a_stalled_store() {
 
 /// A mount's logic with prefetch threads over a backup of `src` in vault `v`.
 fn prefetching_fs_of(store: Store, src: std::path::PathBuf) -> VaultFs {
+    prefetching_fs_with(store, src, 64 << 20)
+}
+
+/// [`prefetching_fs_of`] with a chunk cache of `budget` bytes.
+fn prefetching_fs_with(store: Store, src: std::path::PathBuf, budget: u64) -> VaultFs {
     let repo = test_repo(store);
     repo.create_vault("v", "").unwrap();
     backup(
@@ -640,7 +645,7 @@ fn prefetching_fs_of(store: Store, src: std::path::PathBuf) -> VaultFs {
         &BackupOptions::default(),
     )
     .unwrap();
-    let cache = ChunkCache::new(repo.clone(), 64 << 20, None);
+    let cache = ChunkCache::new(repo.clone(), budget, None);
     cache.start_prefetchers(2, 16);
     VaultFs::new(repo, cache, FsOptions::default())
 }
@@ -661,19 +666,8 @@ fn readahead_stays_within_what_the_cache_can_keep() {
         })
         .collect();
     std::fs::write(src.join("big"), &data).unwrap();
-    let repo = test_repo(Arc::new(MemoryStore::new()));
-    repo.create_vault("v", "").unwrap();
-    backup(
-        &repo,
-        "v",
-        Source::Trees(vec![src]),
-        &BackupOptions::default(),
-    )
-    .unwrap();
     // A 256 KiB budget: the readahead may ask for 128 KiB at most, not --readahead's 32 MiB.
-    let cache = ChunkCache::new(repo.clone(), 256 << 10, None);
-    cache.start_prefetchers(2, 16);
-    let fs = VaultFs::new(repo, cache, FsOptions::default());
+    let fs = prefetching_fs_with(Arc::new(MemoryStore::new()), src, 256 << 10);
     assert!(fs.readahead_limit() <= 128 << 10);
     let big = walk(&fs, "v/latest/one/big").unwrap().attr.ino;
     assert_eq!(read_all(&fs, big).unwrap(), data);

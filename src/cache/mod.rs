@@ -338,6 +338,7 @@ impl ChunkCache {
             let m = self.lock_mem();
             (m.bytes, m.lru.len())
         };
+        let rss = self.rss();
         serde_json::json!({
             "cache_hits": l(&s.hits),
             "cache_misses": l(&s.misses),
@@ -353,8 +354,8 @@ impl ChunkCache {
             "cache_bytes": bytes,
             "cache_chunks": chunks,
             "cache_limit": self.mem_limit,
-            "cache_tier_limit": self.limit_with(self.rss(), bytes),
-            "budget_overhead_bytes": self.overhead_with(self.rss(), bytes),
+            "cache_tier_limit": self.limit_with(rss, bytes),
+            "budget_overhead_bytes": self.overhead_with(rss, bytes),
             "inflight_bytes": self.inflight_bytes.load(Ordering::Relaxed),
         })
     }

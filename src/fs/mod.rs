@@ -264,7 +264,6 @@ pub fn mount(
     cache.start_prefetchers(opts.fetchers, opts.fetchers * 8);
     let fs_opts = ops::FsOptions {
         readahead_bytes: opts.readahead,
-        readahead_chunks: ops::readahead_chunks(opts.readahead),
         base_memory: ops::rss_bytes(),
         refresh: opts.refresh,
         allow_delete: opts.allow_delete,

@@ -145,8 +145,8 @@ pub struct FsOptions {
     /// Owner of the generated directories and files.
     pub uid: u32,
     pub gid: u32,
-    /// Readahead bounds: at most this many chunks, and bytes, ahead of a sequential reader.
-    pub readahead_chunks: usize,
+    /// Readahead bound: at most this many bytes ahead of a sequential reader (and one
+    /// chunk per 512 KiB of it: the average chunk size).
     pub readahead_bytes: u64,
     /// Whether `rmdir` of a recovery point deletes it (EPERM otherwise).
     pub allow_delete: bool,
@@ -166,7 +166,6 @@ impl Default for FsOptions {
             refresh: Duration::from_secs(2),
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),
-            readahead_chunks: readahead_chunks(super::DEFAULT_READAHEAD),
             readahead_bytes: super::DEFAULT_READAHEAD,
             allow_delete: false,
             task_keep: Duration::from_secs(3600),
@@ -202,7 +201,7 @@ impl std::ops::Deref for ReadData {
 
 /// The chunk bound of a readahead of `bytes`: one chunk per 512 KiB (the average chunk
 /// size), so that the byte bound is what usually stops the window.
-pub fn readahead_chunks(bytes: u64) -> usize {
+fn readahead_chunks(bytes: u64) -> usize {
     (bytes / (512 << 10)) as usize
 }
 
@@ -582,7 +581,7 @@ impl VaultFs {
     /// Listing the tree chunk of a directory is the one fetch a walk waits for at every
     /// level; with this, the walk finds most of them loaded.
     fn subtree_readahead(&self, children: &[(Vec<u8>, u64)]) {
-        let mut refs: Vec<ChunkRef> = children
+        let refs: Vec<ChunkRef> = children
             .iter()
             .filter_map(|(_, child)| {
                 let c = self.inodes.get(*child)?;
@@ -597,7 +596,7 @@ impl VaultFs {
                 }
             })
             .collect();
-        refs.sort_by_key(|r| (r.pack, r.offset));
+        // prefetch_run groups them in pack order.
         self.cache.prefetch_run(&refs);
     }
 
@@ -792,7 +791,7 @@ impl VaultFs {
         if streak == 0 || end >= t.node.size {
             return;
         }
-        let want = (streak as usize).min(self.opts.readahead_chunks);
+        let want = (streak as usize).min(readahead_chunks(self.opts.readahead_bytes));
         let limit = self.readahead_limit();
         let mut window = Vec::with_capacity(want);
         let mut bytes = 0u64;

@@ -74,6 +74,69 @@ fn tar_copied_into_incoming_becomes_a_point_equal_to_its_tree() {
 }
 
 #[test]
+fn a_slow_writer_gets_the_same_backup_name_as_a_fast_one() {
+    if !fuse_available() {
+        return;
+    }
+    let t = TestRepo::new();
+    let src = t.path("etc");
+    make_tricky_tree(&src);
+    let tarball = t.path("etc.tar");
+    sh(&format!(
+        "cd '{}' && tar --xattrs --xattrs-include='*' -S -cf '{}' . && zstd -q -k '{}'",
+        src.display(),
+        tarball.display(),
+        tarball.display()
+    ));
+    let m = t.mount(&[], &[]);
+    let incoming = m.p(".vaultfs/incoming/v");
+    // A writer that waits before it closes: the archive ended long before.
+    sh(&format!(
+        "( cat '{}.zst'; sleep 3 ) | dd of='{}/slowA.tar.zst' status=none",
+        tarball.display(),
+        incoming.display()
+    ));
+    // A writer that pauses before the zero padding of its last record: the writes after
+    // the end-of-archive blocks are taken, not refused.
+    let size = fs::metadata(&tarball).unwrap().len();
+    assert!(size > 10240);
+    sh(&format!(
+        "( head -c {} '{t}'; sleep 2; tail -c 10240 '{t}' ) | dd of='{}/slowB.tar' bs=512 status=none",
+        size - 10240,
+        incoming.display(),
+        t = tarball.display(),
+    ));
+    let points = t.points();
+    let names: Vec<&str> = points
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["backups"][0]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["slowA", "slowB"], "{points}");
+    for name in ["slowA", "slowB"] {
+        let id = points
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["backups"][0]["name"] == name)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let got = m.p(&format!("v/{id}/{name}"));
+        wait_for(&format!("{name} in the mount"), || got.exists());
+        let diff = rsync_diff(&src, &got);
+        assert_eq!(diff, "", "{name} differs:\n{diff}");
+    }
+    assert!(
+        task_files(&m).iter().all(|j| j["status"] == "succeeded"),
+        "{:?}",
+        task_files(&m)
+    );
+}
+
+#[test]
 fn a_truncated_archive_fails_close_and_leaves_no_point() {
     if !fuse_available() {
         return;
@@ -162,8 +225,13 @@ fn images_rsync_and_parallel_ingests() {
     for n in ["disk.img", "other.raw", "renamed.raw"] {
         assert!(names.iter().any(|x| x == n), "{names:?}");
     }
-    // Bit for bit.
-    std::thread::sleep(Duration::from_millis(1200)); // the vault listing refreshes
+    // Bit for bit, once the mount's vault listing has refreshed.
+    for p in points.as_array().unwrap() {
+        let id = p["id"].as_str().unwrap();
+        wait_for(&format!("point {id} in the mount"), || {
+            m.p(&format!("v/{id}")).exists()
+        });
+    }
     for p in points.as_array().unwrap() {
         let name = p["backups"][0]["name"].as_str().unwrap();
         let got = m.p(&format!("v/{}/{name}", p["id"].as_str().unwrap()));
@@ -202,10 +270,12 @@ fn vaults_are_made_and_removed_with_mkdir_and_rmdir() {
     let err = fs::remove_dir(m.p("fresh")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY));
     // Points cannot be deleted without --allow-delete.
-    std::thread::sleep(Duration::from_millis(1200));
     let point = t.ok(&["points", "fresh", "--json"]);
     let point: serde_json::Value = serde_json::from_str(&point).unwrap();
     let id = point[0]["id"].as_str().unwrap().to_string();
+    wait_for("the new point in the mount", || {
+        m.p(&format!("fresh/{id}")).exists()
+    });
     let err = fs::remove_dir(m.p(&format!("fresh/{id}"))).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));
     drop(m);

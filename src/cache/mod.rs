@@ -19,18 +19,23 @@
 //! stalled store would make every EIO take twice the store's whole retry budget. The in-flight entry is removed by a guard, on success, on error and on
 //! unwind, so a panicking loader never leaves waiters hanging.
 //!
-//! Readahead ([`ChunkCache::prefetch_run`]) hands chunk refs to a pool of background
-//! threads through a bounded channel; when the channel is full the hint is dropped
-//! (backpressure: prefetching never queues unbounded work or memory). Chunks waiting in
-//! the channel are remembered (`queued`), so a hint repeated by every read of a stream
-//! is sent once.
+//! Readahead ([`ChunkCache::prefetch_run`]) hands groups of chunk refs (one ranged read
+//! each) to a pool of background threads through a bounded channel; when the channel is
+//! full the hint is dropped (backpressure: prefetching never queues unbounded work or
+//! memory). Chunks waiting in the channel are remembered with their group (`queued`), so a
+//! hint repeated by every read of a stream is sent once, and a reader that wants a queued
+//! chunk before a prefetcher got to it loads the chunk's whole group itself, with the one
+//! ranged read the prefetcher would have made: how many reads a run of chunks costs does
+//! not depend on how fast the prefetchers are scheduled. A queued chunk leaves the queue
+//! and gets its flight in one step under the `queued` lock ([`ChunkCache::claim_queued`]),
+//! so exactly one loader takes it.
 //!
-//! Lock order: `inflight` is never held while taking `mem`, and neither is held during a
-//! fetch. A flight's own mutex is taken alone.
+//! Lock order: `queued`, then `inflight`, then `mem`; none is held during a fetch. A
+//! flight's own mutex is taken alone.
 
 pub mod disk;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -49,6 +54,12 @@ pub const FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(2
 pub type Chunk = Arc<Vec<u8>>;
 /// A load failure, shared between every reader that waited for that load.
 pub type FetchError = Arc<RepoError>;
+
+/// Chunks of one pack that go out as one ranged read, in pack order.
+type Group = Arc<[ChunkRef]>;
+
+/// A chunk claimed for loading by one loader: its flight, ended when the guard drops.
+type Claim<'a> = (ChunkRef, FlightGuard<'a>);
 
 /// Counters, for logs and tests.
 #[derive(Debug, Default)]
@@ -90,10 +101,11 @@ pub struct ChunkCache {
     mem_limit: u64,
     inflight: Mutex<HashMap<ChunkId, Arc<Flight>>>,
     disk: Option<disk::DiskCache>,
-    prefetch_tx: Mutex<Option<crossbeam_channel::Sender<Vec<ChunkRef>>>>,
-    /// Chunks handed to the prefetchers and not yet picked up: a hint repeated while its
-    /// first copy waits in the queue is not queued again.
-    queued: Mutex<HashSet<ChunkId>>,
+    prefetch_tx: Mutex<Option<crossbeam_channel::Sender<Group>>>,
+    /// Chunks handed to the prefetchers and not yet picked up, with the group they went
+    /// out in: a hint repeated while its first copy waits in the queue is not queued
+    /// again, and a reader that needs one of them loads the group itself.
+    queued: Mutex<HashMap<ChunkId, Group>>,
     /// Recent store failures, by chunk: see the module documentation.
     failed: Mutex<HashMap<ChunkId, (Instant, FetchError)>>,
     failure_memory: Duration,
@@ -194,7 +206,7 @@ impl ChunkCache {
             inflight: Mutex::new(HashMap::new()),
             disk,
             prefetch_tx: Mutex::new(None),
-            queued: Mutex::new(HashSet::new()),
+            queued: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
             failure_memory: FAILURE_MEMORY,
             overhead: AtomicU64::new(0),
@@ -379,6 +391,17 @@ impl ChunkCache {
         if let Some(e) = self.remembered_failure(&r.id) {
             return Err(e);
         }
+        // Queued for a prefetcher that has not got to it yet: load its group now.
+        let group = self.lock_queued().get(&r.id).cloned();
+        if let Some(group) = group {
+            let claimed = self.claim_queued(&group);
+            if claimed.iter().any(|(c, _)| c.id == r.id) {
+                self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                if let Some(result) = self.load_claimed(claimed, Some(r.id)) {
+                    return result;
+                }
+            }
+        }
         let (flight, leader) = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
             match inflight.get(&r.id) {
@@ -398,26 +421,16 @@ impl ChunkCache {
         };
         if !leader {
             self.stats.waits.fetch_add(1, Ordering::Relaxed);
-            let mut res = flight.result.lock().unwrap_or_else(|e| e.into_inner());
-            while res.is_none() {
-                res = flight.done.wait(res).unwrap_or_else(|e| e.into_inner());
-            }
-            return res.clone().expect("set before notify");
+            return flight_result(&flight);
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let guard = FlightGuard {
             cache: self,
             id: r.id,
-            flight,
+            flight: flight.clone(),
         };
-        let result = self.load(r).map(Arc::new).map_err(Arc::new);
-        match &result {
-            Ok(c) => self.insert(r.id, c.clone()),
-            Err(e) => self.remember_failure(r.id, e),
-        }
-        guard.finish(result.clone());
-        drop(guard);
-        result
+        self.load_claimed(vec![(*r, guard)], Some(r.id))
+            .unwrap_or_else(|| flight_result(&flight))
     }
 
     fn insert(&self, id: ChunkId, c: Chunk) {
@@ -497,7 +510,7 @@ impl ChunkCache {
 
     /// Starts `threads` background prefetch workers fed by a channel of `queue` slots.
     pub fn start_prefetchers(self: &Arc<Self>, threads: usize, queue: usize) {
-        let (tx, rx) = crossbeam_channel::bounded::<Vec<ChunkRef>>(queue.max(1));
+        let (tx, rx) = crossbeam_channel::bounded::<Group>(queue.max(1));
         for i in 0..threads.max(1) {
             let rx = rx.clone();
             let weak = Arc::downgrade(self);
@@ -506,8 +519,8 @@ impl ChunkCache {
                 .spawn(move || {
                     while let Ok(group) = rx.recv() {
                         let Some(cache) = weak.upgrade() else { break };
-                        cache.unqueue(&group);
-                        cache.load_group(&group);
+                        let claimed = cache.claim_queued(&group);
+                        cache.load_claimed(claimed, None);
                     }
                 })
                 .expect("spawning a prefetch thread");
@@ -515,13 +528,21 @@ impl ChunkCache {
         *self.prefetch_tx.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
     }
 
+    /// Whether no prefetch waits in the queue and no load is in flight: what a test waits
+    /// for before it counts the reads a sequence of operations cost.
+    #[cfg(test)]
+    pub(crate) fn is_settled(&self) -> bool {
+        self.lock_queued().is_empty()
+            && self
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+    }
+
     /// Whether the chunk is in memory, being loaded, or queued for a prefetcher.
     pub fn present_or_loading(&self, id: &ChunkId) -> bool {
-        self.queued
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(id)
-            || self.cached_or_loading(id)
+        self.lock_queued().contains_key(id) || self.cached_or_loading(id)
     }
 
     fn cached_or_loading(&self, id: &ChunkId) -> bool {
@@ -549,13 +570,13 @@ impl ChunkCache {
     pub fn prefetch_run(&self, refs: &[ChunkRef]) {
         let tx = self.prefetch_tx.lock().unwrap_or_else(|e| e.into_inner());
         let Some(tx) = tx.as_ref() else { return };
-        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queued = self.lock_queued();
         // (position in refs, chunk), in pack order, each chunk once.
         let mut wanted: Vec<(usize, ChunkRef)> = refs
             .iter()
             .copied()
             .enumerate()
-            .filter(|(_, r)| !queued.contains(&r.id) && !self.cached_or_loading(&r.id))
+            .filter(|(_, r)| !queued.contains_key(&r.id) && !self.cached_or_loading(&r.id))
             .collect();
         wanted.sort_by_key(|(i, r)| (r.pack, r.offset, *i));
         wanted.dedup_by_key(|(_, r)| r.id);
@@ -583,9 +604,9 @@ impl ChunkCache {
         groups.sort_by_key(|(first_use, _)| *first_use);
         for (_, g) in groups {
             let n = g.len() as u64;
-            let ids: Vec<ChunkId> = g.iter().map(|r| r.id).collect();
-            if tx.try_send(g).is_ok() {
-                queued.extend(ids);
+            let g: Group = g.into();
+            if tx.try_send(g.clone()).is_ok() {
+                queued.extend(g.iter().map(|r| (r.id, g.clone())));
                 self.stats.prefetches_queued.fetch_add(n, Ordering::Relaxed);
             } else {
                 self.stats
@@ -595,94 +616,133 @@ impl ChunkCache {
         }
     }
 
-    /// A prefetcher took `group` off the queue.
-    fn unqueue(&self, group: &[ChunkRef]) {
-        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
-        for r in group {
-            queued.remove(&r.id);
-        }
+    fn lock_queued(&self) -> std::sync::MutexGuard<'_, HashMap<ChunkId, Group>> {
+        self.queued.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Loads a group of chunks of one pack with one ranged read (a single chunk goes the
-    /// usual way, disk tier included). Each chunk gets its own flight, so readers that
-    /// want one of them meanwhile wait for this load; a chunk that fails to open fails
-    /// alone, a failed read fails them all.
-    fn load_group(&self, group: &[ChunkRef]) {
-        if group.len() <= 1 {
-            for r in group {
-                if let Err(e) = self.get(r) {
-                    tracing::debug!(chunk = %r.id, "prefetch failed: {e}");
-                }
+    /// Takes the chunks of `group` that still wait in the queue: each leaves the queue and
+    /// gets a flight in one step, so that exactly one loader (a prefetcher, or a reader
+    /// that got there first) loads it. Chunks taken by another loader already are left out.
+    fn claim_queued(&self, group: &[ChunkRef]) -> Vec<Claim<'_>> {
+        let mut queued = self.lock_queued();
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        let mut claimed = Vec::with_capacity(group.len());
+        for r in group {
+            if queued.remove(&r.id).is_none()
+                || inflight.contains_key(&r.id)
+                || self.contains(&r.id)
+            {
+                continue;
             }
-            return;
+            let flight = Arc::new(Flight::default());
+            inflight.insert(r.id, flight.clone());
+            claimed.push((
+                *r,
+                FlightGuard {
+                    cache: self,
+                    id: r.id,
+                    flight,
+                },
+            ));
         }
-        // Claim the chunks nobody has or loads.
-        let mut claimed: Vec<(ChunkRef, FlightGuard<'_>)> = Vec::with_capacity(group.len());
-        {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            for r in group {
-                if inflight.contains_key(&r.id) || self.contains(&r.id) {
-                    continue;
+        claimed
+    }
+
+    /// Loads claimed chunks of one pack: a single chunk the usual way (disk tier, then the
+    /// store), several with one ranged read of what the disk tier does not hold. Each
+    /// chunk's waiters are woken as soon as it is open; a chunk that fails to open fails
+    /// alone, a failed read fails them all. Returns the outcome for `want` when it was
+    /// one of them.
+    fn load_claimed(
+        &self,
+        mut claimed: Vec<Claim<'_>>,
+        want: Option<ChunkId>,
+    ) -> Option<Result<Chunk, FetchError>> {
+        let mut wanted = None;
+        let mut settle =
+            |r: &ChunkRef, guard: &FlightGuard<'_>, result: Result<Chunk, FetchError>| {
+                if want == Some(r.id) {
+                    wanted = Some(result.clone());
                 }
-                let flight = Arc::new(Flight::default());
-                inflight.insert(r.id, flight.clone());
-                claimed.push((
-                    *r,
-                    FlightGuard {
-                        cache: self,
-                        id: r.id,
-                        flight,
-                    },
-                ));
+                guard.finish(result);
+            };
+        if let [(r, guard)] = claimed.as_slice() {
+            let result = self.load(r).map(Arc::new).map_err(Arc::new);
+            match &result {
+                Ok(c) => self.insert(r.id, c.clone()),
+                Err(e) => {
+                    tracing::debug!(chunk = %r.id, "load failed: {e}");
+                    self.remember_failure(r.id, e);
+                }
             }
+            settle(r, guard, result);
+            return wanted;
         }
         // What the disk tier holds comes from there; the rest from the store.
         claimed.retain(|(r, guard)| match self.load_from_disk(r) {
             Some(plain) => {
                 let c = Arc::new(plain);
                 self.insert(r.id, c.clone());
-                guard.finish(Ok(c));
+                settle(r, guard, Ok(c));
                 false
             }
             None => true,
         });
         let (Some((first, _)), Some((last, _))) = (claimed.first(), claimed.last()) else {
-            return;
+            return wanted;
         };
+        let pack = first.pack;
         let start = first.offset as u64;
         let len = last.offset as u64 + last.stored_len as u64 - start;
         let raw: u64 = claimed.iter().map(|(r, _)| r.raw_len as u64).sum();
         let _held = Held::new(&self.inflight_bytes, len + raw);
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
-        let read = self.repo.store().get_range(&first.pack.key(), start, len);
-        match read {
+        match self.repo.store().get_range(&pack.key(), start, len) {
             Ok(buf) => {
                 self.stats
                     .fetch_bytes
                     .fetch_add(buf.len() as u64, Ordering::Relaxed);
                 for (r, guard) in &claimed {
                     let at = (r.offset as u64 - start) as usize;
-                    let sealed = &buf[at..at + r.stored_len as usize];
-                    let result = self.open_fetched(r, sealed).map(Arc::new).map_err(Arc::new);
+                    let result = match buf.get(at..at + r.stored_len as usize) {
+                        Some(sealed) => self.open_fetched(r, sealed),
+                        None => Err(RepoError::damaged(
+                            format!("chunk {} in pack {}", r.id, pack.to_hex()),
+                            format!("the store answered {} of {len} bytes", buf.len()),
+                        )),
+                    }
+                    .map(Arc::new)
+                    .map_err(Arc::new);
                     match &result {
                         Ok(c) => self.insert(r.id, c.clone()),
-                        Err(e) => tracing::debug!(chunk = %r.id, "prefetch failed: {e}"),
+                        Err(e) => tracing::debug!(chunk = %r.id, "load failed: {e}"),
                     }
-                    guard.finish(result);
+                    settle(r, guard, result);
                 }
             }
             Err(e) => {
                 self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(pack = %first.pack.to_hex(), "prefetch of {} chunks failed: {e}", claimed.len());
-                let e: FetchError =
-                    Arc::new(fetch_error(format!("pack {}", first.pack.to_hex()), e));
+                tracing::debug!(pack = %pack.to_hex(), "load of {} chunks failed: {e}", claimed.len());
+                let e: FetchError = Arc::new(fetch_error(format!("pack {}", pack.to_hex()), e));
                 for (r, guard) in &claimed {
                     self.remember_failure(r.id, &e);
-                    guard.finish(Err(e.clone()));
+                    settle(r, guard, Err(e.clone()));
                 }
             }
         }
         // The guards wake the waiters and clear the flights as they drop.
+        wanted
+    }
+}
+
+/// Waits for a flight's outcome (set by its loader, or by its guard when abandoned).
+fn flight_result(flight: &Flight) -> Result<Chunk, FetchError> {
+    let mut res = flight.result.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        if let Some(r) = res.as_ref() {
+            return r.clone();
+        }
+        res = flight.done.wait(res).unwrap_or_else(|e| e.into_inner());
     }
 }
 
@@ -827,17 +887,21 @@ mod tests {
         assert_eq!(cache.tier_limit(), 2000);
         cache.set_overhead(0);
         // A load in flight counts its buffers (sealed and plain) until it is in the tier.
-        faulty.add_rule(Rule::new(
+        let stall = faulty.add_rule(Rule::new(
             Op::GetRange,
             refs[7].pack.key(),
-            Fault::Delay(std::time::Duration::from_millis(300)),
+            Fault::Stall {
+                timeout: std::time::Duration::from_secs(60),
+            },
         ));
         cache.clear_for_test();
         std::thread::scope(|s| {
             let t = s.spawn(|| cache.get(&refs[7]).unwrap());
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            wait_until("the load to reach the store", || faulty.hits(stall) > 0);
             let held = (refs[7].stored_len + refs[7].raw_len) as u64;
             assert_eq!(cache.tier_limit(), 8000 - held);
+            faulty.clear_rules();
+            faulty.release();
             t.join().unwrap();
         });
         assert_eq!(cache.tier_limit(), 8000);
@@ -954,11 +1018,7 @@ mod tests {
         cache.prefetch(&r); // no workers yet: dropped silently
         cache.start_prefetchers(2, 4);
         cache.prefetch(&r);
-        let t = std::time::Instant::now();
-        while !cache.contains(&r.id) {
-            assert!(t.elapsed().as_secs() < 5, "prefetch never landed");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        wait_cached(&cache, &[r]);
         cache.get(&r).unwrap();
         assert_eq!(cache.stats.fetches.load(Ordering::Relaxed), 1);
     }
@@ -984,12 +1044,19 @@ mod tests {
         refs
     }
 
-    fn wait_cached(cache: &ChunkCache, refs: &[ChunkRef]) {
+    /// Waits until `cond` holds, with a bound generous enough for a loaded machine.
+    fn wait_until(what: &str, cond: impl Fn() -> bool) {
         let t = std::time::Instant::now();
-        while !refs.iter().all(|r| cache.contains(&r.id)) {
-            assert!(t.elapsed().as_secs() < 5, "prefetch never landed");
-            std::thread::sleep(std::time::Duration::from_millis(5));
+        while !cond() {
+            assert!(t.elapsed().as_secs() < 120, "waited 120 s for {what}");
+            std::thread::sleep(std::time::Duration::from_millis(2));
         }
+    }
+
+    fn wait_cached(cache: &ChunkCache, refs: &[ChunkRef]) {
+        wait_until("the prefetch to land", || {
+            refs.iter().all(|r| cache.contains(&r.id))
+        });
     }
 
     #[test]
@@ -1065,11 +1132,7 @@ mod tests {
         ));
         cache.start_prefetchers(1, 8);
         cache.prefetch_run(&a);
-        let t = std::time::Instant::now();
-        while faulty.hits(stall) == 0 {
-            assert!(t.elapsed().as_secs() < 5, "the first group never started");
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
+        wait_until("the first group to start", || faulty.hits(stall) > 0);
         for _ in 0..5 {
             cache.prefetch_run(&b);
         }
@@ -1081,6 +1144,43 @@ mod tests {
         faulty.release();
         wait_cached(&cache, &[a[0], b[0], b[1]]);
         assert_eq!(faulty.calls(Op::GetRange), 2);
+    }
+
+    #[test]
+    fn a_reader_of_a_queued_chunk_loads_its_group_without_waiting_for_a_prefetcher() {
+        use crate::backend::faulty::{Fault, FaultyStore, Op, Rule};
+        let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
+        let repo = test_repo(faulty.clone());
+        let a = put_pack(&repo, &[vec![1u8; 3000]]);
+        let datas: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i + 2; 3000]).collect();
+        let b = put_pack(&repo, &datas);
+        let cache = ChunkCache::new(repo, 1 << 20, None);
+        // The one prefetcher is stuck on the first group; the second waits in the queue.
+        let stall = faulty.add_rule(Rule::new(
+            Op::GetRange,
+            a[0].pack.to_hex(),
+            Fault::Stall {
+                timeout: std::time::Duration::from_secs(60),
+            },
+        ));
+        cache.start_prefetchers(1, 8);
+        cache.prefetch_run(&a);
+        wait_until("the first group to start", || faulty.hits(stall) > 0);
+        cache.prefetch_run(&b);
+        // A reader of the queued group's third chunk: the whole group in one read, now.
+        assert_eq!(*cache.get(&b[2]).unwrap(), datas[2]);
+        assert_eq!(faulty.calls(Op::GetRange), 2);
+        for (r, d) in b.iter().zip(&datas) {
+            assert!(cache.contains(&r.id));
+            assert_eq!(*cache.get(r).unwrap(), *d);
+        }
+        // The prefetcher, released, finds nothing of it left to load.
+        faulty.clear_rules();
+        faulty.release();
+        wait_cached(&cache, &a);
+        wait_until("the prefetcher to finish", || cache.is_settled());
+        assert_eq!(faulty.calls(Op::GetRange), 2);
+        assert_eq!(cache.stats.fetches.load(Ordering::Relaxed), 2);
     }
 
     #[test]

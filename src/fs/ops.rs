@@ -158,6 +158,8 @@ pub struct FsOptions {
     /// Memory the process held before serving (the mount measures its resident size):
     /// counted, with the inode table, against the chunk cache's budget.
     pub base_memory: u64,
+    /// How long a tree walk that reads files counts as under way after its last sign.
+    pub walk_linger: Duration,
 }
 
 impl Default for FsOptions {
@@ -171,14 +173,16 @@ impl Default for FsOptions {
             task_keep: Duration::from_secs(3600),
             background_refresh: false,
             base_memory: 0,
+            walk_linger: WALK_LINGER,
         }
     }
 }
 
 /// Small files of a directory prefetched at once by the readahead across files.
 const READAHEAD_FILES: usize = 64;
-/// How long a tree walk that reads files counts as under way after its last sign.
-const WALK_LINGER: Duration = Duration::from_secs(1);
+/// How long a tree walk that reads files counts as under way after its last sign, by
+/// default ([`FsOptions::walk_linger`]).
+pub const WALK_LINGER: Duration = Duration::from_secs(1);
 
 /// The bytes of one read: a range of a cached chunk (or of a control file's content) when
 /// the read lies within it, so that nothing is copied before the reply; a buffer of its
@@ -818,7 +822,7 @@ impl VaultFs {
     /// Readahead across files: when files of one directory are opened one after the other
     /// (`cp -a`, `tar`, `rsync`, `sha256sum *`), the chunks of the next small files are
     /// loaded in the background, grouped into one read per run of neighbours in a pack.
-    /// Such opens also mark a tree walk as under way for [`WALK_LINGER`]: meanwhile the
+    /// Such opens also mark a tree walk as under way for [`FsOptions::walk_linger`]: meanwhile the
     /// first file opened in a directory, and a directory listed from its start, get the
     /// directory's small files loaded at once, so that a walk through many small
     /// directories does not wait for one fetch per file. Opening a lone file fetches
@@ -839,8 +843,10 @@ impl VaultFs {
             return;
         }
         let now = self.epoch.elapsed().as_millis() as u64;
-        self.walk_until_ms
-            .fetch_max(now + WALK_LINGER.as_millis() as u64, Ordering::Relaxed);
+        self.walk_until_ms.fetch_max(
+            now + self.opts.walk_linger.as_millis() as u64,
+            Ordering::Relaxed,
+        );
         if idx + READAHEAD_FILES as u64 / 2 >= d.ahead_until.load(Ordering::Relaxed) {
             self.files_readahead(d, &listing, idx as usize + 1);
         }
@@ -900,7 +906,7 @@ impl VaultFs {
         self.opts.readahead_bytes.min(self.cache.tier_limit() / 2)
     }
 
-    /// Whether a walk that reads files was seen within [`WALK_LINGER`].
+    /// Whether a walk that reads files was seen within [`FsOptions::walk_linger`].
     fn walking(&self) -> bool {
         let now = self.epoch.elapsed().as_millis() as u64;
         now < self.walk_until_ms.load(Ordering::Relaxed)

@@ -138,18 +138,28 @@ pub fn backup(
         Source::Image { path, name } => {
             backups.push(image_backup(&writer, &path, name, opts)?);
         }
-        Source::Stream { reader, name, kind } => {
+        Source::Stream {
+            mut reader,
+            name,
+            kind,
+        } => {
             let before = writer_counts(&writer);
             let (mut root, mut stats, kind) = match kind {
                 StreamKind::Tar => {
-                    let (root, stats) = tar_backup(&writer, reader, &opts.progress)?;
+                    let (root, stats) = tar_backup(&writer, Box::new(&mut reader), &opts.progress)?;
                     (root, stats, BackupKind::Tree)
                 }
                 StreamKind::Image => {
-                    let (root, stats) = image_from_reader(&writer, reader, &opts.progress)?;
+                    let (root, stats) =
+                        image_from_reader(&writer, Box::new(&mut reader), &opts.progress)?;
                     (root, stats, BackupKind::Image)
                 }
             };
+            // A tar ends at its end-of-archive blocks, usually before its writer stops
+            // (the zero padding of the last record, a compressor's trailer): the stream
+            // is read to its end, so that the name is read only once the writer is done
+            // with the file and no write after the archive's end is refused.
+            std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| RepoError::io("-", e))?;
             let name = name.lock().unwrap().clone();
             check_backup_name(&name)?;
             root.name = name.clone();

@@ -539,3 +539,17 @@ pub fn sha256(p: &Path) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// Waits until `cond` holds, polling, with a bound generous enough for a loaded machine
+/// (120 s): for conditions that come true in the background (a mount's refresh, a
+/// daemon's exit), never a fixed sleep.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(120),
+            "waited 120 s for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

@@ -136,6 +136,157 @@ fn a_slow_writer_gets_the_same_backup_name_as_a_fast_one() {
     );
 }
 
+/// Runs a python writer against a file of the mount; returns its exit status.
+fn python(script: &str, args: &[&std::path::Path]) -> std::process::ExitStatus {
+    Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .status()
+        .unwrap()
+}
+
+/// The task whose file is (or was) `name`, once it has an outcome.
+fn finished_task(m: &Mount, name: &str) -> serde_json::Value {
+    let mut found = serde_json::Value::Null;
+    wait_for(&format!("the task of {name} to finish"), || {
+        found = task_files(m)
+            .into_iter()
+            .find(|j| j["name"] == name && j["status"] != "running" && j["status"] != "queued")
+            .unwrap_or_default();
+        !found.is_null()
+    });
+    found
+}
+
+#[test]
+fn an_interrupted_write_never_becomes_a_point() {
+    if !fuse_available() {
+        return;
+    }
+    let t = TestRepo::new();
+    let m = t.mount(&[], &[]);
+    let dir = m.p(".vaultfs/incoming/v");
+    // A writer killed (-9, or by SIGINT as Ctrl-C and `timeout` do) while it holds the
+    // file open, half-way through: cp from a pipe that delivers 3 MiB and then stalls.
+    let fifo = t.path("fifo");
+    sh(&format!("mkfifo '{}'", fifo.display()));
+    for (name, sig) in [("killed.img", "KILL"), ("interrupted.img", "INT")] {
+        let mut feeder = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "head -c 3145728 /dev/urandom > '{f}.part' && exec > '{f}' && cat '{f}.part' && exec sleep 30",
+                f = fifo.display()
+            ))
+            .spawn()
+            .unwrap();
+        let mut cp = Command::new("cp")
+            .arg(&fifo)
+            .arg(dir.join(name))
+            .spawn()
+            .unwrap();
+        let file = dir.join(name);
+        wait_for("cp to be half-way", || {
+            fs::metadata(&file).is_ok_and(|md| md.len() == 3 << 20)
+        });
+        sh(&format!("kill -{sig} {}", cp.id()));
+        let st = cp.wait().unwrap();
+        assert!(!st.success(), "{name}: {st}");
+        let _ = feeder.kill();
+        let _ = feeder.wait();
+        let task = finished_task(&m, name);
+        assert_eq!(task["status"], "failed", "{task}");
+        let reason = task["fail_reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("killed by signal"), "{name}: {reason}");
+    }
+    // A writer that gives up (exits non-zero) with the file still open.
+    let st = python(
+        "import sys, os\nf = open(sys.argv[1], 'wb')\nf.write(os.urandom(1 << 20)); f.flush()\nos._exit(3)",
+        &[&dir.join("gave-up.img")],
+    );
+    assert_eq!(st.code(), Some(3));
+    let task = finished_task(&m, "gave-up.img");
+    assert!(
+        task["fail_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("exited with status 3"),
+        "{task}"
+    );
+    // A write refused (a rewrite of bytes already ingested) fails the close too.
+    let st = python(
+        "import sys, os\n\
+         fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)\n\
+         os.write(fd, b'x' * 100000)\n\
+         try:\n    os.pwrite(fd, b'y' * 10, 0)\nexcept OSError:\n    pass\n\
+         try:\n    os.close(fd)\nexcept OSError:\n    sys.exit(0)\n\
+         sys.exit(1)",
+        &[&dir.join("rewritten.img")],
+    );
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "close() after a refused write must fail"
+    );
+    assert_eq!(finished_task(&m, "rewritten.img")["status"], "failed");
+    // rsync's temporary name: nothing is committed at close, an unlink abandons it, and
+    // the rename to the final name commits it.
+    let st = python(
+        "import sys, os\n\
+         open(sys.argv[1], 'wb').write(os.urandom(1 << 20))\n\
+         os.unlink(sys.argv[1])",
+        &[&dir.join(".abandoned.img.Ab12Cd")],
+    );
+    assert!(st.success());
+    let data = random_bytes(11, 2 << 20);
+    fs::write(t.path("kept.img"), &data).unwrap();
+    let tmp = dir.join(".kept.img.Zz9Yy8");
+    fs::copy(t.path("kept.img"), &tmp).unwrap();
+    assert!(
+        t.points().as_array().unwrap().is_empty(),
+        "a temporary name is not committed at close: {}",
+        t.points()
+    );
+    fs::rename(&tmp, dir.join("kept.img")).unwrap();
+    let points = t.points();
+    let points = points.as_array().unwrap();
+    assert_eq!(points.len(), 1, "{points:?}");
+    assert_eq!(points[0]["backups"][0]["name"], "kept.img");
+    let id = points[0]["id"].as_str().unwrap();
+    let got = m.p(&format!("v/{id}/kept.img"));
+    wait_for("the point in the mount", || got.exists());
+    assert_eq!(sha256(&got), sha256(&t.path("kept.img")));
+    // A tar followed by trailing bytes after its end-of-archive blocks: GNU tar reads it,
+    // and so does the ingest (the writer's close succeeds and the point is the tree).
+    let src = t.path("tree");
+    make_tricky_tree(&src);
+    let tarball = t.path("trailing.tar");
+    sh(&format!(
+        "tar -C '{}' --xattrs --xattrs-include='*' -cf '{}' . && head -c 5000 /dev/urandom >> '{}'",
+        src.display(),
+        tarball.display(),
+        tarball.display()
+    ));
+    sh(&format!("tar -tf '{}' >/dev/null", tarball.display()));
+    let st = Command::new("cp").arg(&tarball).arg(&dir).status().unwrap();
+    assert!(st.success());
+    let points = t.points();
+    let p = points
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["backups"][0]["name"] == "trailing")
+        .expect("the tar with trailing bytes is a point")
+        .clone();
+    let got = m.p(&format!("v/{}/trailing", p["id"].as_str().unwrap()));
+    wait_for("the point in the mount", || got.exists());
+    assert_eq!(rsync_diff(&src, &got), "");
+    // Of all these, two points: kept.img and trailing.
+    assert_eq!(t.points().as_array().unwrap().len(), 2);
+    drop(m);
+    t.ok(&["check"]);
+}
+
 #[test]
 fn a_truncated_archive_fails_close_and_leaves_no_point() {
     if !fuse_available() {

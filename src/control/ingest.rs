@@ -97,8 +97,13 @@ pub struct IngestSession {
     file_name: Mutex<Vec<u8>>,
     backup_name: Arc<Mutex<Vec<u8>>>,
     written: AtomicU64,
-    /// The process that wrote last: only its close() ends the ingest.
+    /// The process (thread group) that wrote last: only its close() ends the ingest;
+    /// and the thread that wrote last, whose process is known.
     writer_pid: std::sync::atomic::AtomicU32,
+    writer_tid: std::sync::atomic::AtomicU32,
+    /// The writer closed the file while it had a temporary name: the rename to its final
+    /// name commits it.
+    closed: std::sync::atomic::AtomicBool,
     inner: Mutex<Inner>,
     finished_at: Mutex<Option<std::time::Instant>>,
 }
@@ -136,6 +141,8 @@ impl IngestSession {
             backup_name: Arc::new(Mutex::new(file_name.to_vec())),
             written: AtomicU64::new(0),
             writer_pid: std::sync::atomic::AtomicU32::new(0),
+            writer_tid: std::sync::atomic::AtomicU32::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
             finished_at: Mutex::new(None),
             inner: Mutex::new(Inner {
                 next: 0,
@@ -154,16 +161,41 @@ impl IngestSession {
         &self.vault
     }
 
-    /// Records the process that writes.
-    pub fn note_writer(&self, pid: u32) {
-        self.writer_pid.store(pid, Ordering::Relaxed);
+    /// Records the thread `tid` that writes, and its process (`pid_of`, asked only when
+    /// the thread is not the one that wrote last).
+    pub fn note_writer(&self, tid: u32, pid_of: impl FnOnce(u32) -> u32) {
+        if self.writer_tid.swap(tid, Ordering::Relaxed) != tid {
+            self.writer_pid.store(pid_of(tid), Ordering::Relaxed);
+        }
     }
 
-    /// Whether a close by `pid` ends the ingest: the process that wrote last, once
-    /// something was written. Closes by other processes (a child that inherited the
+    /// The process that wrote last (0: nobody wrote).
+    pub fn writer(&self) -> u32 {
+        self.writer_pid.load(Ordering::Relaxed)
+    }
+
+    /// Whether a close by process `pid` ends the ingest: the process that wrote last,
+    /// once something was written. Closes by other processes (a child that inherited the
     /// descriptor and exec'd, a shell that handed it to a command) do not.
     pub fn ends_on_close_by(&self, pid: u32) -> bool {
         self.size() > 0 && self.writer_pid.load(Ordering::Relaxed) == pid
+    }
+
+    /// Whether the file has a temporary name (rsync's `.name.XXXXXX`): it is committed only
+    /// once renamed to its final name, and abandoned when removed.
+    pub fn awaits_rename(&self) -> bool {
+        let name = self.file_name();
+        strip_rsync_temp(&name) != name.as_slice()
+    }
+
+    /// The writer closed the file (under a temporary name: see [`Self::awaits_rename`]).
+    pub fn note_closed(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the writer closed the file.
+    pub fn was_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
     }
 
     /// Bytes accepted so far (the file's size as `stat` shows it).

@@ -8,14 +8,25 @@
 //! appears in the vault at once; the task file in `.vaultfs/tasks/` keeps the outcome.
 //! Only the mount's owner and root may write there (EACCES otherwise).
 //!
-//! Only a `close()` by the process that wrote last, after something was written, ends the
-//! ingest: `dd` and shells open the file, `dup2` it and close the original before
-//! writing, and a child that inherited the descriptor closes it when it execs; those
-//! closes flush too, and must not commit a half-written file. (A file written by several
-//! processes in turn is committed at the first close of the one that wrote last.) A finished file stays
-//! visible for [`LINGER`] (or until renamed), so that tools which stat, chmod, touch and
-//! rename a file after closing it (rsync) see it; the backup carries the file's final name
-//! (rsync's temporary `.name.XXXXXX` is seen through).
+//! A point is made only from a write that completed and that the writer meant to finish:
+//! - Only a `close()` by the process that wrote last, after something was written, ends
+//!   the ingest: `dd` and shells open the file, `dup2` it and close the original before
+//!   writing, and a child that inherited the descriptor closes it when it execs; those
+//!   closes flush too, and must not commit a half-written file. (A file written by several
+//!   processes in turn is committed at the first close of the one that wrote last.)
+//! - A close that comes from the exit of a writer that failed (killed by a signal, or
+//!   exiting with a non-zero status while it still held the file open: `timeout cp`,
+//!   `kill -9`, Ctrl-C) abandons the ingest. The kernel sends that FLUSH from the exiting
+//!   task, which waits for the answer, so `/proc/<pid>/stat` still shows it exiting
+//!   (`PF_EXITING`) with its exit code set.
+//! - A failed write fails the ingest: the next close answers the error.
+//! - A file with a temporary name (rsync's `.name.XXXXXX`) is committed when it is renamed
+//!   to its final name (the rename answers the outcome), and abandoned when removed: an
+//!   interrupted rsync deletes its temporary file.
+//! - A tar must reach its end-of-archive blocks (see `repo::ingest`).
+//!
+//! A finished file stays visible for [`LINGER`], so that tools which stat, chmod, touch
+//! and rename a file after closing it see it; the backup carries the file's final name.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -119,21 +130,41 @@ impl VaultFs {
             .ok_or(FsError::ReadOnly)
     }
 
-    /// `write` to a file in incoming/.
+    /// `write` to a file in incoming/. A refused write fails the whole ingest.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8], pid: u32) -> Result<u32> {
         let s = self.ingest_of(fh)?;
-        s.note_writer(pid);
-        s.write(offset, data).map_err(FsError::Ingest)?;
+        s.note_writer(pid, process_of);
+        if let Err(e) = s.write(offset, data) {
+            s.abort(&e.to_string());
+            return Err(FsError::Ingest(e));
+        }
         Ok(data.len() as u32)
     }
 
     /// `flush` (every `close()`): once data was written, waits for the point; the
-    /// ingest's outcome is the answer.
+    /// ingest's outcome is the answer. See the module documentation for the closes that
+    /// do not commit.
     pub fn flush(&self, fh: u64, pid: u32) -> Result<()> {
-        match lock(&self.files).get(&fh).and_then(|s| s.ingest.clone()) {
-            Some(s) if s.is_finished() || s.ends_on_close_by(pid) => self.finish_ingest(&s),
-            _ => Ok(()),
+        let Some(s) = lock(&self.files).get(&fh).and_then(|s| s.ingest.clone()) else {
+            return Ok(());
+        };
+        if !s.is_finished() {
+            // The kernel names the closing thread: a writer's threads count as one.
+            if !s.ends_on_close_by(process_of(pid)) {
+                return Ok(());
+            }
+            if let Some(why) = failed_exit(pid) {
+                tracing::warn!(
+                    "ingest of {:?} abandoned: {why}",
+                    String::from_utf8_lossy(&s.file_name())
+                );
+                s.abort(&why);
+            } else if s.awaits_rename() {
+                s.note_closed();
+                return Ok(());
+            }
         }
+        self.finish_ingest(&s)
     }
 
     pub(super) fn finish_ingest(&self, s: &IngestSession) -> Result<()> {
@@ -215,12 +246,19 @@ impl VaultFs {
             return Err(FsError::Exists);
         }
         if s.is_finished() {
-            // Already committed (rsync renames after close): the point carries the name
-            // rsync's temporary name stands for; the file leaves incoming/.
+            // Committed or failed already: the file leaves incoming/.
             lock(&self.sessions).remove(&ino);
-            return Ok(());
+            return self.finish_ingest(&s);
         }
+        self.invalidate(Inval::Entry {
+            parent,
+            name: name.to_vec(),
+        });
         s.rename(newname);
+        if s.was_closed() && !s.awaits_rename() {
+            // Written and closed under a temporary name: the final name commits it.
+            return self.finish_ingest(&s);
+        }
         Ok(())
     }
 
@@ -234,6 +272,29 @@ impl VaultFs {
         }
         lock(&self.sessions).remove(&ino);
         Ok(())
+    }
+
+    /// `release` (the last close of a handle) of an ingest that no flush ended. Every
+    /// close of the writer sends a flush, and the writer's flush ends the ingest (or, under
+    /// a temporary name, marks it closed); the kernel drops the flush of a process killed
+    /// by SIGKILL. So data written and no flush of its writer seen means that the writer
+    /// died: the ingest is abandoned. A file nobody wrote to ends as an empty one.
+    pub(super) fn release_ingest(&self, s: &IngestSession) {
+        if s.is_finished() || s.was_closed() {
+            return;
+        }
+        if s.size() > 0 {
+            let why = format!(
+                "the writer (pid {}) went away without closing the file (killed?)",
+                s.writer()
+            );
+            tracing::warn!(
+                "ingest of {:?} abandoned: {why}",
+                String::from_utf8_lossy(&s.file_name())
+            );
+            s.abort(&why);
+        }
+        let _ = self.finish_ingest(s);
     }
 
     /// `mkdir` at the root creates a vault.
@@ -309,5 +370,72 @@ impl VaultFs {
             }
             _ => Err(FsError::ReadOnly),
         }
+    }
+}
+
+/// The process (thread group) of thread `tid`; `tid` itself when /proc cannot tell.
+fn process_of(tid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(tid)
+}
+
+/// Why the process `pid` behind a close is ending in failure, when it is: it is exiting
+/// (`PF_EXITING` in `/proc/<pid>/stat`) with an exit code that says it was killed by a
+/// signal or gave up (a non-zero status). `None` for a live process or a clean exit.
+fn failed_exit(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    failed_exit_in(pid, &stat)
+}
+
+fn failed_exit_in(pid: u32, stat: &str) -> Option<String> {
+    const PF_EXITING: u64 = 0x4;
+    // Fields after the command name, which is in parentheses and may hold anything:
+    // state is field 3 (index 0 here), flags field 9, exit_code field 52.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let flags: u64 = fields.get(6)?.parse().ok()?;
+    let code: i32 = fields.get(49)?.parse().ok()?;
+    if flags & PF_EXITING == 0 {
+        return None;
+    }
+    match (code & 0x7f, (code >> 8) & 0xff) {
+        (0, 0) => None,
+        (0, status) => Some(format!(
+            "the writer (pid {pid}) exited with status {status} before it closed the file"
+        )),
+        (sig, _) => Some(format!(
+            "the writer (pid {pid}) was killed by signal {sig} before it closed the file"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failed_exit_in;
+
+    /// A `/proc/<pid>/stat` line with the given flags and exit code.
+    fn stat(comm: &str, flags: u64, code: i32) -> String {
+        let mut f: Vec<String> = (3..=52).map(|_| "0".to_string()).collect();
+        f[0] = "S".into();
+        f[6] = flags.to_string();
+        f[49] = code.to_string();
+        format!("4242 ({comm}) {}", f.join(" "))
+    }
+
+    #[test]
+    fn a_writer_that_dies_is_told_from_one_that_exits_cleanly() {
+        assert_eq!(failed_exit_in(1, &stat("cp", 0x400000, 0)), None, "alive");
+        assert_eq!(failed_exit_in(1, &stat("cp", 0x400004, 0)), None, "exit(0)");
+        let killed = failed_exit_in(1, &stat("cp", 0x400004, 9)).unwrap();
+        assert!(killed.contains("killed by signal 9"), "{killed}");
+        let gave_up = failed_exit_in(1, &stat("a) b", 0x400004, 130 << 8)).unwrap();
+        assert!(gave_up.contains("exited with status 130"), "{gave_up}");
+        assert_eq!(failed_exit_in(1, "garbage"), None);
     }
 }

@@ -389,8 +389,11 @@ impl VaultFs {
                     ttl: LIVE_TTL,
                 }
             }
+            // Generated directories change whenever tasks, points or ingests come and go:
+            // an mtime of now makes the kernel drop its cached listing at every listing
+            // from the start (it compares the mtime it cached the listing with).
             Body::Control(c @ (Control::Incoming | Control::IncomingVault(_))) => {
-                let mut attr = self.dir_attr(ino, self.started_ns);
+                let mut attr = self.dir_attr(ino, now_ns());
                 if matches!(c, Control::IncomingVault(_)) {
                     attr.perm = 0o755;
                 }
@@ -400,7 +403,7 @@ impl VaultFs {
                 }
             }
             Body::Control(c) if c.is_dir() => Entry {
-                attr: self.dir_attr(ino, self.started_ns),
+                attr: self.dir_attr(ino, now_ns()),
                 ttl: CONTROL_TTL,
             },
             Body::Control(Control::IncomingFile(_)) => {
@@ -692,7 +695,7 @@ impl VaultFs {
         let state = lock(&self.files).remove(&fh);
         if let Some(s) = state.and_then(|s| s.ingest.clone()) {
             // close() flushes first; this covers a writer that vanished without one.
-            let _ = self.finish_ingest(&s);
+            self.release_ingest(&s);
         }
     }
 

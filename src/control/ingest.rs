@@ -285,8 +285,10 @@ impl IngestSession {
                 .join()
                 .unwrap_or_else(|_| Err(IngestError::Failed("the ingest thread panicked".into()))),
             None => {
-                let reason =
-                    abort.unwrap_or_else(|| "the file was empty: no recovery point made".into());
+                let reason = abort.unwrap_or_else(|| {
+                    "nothing was written to the file before it was closed: no recovery point made"
+                        .into()
+                });
                 self.task.fail(&reason);
                 Err(IngestError::Failed(reason))
             }
@@ -383,6 +385,39 @@ impl IngestSession {
         }
         inner.target_size = size;
         self.written.fetch_max(size, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// fallocate: reserving space (`extend`: the file grows to `offset + len` when that is
+    /// beyond its size, like ftruncate) or punching a hole (`punch`) into bytes not yet
+    /// written, which are a hole already: `cp --sparse=always` punches ahead of what it
+    /// writes. A hole punched into bytes already written is refused.
+    pub fn allocate(
+        &self,
+        offset: u64,
+        len: u64,
+        extend: bool,
+        punch: bool,
+    ) -> Result<(), IngestError> {
+        let end = offset.saturating_add(len);
+        if punch {
+            let inner = self.inner.lock().unwrap();
+            let overlaps = offset < inner.next
+                || inner
+                    .pending
+                    .range(..end)
+                    .next_back()
+                    .is_some_and(|(at, d)| at + d.len() as u64 > offset);
+            if overlaps {
+                return Err(IngestError::Failed(format!(
+                    "a hole punched at offset {offset} into bytes already written (incoming/ takes each byte once)"
+                )));
+            }
+            return Ok(());
+        }
+        if extend && end > self.size() {
+            return self.set_size(end);
+        }
         Ok(())
     }
 

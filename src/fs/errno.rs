@@ -44,6 +44,8 @@ impl FsError {
             FsError::Access => libc::EACCES,
             // Deleting a recovery point needs --allow-delete; removing .vaultfs never works.
             FsError::NotPermitted => libc::EPERM,
+            // fallocate modes other than reserving space and punching holes.
+            FsError::Unsupported => libc::EOPNOTSUPP,
             // A failed ingest: close() reports it (the reason is in the task file).
             FsError::Ingest(e) => match e {
                 crate::control::ingest::IngestError::NoSpace(_) => libc::ENOSPC,

@@ -518,14 +518,20 @@ impl Filesystem for FuseFs {
     fn fallocate(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(erofs());
+        try_reply!(
+            reply,
+            "fallocate",
+            ino.0,
+            self.fs.fallocate(fh.0, offset, length, mode)
+        );
+        reply.ok();
     }
 
     fn fsync(

@@ -227,6 +227,21 @@ impl VaultFs {
         self.getattr(ino)
     }
 
+    /// `fallocate` on a file in incoming/ (`mode` as in fallocate(2)): space reservations
+    /// and holes punched ahead of the writer are taken (see
+    /// [`IngestSession::allocate`]); other modes (collapse, insert, zero range) are not
+    /// supported.
+    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
+        let s = self.ingest_of(fh)?;
+        let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
+        let punch = mode & libc::FALLOC_FL_PUNCH_HOLE != 0;
+        if mode & !(libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE) != 0 {
+            return Err(FsError::Unsupported);
+        }
+        s.allocate(offset, len, !keep_size, punch)
+            .map_err(FsError::Ingest)
+    }
+
     /// `rename` inside one incoming directory (rsync's temporary name to the final one).
     pub fn rename(
         &self,

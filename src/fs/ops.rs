@@ -101,6 +101,8 @@ pub enum FsError {
     Access,
     /// Deleting a recovery point without --allow-delete.
     NotPermitted,
+    /// An operation the file does not support (a fallocate mode).
+    Unsupported,
     /// An ingest that failed: its reason is in the task file and the log.
     Ingest(crate::control::ingest::IngestError),
     Repo(Arc<RepoError>),

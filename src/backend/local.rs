@@ -3,7 +3,10 @@
 //! Writes go to a temporary file in the target directory (`.tmp-<random>`), are fsynced,
 //! then renamed into place (or hard-linked, for create-only writes, so that exactly one
 //! of two racing writers wins), and the directory is fsynced. A crash leaves at most a
-//! temporary file behind, which listings ignore.
+//! temporary file behind, which listings ignore and [`ObjectStore::clean_stale_uploads`]
+//! removes once it is old. Objects are created readable by their owner only (0600, in
+//! directories of 0700): they include the sealed keys, which anyone who can read them
+//! could attack offline.
 //!
 //! Ranged reads keep a small cache of open file handles: packs are read many times (one
 //! ranged read per chunk), and objects are immutable, so a handle stays valid; writes and
@@ -12,7 +15,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::num::NonZeroUsize;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -74,12 +77,20 @@ impl LocalStore {
     fn write_temp(&self, key: &str, data: &[u8]) -> Result<(PathBuf, PathBuf)> {
         let target = self.path(key);
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| Self::io("create directory for", key, e))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Self::io("create directory for", key, e))?;
         let mut suffix = [0u8; 8];
         getrandom::getrandom(&mut suffix).expect("the OS random source failed");
         let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(suffix)));
         let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(data)?;
             f.sync_all()
         };
@@ -209,11 +220,72 @@ impl ObjectStore for LocalStore {
     fn location(&self) -> String {
         self.root.display().to_string()
     }
+
+    /// Removes the temporary files (`.tmp-*`) of writes that a crash or a kill
+    /// interrupted, once older than `older_than` (a write in progress is younger).
+    fn clean_stale_uploads(&self, older_than: std::time::Duration) -> Result<usize> {
+        let mut removed = 0;
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Self::io("list", &dir.display().to_string(), e)),
+            };
+            for entry in entries.flatten() {
+                let Ok(ft) = entry.file_type() else { continue };
+                if ft.is_dir() {
+                    stack.push(entry.path());
+                    continue;
+                }
+                let stale = entry
+                    .file_name()
+                    .as_encoded_bytes()
+                    .starts_with(TMP_PREFIX.as_bytes())
+                    && entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= older_than));
+                if stale && fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn objects_are_private_and_stale_temporaries_are_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let s = LocalStore::new(&root);
+        s.put("packs/ab/cd", b"x").unwrap();
+        s.put_new("config", b"y").unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root.join("packs/ab/cd")), 0o600);
+        assert_eq!(mode(&root.join("config")), 0o600);
+        assert_eq!(mode(&root.join("packs/ab")), 0o700);
+        assert_eq!(mode(&root.join("packs")), 0o700);
+        assert_eq!(mode(&root), 0o700);
+        // A temporary file left by a killed writer: kept while young, removed once old.
+        let tmp = root.join("packs/ab/.tmp-0123456789abcdef");
+        fs::write(&tmp, b"half").unwrap();
+        assert_eq!(
+            s.clean_stale_uploads(std::time::Duration::from_secs(3600))
+                .unwrap(),
+            0
+        );
+        assert!(tmp.exists());
+        assert_eq!(s.clean_stale_uploads(std::time::Duration::ZERO).unwrap(), 1);
+        assert!(!tmp.exists());
+        assert!(root.join("packs/ab/cd").exists());
+    }
 
     #[test]
     fn put_get_list_and_create_only() {

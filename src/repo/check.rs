@@ -34,11 +34,12 @@ impl CheckReport {
 pub fn check(repo: &Repository, read_data: bool) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let store = repo.store();
-    // Leftovers of interrupted uploads (S3 multipart) older than a day.
+    // Leftovers of interrupted writes (S3 multipart uploads, local temporary files)
+    // older than a day.
     match store.clean_stale_uploads(std::time::Duration::from_secs(24 * 3600)) {
         Ok(0) => {}
         Ok(n) => report.notes.push(format!(
-            "aborted {n} interrupted upload(s) older than a day"
+            "removed {n} leftover(s) of interrupted writes older than a day"
         )),
         Err(e) => report
             .notes

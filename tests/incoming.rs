@@ -366,6 +366,14 @@ fn images_rsync_and_parallel_ingests() {
         .status()
         .unwrap();
     assert!(st.success());
+    // One pwrite at 1 TiB: the hole before it costs nothing.
+    let st = Command::new("python3")
+        .arg("-c")
+        .arg("import os, sys\nfd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)\nos.pwrite(fd, b'far away', 1 << 40)\nos.close(fd)")
+        .arg(m.p(".vaultfs/incoming/v/far.img"))
+        .status()
+        .unwrap();
+    assert!(st.success());
     // rsync writes .name.XXXXXX and renames it.
     let st = Command::new("rsync")
         .arg(&other)
@@ -374,7 +382,7 @@ fn images_rsync_and_parallel_ingests() {
         .unwrap();
     assert!(st.success());
     let points = t.points();
-    assert_eq!(points.as_array().unwrap().len(), 4, "{points}");
+    assert_eq!(points.as_array().unwrap().len(), 5, "{points}");
     let names: Vec<String> = points
         .as_array()
         .unwrap()
@@ -394,6 +402,16 @@ fn images_rsync_and_parallel_ingests() {
     for p in points.as_array().unwrap() {
         let name = p["backups"][0]["name"].as_str().unwrap();
         let got = m.p(&format!("v/{}/{name}", p["id"].as_str().unwrap()));
+        if name == "far.img" {
+            assert_eq!(fs::metadata(&got).unwrap().len(), (1 << 40) + 8);
+            let mut buf = [0u8; 8];
+            fs::File::open(&got)
+                .unwrap()
+                .read_exact_at(&mut buf, 1 << 40)
+                .unwrap();
+            assert_eq!(&buf, b"far away");
+            continue;
+        }
         let want = if name.ends_with(".img") { &img } else { &other };
         assert_eq!(sha256(&got), sha256(want), "{name}");
     }

@@ -520,7 +520,7 @@ fn tar_source(path: &std::path::Path, name: Option<String>) -> Result<Source> {
         }
     };
     Ok(Source::Stream {
-        reader,
+        reader: Box::new(crate::repo::backup::PlainStream(reader)),
         name: Arc::new(std::sync::Mutex::new(name)),
         kind: crate::repo::ingest::StreamKind::Tar,
     })

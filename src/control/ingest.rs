@@ -6,8 +6,9 @@
 //! chunker), so a sequential writer (cp, dd, tar -cf - | ...) needs no local copy. Writes
 //! that arrive out of order (several FUSE threads) wait in a bounded reorder buffer of
 //! [`REORDER_LIMIT`] bytes. A gap still open when the buffer is full, or at the end, is a
-//! hole (zeros, which the chunker stores as a hole): that is how `cp` writes a sparse file
-//! (seek over holes, then `ftruncate` to the full size). Rewriting bytes already ingested
+//! hole: that is how `cp` writes a sparse file (seek over holes, or punch them, then
+//! `ftruncate` to the full size). Holes go down the stream as their length, so they cost
+//! nothing however large (a tar parser gets them as zeros). Rewriting bytes already ingested
 //! is an error. The kind is decided at the first
 //! write: a name with a tar extension (`.tar`, `.tar.zst`, `.tar.gz`, ...; rsync's
 //! temporary `.name.XXXXXX` is seen through) or a ustar header makes a tree backup,
@@ -26,7 +27,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::tasks::{Task, TaskRegistry};
 use crate::repo::Repository;
-use crate::repo::backup::{BackupOptions, Source, backup};
+use crate::repo::backup::{BackupOptions, Source, StreamRead, backup};
 use crate::repo::ingest::{StreamKind, classify};
 
 /// Out-of-order data held while waiting for the bytes before it.
@@ -47,24 +48,38 @@ pub enum IngestError {
     NoSpace(String),
 }
 
-type Chunk = Result<Vec<u8>, String>;
+/// What the writer sends down the stream.
+#[derive(Debug)]
+enum Piece {
+    Data(Vec<u8>),
+    /// So many bytes of hole (images only).
+    Hole(u64),
+    /// The ingest is abandoned: the read fails with this reason.
+    Abort(String),
+}
 
-/// Reads what the writer sends; an `Err` message fails the read (abort).
+/// Reads what the writer sends; an abort fails the read.
 struct ChannelReader {
-    rx: Receiver<Chunk>,
+    rx: Receiver<Piece>,
     buf: Vec<u8>,
     pos: usize,
+    /// A hole received while data was asked for: `read` says 0 until it is taken.
+    hole: u64,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.pos == self.buf.len() {
+            if self.hole > 0 {
+                return Ok(0);
+            }
             match self.rx.recv() {
-                Ok(Ok(v)) => {
+                Ok(Piece::Data(v)) => {
                     self.buf = v;
                     self.pos = 0;
                 }
-                Ok(Err(msg)) => return Err(std::io::Error::other(msg)),
+                Ok(Piece::Hole(n)) => self.hole = n,
+                Ok(Piece::Abort(msg)) => return Err(std::io::Error::other(msg)),
                 Err(_) => return Ok(0),
             }
         }
@@ -75,12 +90,48 @@ impl Read for ChannelReader {
     }
 }
 
+impl StreamRead for ChannelReader {
+    fn take_hole(&mut self) -> std::io::Result<u64> {
+        if self.pos < self.buf.len() {
+            return Ok(0);
+        }
+        // The hole `read` stopped at, and any that follow it at once.
+        let mut hole = std::mem::take(&mut self.hole);
+        loop {
+            match self.rx.try_recv() {
+                Ok(Piece::Hole(n)) => hole += n,
+                Ok(Piece::Data(v)) => {
+                    self.buf = v;
+                    self.pos = 0;
+                    return Ok(hole);
+                }
+                Ok(Piece::Abort(msg)) => return Err(std::io::Error::other(msg)),
+                // Data may follow later: `read` waits for it.
+                Err(crossbeam_channel::TryRecvError::Empty) if hole > 0 => return Ok(hole),
+                // `read` returned 0 with no hole: the stream ended, and the channel says
+                // so once it is drained; until then, wait.
+                Err(crossbeam_channel::TryRecvError::Empty) => match self.rx.recv() {
+                    Ok(Piece::Hole(n)) => hole += n,
+                    Ok(Piece::Data(v)) => {
+                        self.buf = v;
+                        self.pos = 0;
+                        return Ok(hole);
+                    }
+                    Ok(Piece::Abort(msg)) => return Err(std::io::Error::other(msg)),
+                    Err(_) => return Ok(hole),
+                },
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return Ok(hole),
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     next: u64,
     pending: BTreeMap<u64, Vec<u8>>,
     pending_bytes: usize,
-    tx: Option<Sender<Chunk>>,
+    tx: Option<Sender<Piece>>,
     /// Size set with truncate/ftruncate; the end is padded with zeros up to it.
     target_size: u64,
     handle: Option<JoinHandle<Result<String, IngestError>>>,
@@ -222,7 +273,7 @@ impl IngestSession {
             StreamKind::Image => StreamKind::Image,
         };
         inner.kind = Some(kind);
-        let (tx, rx) = bounded::<Chunk>(CHANNEL_DEPTH);
+        let (tx, rx) = bounded::<Piece>(CHANNEL_DEPTH);
         inner.tx = Some(tx);
         let repo = self.repo.clone();
         let vault = self.vault.clone();
@@ -236,6 +287,7 @@ impl IngestSession {
                     rx,
                     buf: Vec::new(),
                     pos: 0,
+                    hole: 0,
                 };
                 let opts = BackupOptions {
                     progress: task.progress.clone(),
@@ -278,7 +330,7 @@ impl IngestSession {
         if let Some(tx) = inner.tx.take()
             && let Some(msg) = &abort
         {
-            let _ = tx.send(Err(msg.clone()));
+            let _ = tx.send(Piece::Abort(msg.clone()));
         }
         let outcome = match inner.handle.take() {
             Some(h) => h
@@ -312,7 +364,9 @@ impl IngestSession {
         }
         let tx = inner.tx.clone();
         for c in chunks {
-            let sent = tx.as_ref().is_some_and(|tx| tx.send(Ok(c)).is_ok());
+            let sent = tx
+                .as_ref()
+                .is_some_and(|tx| tx.send(Piece::Data(c)).is_ok());
             if !sent {
                 // The backup stopped early: its error is the answer.
                 return Err(self
@@ -326,15 +380,37 @@ impl IngestSession {
         Ok(())
     }
 
-    /// Sends zeros from the expected offset up to `upto` (a hole).
+    /// A hole from the expected offset up to `upto`, sent as its length (it costs nothing
+    /// however large); then whatever pending data follows it.
     fn fill_zeros(&self, inner: &mut Inner, upto: u64) -> Result<(), IngestError> {
-        const STEP: u64 = 4 << 20;
-        while inner.next < upto {
-            let n = (upto - inner.next).min(STEP);
-            // push() drains pending data that follows, so recheck the bound each round.
-            self.push(inner, vec![0u8; n as usize])?;
+        if inner.next >= upto {
+            return Ok(());
         }
-        Ok(())
+        if inner.tx.is_none() && inner.handle.is_none() {
+            // A file that starts with a hole: not a tar, unless its name says so.
+            self.start(inner, &[]);
+        }
+        let hole = upto - inner.next;
+        let sent = inner
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.send(Piece::Hole(hole)).is_ok());
+        if !sent {
+            return Err(self
+                .conclude(inner, None)
+                .err()
+                .unwrap_or_else(|| IngestError::Failed("the ingest ended early".into())));
+        }
+        inner.next = upto;
+        self.written.fetch_max(upto, Ordering::Relaxed);
+        // The data that waited for the hole to close.
+        match inner.pending.remove(&upto) {
+            Some(d) => {
+                inner.pending_bytes -= d.len();
+                self.push(inner, d)
+            }
+            None => Ok(()),
+        }
     }
 
     /// Accepts `data` at `offset`. Returns the bytes taken.
@@ -471,7 +547,7 @@ mod tests {
     use super::*;
     use crate::backend::memory::MemoryStore;
     use crate::repo::InitOptions;
-    use crate::repo::format::KdfParams;
+    use crate::repo::format::{Extent, KdfParams};
     use std::time::Duration;
 
     fn repo() -> Arc<Repository> {
@@ -516,6 +592,42 @@ mod tests {
         repo.read_file(&node, &mut out).unwrap();
         assert_eq!(out, data);
         assert_eq!(tasks.list()[0].json()["status"], "succeeded");
+    }
+
+    #[test]
+    fn holes_cost_nothing_however_large() {
+        let repo = repo();
+        let tasks = TaskRegistry::new(Duration::from_secs(60));
+        let s = IngestSession::new(repo.clone(), "v", b"huge.img", &tasks);
+        // One write at 1 TiB (pwrite past the end), data at the start, a size set beyond.
+        s.write(1 << 40, b"the end of a terabyte").unwrap();
+        s.write(0, &[7u8; 5000]).unwrap();
+        s.set_size((1 << 41) + 1).unwrap();
+        let point = s.finish().unwrap();
+        let m = repo.load_manifest("v", &point).unwrap();
+        let node = repo.find_node(&m, b"huge.img").unwrap();
+        assert_eq!(node.size, (1 << 41) + 1);
+        let stored: u64 = node
+            .content
+            .iter()
+            .map(|e| match e {
+                Extent::Data(r) => r.raw_len as u64,
+                Extent::Hole(_) => 0,
+            })
+            .sum();
+        assert_eq!(stored, 5000 + 21);
+        match node.content.as_slice() {
+            [
+                Extent::Data(_),
+                Extent::Hole(h),
+                Extent::Data(end),
+                Extent::Hole(_),
+            ] => {
+                assert_eq!(*h, (1 << 40) - 5000);
+                assert_eq!(*repo.read_chunk(end).unwrap(), *b"the end of a terabyte");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

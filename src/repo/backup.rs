@@ -24,7 +24,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use super::format::*;
 use super::ingest::{StreamKind, tar_backup};
 use super::pack::PackWriter;
-use super::walk::{Chunker, Progress, node_from_metadata, with_compressor};
+use super::walk::{Chunker, Progress, node_from_metadata, push_extent, with_compressor};
 use super::{RepoError, Repository, Result, lock};
 
 /// What to back up.
@@ -38,10 +38,61 @@ pub enum Source {
     /// The name is read when the stream ends, so a file renamed while it is written
     /// (rsync's temporary names) is backed up under its final name.
     Stream {
-        reader: Box<dyn Read + Send>,
+        reader: Box<dyn StreamRead>,
         name: Arc<Mutex<Vec<u8>>>,
         kind: StreamKind,
     },
+}
+
+/// A snapshot stream: bytes, and holes that cost nothing (the gaps a sparse writer seeks
+/// over in `incoming/`: one `pwrite` at 1 TiB must not mean 1 TiB of zeros to chunk).
+/// `read` returns 0 at the end of a run of data; [`StreamRead::take_hole`] then says how
+/// long the hole after it is (0: the stream ended).
+pub trait StreamRead: Read + Send {
+    /// The length of the hole at the current position, consumed (0 when none).
+    fn take_hole(&mut self) -> std::io::Result<u64>;
+}
+
+/// A stream with no holes: a file or a pipe.
+pub struct PlainStream<R>(pub R);
+
+impl<R: Read> Read for PlainStream<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R: Read + Send> StreamRead for PlainStream<R> {
+    fn take_hole(&mut self) -> std::io::Result<u64> {
+        Ok(0)
+    }
+}
+
+/// A stream's holes as zeros, for readers that need every byte (a tar parser).
+struct HolesAsZeros<'a> {
+    inner: &'a mut dyn StreamRead,
+    zeros: u64,
+}
+
+impl Read for HolesAsZeros<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.zeros > 0 {
+                let n = (buf.len() as u64).min(self.zeros) as usize;
+                buf[..n].fill(0);
+                self.zeros -= n as u64;
+                return Ok(n);
+            }
+            match self.inner.read(buf)? {
+                0 if buf.is_empty() => return Ok(0),
+                0 => match self.inner.take_hole()? {
+                    0 => return Ok(0),
+                    h => self.zeros = h,
+                },
+                n => return Ok(n),
+            }
+        }
+    }
 }
 
 pub struct BackupOptions {
@@ -144,14 +195,17 @@ pub fn backup(
             kind,
         } => {
             let before = writer_counts(&writer);
+            let mut zeros = HolesAsZeros {
+                inner: &mut *reader,
+                zeros: 0,
+            };
             let (mut root, mut stats, kind) = match kind {
                 StreamKind::Tar => {
-                    let (root, stats) = tar_backup(&writer, Box::new(&mut reader), &opts.progress)?;
+                    let (root, stats) = tar_backup(&writer, Box::new(&mut zeros), &opts.progress)?;
                     (root, stats, BackupKind::Tree)
                 }
                 StreamKind::Image => {
-                    let (root, stats) =
-                        image_from_reader(&writer, Box::new(&mut reader), &opts.progress)?;
+                    let (root, stats) = image_from_stream(&writer, &mut *reader, &opts.progress)?;
                     (root, stats, BackupKind::Image)
                 }
             };
@@ -159,7 +213,13 @@ pub fn backup(
             // (the zero padding of the last record, a compressor's trailer): the stream
             // is read to its end, so that the name is read only once the writer is done
             // with the file and no write after the archive's end is refused.
-            std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| RepoError::io("-", e))?;
+            loop {
+                std::io::copy(&mut *reader, &mut std::io::sink())
+                    .map_err(|e| RepoError::io("-", e))?;
+                if reader.take_hole().map_err(|e| RepoError::io("-", e))? == 0 {
+                    break;
+                }
+            }
             let name = name.lock().unwrap().clone();
             check_backup_name(&name)?;
             root.name = name.clone();
@@ -572,9 +632,10 @@ fn store_root(writer: &PackWriter, node: Node) -> Result<ChunkRef> {
 }
 
 /// An image backup of a stream: mode 0644, owned by the caller, mtime now.
-fn image_from_reader(
+/// An image backup of a stream: its runs of data chunked, its holes kept as holes.
+fn image_from_stream(
     writer: &PackWriter,
-    mut reader: Box<dyn Read + Send + '_>,
+    reader: &mut dyn StreamRead,
     progress: &Progress,
 ) -> Result<(Node, BackupStats)> {
     let now = now_ns();
@@ -584,11 +645,21 @@ fn image_from_reader(
     node.mtime_ns = now;
     node.ctime_ns = now;
     let mut chunker = Chunker::new(writer);
-    let read = chunker.chunk_stream(&mut reader, &mut node.content, progress)?;
-    node.size = read;
+    let mut read = 0u64;
+    loop {
+        read += chunker.chunk_stream(reader, &mut node.content, progress)?;
+        match reader.take_hole().map_err(|e| RepoError::io("-", e))? {
+            0 => break,
+            hole => {
+                push_extent(&mut node.content, Extent::Hole(hole));
+                node.size += hole;
+            }
+        }
+    }
+    node.size += read;
     let stats = BackupStats {
         files: 1,
-        bytes: read,
+        bytes: node.size,
         bytes_read: read,
         ..Default::default()
     };
@@ -615,7 +686,7 @@ fn image_backup(
     let before = writer_counts(writer);
     let (root, mut stats) = if stdin {
         let (mut node, stats) =
-            image_from_reader(writer, Box::new(std::io::stdin()), &opts.progress)?;
+            image_from_stream(writer, &mut PlainStream(std::io::stdin()), &opts.progress)?;
         node.name = name.clone();
         (store_root(writer, node)?, stats)
     } else {

@@ -119,7 +119,7 @@ impl Default for MountOptions {
     }
 }
 
-/// Why a mount could not start.
+/// Why a mount could not start. Each message says its cause (no `source()`).
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
     #[error("mount point {0} does not exist")]
@@ -128,23 +128,20 @@ pub enum MountError {
     NotADirectory(PathBuf),
     #[error("mount point {0} is busy: something is already mounted there")]
     Busy(PathBuf),
-    #[error("disk cache {path}: {source}")]
+    #[error("disk cache {path}: {error}")]
     DiskCache {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("mounting at {path}: {source} (is /dev/fuse available and fusermount3 installed?)")]
+    #[error("mounting at {path}: {error} (is /dev/fuse available and fusermount3 installed?)")]
     Mount {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("the FUSE session at {path} ended with an error: {source}")]
+    #[error("the FUSE session at {path} ended with an error: {error}")]
     Session {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -251,9 +248,9 @@ pub fn mount(
     let disk = match &opts.disk_cache {
         Some(dir) => Some(
             DiskCache::open(dir, &repo.config().repo_id, opts.disk_cache_size).map_err(
-                |source| MountError::DiskCache {
+                |error| MountError::DiskCache {
                     path: dir.clone(),
-                    source,
+                    error,
                 },
             )?,
         ),
@@ -300,14 +297,14 @@ pub fn mount(
         &mnt,
         &config,
     )
-    .map_err(|source| MountError::Mount {
+    .map_err(|error| MountError::Mount {
         path: mnt.clone(),
-        source,
+        error,
     })?;
     vfs.set_invalidator(fuse::spawn_invalidator(session.notifier()));
-    spawn_refresher(&vfs, opts.refresh).map_err(|source| MountError::Session {
+    spawn_refresher(&vfs, opts.refresh).map_err(|error| MountError::Session {
         path: mnt.clone(),
-        source,
+        error,
     })?;
 
     let mut unmounter = session.unmount_callable();
@@ -326,15 +323,15 @@ pub fn mount(
                 }
             }
         })
-        .map_err(|source| MountError::Session {
+        .map_err(|error| MountError::Session {
             path: mnt.clone(),
-            source,
+            error,
         })?;
 
     eprintln!("vaultfs: mounted {} at {}", repo.location(), mnt.display());
-    session.run().map_err(|source| MountError::Session {
+    session.run().map_err(|error| MountError::Session {
         path: mnt.clone(),
-        source,
+        error,
     })?;
     let s = &vfs.cache().stats;
     tracing::info!(

@@ -24,7 +24,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use super::format::*;
 use super::ingest::{StreamKind, tar_backup};
 use super::pack::PackWriter;
-use super::walk::{Chunker, Progress, node_from_metadata, with_compressor};
+use super::walk::{Chunker, Excludes, Progress, is_cache_dir, node_from_metadata, with_compressor};
 use super::{RepoError, Repository, Result, lock};
 
 /// What to back up.
@@ -49,6 +49,15 @@ pub struct BackupOptions {
     pub progress: Arc<Progress>,
     /// Compare against the previous point and skip unchanged files.
     pub use_parent: bool,
+    /// Entries of a tree backup whose absolute path matches are left out (a directory
+    /// with everything under it). The paths given to back up are never matched.
+    pub excludes: Excludes,
+    /// Leave out directories tagged as caches (a `CACHEDIR.TAG` with the signature).
+    pub exclude_caches: bool,
+    /// Stay on the file system of each path given: a directory on another one (a mount
+    /// point) is recorded empty, with the metadata the mount shows, and other entries of
+    /// other file systems are left out.
+    pub one_file_system: bool,
 }
 
 impl Default for BackupOptions {
@@ -57,6 +66,9 @@ impl Default for BackupOptions {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()) + 1,
             progress: Arc::default(),
             use_parent: true,
+            excludes: Excludes::default(),
+            exclude_caches: false,
+            one_file_system: false,
         }
     }
 }
@@ -317,6 +329,9 @@ impl<'a> TreeBackup<'a> {
     ) -> Result<()> {
         // Stack of (dir index, node index of the directory, its path, parent tree).
         self.classify(0, 0, path, &meta, parent_root.as_ref(), jobs)?;
+        let root_dev = meta.dev();
+        // Exclude patterns match absolute paths, whatever path was given.
+        let abs_root = absolute(path);
         let mut stack: Vec<(usize, usize, PathBuf, Option<ChunkRef>)> = Vec::new();
         if self.dirs[0].nodes[0].kind == NodeKind::Dir {
             let parent_sub = parent_root
@@ -350,6 +365,12 @@ impl<'a> TreeBackup<'a> {
             let mut subdirs = Vec::new();
             for name in names {
                 let child = dir_path.join(&name);
+                if !self.opts.excludes.is_empty() {
+                    let rel = child.strip_prefix(path).unwrap_or(&child);
+                    if self.opts.excludes.is_match(&abs_root.join(rel)) {
+                        continue;
+                    }
+                }
                 let meta = match std::fs::symlink_metadata(&child) {
                     Ok(m) => m,
                     Err(e) => {
@@ -376,11 +397,25 @@ impl<'a> TreeBackup<'a> {
                         continue;
                     }
                 };
-                let idx = self.dirs[d].nodes.len();
                 let is_dir = node.kind == NodeKind::Dir;
+                let other_fs = self.opts.one_file_system && meta.dev() != root_dev;
+                if (other_fs && !is_dir)
+                    || (is_dir && self.opts.exclude_caches && is_cache_dir(&child))
+                {
+                    continue;
+                }
+                let idx = self.dirs[d].nodes.len();
                 self.dirs[d].nodes.push(node);
                 self.classify(d, idx, &child, &meta, prev, jobs)?;
-                if is_dir {
+                if is_dir && other_fs {
+                    // A mount point: recorded as an empty directory, not entered.
+                    self.dirs.push(DirRec {
+                        nodes: Vec::new(),
+                        parent: Some((d, idx)),
+                        skip: Vec::new(),
+                    });
+                    self.stats.dirs += 1;
+                } else if is_dir {
                     let sub = prev
                         .filter(|p| p.kind == NodeKind::Dir)
                         .and_then(|p| p.subtree);
@@ -438,10 +473,8 @@ impl<'a> TreeBackup<'a> {
             self.opts.progress.add(1, 0);
             return Ok(());
         }
-        if node.size == 0 {
-            self.opts.progress.add(1, 0);
-            return Ok(());
-        }
+        // Even an empty-looking file is read: files of /proc say 0 bytes and have more, and
+        // those of /sys say 4096 and have fewer; the size recorded is the size read.
         jobs.send(FileJob {
             dir: d,
             node: n,
@@ -462,7 +495,10 @@ impl<'a> TreeBackup<'a> {
         match done.result {
             Ok((extents, read)) => {
                 let node = &mut self.dirs[done.dir].nodes[done.node];
-                node.size = extents.iter().map(Extent::len).sum();
+                let size: u64 = extents.iter().map(Extent::len).sum();
+                // `bytes` counted the size lstat gave; the file may have had more or less.
+                self.stats.bytes = (self.stats.bytes + size).saturating_sub(node.size);
+                node.size = size;
                 node.content = extents;
                 self.stats.bytes_read += read;
             }
@@ -536,11 +572,16 @@ fn file_worker(
 ) {
     let mut chunker = Chunker::new(writer);
     for job in jobs {
-        let result = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOATIME)
-            .open(&job.path)
-            .or_else(|_| File::open(&job.path))
+        // O_NONBLOCK: a file that would block forever (/proc/kmsg) fails with EAGAIN and
+        // is skipped with a warning; regular files of real file systems ignore the flag.
+        let open = |flags| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(flags)
+                .open(&job.path)
+        };
+        let result = open(libc::O_NOATIME | libc::O_NONBLOCK)
+            .or_else(|_| open(libc::O_NONBLOCK))
             .map_err(|e| RepoError::io(&job.path, e))
             .and_then(|mut f| chunker.chunk_file(&mut f, progress));
         progress.add(1, 0);

@@ -32,6 +32,17 @@ fn errors_are_said_once_and_name_the_path() {
     assert_eq!(err.matches("Not a directory").count(), 1, "{err}");
     assert!(err.contains(&*file.to_string_lossy()), "{err}");
 
+    // An address the store cannot open is named once, as it was given.
+    let out = t
+        .cmd()
+        .env("VAULTFS_REPO", "s3://")
+        .args(["vault", "list"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("vaultfs: open s3://: "), "{err}");
+    assert_eq!(err.matches("names no bucket").count(), 1, "{err}");
+
     // A restore target under a file.
     t.ok(&["backup", "v", t.dir.path().join("a-file").to_str().unwrap()]);
     let target = file.join("sub");

@@ -613,6 +613,11 @@ pub fn run(cli: Cli) -> Result<i32> {
                 threads,
                 readahead,
                 fetchers: usize::from(fetchers),
+                local_dir: g
+                    .repo
+                    .as_deref()
+                    .filter(|a| !a.starts_with("s3://"))
+                    .map(PathBuf::from),
                 backend_counts,
             };
             crate::fs::mount(repo, &mountpoint, &opts, signals)?;
@@ -748,7 +753,8 @@ fn open_store_with(g: &Global, create: bool) -> Result<backend::Store> {
         s3_checksum: g.s3_checksum.clone(),
         create,
     };
-    backend::open_with(addr, &opts).map_err(|e| anyhow!("{addr}: {e}"))
+    // The store's errors name the address themselves.
+    backend::open_with(addr, &opts).map_err(|e| anyhow!(e))
 }
 
 /// Reads the password: env VAULTFS_PASSWORD, --password-file, or a prompt on a terminal.

@@ -356,3 +356,23 @@ fn files_whose_size_lies_are_read_to_their_end() {
     assert!(stat.contains("(vaultfs)"), "{stat:?}");
     assert_eq!(t.ok(&["cat", "v", "latest", "tree/empty"]), "");
 }
+
+/// A file that cannot be read is skipped with one warning naming it once, and it is not
+/// counted: /proc/kmsg would block forever (EAGAIN with O_NONBLOCK), or is refused.
+#[test]
+fn an_unreadable_file_is_skipped_and_not_counted() {
+    if !std::path::Path::new("/proc/kmsg").exists() {
+        eprintln!("skipped: no /proc/kmsg");
+        return;
+    }
+    let t = TestRepo::new();
+    let out = t.run(&["backup", "v", "/proc/kmsg", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("warning: skipped /proc/kmsg: "), "{err}");
+    assert_eq!(err.matches("/proc/kmsg").count(), 1, "{err}");
+    assert!(!err.contains("<source>"), "{err}");
+    let j = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(j["skipped"][0]["path"], "/proc/kmsg");
+    assert_eq!(j["backups"][0]["files"], 0, "{j}");
+}

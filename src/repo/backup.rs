@@ -77,7 +77,16 @@ impl Default for BackupOptions {
 #[derive(Debug)]
 pub struct Skipped {
     pub path: PathBuf,
+    /// Why, without the path (`Permission denied (os error 13)`).
     pub error: String,
+}
+
+/// What went wrong with a path already named beside it: an I/O error's cause alone.
+fn cause(e: &RepoError) -> String {
+    match e {
+        RepoError::Io { source, .. } => source.to_string(),
+        e => e.to_string(),
+    }
 }
 
 /// The outcome of a backup.
@@ -392,7 +401,7 @@ impl<'a> TreeBackup<'a> {
                     Err(e) => {
                         self.skipped.push(Skipped {
                             path: child,
-                            error: e.to_string(),
+                            error: cause(&e),
                         });
                         continue;
                     }
@@ -502,7 +511,19 @@ impl<'a> TreeBackup<'a> {
                 node.content = extents;
                 self.stats.bytes_read += read;
             }
-            Err(e) => self.skip(done.dir, done.node, &done.path, e.to_string()),
+            Err(e) => {
+                self.uncount(done.dir, done.node);
+                self.skip(done.dir, done.node, &done.path, cause(&e));
+            }
+        }
+    }
+
+    /// Takes a file left out back out of the counts.
+    fn uncount(&mut self, d: usize, n: usize) {
+        let node = &self.dirs[d].nodes[n];
+        if node.kind == NodeKind::File {
+            self.stats.files = self.stats.files.saturating_sub(1);
+            self.stats.bytes = self.stats.bytes.saturating_sub(node.size);
         }
     }
 
@@ -530,9 +551,10 @@ impl<'a> TreeBackup<'a> {
             }
         }
         // A group whose first member was unreadable leaves its copies without content.
-        for &(d, n, g) in &self.link_copies {
+        for (d, n, g) in self.link_copies.clone() {
             let (fd, fnode) = firsts[&g];
             if self.dirs[fd].skip.contains(&fnode) {
+                self.uncount(d, n);
                 self.dirs[d].skip.push(n);
             }
         }
@@ -583,7 +605,12 @@ fn file_worker(
         let result = open(libc::O_NOATIME | libc::O_NONBLOCK)
             .or_else(|_| open(libc::O_NONBLOCK))
             .map_err(|e| RepoError::io(&job.path, e))
-            .and_then(|mut f| chunker.chunk_file(&mut f, progress));
+            .and_then(|mut f| chunker.chunk_file(&mut f, progress))
+            .map_err(|e| match e {
+                // chunk_file does not know the path: name it.
+                RepoError::Io { source, .. } => RepoError::io(&job.path, source),
+                e => e,
+            });
         progress.add(1, 0);
         let _ = done.send(FileDone {
             dir: job.dir,

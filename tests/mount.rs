@@ -1034,3 +1034,135 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// `fusermount3 -u` ends the daemon without a warning: nothing is unmounted twice, so
+/// no "Failed to umount filesystem: Invalid argument" in its log.
+#[test]
+fn fusermount_unmount_logs_no_failure() {
+    if !fuse_available() {
+        return;
+    }
+    let r = Repo::new();
+    let src = r.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"x").unwrap();
+    r.backup(&[&src]);
+    for how in ["fusermount3", "SIGTERM"] {
+        let mut m = r.mount(&[]);
+        assert_eq!(fs::read(m.p("v/latest/src/f")).unwrap(), b"x");
+        if how == "fusermount3" {
+            sh(Command::new("fusermount3").arg("-u").arg(&m.dir));
+        } else {
+            let pid = rustix::process::Pid::from_raw(m.pid()).unwrap();
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        }
+        let st = m.wait_exit(Duration::from_secs(10));
+        let log = m.log_text();
+        assert!(st.success(), "{how}: exit {st}: {log}");
+        assert!(!mounted(&m.dir), "{how}: still mounted");
+        for bad in [
+            "Failed to umount",
+            "Unmount failed",
+            "Invalid argument",
+            "WARN",
+        ] {
+            assert!(!log.contains(bad), "{how}: {bad:?} in the log:\n{log}");
+        }
+    }
+}
+
+/// `df` of a mount shows the space of the local repository's file system; `access(W_OK)`
+/// says writable where writes work (the root, `incoming/<vault>/`), EROFS elsewhere;
+/// `fsync` of a file in `incoming/` succeeds and makes no point: the point is made, whole,
+/// at close.
+#[test]
+fn statfs_access_and_fsync_answer_what_is_true() {
+    if !fuse_available() {
+        return;
+    }
+    let r = Repo::new();
+    let src = r.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"x").unwrap();
+    r.backup(&[&src]);
+    let m = r.mount(&[]);
+
+    // statfs: the repository's file system, as df shows it.
+    let df = |p: &Path| {
+        let out = sh(Command::new("df")
+            .args(["--output=size,avail,itotal", "-B1"])
+            .arg(p));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .map(|n| n.parse::<u64>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let mine = df(&m.dir);
+    let repo = df(&r.repo);
+    assert!(mine[0] > 0 && mine[2] > 0, "{mine:?}");
+    assert_eq!(mine[0], repo[0], "size: mount {mine:?} repository {repo:?}");
+    assert_eq!(
+        mine[2], repo[2],
+        "inodes: mount {mine:?} repository {repo:?}"
+    );
+    let sv = rustix::fs::statvfs(&m.dir).unwrap();
+    assert_eq!(sv.f_namemax, 255);
+
+    // access(W_OK), as `test -w` asks it.
+    let writable = |p: &Path| {
+        Command::new("sh")
+            .args(["-c", "test -w \"$0\""])
+            .arg(p)
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(writable(&m.dir), "the root (mkdir makes a vault)");
+    assert!(writable(&m.p(".vaultfs/incoming/v")));
+    for ro in [
+        "v",
+        "v/latest",
+        "v/latest/src",
+        "v/latest/src/f",
+        ".vaultfs",
+        ".vaultfs/incoming",
+        ".vaultfs/vaults/v.json",
+    ] {
+        assert!(!writable(&m.p(ro)), "{ro} says writable");
+    }
+    let e = rustix::fs::access(m.p("v/latest/src/f"), rustix::fs::Access::WRITE_OK).unwrap_err();
+    assert_eq!(e, rustix::io::Errno::ROFS);
+
+    // fsync in incoming/: OK, and no point until close.
+    use std::io::Write;
+    let before = r.points().len();
+    let mut f = fs::File::create(m.p(".vaultfs/incoming/v/img.raw")).unwrap();
+    f.write_all(&vec![7u8; 100_000]).unwrap();
+    f.sync_all().unwrap();
+    f.sync_data().unwrap();
+    assert_eq!(r.points().len(), before, "fsync made a point");
+    f.write_all(&vec![8u8; 50_000]).unwrap();
+    drop(f);
+    assert_eq!(r.points().len(), before + 1);
+    let img = fs::read(m.p("v/latest/img.raw")).unwrap_or_else(|_| {
+        wait_until_readable(&m.p("v/latest/img.raw"));
+        fs::read(m.p("v/latest/img.raw")).unwrap()
+    });
+    assert_eq!(img.len(), 150_000);
+    assert!(img[..100_000].iter().all(|&b| b == 7) && img[100_000..].iter().all(|&b| b == 8));
+}
+
+fn wait_until_readable(p: &Path) {
+    let t = Instant::now();
+    while fs::metadata(p).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{} never appeared",
+            p.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -46,7 +46,7 @@ impl LocalStore {
         if let Some(f) = self.handles.lock().unwrap().get(key) {
             return Ok(f.clone());
         }
-        let f = Arc::new(File::open(self.path(key)).map_err(|e| Self::io("open", key, e))?);
+        let f = Arc::new(File::open(self.path(key)).map_err(|e| self.io("open", key, e))?);
         self.handles.lock().unwrap().put(key.to_string(), f.clone());
         Ok(f)
     }
@@ -59,16 +59,17 @@ impl LocalStore {
         self.root.join(key)
     }
 
-    fn io(op: &'static str, key: &str, source: std::io::Error) -> BackendError {
-        if source.kind() == ErrorKind::NotFound {
+    /// An I/O error on `key`, naming the file (`read /srv/repo/config: Not a directory`).
+    fn io(&self, op: &'static str, key: &str, error: std::io::Error) -> BackendError {
+        if error.kind() == ErrorKind::NotFound {
             BackendError::NotFound {
                 key: key.to_string(),
             }
         } else {
             BackendError::Io {
                 op,
-                key: key.to_string(),
-                source,
+                key: self.path(key).display().to_string(),
+                error,
             }
         }
     }
@@ -81,7 +82,7 @@ impl LocalStore {
             .recursive(true)
             .mode(0o700)
             .create(&dir)
-            .map_err(|e| Self::io("create directory for", key, e))?;
+            .map_err(|e| self.io("create directory for", key, e))?;
         let mut suffix = [0u8; 8];
         getrandom::getrandom(&mut suffix).expect("the OS random source failed");
         let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(suffix)));
@@ -98,8 +99,8 @@ impl LocalStore {
             let _ = fs::remove_file(&tmp);
             return Err(BackendError::Io {
                 op: "write",
-                key: key.to_string(),
-                source: e,
+                key: target.display().to_string(),
+                error: e,
             });
         }
         Ok((tmp, dir))
@@ -112,7 +113,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 impl ObjectStore for LocalStore {
     fn get(&self, key: &str) -> Result<Vec<u8>> {
-        fs::read(self.path(key)).map_err(|e| Self::io("read", key, e))
+        fs::read(self.path(key)).map_err(|e| self.io("read", key, e))
     }
 
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
@@ -129,7 +130,7 @@ impl ObjectStore for LocalStore {
                     size,
                 })
             }
-            Err(e) => Err(Self::io("read", key, e)),
+            Err(e) => Err(self.io("read", key, e)),
         }
     }
 
@@ -138,9 +139,9 @@ impl ObjectStore for LocalStore {
         let (tmp, dir) = self.write_temp(key, data)?;
         if let Err(e) = fs::rename(&tmp, self.path(key)) {
             let _ = fs::remove_file(&tmp);
-            return Err(Self::io("rename", key, e));
+            return Err(self.io("rename", key, e));
         }
-        sync_dir(&dir).map_err(|e| Self::io("fsync directory of", key, e))
+        sync_dir(&dir).map_err(|e| self.io("fsync directory of", key, e))
     }
 
     fn put_new(&self, key: &str, data: &[u8]) -> Result<()> {
@@ -148,11 +149,11 @@ impl ObjectStore for LocalStore {
         let linked = fs::hard_link(&tmp, self.path(key));
         let _ = fs::remove_file(&tmp);
         match linked {
-            Ok(()) => sync_dir(&dir).map_err(|e| Self::io("fsync directory of", key, e)),
+            Ok(()) => sync_dir(&dir).map_err(|e| self.io("fsync directory of", key, e)),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(BackendError::AlreadyExists {
                 key: key.to_string(),
             }),
-            Err(e) => Err(Self::io("link", key, e)),
+            Err(e) => Err(self.io("link", key, e)),
         }
     }
 
@@ -161,7 +162,7 @@ impl ObjectStore for LocalStore {
         match fs::remove_file(self.path(key)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Self::io("delete", key, e)),
+            Err(e) => Err(self.io("delete", key, e)),
         }
     }
 
@@ -177,10 +178,10 @@ impl ObjectStore for LocalStore {
             let entries = match fs::read_dir(&dir) {
                 Ok(e) => e,
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(Self::io("list", prefix, e)),
+                Err(e) => return Err(self.io("list", prefix, e)),
             };
             for entry in entries {
-                let entry = entry.map_err(|e| Self::io("list", prefix, e))?;
+                let entry = entry.map_err(|e| self.io("list", prefix, e))?;
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else { continue };
                 if name.starts_with(TMP_PREFIX) {
@@ -191,7 +192,7 @@ impl ObjectStore for LocalStore {
                 } else {
                     format!("{rel}/{name}")
                 };
-                let ft = entry.file_type().map_err(|e| Self::io("list", prefix, e))?;
+                let ft = entry.file_type().map_err(|e| self.io("list", prefix, e))?;
                 if ft.is_dir() {
                     if key.starts_with(prefix) || prefix.starts_with(&format!("{key}/")) {
                         stack.push((entry.path(), key));
@@ -199,7 +200,7 @@ impl ObjectStore for LocalStore {
                 } else if key.starts_with(prefix) {
                     let size = entry
                         .metadata()
-                        .map_err(|e| Self::io("list", prefix, e))?
+                        .map_err(|e| self.io("list", prefix, e))?
                         .len();
                     out.push(ObjectInfo { key, size });
                 }
@@ -213,7 +214,7 @@ impl ObjectStore for LocalStore {
         match fs::metadata(self.path(key)) {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Self::io("stat", key, e)),
+            Err(e) => Err(self.io("stat", key, e)),
         }
     }
 
@@ -230,7 +231,13 @@ impl ObjectStore for LocalStore {
             let entries = match fs::read_dir(&dir) {
                 Ok(e) => e,
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(Self::io("list", &dir.display().to_string(), e)),
+                Err(error) => {
+                    return Err(BackendError::Io {
+                        op: "list",
+                        key: dir.display().to_string(),
+                        error,
+                    });
+                }
             };
             for entry in entries.flatten() {
                 let Ok(ft) = entry.file_type() else { continue };

@@ -33,7 +33,8 @@ pub struct ObjectInfo {
     pub size: u64,
 }
 
-/// What went wrong in a backend call. Every variant names the object involved.
+/// What went wrong in a backend call. Every variant names the object involved, and says
+/// its cause in its own message (no `source()`, so a chain printer says it once).
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("object {key} not found")]
@@ -47,12 +48,12 @@ pub enum BackendError {
         len: u64,
         size: u64,
     },
-    #[error("{op} {key}: {source}")]
+    /// A local I/O error; `key` is the object's path on this machine.
+    #[error("{op} {key}: {error}")]
     Io {
         op: &'static str,
         key: String,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{op} {key}: {message}")]
     Remote {
@@ -71,8 +72,8 @@ impl BackendError {
             BackendError::NotFound { .. }
             | BackendError::AlreadyExists { .. }
             | BackendError::OutOfRange { .. } => false,
-            BackendError::Io { source, .. } => matches!(
-                source.kind(),
+            BackendError::Io { error, .. } => matches!(
+                error.kind(),
                 std::io::ErrorKind::Interrupted
                     | std::io::ErrorKind::TimedOut
                     | std::io::ErrorKind::WouldBlock
@@ -89,9 +90,9 @@ impl BackendError {
     /// Whether the error means the disk or quota is full.
     pub fn is_storage_full(&self) -> bool {
         match self {
-            BackendError::Io { source, .. } => {
-                source.raw_os_error() == Some(libc::ENOSPC)
-                    || source.raw_os_error() == Some(libc::EDQUOT)
+            BackendError::Io { error, .. } => {
+                error.raw_os_error() == Some(libc::ENOSPC)
+                    || error.raw_os_error() == Some(libc::EDQUOT)
             }
             _ => false,
         }

@@ -374,16 +374,18 @@ impl S3Store {
 
     /// Builds the client; no request is sent.
     fn connect(address: &str, options: S3Options) -> Result<S3Store> {
-        let (bucket, prefix) = parse_address(address).map_err(|m| open_error(address, m, false))?;
+        // Errors name the address as it was given (`address` is what follows `s3://`).
+        let shown = format!("s3://{address}");
+        let (bucket, prefix) = parse_address(address).map_err(|m| open_error(&shown, m, false))?;
         options
             .validate()
-            .map_err(|m| open_error(address, m, false))?;
+            .map_err(|m| open_error(&shown, m, false))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("vaultfs-s3")
             .enable_all()
             .build()
-            .map_err(|e| open_error(address, format!("cannot start the S3 runtime: {e}"), false))?;
+            .map_err(|e| open_error(&shown, format!("cannot start the S3 runtime: {e}"), false))?;
         let env_endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
             .iter()
             .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()));

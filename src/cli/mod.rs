@@ -8,7 +8,6 @@ use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
@@ -17,7 +16,7 @@ use crate::backend;
 use crate::repo::backup::{BackupOptions, Source};
 use crate::repo::format::*;
 use crate::repo::restore::RestoreOptions;
-use crate::repo::walk::Progress;
+use crate::repo::walk::{Excludes, Progress};
 use crate::repo::{InitOptions, Repository, check, lock};
 
 /// A backup repository you can mount: vaults, recovery points and backups as files.
@@ -55,9 +54,9 @@ pub struct Global {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Create a new repository.
+    /// Create a new repository at --repo (asks for the password twice on a terminal).
     Init {
-        /// Target pack size in MiB.
+        /// Target pack size in MiB (1-1024).
         #[arg(long, default_value_t = 16)]
         pack_size_mib: u32,
         /// Average chunk size in KiB (min is a quarter, max four times); fixed for the
@@ -65,47 +64,77 @@ pub enum Command {
         #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(16..=16384))]
         chunk_avg_kib: u32,
         /// Memory of the Argon2id password derivation, in MiB (every command that opens
-        /// the repository pays it once).
+        /// the repository pays it once); fixed for the life of the repository.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(8..=4096))]
         kdf_memory_mib: u32,
         /// Passes of the Argon2id password derivation over that memory.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
         kdf_passes: u32,
+        /// Print the new repository's settings as JSON.
+        #[arg(long)]
+        json: bool,
     },
-    /// Manage vaults.
+    /// Manage vaults: named series of recovery points.
     #[command(subcommand)]
     Vault(VaultCmd),
-    /// Take a recovery point: one tree backup per PATH, or one image backup.
+    /// Take a recovery point: one tree backup per PATH, or one image or tar backup.
+    ///
+    /// Files unchanged since the vault's latest point (same size, mtime, ctime and inode)
+    /// are not read again. Exit status 3 when some files could not be read: they are
+    /// listed on stderr and left out of the point.
     Backup {
+        /// The vault that gets the new point.
         vault: String,
         /// Directories or files to back up; each becomes a backup named by its basename.
         #[arg(required_unless_present_any = ["image", "tar"], conflicts_with_all = ["image", "tar"])]
         paths: Vec<PathBuf>,
         /// Back up one image file (a volume or disk snapshot); `-` reads stdin.
-        #[arg(long, conflicts_with = "tar")]
+        #[arg(long, value_name = "FILE", conflicts_with = "tar")]
         image: Option<PathBuf>,
         /// Expand a tar archive (plain, zstd or gzip; `-` reads stdin) into a tree backup
         /// carrying the metadata of its headers.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         tar: Option<PathBuf>,
         /// Name of the image or tar backup (required when reading stdin).
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         name: Option<String>,
         /// Read every file, even those unchanged since the previous point.
         #[arg(long)]
         no_parent: bool,
-        /// Print the new point as JSON.
+        /// Leave out what matches GLOB (repeatable), as restic does: matched against the
+        /// absolute path; `*` and `?` stay within a path component, `**` spans any; a
+        /// pattern not starting with `/` matches at any depth (`*.log`, `.cache`); a
+        /// directory that matches is left out with everything under it.
+        #[arg(long, value_name = "GLOB", conflicts_with_all = ["image", "tar"])]
+        exclude: Vec<String>,
+        /// Read exclude patterns from FILE (repeatable): one a line; blank lines and lines
+        /// starting with `#` are ignored.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["image", "tar"])]
+        exclude_file: Vec<PathBuf>,
+        /// Leave out directories tagged as caches: those holding a CACHEDIR.TAG file that
+        /// starts with the standard signature (https://bford.info/cachedir/).
+        #[arg(long, conflicts_with_all = ["image", "tar"])]
+        exclude_caches: bool,
+        /// Do not cross file systems: a mount point under a PATH is recorded as an empty
+        /// directory and not entered (other mounts, /proc, a vaultfs mount...).
+        #[arg(long, short = 'x', conflicts_with_all = ["image", "tar"])]
+        one_file_system: bool,
+        /// Print the new point as JSON (as `points --json` shows it), with the files that
+        /// were left out ("skipped").
         #[arg(long)]
         json: bool,
     },
-    /// List a vault's recovery points, oldest first.
+    /// List a vault's recovery points, oldest first, with their sizes.
     Points {
+        /// The vault to list.
         vault: String,
+        /// Print the points as a JSON array.
         #[arg(long)]
         json: bool,
     },
     /// List the contents of a recovery point (or of a directory in it).
     Ls {
+        /// The vault that holds the point.
         vault: String,
         /// A point name, or `latest`.
         point: String,
@@ -117,33 +146,47 @@ pub enum Command {
         /// List recursively.
         #[arg(short = 'R', long)]
         recursive: bool,
+        /// Print the entries as a JSON array (path, type, mode, owner, size, mtime, target).
         #[arg(long)]
         json: bool,
     },
     /// Write a file from a recovery point to stdout.
     Cat {
+        /// The vault that holds the point.
         vault: String,
+        /// A point name, or `latest`.
         point: String,
         /// A path starting with the backup's name, e.g. etc/passwd.
         path: OsString,
     },
     /// Restore every backup of a point (or one path) under TARGET.
+    ///
+    /// Each backup becomes TARGET/<backup name>, with modes, times, xattrs, hard links,
+    /// holes and, when running as root, owners. Existing files of the same names are
+    /// replaced; directories are merged into.
     Restore {
+        /// The vault that holds the point.
         vault: String,
+        /// A point name, or `latest`.
         point: String,
+        /// The directory to restore into (created if missing).
         target: PathBuf,
         /// Restore only this path (starting with the backup's name).
-        #[arg(long)]
+        #[arg(long, value_name = "PATH")]
         path: Option<OsString>,
         /// Do not restore owners even when running as root.
         #[arg(long)]
         no_owners: bool,
+        /// Print what was restored as JSON (files, dirs, other, size).
+        #[arg(long)]
+        json: bool,
     },
     /// Verify the repository; exit status 1 when anything is damaged.
     Check {
         /// Also read, decrypt and hash every chunk.
         #[arg(long)]
         read_data: bool,
+        /// Print the report as JSON (ok, errors, notes and what was checked).
         #[arg(long)]
         json: bool,
     },
@@ -151,23 +194,33 @@ pub enum Command {
     Tasks {
         /// The mount point of a running `vaultfs mount`.
         mountpoint: PathBuf,
+        /// Print the tasks as a JSON array (the task files' contents).
         #[arg(long)]
         json: bool,
     },
-    /// Remove stale writer locks (all locks with --all).
+    /// Remove stale writer locks: those of processes of this machine that are gone.
     Unlock {
+        /// Remove every lock, also those of other machines and of running writers.
         #[arg(long)]
         all: bool,
+        /// Print the number of locks removed as JSON.
+        #[arg(long)]
+        json: bool,
     },
-    /// Mount the repository read-only at MOUNTPOINT; runs until unmounted or interrupted.
+    /// Serve the repository at MOUNTPOINT until unmounted or interrupted (exit 0).
+    ///
+    /// Backups are read-only. New backups are taken by writing files into
+    /// `.vaultfs/incoming/<vault>/`; `mkdir` and `rmdir` of a vault directory create and
+    /// remove vaults; `rmdir <vault>/<point>` deletes a point with --allow-delete.
     Mount {
+        /// An empty directory to mount on.
         mountpoint: PathBuf,
         /// Memory budget of the mount, e.g. 256M or 1G: decompressed chunks, the inode
         /// table and buffers in flight.
         #[arg(long, default_value = "256M", value_parser = crate::cache::parse_size)]
         cache_size: u64,
         /// Keep fetched chunks (still encrypted) in this directory across mounts.
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         disk_cache: Option<PathBuf>,
         /// Size bound of the disk cache.
         #[arg(long, default_value = "4G", value_parser = crate::cache::parse_size)]
@@ -175,10 +228,12 @@ pub enum Command {
         /// Let other users read the mount (the kernel then checks file modes).
         #[arg(long)]
         allow_other: bool,
-        /// Let `rmdir <vault>/<point>` delete a recovery point (its data is reclaimed by a later prune).
+        /// Let `rmdir <vault>/<point>` delete a recovery point (EPERM otherwise). Only its
+        /// manifest is deleted: the chunks it alone used stay in the packs, and no command
+        /// reclaims their space yet.
         #[arg(long)]
         allow_delete: bool,
-        /// Re-read a vault's recovery points when older than this many seconds.
+        /// Re-read the vault and point lists every this many seconds, in the background.
         #[arg(long, default_value_t = 2)]
         refresh_secs: u64,
         /// FUSE session threads (requests served in parallel).
@@ -198,32 +253,51 @@ pub enum Command {
 pub enum VaultCmd {
     /// Create a vault.
     Create {
+        /// 1-64 of `A-Za-z0-9._-`, not starting with `.`, not `latest`.
         name: String,
+        /// A free text shown by `vault list` and `vault show`.
         #[arg(long, default_value = "")]
         description: String,
+        /// Print the new vault as JSON (as `vault show --json` shows it).
+        #[arg(long)]
+        json: bool,
     },
-    /// List vaults.
+    /// List vaults with their point counts.
     List {
+        /// Print the vaults as a JSON array (each as `vault show --json` shows it).
         #[arg(long)]
         json: bool,
     },
     /// Show a vault's settings and usage.
     Show {
+        /// The vault to show.
         name: String,
+        /// Print the vault as JSON: name, description, created, point_count, bytes_used
+        /// (what its points added to the repository), latest.
         #[arg(long)]
         json: bool,
     },
     /// Change a vault's settings.
     Update {
+        /// The vault to change.
         name: String,
+        /// The new description.
         #[arg(long)]
         description: Option<String>,
+        /// Print the vault as JSON once changed (as `vault show --json` shows it).
+        #[arg(long)]
+        json: bool,
     },
     /// Delete a vault (refused while it holds recovery points, unless --force).
     Delete {
+        /// The vault to delete.
         name: String,
+        /// Delete the vault's recovery points too.
         #[arg(long)]
         force: bool,
+        /// Print the vault as it was before deletion as JSON (as `vault show --json`).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -238,6 +312,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             chunk_avg_kib,
             kdf_memory_mib,
             kdf_passes,
+            json,
         } => {
             let store = open_store_with(g, true)?;
             let pw = read_password(g, true)?;
@@ -256,7 +331,11 @@ pub fn run(cli: Cli) -> Result<i32> {
                 ..Default::default()
             };
             let repo = Repository::init(store, &pw, opts)?;
-            println!("created vaultfs repository at {}", repo.location());
+            if json {
+                output::print_json(&output::repo_json(&repo));
+            } else {
+                println!("created vaultfs repository at {}", repo.location());
+            }
             Ok(0)
         }
         Command::Vault(cmd) => vault_cmd(g, cmd),
@@ -267,13 +346,25 @@ pub fn run(cli: Cli) -> Result<i32> {
             tar,
             name,
             no_parent,
+            exclude,
+            exclude_file,
+            exclude_caches,
+            one_file_system,
             json,
         } => {
+            let mut patterns = exclude;
+            for f in &exclude_file {
+                patterns.extend(Excludes::read_file(f)?);
+            }
+            let excludes = Excludes::new(&patterns)?;
             let repo = open_repo(g)?;
             let progress = Arc::new(Progress::default());
             let opts = BackupOptions {
                 progress: progress.clone(),
                 use_parent: !no_parent,
+                excludes,
+                exclude_caches,
+                one_file_system,
                 ..Default::default()
             };
             let source = match (image, tar) {
@@ -289,7 +380,18 @@ pub fn run(cli: Cli) -> Result<i32> {
                 eprintln!("warning: skipped {}: {}", s.path.display(), s.error);
             }
             if json {
-                output::print_json(&output::point_json(&result.manifest));
+                let mut j = output::point_json(&result.manifest);
+                j["skipped"] = result
+                    .skipped
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "path": s.path.to_string_lossy(),
+                            "error": s.error,
+                        })
+                    })
+                    .collect();
+                output::print_json(&j);
             } else {
                 output::print_backup_summary(&result.manifest);
             }
@@ -350,6 +452,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             target,
             path,
             no_owners,
+            json,
         } => {
             let repo = open_repo(g)?;
             let point = repo.resolve_point(&vault, &point)?;
@@ -374,13 +477,24 @@ pub fn run(cli: Cli) -> Result<i32> {
                 None => crate::repo::restore::restore(&repo, &m, &target, &opts),
             };
             bar.finish();
-            r?;
-            eprintln!(
-                "restored {vault}/{point} to {} ({} files, {})",
-                target.display(),
-                progress.files.load(Ordering::Relaxed),
-                output::human(progress.bytes.load(Ordering::Relaxed))
-            );
+            let stats = r?;
+            if json {
+                output::print_json(&serde_json::json!({
+                    "vault": vault,
+                    "point": point,
+                    "target": target.to_string_lossy(),
+                    "files": stats.files,
+                    "dirs": stats.dirs,
+                    "other": stats.other,
+                    "size": stats.bytes,
+                }));
+            } else {
+                println!(
+                    "restored {vault}/{point} to {}: {}",
+                    target.display(),
+                    output::counts(stats.files, stats.dirs, stats.other, stats.bytes)
+                );
+            }
             Ok(0)
         }
         Command::Check { read_data, json } => {
@@ -461,10 +575,14 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Unlock { all } => {
+        Command::Unlock { all, json } => {
             let repo = open_repo(g)?;
             let n = lock::remove(&repo, all)?;
-            println!("removed {n} lock(s)");
+            if json {
+                output::print_json(&serde_json::json!({ "removed": n }));
+            } else {
+                println!("removed {n} lock(s)");
+            }
             Ok(0)
         }
         Command::Mount {
@@ -495,6 +613,11 @@ pub fn run(cli: Cli) -> Result<i32> {
                 threads,
                 readahead,
                 fetchers: usize::from(fetchers),
+                local_dir: g
+                    .repo
+                    .as_deref()
+                    .filter(|a| !a.starts_with("s3://"))
+                    .map(PathBuf::from),
                 backend_counts,
             };
             crate::fs::mount(repo, &mountpoint, &opts, signals)?;
@@ -529,29 +652,33 @@ fn tar_source(path: &std::path::Path, name: Option<String>) -> Result<Source> {
 fn vault_cmd(g: &Global, cmd: VaultCmd) -> Result<i32> {
     let repo = open_repo(g)?;
     match cmd {
-        VaultCmd::Create { name, description } => {
+        VaultCmd::Create {
+            name,
+            description,
+            json,
+        } => {
             repo.create_vault(&name, &description)?;
-            println!("created vault {name}");
+            if json {
+                output::print_json(&crate::fs::control::vault_json(&repo, &name)?);
+            } else {
+                println!("created vault {name}");
+            }
         }
         VaultCmd::List { json } => {
-            let mut rows = Vec::new();
-            for name in repo.list_vaults()? {
-                let v = repo.load_vault(&name)?;
-                let points = repo.list_points(&name)?.len();
-                rows.push((v, points));
-            }
             if json {
-                output::print_json(&serde_json::Value::Array(
-                    rows.iter()
-                        .map(|(v, n)| output::vault_json(v, *n, None))
-                        .collect(),
-                ));
+                let mut rows = Vec::new();
+                for name in repo.list_vaults()? {
+                    rows.push(crate::fs::control::vault_json(&repo, &name)?);
+                }
+                output::print_json(&serde_json::Value::Array(rows));
             } else {
                 println!(
                     "{:<24} {:>7}  {:<24} DESCRIPTION",
                     "VAULT", "POINTS", "CREATED"
                 );
-                for (v, n) in rows {
+                for name in repo.list_vaults()? {
+                    let v = repo.load_vault(&name)?;
+                    let n = repo.list_points(&name)?.len();
                     println!(
                         "{:<24} {:>7}  {:<24} {}",
                         v.name,
@@ -563,42 +690,48 @@ fn vault_cmd(g: &Global, cmd: VaultCmd) -> Result<i32> {
             }
         }
         VaultCmd::Show { name, json } => {
-            let v = repo.load_vault(&name)?;
-            let points = repo.list_points(&name)?;
-            let mut stored = 0u64;
-            for p in &points {
-                let m = repo.load_manifest(&name, p)?;
-                stored += m
-                    .backups
-                    .iter()
-                    .map(|b| b.stats.bytes_stored_new)
-                    .sum::<u64>();
-            }
+            let j = crate::fs::control::vault_json(&repo, &name)?;
             if json {
-                output::print_json(&output::vault_json(&v, points.len(), Some(stored)));
+                output::print_json(&j);
             } else {
-                println!("name:        {}", v.name);
-                println!("description: {}", v.description);
-                println!("created:     {}", rfc3339(v.created_ns));
-                println!("points:      {}", points.len());
-                println!("bytes added: {}", output::human(stored));
-                if let Some(last) = points.last() {
+                println!("name:        {}", j["name"].as_str().unwrap_or(""));
+                println!("description: {}", j["description"].as_str().unwrap_or(""));
+                println!("created:     {}", j["created"].as_str().unwrap_or(""));
+                println!("points:      {}", j["point_count"]);
+                println!(
+                    "bytes added: {}",
+                    output::human(j["bytes_used"].as_u64().unwrap_or(0))
+                );
+                if let Some(last) = j["latest"].as_str() {
                     println!("latest:      {last}");
                 }
             }
         }
-        VaultCmd::Update { name, description } => {
+        VaultCmd::Update {
+            name,
+            description,
+            json,
+        } => {
             let mut v = repo.load_vault(&name)?;
             if let Some(d) = description {
                 v.description = d;
             }
             repo.update_vault(&v)?;
-            println!("updated vault {name}");
+            if json {
+                output::print_json(&crate::fs::control::vault_json(&repo, &name)?);
+            } else {
+                println!("updated vault {name}");
+            }
         }
-        VaultCmd::Delete { name, force } => {
+        VaultCmd::Delete { name, force, json } => {
             let _lock = lock::acquire(&repo, &format!("vault delete {name}"))?;
+            let before = crate::fs::control::vault_json(&repo, &name)?;
             repo.delete_vault(&name, force)?;
-            println!("deleted vault {name}");
+            if json {
+                output::print_json(&before);
+            } else {
+                println!("deleted vault {name}");
+            }
         }
     }
     Ok(0)
@@ -620,7 +753,8 @@ fn open_store_with(g: &Global, create: bool) -> Result<backend::Store> {
         s3_checksum: g.s3_checksum.clone(),
         create,
     };
-    backend::open_with(addr, &opts).map_err(|e| anyhow!("{addr}: {e}"))
+    // The store's errors name the address themselves.
+    backend::open_with(addr, &opts).map_err(|e| anyhow!(e))
 }
 
 /// Reads the password: env VAULTFS_PASSWORD, --password-file, or a prompt on a terminal.

@@ -37,17 +37,30 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-pub fn vault_json(v: &Vault, points: usize, bytes_stored: Option<u64>) -> Value {
-    let mut j = json!({
-        "name": v.name,
-        "description": v.description,
-        "created": rfc3339(v.created_ns),
-        "point_count": points,
-    });
-    if let Some(b) = bytes_stored {
-        j["bytes_used"] = json!(b);
-    }
-    j
+/// The repository's settings, as `init --json` shows them.
+pub fn repo_json(repo: &Repository) -> Value {
+    let c = repo.config();
+    json!({
+        "location": repo.location(),
+        "id": hex::encode(c.repo_id),
+        "created": rfc3339(c.created_ns),
+        "pack_size": c.pack_size,
+        "chunk_min": c.chunker.min_size,
+        "chunk_avg": c.chunker.avg_size,
+        "chunk_max": c.chunker.max_size,
+        "zstd_level": c.zstd_level,
+        "kdf_memory_kib": c.kdf.memory_kib,
+        "kdf_passes": c.kdf.iterations,
+    })
+}
+
+/// What a backup read or a restore wrote, said the same way by both: regular files,
+/// directories, other entries (symlinks, fifos, devices, sockets), size of the files.
+pub fn counts(files: u64, dirs: u64, other: u64, bytes: u64) -> String {
+    format!(
+        "{files} files, {dirs} dirs, {other} other, {}",
+        human(bytes)
+    )
 }
 
 pub fn print_points(ms: &[Manifest]) {
@@ -82,12 +95,10 @@ pub fn print_backup_summary(m: &Manifest) {
     for b in &m.backups {
         let s = &b.stats;
         println!(
-            "  {} ({}): {} files, {} dirs, {} ({} unchanged files skipped), {} read, {} new chunks, {} added",
+            "  {} ({}): {} ({} unchanged files skipped), {} read, {} new chunks, {} added",
             lossy(&b.name),
             b.kind.as_str(),
-            s.files,
-            s.dirs,
-            human(s.bytes),
+            counts(s.files, s.dirs, s.other, s.bytes),
             s.files_unchanged,
             human(s.bytes_read),
             s.chunks_new,

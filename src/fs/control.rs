@@ -10,9 +10,15 @@ use crate::control::json::point_json;
 use crate::repo::format::rfc3339;
 use crate::repo::{Repository, Result};
 
-/// `vaults/<vault>.json`: settings and usage. Reads every manifest of the vault (the
-/// usage is the sum of what its points added).
+/// `vaults/<vault>.json`: settings and usage (see [`vault_json`]).
 pub fn vault_file(repo: &Repository, vault: &str) -> Result<Vec<u8>> {
+    Ok(render(&vault_json(repo, vault)?))
+}
+
+/// A vault as every view shows it (this file, and the CLI's `vault ... --json`): settings,
+/// point count, latest point, and usage. Reads every manifest of the vault (the usage is
+/// the sum of what its points added).
+pub fn vault_json(repo: &Repository, vault: &str) -> Result<Value> {
     let v = repo.load_vault(vault)?;
     let points = repo.list_points(vault)?;
     let mut used = 0u64;
@@ -24,15 +30,14 @@ pub fn vault_file(repo: &Repository, vault: &str) -> Result<Vec<u8>> {
             .map(|b| b.stats.bytes_stored_new)
             .sum::<u64>();
     }
-    let j = json!({
+    Ok(json!({
         "name": v.name,
         "description": v.description,
         "created": rfc3339(v.created_ns),
         "bytes_used": used,
         "point_count": points.len(),
         "latest": points.last(),
-    });
-    Ok(render(&j))
+    }))
 }
 
 /// `points/<vault>/<point>.json`.

@@ -89,7 +89,7 @@ fn backend_errno(e: &BackendError) -> i32 {
         BackendError::NotFound { .. } | BackendError::OutOfRange { .. } => libc::EIO,
         BackendError::AlreadyExists { .. } => libc::EEXIST,
         // Local I/O errors keep their own errno (ENOSPC, EACCES...), others are EIO.
-        BackendError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+        BackendError::Io { error, .. } => error.raw_os_error().unwrap_or(libc::EIO),
         // A remote store that failed or timed out: EIO (not EAGAIN, which readers such as
         // cp do not retry and report confusingly).
         BackendError::Remote { .. } => libc::EIO,

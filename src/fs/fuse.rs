@@ -15,6 +15,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use super::inodes::{Body, Control};
 use super::ops::{Attr, FileKind, FsError, Inval, VaultFs, XattrReply};
 
 /// The `Filesystem` fuser drives.
@@ -24,6 +25,32 @@ pub struct FuseFs {
     /// The kernel lists directories without OPENDIR/RELEASEDIR (set at init when it
     /// offers `FUSE_NO_OPENDIR_SUPPORT`; the first OPENDIR then answers ENOSYS).
     pub no_opendir: bool,
+    /// The directory of a local repository: `statfs` reports its file system's space.
+    /// None for an object store (see [`FuseFs::statfs`]).
+    pub space_of: Option<std::path::PathBuf>,
+    /// Told when the session ends (fuser calls `destroy` as its loop ends, however).
+    pub session_end: Option<crossbeam_channel::Sender<()>>,
+}
+
+/// What `statfs` reports for an object store, which has no capacity to tell: 1 PiB, all
+/// of it free (a store grows as it is written to), in blocks of [`super::ops::BLKSIZE`].
+const UNBOUNDED_BLOCKS: u64 = (1 << 50) / super::ops::BLKSIZE as u64;
+/// Inodes reported for an object store: as many as blocks, all free.
+const UNBOUNDED_FILES: u64 = UNBOUNDED_BLOCKS;
+
+impl FuseFs {
+    /// Whether a write of some kind works in this inode, as `access(W_OK)` answers:
+    /// the root (mkdir and rmdir of vaults), `incoming/<vault>/` (new files become
+    /// points), a vault directory with `--allow-delete` (rmdir of a point). Everything
+    /// else is read-only: backups, points, control files, files being ingested (they
+    /// cannot be opened again for writing).
+    fn writable(&self, ino: u64) -> Result<bool, FsError> {
+        Ok(match &self.fs.inode(ino)?.body {
+            Body::Root(_) | Body::Control(Control::IncomingVault(_)) => true,
+            Body::Vault(_) => self.fs.opts.allow_delete,
+            _ => false,
+        })
+    }
 }
 
 fn errno(e: &FsError) -> Errno {
@@ -120,6 +147,12 @@ impl Filesystem for FuseFs {
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
         Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Some(tx) = self.session_end.take() {
+            let _ = tx.send(());
+        }
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -278,8 +311,40 @@ impl Filesystem for FuseFs {
         reply.ok();
     }
 
+    /// `df` of the mount: for a local repository, the space of the file system that holds
+    /// it (what backups through `incoming/` can still use); for an object store, which
+    /// has no capacity to report, 1 PiB free ([`UNBOUNDED_BLOCKS`]). Names are up to 255
+    /// bytes either way.
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        reply.statfs(0, 0, 0, 0, 0, super::ops::BLKSIZE, 255, super::ops::BLKSIZE);
+        const NAME_MAX: u32 = 255;
+        match self.space_of.as_deref().map(rustix::fs::statvfs) {
+            Some(Ok(s)) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                NAME_MAX,
+                s.f_frsize as u32,
+            ),
+            other => {
+                if let Some(Err(e)) = other {
+                    tracing::debug!("statfs of the repository directory failed: {e}");
+                }
+                let bs = super::ops::BLKSIZE;
+                reply.statfs(
+                    UNBOUNDED_BLOCKS,
+                    UNBOUNDED_BLOCKS,
+                    UNBOUNDED_BLOCKS,
+                    UNBOUNDED_FILES,
+                    UNBOUNDED_FILES,
+                    bs,
+                    NAME_MAX,
+                    bs,
+                )
+            }
+        }
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -316,11 +381,13 @@ impl Filesystem for FuseFs {
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
         // Called only without default_permissions (the owner's private mount): reading is
-        // allowed, writing never is.
-        if mask.contains(fuser::AccessFlags::W_OK) {
+        // allowed, writing where a write works (see `writable`), EROFS elsewhere.
+        let _ = try_reply!(reply, "access", ino.0, self.fs.getattr(ino.0));
+        if mask.contains(fuser::AccessFlags::W_OK)
+            && !try_reply!(reply, "access", ino.0, self.writable(ino.0))
+        {
             reply.error(erofs());
         } else {
-            let _ = try_reply!(reply, "access", ino.0, self.fs.getattr(ino.0));
             reply.ok();
         }
     }
@@ -534,6 +601,11 @@ impl Filesystem for FuseFs {
         reply.ok();
     }
 
+    /// fsync succeeds and makes nothing durable. A file in `incoming/` becomes durable as
+    /// a whole, when it is closed (its `flush` waits for the point's commit and answers
+    /// its outcome); before that there is no partial point to sync, and failing would
+    /// break writers that sync before closing (`dd conv=fsync`, `rsync --fsync`).
+    /// Everything else is read-only, with nothing to sync.
     fn fsync(
         &self,
         _req: &Request,

@@ -52,8 +52,10 @@
 //! # Exit
 //!
 //! SIGINT, SIGTERM and SIGHUP are blocked in every thread and taken by one thread with
-//! `sigwait` (no handler, no unsafe code), which unmounts; `fusermount3 -u` ends the
-//! session the same way. Either way `mount` returns `Ok` and the command exits 0.
+//! `sigwait` (no handler, no unsafe code); the session runs in fuser's background thread,
+//! and [`mount`] waits for a signal (then unmounts) or for the kernel to end the session
+//! (`fusermount3 -u`, `umount`: then there is nothing left to unmount, and nothing is
+//! tried). Either way `mount` returns `Ok` and the command exits 0.
 
 pub mod control;
 pub mod errno;
@@ -97,6 +99,9 @@ pub struct MountOptions {
     /// Background loads in flight at once (prefetch threads): what keeps a store with
     /// latency busy (S3), and decompression on every core.
     pub fetchers: usize,
+    /// The directory of a local repository, whose file system's space `statfs` (`df`)
+    /// reports; None for an object store.
+    pub local_dir: Option<PathBuf>,
     /// Call counts of the store, shown in `.vaultfs/stats.json` (see
     /// [`crate::backend::counting::CountingStore`]).
     pub backend_counts: Option<Arc<crate::backend::counting::CallCounts>>,
@@ -114,12 +119,13 @@ impl Default for MountOptions {
             threads: 8,
             readahead: DEFAULT_READAHEAD,
             fetchers: DEFAULT_FETCHERS,
+            local_dir: None,
             backend_counts: None,
         }
     }
 }
 
-/// Why a mount could not start.
+/// Why a mount could not start. Each message says its cause (no `source()`).
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
     #[error("mount point {0} does not exist")]
@@ -128,23 +134,20 @@ pub enum MountError {
     NotADirectory(PathBuf),
     #[error("mount point {0} is busy: something is already mounted there")]
     Busy(PathBuf),
-    #[error("disk cache {path}: {source}")]
+    #[error("disk cache {path}: {error}")]
     DiskCache {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("mounting at {path}: {source} (is /dev/fuse available and fusermount3 installed?)")]
+    #[error("mounting at {path}: {error} (is /dev/fuse available and fusermount3 installed?)")]
     Mount {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("the FUSE session at {path} ended with an error: {source}")]
+    #[error("the FUSE session at {path} ended with an error: {error}")]
     Session {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -251,9 +254,9 @@ pub fn mount(
     let disk = match &opts.disk_cache {
         Some(dir) => Some(
             DiskCache::open(dir, &repo.config().repo_id, opts.disk_cache_size).map_err(
-                |source| MountError::DiskCache {
+                |error| MountError::DiskCache {
                     path: dir.clone(),
-                    source,
+                    error,
                 },
             )?,
         ),
@@ -292,50 +295,86 @@ pub fn mount(
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
 
-    let mut session = ::fuser::Session::new(
+    let (session_end, ended) = crossbeam_channel::bounded::<()>(1);
+    let session = ::fuser::Session::new(
         fuse::FuseFs {
             fs: vfs.clone(),
             no_opendir: false,
+            space_of: opts.local_dir.clone(),
+            session_end: Some(session_end),
         },
         &mnt,
         &config,
     )
-    .map_err(|source| MountError::Mount {
+    .map_err(|error| MountError::Mount {
         path: mnt.clone(),
-        source,
+        error,
     })?;
     vfs.set_invalidator(fuse::spawn_invalidator(session.notifier()));
-    spawn_refresher(&vfs, opts.refresh).map_err(|source| MountError::Session {
+    spawn_refresher(&vfs, opts.refresh).map_err(|error| MountError::Session {
         path: mnt.clone(),
-        source,
+        error,
     })?;
 
-    let mut unmounter = session.unmount_callable();
-    let mnt2 = mnt.clone();
+    // The session runs in fuser's background thread; this thread waits for either end:
+    // a signal (then it unmounts) or the kernel ending the session (`fusermount3 -u`).
+    let (on_signal, signalled) = crossbeam_channel::bounded::<Signal>(1);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             if let Ok(sig) = signals.wait() {
-                tracing::info!("{sig}: unmounting {}", mnt2.display());
-                if let Err(e) = unmounter.unmount() {
-                    tracing::warn!(
-                        "unmounting {} failed ({e}); detaching it lazily",
-                        mnt2.display()
-                    );
-                    let _ = nix::mount::umount2(&mnt2, nix::mount::MntFlags::MNT_DETACH);
-                }
+                let _ = on_signal.send(sig);
             }
         })
-        .map_err(|source| MountError::Session {
+        .map_err(|error| MountError::Session {
             path: mnt.clone(),
-            source,
+            error,
         })?;
+    let session_error = |error| MountError::Session {
+        path: mnt.clone(),
+        error,
+    };
+    let background = session.spawn().map_err(session_error)?;
 
     eprintln!("vaultfs: mounted {} at {}", repo.location(), mnt.display());
-    session.run().map_err(|source| MountError::Session {
-        path: mnt.clone(),
-        source,
-    })?;
+    let signal = crossbeam_channel::select! {
+        recv(signalled) -> sig => sig.ok(),
+        recv(ended) -> _ => None,
+    };
+    match signal {
+        Some(sig) => {
+            tracing::info!("{sig}: unmounting {}", mnt.display());
+            if let Err(e) = background.umount_and_join() {
+                if is_mount_point(&mnt) {
+                    tracing::warn!(
+                        "unmounting {} failed ({e}); detaching it lazily",
+                        mnt.display()
+                    );
+                    let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
+                    // Files still open on the detached mount are served until closed.
+                    let _ = ended.recv();
+                } else {
+                    return Err(session_error(e));
+                }
+            }
+        }
+        // The kernel ended the session: unmounted from outside, nothing left to unmount.
+        // fuser 0.18 would still unmount when its handle is dropped (its is_mounted()
+        // reads POLLERR the wrong way round, cberner/fuser#703), fail with EINVAL and log
+        // "Unmount failed"; and were the directory mounted again meanwhile, it would
+        // unmount that. So the handle is asked to unmount only if the mount is still
+        // there (the session failed), and otherwise left alone once its thread is done.
+        None => {
+            while !background.guard.is_finished() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if is_mount_point(&mnt) {
+                background.umount_and_join().map_err(session_error)?;
+            } else {
+                std::mem::forget(background);
+            }
+        }
+    }
     let s = &vfs.cache().stats;
     tracing::info!(
         "unmounted {}: {} chunk fetches, {} cache hits",

@@ -24,7 +24,9 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use super::format::*;
 use super::ingest::{StreamKind, tar_backup};
 use super::pack::PackWriter;
-use super::walk::{Chunker, Progress, node_from_metadata, push_extent, with_compressor};
+use super::walk::{
+    Chunker, Excludes, Progress, is_cache_dir, node_from_metadata, push_extent, with_compressor,
+};
 use super::{RepoError, Repository, Result, lock};
 
 /// What to back up.
@@ -100,6 +102,15 @@ pub struct BackupOptions {
     pub progress: Arc<Progress>,
     /// Compare against the previous point and skip unchanged files.
     pub use_parent: bool,
+    /// Entries of a tree backup whose absolute path matches are left out (a directory
+    /// with everything under it). The paths given to back up are never matched.
+    pub excludes: Excludes,
+    /// Leave out directories tagged as caches (a `CACHEDIR.TAG` with the signature).
+    pub exclude_caches: bool,
+    /// Stay on the file system of each path given: a directory on another one (a mount
+    /// point) is recorded empty, with the metadata the mount shows, and other entries of
+    /// other file systems are left out.
+    pub one_file_system: bool,
 }
 
 impl Default for BackupOptions {
@@ -108,6 +119,9 @@ impl Default for BackupOptions {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()) + 1,
             progress: Arc::default(),
             use_parent: true,
+            excludes: Excludes::default(),
+            exclude_caches: false,
+            one_file_system: false,
         }
     }
 }
@@ -116,7 +130,16 @@ impl Default for BackupOptions {
 #[derive(Debug)]
 pub struct Skipped {
     pub path: PathBuf,
+    /// Why, without the path (`Permission denied (os error 13)`).
     pub error: String,
+}
+
+/// What went wrong with a path already named beside it: an I/O error's cause alone.
+fn cause(e: &RepoError) -> String {
+    match e {
+        RepoError::Io { source, .. } => source.to_string(),
+        e => e.to_string(),
+    }
 }
 
 /// The outcome of a backup.
@@ -377,6 +400,9 @@ impl<'a> TreeBackup<'a> {
     ) -> Result<()> {
         // Stack of (dir index, node index of the directory, its path, parent tree).
         self.classify(0, 0, path, &meta, parent_root.as_ref(), jobs)?;
+        let root_dev = meta.dev();
+        // Exclude patterns match absolute paths, whatever path was given.
+        let abs_root = absolute(path);
         let mut stack: Vec<(usize, usize, PathBuf, Option<ChunkRef>)> = Vec::new();
         if self.dirs[0].nodes[0].kind == NodeKind::Dir {
             let parent_sub = parent_root
@@ -410,6 +436,12 @@ impl<'a> TreeBackup<'a> {
             let mut subdirs = Vec::new();
             for name in names {
                 let child = dir_path.join(&name);
+                if !self.opts.excludes.is_empty() {
+                    let rel = child.strip_prefix(path).unwrap_or(&child);
+                    if self.opts.excludes.is_match(&abs_root.join(rel)) {
+                        continue;
+                    }
+                }
                 let meta = match std::fs::symlink_metadata(&child) {
                     Ok(m) => m,
                     Err(e) => {
@@ -431,16 +463,30 @@ impl<'a> TreeBackup<'a> {
                     Err(e) => {
                         self.skipped.push(Skipped {
                             path: child,
-                            error: e.to_string(),
+                            error: cause(&e),
                         });
                         continue;
                     }
                 };
-                let idx = self.dirs[d].nodes.len();
                 let is_dir = node.kind == NodeKind::Dir;
+                let other_fs = self.opts.one_file_system && meta.dev() != root_dev;
+                if (other_fs && !is_dir)
+                    || (is_dir && self.opts.exclude_caches && is_cache_dir(&child))
+                {
+                    continue;
+                }
+                let idx = self.dirs[d].nodes.len();
                 self.dirs[d].nodes.push(node);
                 self.classify(d, idx, &child, &meta, prev, jobs)?;
-                if is_dir {
+                if is_dir && other_fs {
+                    // A mount point: recorded as an empty directory, not entered.
+                    self.dirs.push(DirRec {
+                        nodes: Vec::new(),
+                        parent: Some((d, idx)),
+                        skip: Vec::new(),
+                    });
+                    self.stats.dirs += 1;
+                } else if is_dir {
                     let sub = prev
                         .filter(|p| p.kind == NodeKind::Dir)
                         .and_then(|p| p.subtree);
@@ -498,10 +544,8 @@ impl<'a> TreeBackup<'a> {
             self.opts.progress.add(1, 0);
             return Ok(());
         }
-        if node.size == 0 {
-            self.opts.progress.add(1, 0);
-            return Ok(());
-        }
+        // Even an empty-looking file is read: files of /proc say 0 bytes and have more, and
+        // those of /sys say 4096 and have fewer; the size recorded is the size read.
         jobs.send(FileJob {
             dir: d,
             node: n,
@@ -522,11 +566,26 @@ impl<'a> TreeBackup<'a> {
         match done.result {
             Ok((extents, read)) => {
                 let node = &mut self.dirs[done.dir].nodes[done.node];
-                node.size = extents.iter().map(Extent::len).sum();
+                let size: u64 = extents.iter().map(Extent::len).sum();
+                // `bytes` counted the size lstat gave; the file may have had more or less.
+                self.stats.bytes = (self.stats.bytes + size).saturating_sub(node.size);
+                node.size = size;
                 node.content = extents;
                 self.stats.bytes_read += read;
             }
-            Err(e) => self.skip(done.dir, done.node, &done.path, e.to_string()),
+            Err(e) => {
+                self.uncount(done.dir, done.node);
+                self.skip(done.dir, done.node, &done.path, cause(&e));
+            }
+        }
+    }
+
+    /// Takes a file left out back out of the counts.
+    fn uncount(&mut self, d: usize, n: usize) {
+        let node = &self.dirs[d].nodes[n];
+        if node.kind == NodeKind::File {
+            self.stats.files = self.stats.files.saturating_sub(1);
+            self.stats.bytes = self.stats.bytes.saturating_sub(node.size);
         }
     }
 
@@ -554,9 +613,10 @@ impl<'a> TreeBackup<'a> {
             }
         }
         // A group whose first member was unreadable leaves its copies without content.
-        for &(d, n, g) in &self.link_copies {
+        for (d, n, g) in self.link_copies.clone() {
             let (fd, fnode) = firsts[&g];
             if self.dirs[fd].skip.contains(&fnode) {
+                self.uncount(d, n);
                 self.dirs[d].skip.push(n);
             }
         }
@@ -596,13 +656,23 @@ fn file_worker(
 ) {
     let mut chunker = Chunker::new(writer);
     for job in jobs {
-        let result = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOATIME)
-            .open(&job.path)
-            .or_else(|_| File::open(&job.path))
+        // O_NONBLOCK: a file that would block forever (/proc/kmsg) fails with EAGAIN and
+        // is skipped with a warning; regular files of real file systems ignore the flag.
+        let open = |flags| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(flags)
+                .open(&job.path)
+        };
+        let result = open(libc::O_NOATIME | libc::O_NONBLOCK)
+            .or_else(|_| open(libc::O_NONBLOCK))
             .map_err(|e| RepoError::io(&job.path, e))
-            .and_then(|mut f| chunker.chunk_file(&mut f, progress));
+            .and_then(|mut f| chunker.chunk_file(&mut f, progress))
+            .map_err(|e| match e {
+                // chunk_file does not know the path: name it.
+                RepoError::Io { source, .. } => RepoError::io(&job.path, source),
+                e => e,
+            });
         progress.add(1, 0);
         let _ = done.send(FileDone {
             dir: job.dir,

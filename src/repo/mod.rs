@@ -38,50 +38,96 @@ use crypto::Keys;
 use format::*;
 
 /// What can go wrong in the repository layer. Variants name what a person needs.
-#[derive(Debug, thiserror::Error)]
+///
+/// Every message carries its cause in its own text (`/srv/x: Permission denied (os error
+/// 13)`), and no variant returns that cause again from `source()`: a printer that walks
+/// the chain (anyhow's `{:#}`) then says each thing once, and a plain `{}` (logs, task
+/// files) still says all of it. The same rule holds for [`BackendError`] and the mount's
+/// errors. Display is written out by hand because the `Io` variant's field is named
+/// `source`, which `thiserror` would always report as the cause.
+#[derive(Debug)]
 pub enum RepoError {
-    #[error(transparent)]
-    Backend(#[from] BackendError),
-    #[error("wrong password for the repository at {0}")]
+    Backend(BackendError),
     WrongPassword(String),
-    #[error("no vaultfs repository at {0} (run `vaultfs init` first)")]
     NotARepository(String),
-    #[error("a repository already exists at {0}")]
     AlreadyInitialized(String),
-    #[error("{location}: {source}")]
     Config {
         location: String,
-        #[source]
-        source: ConfigError,
+        error: ConfigError,
     },
-    #[error("damaged object {object}: {reason}")]
-    Damaged { object: String, reason: String },
-    #[error("vault {0:?} does not exist")]
+    Damaged {
+        object: String,
+        reason: String,
+    },
     VaultNotFound(String),
-    #[error("vault {0:?} already exists")]
     VaultExists(String),
-    #[error("vault {name:?} holds {points} recovery point(s); delete them first or use --force")]
-    VaultNotEmpty { name: String, points: usize },
-    #[error("recovery point {point:?} does not exist in vault {vault:?}")]
-    PointNotFound { vault: String, point: String },
-    #[error("vault {0:?} has no recovery points")]
+    VaultNotEmpty {
+        name: String,
+        points: usize,
+    },
+    PointNotFound {
+        vault: String,
+        point: String,
+    },
     NoPoints(String),
-    #[error(
-        "invalid vault name {0:?}: use 1-64 bytes of letters, digits, '.', '_' or '-', not starting with '.'"
-    )]
     InvalidVaultName(String),
-    #[error("{path}: {source}")]
+    /// A path of the machine that could not be read or written; `source` is the error.
     Io {
         path: String,
-        #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
     Locked(String),
-    #[error("{path}: not found in the backup")]
-    PathNotFound { path: String },
-    #[error("{0}")]
+    PathNotFound {
+        path: String,
+    },
     Invalid(String),
+}
+
+impl std::fmt::Display for RepoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RepoError::Backend(e) => e.fmt(f),
+            RepoError::WrongPassword(at) => write!(f, "wrong password for the repository at {at}"),
+            RepoError::NotARepository(at) => {
+                write!(
+                    f,
+                    "no vaultfs repository at {at} (run `vaultfs init` first)"
+                )
+            }
+            RepoError::AlreadyInitialized(at) => write!(f, "a repository already exists at {at}"),
+            RepoError::Config { location, error } => write!(f, "{location}: {error}"),
+            RepoError::Damaged { object, reason } => write!(f, "damaged object {object}: {reason}"),
+            RepoError::VaultNotFound(v) => write!(f, "vault {v:?} does not exist"),
+            RepoError::VaultExists(v) => write!(f, "vault {v:?} already exists"),
+            RepoError::VaultNotEmpty { name, points } => write!(
+                f,
+                "vault {name:?} holds {points} recovery point(s); delete them first or use --force"
+            ),
+            RepoError::PointNotFound { vault, point } => {
+                write!(
+                    f,
+                    "recovery point {point:?} does not exist in vault {vault:?}"
+                )
+            }
+            RepoError::NoPoints(v) => write!(f, "vault {v:?} has no recovery points"),
+            RepoError::InvalidVaultName(v) => write!(
+                f,
+                "invalid vault name {v:?}: use 1-64 bytes of letters, digits, '.', '_' or '-', not starting with '.'"
+            ),
+            RepoError::Io { path, source } => write!(f, "{path}: {source}"),
+            RepoError::Locked(m) | RepoError::Invalid(m) => f.write_str(m),
+            RepoError::PathNotFound { path } => write!(f, "{path}: not found in the backup"),
+        }
+    }
+}
+
+/// No `source()`: each message already says its cause (see [`RepoError`]).
+impl std::error::Error for RepoError {}
+
+impl From<BackendError> for RepoError {
+    fn from(e: BackendError) -> Self {
+        RepoError::Backend(e)
+    }
 }
 
 impl RepoError {
@@ -213,9 +259,9 @@ impl Repository {
             Err(e) if e.is_not_found() => return Err(RepoError::NotARepository(store.location())),
             Err(e) => return Err(e.into()),
         };
-        let config = decode_config(&raw).map_err(|source| RepoError::Config {
+        let config = decode_config(&raw).map_err(|error| RepoError::Config {
             location: store.location(),
-            source,
+            error,
         })?;
         let keys = Keys::open_with_password(&config.sealed_keys, password, &config.kdf)
             .map_err(|_| RepoError::WrongPassword(store.location()))?;

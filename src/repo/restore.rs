@@ -42,6 +42,26 @@ impl Default for RestoreOptions {
     }
 }
 
+/// What a restore wrote, counted as a backup counts what it read ([`BackupStats`]):
+/// regular files (each hard link once per name), directories, and other entries
+/// (symlinks, fifos, devices, sockets); `bytes` is the size of the regular files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestoreStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub other: u64,
+    pub bytes: u64,
+}
+
+impl RestoreStats {
+    fn add(&mut self, o: RestoreStats) {
+        self.files += o.files;
+        self.dirs += o.dirs;
+        self.other += o.other;
+        self.bytes += o.bytes;
+    }
+}
+
 /// Checks that a name from a tree is a single, safe path component.
 fn safe_name(name: &[u8]) -> Result<&OsStr> {
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
@@ -60,13 +80,14 @@ pub fn restore(
     manifest: &Manifest,
     target: &Path,
     opts: &RestoreOptions,
-) -> Result<()> {
+) -> Result<RestoreStats> {
     fs::create_dir_all(target).map_err(|e| RepoError::io(target, e))?;
+    let mut stats = RestoreStats::default();
     for b in &manifest.backups {
         let root = repo.backup_root(b)?;
-        restore_node(repo, &root, target, opts)?;
+        stats.add(restore_node(repo, &root, target, opts)?);
     }
-    Ok(())
+    Ok(stats)
 }
 
 /// Restores one node (and everything under it) into the directory `into`.
@@ -75,9 +96,10 @@ pub fn restore_node(
     root: &Node,
     into: &Path,
     opts: &RestoreOptions,
-) -> Result<()> {
+) -> Result<RestoreStats> {
     let (tx, rx) = bounded::<(PathBuf, Node)>(1024);
     let mut first_error: Option<RepoError> = None;
+    let mut stats = RestoreStats::default();
     std::thread::scope(|scope| {
         let mut handles = Vec::new();
         for _ in 0..opts.workers.max(1) {
@@ -96,7 +118,7 @@ pub fn restore_node(
             }));
         }
         drop(rx);
-        let walked = walk(repo, root, into, opts, &tx);
+        let walked = walk(repo, root, into, opts, &tx, &mut stats);
         drop(tx);
         for h in handles {
             if let Err(e) = h.join().expect("restore worker panicked") {
@@ -110,7 +132,7 @@ pub fn restore_node(
     if let Some(e) = first_error {
         return Err(e);
     }
-    Ok(())
+    Ok(stats)
 }
 
 fn walk(
@@ -119,12 +141,21 @@ fn walk(
     into: &Path,
     opts: &RestoreOptions,
     files: &crossbeam_channel::Sender<(PathBuf, Node)>,
+    stats: &mut RestoreStats,
 ) -> Result<()> {
     let mut links: HashMap<u64, PathBuf> = HashMap::new();
     // Directories whose metadata is applied at the end, deepest last in this list.
     let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
     let mut stack: Vec<(PathBuf, Node)> = vec![(into.join(safe_name(&root.name)?), root.clone())];
     while let Some((path, mut node)) = stack.pop() {
+        match node.kind {
+            NodeKind::Dir => stats.dirs += 1,
+            NodeKind::File => {
+                stats.files += 1;
+                stats.bytes += node.size;
+            }
+            _ => stats.other += 1,
+        }
         match node.kind {
             NodeKind::Dir => {
                 match fs::create_dir(&path) {

@@ -41,6 +41,95 @@ impl Progress {
     }
 }
 
+/// Exclude patterns, with restic's meaning: globs over the absolute path (`*` and `?`
+/// stay within one component, `**` spans any number, `[...]` is a class); a pattern not
+/// starting with `/` matches at any depth (`*.log`, `node_modules`, `home/*/.cache`), so
+/// it is matched as `**/PATTERN`; a trailing `/` is ignored. A directory that matches is
+/// left out with everything under it.
+#[derive(Clone, Debug, Default)]
+pub struct Excludes {
+    set: globset::GlobSet,
+    patterns: Vec<String>,
+}
+
+impl Excludes {
+    pub fn new(patterns: &[String]) -> Result<Excludes> {
+        let mut b = globset::GlobSetBuilder::new();
+        let mut kept = Vec::new();
+        for p in patterns {
+            let trimmed = p.trim();
+            let trimmed = match trimmed.trim_end_matches('/') {
+                "" => trimmed,
+                t => t,
+            };
+            if trimmed.is_empty() {
+                continue;
+            }
+            let full = if trimmed.starts_with('/') {
+                trimmed.to_string()
+            } else {
+                format!("**/{trimmed}")
+            };
+            let glob = globset::GlobBuilder::new(&full)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| RepoError::Invalid(format!("exclude pattern {p:?}: {e}")))?;
+            b.add(glob);
+            kept.push(p.clone());
+        }
+        let set = b
+            .build()
+            .map_err(|e| RepoError::Invalid(format!("exclude patterns: {e}")))?;
+        Ok(Excludes {
+            set,
+            patterns: kept,
+        })
+    }
+
+    /// Reads patterns from a file: one a line; blank lines and lines starting with `#`
+    /// are ignored, as is the whitespace around a pattern.
+    pub fn read_file(path: &Path) -> Result<Vec<String>> {
+        let text = std::fs::read(path).map_err(|e| RepoError::io(path, e))?;
+        Ok(String::from_utf8_lossy(&text)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Whether an absolute path is excluded.
+    pub fn is_match(&self, path: &Path) -> bool {
+        self.set.is_match(path)
+    }
+}
+
+/// The first bytes of a `CACHEDIR.TAG` file (https://bford.info/cachedir/).
+const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+/// Whether a directory is tagged as a cache: it holds a `CACHEDIR.TAG` regular file
+/// that starts with the signature (a tag without it is an ordinary file).
+pub fn is_cache_dir(dir: &Path) -> bool {
+    let tag = dir.join("CACHEDIR.TAG");
+    match std::fs::symlink_metadata(&tag) {
+        Ok(m) if m.is_file() => {}
+        _ => return false,
+    }
+    let Ok(f) = File::open(&tag) else {
+        return false;
+    };
+    let mut head = Vec::with_capacity(CACHEDIR_SIGNATURE.len());
+    let _ = f
+        .take(CACHEDIR_SIGNATURE.len() as u64)
+        .read_to_end(&mut head);
+    head == CACHEDIR_SIGNATURE
+}
+
 /// Builds a node (without content or subtree) from `lstat` data. When `prev` (the same
 /// name in the previous point) has the same kind, inode, ctime and mtime, its xattrs and
 /// symlink target are reused without asking the filesystem: changing either changes the
@@ -256,8 +345,10 @@ impl<'w> Chunker<'w> {
     }
 
     /// Chunks a regular file, skipping the holes of a sparse file. Returns the extents
-    /// and the bytes read; the extents cover exactly the file's size at the time it was
-    /// read.
+    /// and the bytes read; the extents cover exactly the bytes read, which is not always
+    /// the size `stat` gave: a file is read to its end (files of /proc say 0 bytes, those
+    /// of /sys 4096), a sparse file up to the size it had when opened, or less if it
+    /// shrank meanwhile.
     pub fn chunk_file(
         &mut self,
         file: &mut File,
@@ -277,6 +368,12 @@ impl<'w> Chunker<'w> {
             let data = match rustix::fs::seek(&*file, rustix::fs::SeekFrom::Data(pos)) {
                 Ok(d) => d,
                 Err(rustix::io::Errno::NXIO) => size,
+                // A file that cannot seek for data (a pseudo-file with few blocks): read
+                // it as a stream, to its end.
+                Err(_) if pos == 0 => {
+                    read += self.chunk_stream(file, &mut out, progress)?;
+                    return Ok((out, read));
+                }
                 Err(e) => return Err(RepoError::io("<source>", e.into())),
             };
             if data > pos {

@@ -1,0 +1,378 @@
+//! The command line through the real binary: error texts, help texts, `--json` output,
+//! counts, and the options of `backup` (excludes, caches, file systems, files whose
+//! size lies).
+
+mod common;
+
+use std::fs;
+
+use common::*;
+
+/// A message is said once and names its path.
+#[test]
+fn errors_are_said_once_and_name_the_path() {
+    let t = TestRepo::new();
+    let err = t.fails(&["backup", "v", "/nonexistent"]);
+    assert_eq!(
+        err, "vaultfs: /nonexistent: No such file or directory (os error 2)\n",
+        "{err}"
+    );
+
+    // A repository address that is a file.
+    let file = t.path("a-file");
+    fs::write(&file, b"x").unwrap();
+    let out = t
+        .cmd()
+        .env("VAULTFS_REPO", &file)
+        .args(["vault", "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("Not a directory").count(), 1, "{err}");
+    assert!(err.contains(&*file.to_string_lossy()), "{err}");
+
+    // An address the store cannot open is named once, as it was given.
+    let out = t
+        .cmd()
+        .env("VAULTFS_REPO", "s3://")
+        .args(["vault", "list"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("vaultfs: open s3://: "), "{err}");
+    assert_eq!(err.matches("names no bucket").count(), 1, "{err}");
+
+    // A restore target under a file.
+    t.ok(&["backup", "v", t.dir.path().join("a-file").to_str().unwrap()]);
+    let target = file.join("sub");
+    let err = t.fails(&["restore", "v", "latest", target.to_str().unwrap()]);
+    assert_eq!(err.matches("Not a directory").count(), 1, "{err}");
+    assert!(err.contains(&*target.to_string_lossy()), "{err}");
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Every command that prints has `--json`, and a vault is shown with the same fields
+/// wherever it is shown.
+#[test]
+fn json_on_every_command_that_prints() {
+    let t = TestRepo::new();
+    // init, on a second repository.
+    let other = t.path("other-repo");
+    let out = t
+        .cmd()
+        .env("VAULTFS_REPO", &other)
+        .args(["init", "--kdf-memory-mib", "8", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let j = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(j["location"], other.to_string_lossy().as_ref());
+    assert_eq!(j["kdf_memory_kib"], 8 * 1024);
+    assert_eq!(j["chunk_avg"], 512 * 1024);
+    assert_eq!(j["id"].as_str().unwrap().len(), 32);
+
+    let created = json(&t.ok(&["vault", "create", "w", "--description", "d1", "--json"]));
+    assert_eq!(created["name"], "w");
+    assert_eq!(created["description"], "d1");
+    assert_eq!(created["point_count"], 0);
+    assert_eq!(created["bytes_used"], 0);
+    assert!(created["latest"].is_null());
+
+    let src = t.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"hello").unwrap();
+    let point = json(&t.ok(&["backup", "w", src.to_str().unwrap(), "--json"]));
+    assert_eq!(point["skipped"], serde_json::json!([]));
+    let id = point["id"].as_str().unwrap().to_string();
+
+    let updated = json(&t.ok(&["vault", "update", "w", "--description", "d2", "--json"]));
+    assert_eq!(updated["description"], "d2");
+    assert_eq!(updated["latest"], id.as_str());
+    assert_eq!(updated["point_count"], 1);
+    assert!(updated["bytes_used"].as_u64().unwrap() > 0);
+
+    // list and show: the same object, field for field.
+    let shown = json(&t.ok(&["vault", "show", "w", "--json"]));
+    assert_eq!(shown, updated);
+    let listed = json(&t.ok(&["vault", "list", "--json"]));
+    let w = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "w")
+        .unwrap();
+    assert_eq!(*w, shown);
+
+    let restored = json(&t.ok(&[
+        "restore",
+        "w",
+        "latest",
+        t.path("out").to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(restored["point"], id.as_str());
+    assert_eq!(restored["files"], 1);
+    assert_eq!(restored["size"], 5);
+
+    let unlocked = json(&t.ok(&["unlock", "--json"]));
+    assert_eq!(unlocked["removed"], 0);
+
+    let deleted = json(&t.ok(&["vault", "delete", "w", "--force", "--json"]));
+    assert_eq!(deleted, shown);
+    t.fails(&["vault", "show", "w"]);
+}
+
+/// A backup and a restore of the same tree count the same things: regular files (a hard
+/// link once per name), directories, other entries.
+#[test]
+fn backup_and_restore_count_alike() {
+    let t = TestRepo::new();
+    let src = t.path("tree");
+    make_tricky_tree(&src);
+    let point = json(&t.ok(&["backup", "v", src.to_str().unwrap(), "--json"]));
+    let b = &point["backups"][0];
+    let restored = json(&t.ok(&[
+        "restore",
+        "v",
+        "latest",
+        t.path("out").to_str().unwrap(),
+        "--json",
+    ]));
+    for k in ["files", "dirs", "other", "size"] {
+        assert_eq!(restored[k], b[k], "{k}: backup {b} restore {restored}");
+    }
+    // What find sees in the source.
+    let count = |args: &str| {
+        sh(&format!(
+            "find '{}' {args} -printf . | wc -c",
+            src.display()
+        ))
+        .trim()
+        .parse::<u64>()
+        .unwrap()
+    };
+    assert_eq!(b["files"], count("-type f"));
+    assert_eq!(b["dirs"], count("-type d"));
+    assert_eq!(b["other"], count("! -type f ! -type d"));
+
+    // The text summaries say it in the same words.
+    let words = format!(
+        "{} files, {} dirs, {} other,",
+        b["files"], b["dirs"], b["other"]
+    );
+    let text = t.ok(&["backup", "v", src.to_str().unwrap()]);
+    assert!(text.contains(&words), "{text}");
+    let text = t.ok(&["restore", "v", "latest", t.path("out2").to_str().unwrap()]);
+    assert!(text.contains(&words), "{text}");
+}
+
+/// Every command and argument has a help line, and the mount's help says what is true.
+#[test]
+fn every_argument_has_help() {
+    use clap::CommandFactory;
+    let mut missing = Vec::new();
+    let mut stack = vec![(String::from("vaultfs"), vaultfs::cli::Cli::command())];
+    while let Some((path, cmd)) = stack.pop() {
+        if cmd.get_about().is_none() {
+            missing.push(path.clone());
+        }
+        for a in cmd.get_arguments() {
+            if a.get_help().is_none() && !matches!(a.get_id().as_str(), "help" | "version") {
+                missing.push(format!("{path} {}", a.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            stack.push((format!("{path} {}", sub.get_name()), sub.clone()));
+        }
+    }
+    assert!(missing.is_empty(), "without help: {missing:?}");
+
+    let t = TestRepo::new();
+    let help = t.ok(&["mount", "--help"]);
+    assert!(!help.contains("prune"), "{help}");
+    assert!(!help.contains("Mount the repository read-only"), "{help}");
+    assert!(help.contains("no command reclaims"), "{help}");
+}
+
+/// Every path of a point, from `ls -R`.
+fn listing(t: &TestRepo) -> Vec<String> {
+    t.ok(&["ls", "v", "latest", "-R"])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `--exclude`, `--exclude-file` and `--exclude-caches` leave out what they match, with
+/// restic's glob meaning; nothing else is left out.
+#[test]
+fn excludes_leave_out_what_they_match() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    for d in [
+        "a/deep/er",
+        "logs",
+        "node_modules/x",
+        "cache",
+        "not-a-cache",
+        "keep",
+    ] {
+        fs::create_dir_all(src.join(d)).unwrap();
+    }
+    for f in [
+        "a/x.log",
+        "a/deep/er/y.log",
+        "a/deep/er/y.txt",
+        "logs/z.txt",
+        "node_modules/x/index.js",
+        "keep/file.tmp",
+        "keep/file.txt",
+        "top.o",
+    ] {
+        fs::write(src.join(f), f).unwrap();
+    }
+    fs::write(
+        src.join("cache/CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55\n# a cache\n",
+    )
+    .unwrap();
+    fs::write(src.join("cache/blob"), b"cached").unwrap();
+    // Wrong signature: an ordinary directory.
+    fs::write(src.join("not-a-cache/CACHEDIR.TAG"), b"Signature: 0000\n").unwrap();
+    let patterns = t.path("excludes");
+    fs::write(&patterns, "# build output\n\n  *.o  \nnode_modules/\n").unwrap();
+    let abs_logs = format!("{}/logs", src.display());
+    t.ok(&[
+        "backup",
+        "v",
+        src.to_str().unwrap(),
+        "--exclude",
+        "*.log",
+        "--exclude",
+        &abs_logs,
+        "--exclude",
+        "keep/*.tmp",
+        "--exclude-file",
+        patterns.to_str().unwrap(),
+        "--exclude-caches",
+    ]);
+    let got = listing(&t);
+    let want = [
+        "src",
+        "src/a",
+        "src/a/deep",
+        "src/a/deep/er",
+        "src/a/deep/er/y.txt",
+        "src/keep",
+        "src/keep/file.txt",
+        "src/not-a-cache",
+        "src/not-a-cache/CACHEDIR.TAG",
+    ];
+    assert_eq!(got, want, "{got:#?}");
+
+    // A bad pattern is refused before anything is read.
+    let err = t.fails(&["backup", "v", src.to_str().unwrap(), "--exclude", "a[b"]);
+    assert!(err.contains("exclude pattern \"a[b\""), "{err}");
+}
+
+/// `--one-file-system` records a mount point as an empty directory and does not enter
+/// it: here a real vaultfs mount inside the tree backed up.
+#[test]
+fn one_file_system_does_not_enter_a_mount() {
+    if !fuse_available() {
+        return;
+    }
+    let t = TestRepo::new();
+    let inner = t.path("inner");
+    fs::create_dir_all(&inner).unwrap();
+    fs::write(inner.join("f"), b"inside the mount").unwrap();
+    t.ok(&["backup", "v", inner.to_str().unwrap()]);
+    let m = t.mount(&[], &[]);
+    // The tree backed up holds the mount at tree/mnt-N.
+    let tree = t.dir.path();
+    let mnt_name = m.dir.file_name().unwrap().to_str().unwrap().to_string();
+    let out = json(&t.ok(&[
+        "backup",
+        "v",
+        tree.to_str().unwrap(),
+        "--one-file-system",
+        "--exclude",
+        "repo",
+        "--json",
+    ]));
+    let root = tree.file_name().unwrap().to_str().unwrap();
+    let got = listing(&t);
+    let mnt_path = format!("{root}/{mnt_name}");
+    assert!(got.contains(&mnt_path), "{got:#?}");
+    let under: Vec<&String> = got
+        .iter()
+        .filter(|p| p.starts_with(&format!("{mnt_path}/")))
+        .collect();
+    assert!(under.is_empty(), "entered the mount: {under:#?}");
+    assert!(out["backups"][0]["size"].as_u64().unwrap() < 4096, "{out}");
+    // Without the option the mount is backed up like any directory.
+    t.ok(&["backup", "v", tree.to_str().unwrap(), "--exclude", "repo"]);
+    let got = listing(&t);
+    assert!(got.contains(&format!("{mnt_path}/v/latest")), "{got:#?}");
+    drop(m);
+}
+
+/// Files whose size `stat` gets wrong are read to their end: /proc says 0 bytes, /sys
+/// says 4096.
+#[test]
+fn files_whose_size_lies_are_read_to_their_end() {
+    let t = TestRepo::new();
+    // /proc/self/status of the backing-up process: it names itself.
+    t.ok(&["backup", "v", "/proc/self/status"]);
+    let text = t.ok(&["cat", "v", "latest", "status"]);
+    assert!(text.starts_with("Name:\tvaultfs\n"), "{text:?}");
+    let long = t.ok(&["ls", "v", "latest", "status", "-l"]);
+    let size: u64 = long.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(size, text.len() as u64, "{long}");
+    // A file of /sys: the same bytes as a read gives.
+    let sys = "/sys/kernel/mm/transparent_hugepage/enabled";
+    let sys = if std::path::Path::new(sys).exists() {
+        sys
+    } else {
+        "/sys/kernel/uevent_seqnum"
+    };
+    let want = fs::read(sys).unwrap();
+    assert!(!want.is_empty() && want.len() < 4096);
+    t.ok(&["backup", "v", sys]);
+    let name = sys.rsplit('/').next().unwrap();
+    let out = t.run(&["cat", "v", "latest", name]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, want);
+    // Inside a tree too, beside real empty files.
+    let src = t.path("tree");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("empty"), b"").unwrap();
+    std::os::unix::fs::symlink("/proc/self/status", src.join("link")).unwrap();
+    t.ok(&["backup", "v", "/proc/self/stat", src.to_str().unwrap()]);
+    let stat = t.ok(&["cat", "v", "latest", "stat"]);
+    assert!(stat.contains("(vaultfs)"), "{stat:?}");
+    assert_eq!(t.ok(&["cat", "v", "latest", "tree/empty"]), "");
+}
+
+/// A file that cannot be read is skipped with one warning naming it once, and it is not
+/// counted: /proc/kmsg would block forever (EAGAIN with O_NONBLOCK), or is refused.
+#[test]
+fn an_unreadable_file_is_skipped_and_not_counted() {
+    if !std::path::Path::new("/proc/kmsg").exists() {
+        eprintln!("skipped: no /proc/kmsg");
+        return;
+    }
+    let t = TestRepo::new();
+    let out = t.run(&["backup", "v", "/proc/kmsg", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("warning: skipped /proc/kmsg: "), "{err}");
+    assert_eq!(err.matches("/proc/kmsg").count(), 1, "{err}");
+    assert!(!err.contains("<source>"), "{err}");
+    let j = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(j["skipped"][0]["path"], "/proc/kmsg");
+    assert_eq!(j["backups"][0]["files"], 0, "{j}");
+}

@@ -27,6 +27,7 @@ pub mod ingest;
 pub mod lock;
 pub mod pack;
 pub mod restore;
+pub mod tar;
 pub mod walk;
 
 use std::collections::HashMap;

@@ -1,13 +1,17 @@
 //! Backups from a stream: a snapshot file arriving through a pipe or the mount's
 //! `incoming/` directory.
 //!
-//! A tar archive (ustar, pax or GNU; plain, zstd or gzip, recognised by its first bytes)
-//! is expanded into a tree backup carrying the metadata of its headers: modes, owners,
-//! mtimes (with nanoseconds from pax headers), symlinks, hardlinks, device nodes, fifos,
-//! xattrs (`SCHILY.xattr.*` pax records), long names, GNU sparse members. Any other
-//! stream is an image backup. The stream is read once, front to back, and chunked as it
-//! arrives: nothing but the tree's metadata is held in memory. A malformed archive is an
-//! error and the point is not committed.
+//! A tar archive (plain, zstd or gzip, recognised by its first bytes) is read by
+//! [`super::tar`], which yields the members GNU tar 1.34 would extract, and expanded
+//! into a tree backup carrying the metadata of its headers: modes, owners, mtimes (with
+//! nanoseconds from pax headers), symlinks, hardlinks, device nodes, fifos, xattrs
+//! (`SCHILY.xattr.*` pax records), sparse members (their holes recorded as
+//! [`Extent::Hole`], never read or stored). The tree is built with GNU tar's extraction
+//! rules (`TreeBuilder`), and a member whose name, symlink target or xattrs could not
+//! be restored is refused here, so that no point is made that restore then fails on.
+//! Any other stream is an image backup. The stream is read once, front to back, and
+//! chunked as it arrives: nothing but the tree's metadata is held in memory. A malformed
+//! or truncated archive is an error and the point is not committed.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read};

@@ -540,9 +540,18 @@ fn padding(size: u64) -> u64 {
 fn check_sparse(s: &SparseMap, data_len: u64) -> std::result::Result<(), String> {
     let mut end = 0u64;
     let mut stored = 0u64;
-    for &(off, len) in &s.segments {
+    let last = s.segments.iter().rposition(|&(_, len)| len > 0);
+    for (i, &(off, len)) in s.segments.iter().enumerate() {
         if off < end {
             return Err("sparse map out of order".into());
+        }
+        // GNU tar starts each segment at a block; libarchive right after the previous
+        // one. They agree only when every segment but the last fills its blocks.
+        if Some(i) < last && len % BLOCK as u64 != 0 {
+            return Err(format!(
+                "sparse segment at {off} of {len} bytes is not a multiple of 512 and not \
+                 the last (tar readers disagree on where the next one starts)"
+            ));
         }
         end = off.checked_add(len).ok_or("sparse map out of range")?;
         if end > s.real_size {

@@ -216,7 +216,7 @@ impl<R: Read> TarReader<R> {
         if self.ended {
             return Ok(None);
         }
-        self.skip(self.data_left + self.pad_left)?;
+        self.skip(self.data_left.saturating_add(self.pad_left))?;
         self.data_left = 0;
         self.pad_left = 0;
         let mut long_name: Option<Vec<u8>> = None;
@@ -286,7 +286,7 @@ impl<R: Read> TarReader<R> {
                 }
                 b'V' => {
                     // A volume label: no member.
-                    self.skip(h.size + padding(h.size))?;
+                    self.skip(h.size.saturating_add(padding(h.size)))?;
                 }
                 b'M' | b'N' => {
                     return Err(malformed(format!(

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use super::format::*;
-use super::ingest::{StreamKind, tar_backup};
+use super::ingest::{StreamKind, tar_backup_into};
 use super::pack::PackWriter;
 use super::walk::{
     Chunker, Excludes, Progress, is_cache_dir, node_from_metadata, push_extent, with_compressor,
@@ -224,7 +224,12 @@ pub fn backup(
             };
             let (mut root, mut stats, kind) = match kind {
                 StreamKind::Tar => {
-                    let (root, stats) = tar_backup(&writer, Box::new(&mut zeros), &opts.progress)?;
+                    let (root, stats) = tar_backup_into(
+                        &writer,
+                        Box::new(&mut zeros),
+                        &opts.progress,
+                        &mut skipped,
+                    )?;
                     (root, stats, BackupKind::Tree)
                 }
                 StreamKind::Image => {

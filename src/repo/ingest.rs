@@ -1,19 +1,26 @@
 //! Backups from a stream: a snapshot file arriving through a pipe or the mount's
 //! `incoming/` directory.
 //!
-//! A tar archive (ustar, pax or GNU; plain, zstd or gzip, recognised by its first bytes)
-//! is expanded into a tree backup carrying the metadata of its headers: modes, owners,
-//! mtimes (with nanoseconds from pax headers), symlinks, hardlinks, device nodes, fifos,
-//! xattrs (`SCHILY.xattr.*` pax records), long names, GNU sparse members. Any other
-//! stream is an image backup. The stream is read once, front to back, and chunked as it
-//! arrives: nothing but the tree's metadata is held in memory. A malformed archive is an
-//! error and the point is not committed.
+//! A tar archive (plain, zstd or gzip, recognised by its first bytes) is read by
+//! [`super::tar`], which yields the members GNU tar 1.34 would extract, and expanded
+//! into a tree backup carrying the metadata of its headers: modes, owners, mtimes (with
+//! nanoseconds from pax headers), symlinks, hardlinks, device nodes, fifos, xattrs
+//! (`SCHILY.xattr.*` pax records), sparse members (their holes recorded as
+//! [`Extent::Hole`], never read or stored). The tree is built with GNU tar's extraction
+//! rules (`TreeBuilder`), and a member whose name, symlink target or xattrs could not
+//! be restored is refused here, so that no point is made that restore then fails on.
+//! Any other stream is an image backup. The stream is read once, front to back, and
+//! chunked as it arrives: nothing but the tree's metadata is held in memory. A malformed
+//! or truncated archive is an error and the point is not committed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
 
+use super::backup::Skipped;
 use super::format::*;
 use super::pack::PackWriter;
+use super::tar::{Member, MemberKind, TarReader, malformed};
 use super::walk::{Chunker, Progress, with_compressor};
 use super::{RepoError, Result};
 
@@ -42,10 +49,6 @@ pub fn classify(file_name: &[u8]) -> (Vec<u8>, StreamKind) {
     (file_name.to_vec(), StreamKind::Image)
 }
 
-fn malformed(e: impl std::fmt::Display) -> RepoError {
-    RepoError::Invalid(format!("malformed archive: {e}"))
-}
-
 /// Opens the decompressor that the first bytes of `reader` call for.
 fn decompressed<'r>(reader: Box<dyn Read + Send + 'r>) -> Result<Box<dyn Read + Send + 'r>> {
     let mut buf = BufReader::with_capacity(1 << 20, reader);
@@ -60,16 +63,46 @@ fn decompressed<'r>(reader: Box<dyn Read + Send + 'r>) -> Result<Box<dyn Read + 
     }
 }
 
-/// Splits an archive path into safe components; `..` anywhere is refused.
+/// Longest member path that can be restored (Linux `PATH_MAX` less its NUL).
+const MAX_PATH: usize = 4095;
+/// Longest path component (Linux `NAME_MAX`).
+const MAX_NAME: usize = 255;
+/// Longest xattr value Linux stores.
+const MAX_XATTR_VALUE: usize = 64 << 10;
+/// Symlinks followed while resolving one member path (Linux's limit).
+const MAX_SYMLINK_HOPS: u32 = 40;
+
+/// Splits a member path into components that can be restored. A leading `/` is dropped
+/// (as GNU tar does); `..`, NUL bytes, components longer than `NAME_MAX` and paths
+/// longer than `PATH_MAX` are refused: such a point could never be restored.
 fn components(path: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let shown = || String::from_utf8_lossy(&path[..path.len().min(200)]).into_owned();
+    if path.len() > MAX_PATH {
+        return Err(malformed(format!(
+            "member path {:?}... is {} bytes long, more than a path may be ({MAX_PATH})",
+            shown(),
+            path.len()
+        )));
+    }
+    if path.contains(&0) {
+        return Err(malformed(format!(
+            "member path {:?} contains a NUL byte",
+            String::from_utf8_lossy(path)
+        )));
+    }
     let mut out = Vec::new();
     for c in path.split(|&b| b == b'/') {
         match c {
             b"" | b"." => {}
             b".." => {
+                return Err(malformed(format!("unsafe member path {:?}", shown())));
+            }
+            c if c.len() > MAX_NAME => {
                 return Err(malformed(format!(
-                    "unsafe member path {:?}",
-                    String::from_utf8_lossy(path)
+                    "member path {:?} has a component of {} bytes, more than a name may be \
+                     ({MAX_NAME})",
+                    shown(),
+                    c.len()
                 )));
             }
             c => out.push(c.to_vec()),
@@ -78,84 +111,334 @@ fn components(path: &[u8]) -> Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
+/// Checks what else of a member must be restorable: its symlink target and xattrs.
+fn check_restorable(m: &Member) -> Result<()> {
+    let bad = |why: String| malformed(format!("{}: {why}", m.quoted()));
+    if m.kind == MemberKind::Symlink {
+        if m.link.is_empty() {
+            return Err(bad("a symlink with an empty target".into()));
+        }
+        if m.link.contains(&0) || m.link.len() > MAX_PATH {
+            return Err(bad(format!(
+                "a symlink target of {} bytes{} cannot be restored",
+                m.link.len(),
+                if m.link.contains(&0) {
+                    " holding NUL"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
+    for (name, value) in &m.xattrs {
+        if name.is_empty() || name.len() > MAX_NAME || name.contains(&0) || !name.contains(&b'.') {
+            return Err(bad(format!(
+                "xattr name {:?} cannot be restored",
+                String::from_utf8_lossy(name)
+            )));
+        }
+        if value.len() > MAX_XATTR_VALUE {
+            return Err(bad(format!(
+                "xattr {} has a value of {} bytes (more than {MAX_XATTR_VALUE})",
+                String::from_utf8_lossy(name),
+                value.len()
+            )));
+        }
+    }
+    if m.uid > u32::MAX as u64 || m.gid > u32::MAX as u64 {
+        return Err(bad(format!("owner {}:{} is out of range", m.uid, m.gid)));
+    }
+    if m.devmajor > u32::MAX as u64 || m.devminor > u32::MAX as u64 {
+        return Err(bad("device number out of range".into()));
+    }
+    Ok(())
+}
+
+/// One name of the tree being built.
+struct Entry {
+    node: Node,
+    children: BTreeMap<Vec<u8>, usize>,
+    /// Hard link group: entries sharing one file.
+    group: Option<u64>,
+}
+
+/// The tree an archive extracts to, built member by member with GNU tar's rules:
+/// missing parents are created; a parent that is a symlink is followed when its target
+/// is relative, free of `..` and an existing directory (GNU tar creates other symlinks as
+/// placeholder files, so members under them fail); a later member replaces an earlier
+/// one of the same name, except that a non-empty directory stays.
+struct TreeBuilder {
+    entries: Vec<Entry>,
+    groups: u64,
+    now: i64,
+}
+
+impl TreeBuilder {
+    fn new(now: i64) -> Self {
+        let mut root = Node::empty(Vec::new(), NodeKind::Dir);
+        root.mtime_ns = now;
+        TreeBuilder {
+            entries: vec![Entry {
+                node: root,
+                children: BTreeMap::new(),
+                group: None,
+            }],
+            groups: 0,
+            now,
+        }
+    }
+
+    fn add(&mut self, node: Node) -> usize {
+        self.entries.push(Entry {
+            node,
+            children: BTreeMap::new(),
+            group: None,
+        });
+        self.entries.len() - 1
+    }
+
+    /// The directory `parts` names. Missing directories are created unless `create` is
+    /// false (or they lie inside a symlink's target). `Err` says why the path does not
+    /// lead to a directory.
+    fn dir(&mut self, parts: &[Vec<u8>], create: bool) -> std::result::Result<usize, String> {
+        let mut todo: VecDeque<(Vec<u8>, bool)> =
+            parts.iter().map(|p| (p.clone(), create)).collect();
+        let mut dir = 0usize;
+        let mut hops = 0;
+        while let Some((c, create)) = todo.pop_front() {
+            let Some(&i) = self.entries[dir].children.get(&c) else {
+                if !create {
+                    return Err(format!("{:?} does not exist", String::from_utf8_lossy(&c)));
+                }
+                let mut d = Node::empty(c.clone(), NodeKind::Dir);
+                d.mtime_ns = self.now;
+                let i = self.add(d);
+                self.entries[dir].children.insert(c, i);
+                dir = i;
+                continue;
+            };
+            let node = &self.entries[i].node;
+            match node.kind {
+                NodeKind::Dir => dir = i,
+                NodeKind::Symlink => {
+                    let t = node.target.clone().unwrap_or_default();
+                    let shown = format!(
+                        "{:?} is a symlink to {:?}",
+                        String::from_utf8_lossy(&c),
+                        String::from_utf8_lossy(&t)
+                    );
+                    let comps: Vec<&[u8]> = t.split(|&b| b == b'/').collect();
+                    if t.starts_with(b"/") || comps.contains(&&b".."[..]) {
+                        return Err(format!("{shown}, outside the archive's tree"));
+                    }
+                    hops += 1;
+                    if hops > MAX_SYMLINK_HOPS {
+                        return Err(format!("{shown}: too many levels of symbolic links"));
+                    }
+                    for p in comps.into_iter().rev() {
+                        if !p.is_empty() && p != b"." {
+                            todo.push_front((p.to_vec(), false));
+                        }
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "{:?} is not a directory",
+                        String::from_utf8_lossy(&c)
+                    ));
+                }
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Puts `node` at `leaf` in directory `dir`; `Err` says why it could not be.
+    fn put(&mut self, dir: usize, node: Node) -> std::result::Result<usize, String> {
+        let leaf = node.name.clone();
+        if let Some(&old) = self.entries[dir].children.get(&leaf) {
+            let e = &mut self.entries[old];
+            if e.node.kind == NodeKind::Dir {
+                if node.kind == NodeKind::Dir {
+                    e.node = node;
+                    return Ok(old);
+                }
+                if !e.children.is_empty() {
+                    return Err("it would replace a directory that is not empty".into());
+                }
+            }
+        }
+        let i = self.add(node);
+        self.entries[dir].children.insert(leaf, i);
+        Ok(i)
+    }
+
+    /// Encodes the directories, deepest first, and returns the root node.
+    fn finish(mut self, writer: &PackWriter, stats: &mut BackupStats) -> Result<Node> {
+        // Hard link groups: count the names still in the tree.
+        let mut order = Vec::new();
+        let mut stack = vec![0usize];
+        while let Some(i) = stack.pop() {
+            order.push(i);
+            stack.extend(self.entries[i].children.values().copied());
+        }
+        let mut counts: HashMap<u64, u32> = HashMap::new();
+        for &i in &order {
+            if let Some(g) = self.entries[i].group {
+                *counts.entry(g).or_default() += 1;
+            }
+        }
+        for &i in &order {
+            let e = &mut self.entries[i];
+            e.node.hardlink = e
+                .group
+                .map(|g| (g, counts[&g]))
+                .filter(|&(_, n)| n > 1 && e.node.kind == NodeKind::File);
+        }
+        // `order` lists parents before children: encode it backwards.
+        let level = writer.repo().config().zstd_level;
+        for &i in order.iter().rev() {
+            if self.entries[i].node.kind != NodeKind::Dir {
+                continue;
+            }
+            let children: Vec<usize> = self.entries[i].children.values().copied().collect();
+            let mut tree = Tree::default();
+            for c in children {
+                let placeholder = Node::empty(Vec::new(), NodeKind::File);
+                tree.nodes
+                    .push(std::mem::replace(&mut self.entries[c].node, placeholder));
+            }
+            stats.dirs += 1;
+            let data = encode_object(&tree);
+            let r = with_compressor(level, |c| writer.store_chunk(ChunkKind::Tree, &data, c))?;
+            self.entries[i].node.subtree = Some(r);
+        }
+        Ok(self.entries.swap_remove(0).node)
+    }
+}
+
 /// Reads a tar stream into a tree backup; returns its root directory node (to be named
-/// and stored by the caller).
+/// and stored by the caller). Members GNU tar could not extract either (under a symlink
+/// that leaves the tree, under a file) are left out with a warning.
 pub fn tar_backup(
     writer: &PackWriter,
     reader: Box<dyn Read + Send + '_>,
     progress: &Progress,
 ) -> Result<(Node, BackupStats)> {
-    let mut archive = tar::Archive::new(decompressed(reader)?);
+    let mut skipped = Vec::new();
+    tar_backup_into(writer, reader, progress, &mut skipped)
+}
+
+/// [`tar_backup`], listing the members left out in `skipped`.
+pub fn tar_backup_into(
+    writer: &PackWriter,
+    reader: Box<dyn Read + Send + '_>,
+    progress: &Progress,
+    skipped: &mut Vec<Skipped>,
+) -> Result<(Node, BackupStats)> {
+    let mut tar = TarReader::new(decompressed(reader)?);
     let mut chunker = Chunker::new(writer);
     let mut stats = BackupStats::default();
-    // Every member by its full path (components joined with '/'; "" is the root).
-    let mut nodes: HashMap<Vec<u8>, Node> = HashMap::new();
-    let mut groups: HashMap<Vec<u8>, u64> = HashMap::new();
     let now = now_ns();
-    for entry in archive.entries().map_err(malformed)? {
-        let mut entry = entry.map_err(malformed)?;
-        let pax = PaxInfo::read(&mut entry)?;
-        let raw_path = match &pax.sparse_name {
-            Some(n) => n.clone(),
-            None => entry.path_bytes().into_owned(),
-        };
-        let parts = components(&raw_path)?;
-        let path = parts.join(&b'/');
-        let header = entry.header().clone();
-        let et = header.entry_type();
-        let leaf = parts.last().cloned().unwrap_or_default();
-        let kind = match et {
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                NodeKind::File
+    let mut tree = TreeBuilder::new(now);
+    let mut skip = |path: &[u8], why: String| {
+        let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(path));
+        tracing::warn!("skipped {}: {why}", path.display());
+        skipped.push(Skipped { path, error: why });
+    };
+    while let Some(m) = tar.next_member()? {
+        let parts = components(&m.path)?;
+        check_restorable(&m)?;
+        let Some((leaf, parents)) = parts.split_last() else {
+            // The archive's root ("./").
+            if m.kind != MemberKind::Dir {
+                return Err(malformed(format!(
+                    "{}: the archive's root is not a directory",
+                    m.quoted()
+                )));
             }
-            tar::EntryType::Directory => NodeKind::Dir,
-            tar::EntryType::Symlink => NodeKind::Symlink,
-            tar::EntryType::Char => NodeKind::CharDevice,
-            tar::EntryType::Block => NodeKind::BlockDevice,
-            tar::EntryType::Fifo => NodeKind::Fifo,
-            tar::EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| malformed("hard link without a target"))?;
-                let target = components(&target)?.join(&b'/');
-                let Some(first) = nodes.get(&target).cloned() else {
-                    return Err(malformed(format!(
-                        "hard link {:?} to {:?}, which is not earlier in the archive",
-                        String::from_utf8_lossy(&path),
-                        String::from_utf8_lossy(&target)
-                    )));
-                };
-                let next = groups.len() as u64;
-                let g = *groups.entry(target.clone()).or_insert(next);
-                groups.insert(path.clone(), g);
-                let mut node = first;
-                node.name = leaf;
+            let root = &mut tree.entries[0].node;
+            root.mode = m.mode;
+            root.uid = m.uid as u32;
+            root.gid = m.gid as u32;
+            root.mtime_ns = m.mtime_ns;
+            root.xattrs = m.xattrs;
+            continue;
+        };
+        let kind = match m.kind {
+            MemberKind::File | MemberKind::HardLink => NodeKind::File,
+            MemberKind::Dir => NodeKind::Dir,
+            MemberKind::Symlink => NodeKind::Symlink,
+            MemberKind::CharDevice => NodeKind::CharDevice,
+            MemberKind::BlockDevice => NodeKind::BlockDevice,
+            MemberKind::Fifo => NodeKind::Fifo,
+        };
+        // The parent directory, as GNU tar would reach it (data is still read, to keep
+        // the stream in step, but not stored).
+        let dir = match tree.dir(parents, true) {
+            Ok(d) => Some(d),
+            Err(why) => {
+                skip(&m.path, why);
+                None
+            }
+        };
+        let Some(dir) = dir else { continue };
+        if m.kind == MemberKind::HardLink {
+            let target = components(&m.link)?;
+            let shown = || {
+                format!(
+                    "hard link {} to {:?}",
+                    m.quoted(),
+                    String::from_utf8_lossy(&m.link)
+                )
+            };
+            let found = match target.split_last() {
+                None => None,
+                Some((tleaf, tparents)) => tree
+                    .dir(tparents, false)
+                    .ok()
+                    .and_then(|d| tree.entries[d].children.get(tleaf).copied()),
+            };
+            let Some(first) = found else {
+                return Err(malformed(format!(
+                    "{}, which is not earlier in the archive",
+                    shown()
+                )));
+            };
+            if tree.entries[first].node.kind == NodeKind::Dir {
+                return Err(malformed(format!("{}, a directory", shown())));
+            }
+            let mut node = tree.entries[first].node.clone();
+            node.name = leaf.clone();
+            if node.kind == NodeKind::File {
                 stats.files += 1;
                 stats.bytes += node.size;
-                nodes.insert(path, node);
-                continue;
+            } else {
+                stats.other += 1;
             }
-            _ => continue, // pax/GNU meta entries are merged by the tar crate
-        };
-        let mut node = Node::empty(leaf, kind);
-        node.mode = header.mode().map_err(malformed)? & 0o7777;
-        node.uid = header.uid().map_err(malformed)? as u32;
-        node.gid = header.gid().map_err(malformed)? as u32;
-        node.mtime_ns = header.mtime().map_err(malformed)? as i64 * 1_000_000_000;
-        node.ctime_ns = now;
-        node.xattrs = pax.xattrs;
-        if let Some(ns) = pax.mtime_ns {
-            node.mtime_ns = ns;
+            let group = match tree.entries[first].group {
+                Some(g) => g,
+                None => {
+                    tree.groups += 1;
+                    tree.entries[first].group = Some(tree.groups);
+                    tree.groups
+                }
+            };
+            match tree.put(dir, node) {
+                Ok(i) => tree.entries[i].group = Some(group),
+                Err(why) => skip(&m.path, why),
+            }
+            continue;
         }
+        let mut node = Node::empty(leaf.clone(), kind);
+        node.mode = m.mode;
+        node.uid = m.uid as u32;
+        node.gid = m.gid as u32;
+        node.mtime_ns = m.mtime_ns;
+        node.ctime_ns = now;
         match kind {
             NodeKind::File => {
                 let mut extents = Vec::new();
-                let read = match pax.sparse {
-                    Some(sparse) => {
-                        read_pax_sparse(&mut chunker, &mut entry, sparse, &mut extents, progress)?
-                    }
-                    None => chunker.chunk_stream(&mut entry, &mut extents, progress)?,
-                };
+                let read = read_content(&mut tar, &mut chunker, &m, &mut extents, progress)?;
                 node.size = extents.iter().map(Extent::len).sum();
                 node.content = extents;
                 stats.files += 1;
@@ -164,225 +447,48 @@ pub fn tar_backup(
                 progress.add(1, 0);
             }
             NodeKind::Symlink => {
-                let t = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| malformed("symlink without a target"))?;
-                node.size = t.len() as u64;
-                node.target = Some(t.into_owned());
+                node.size = m.link.len() as u64;
+                node.target = Some(m.link.clone());
                 stats.other += 1;
             }
             NodeKind::CharDevice | NodeKind::BlockDevice => {
-                let major = header.device_major().map_err(malformed)?.unwrap_or(0);
-                let minor = header.device_minor().map_err(malformed)?.unwrap_or(0);
-                node.rdev = rustix::fs::makedev(major, minor);
+                node.rdev = rustix::fs::makedev(m.devmajor as u32, m.devminor as u32);
                 stats.other += 1;
             }
             NodeKind::Dir => {}
             _ => stats.other += 1,
         }
-        nodes.insert(path, node);
-    }
-    // Hard link groups: count members, mark each.
-    let mut counts: HashMap<u64, u32> = HashMap::new();
-    for g in groups.values() {
-        *counts.entry(*g).or_default() += 1;
-    }
-    for (path, g) in &groups {
-        if let Some(n) = nodes.get_mut(path) {
-            n.hardlink = Some((*g, counts[g]));
+        node.xattrs = m.xattrs;
+        if let Err(why) = tree.put(dir, node) {
+            skip(&m.path, why);
         }
     }
-    // Directories the archive implies but does not list.
-    let paths: Vec<Vec<u8>> = nodes.keys().cloned().collect();
-    for p in paths {
-        let mut cur = p.as_slice();
-        while let Some(i) = cur.iter().rposition(|&b| b == b'/') {
-            cur = &cur[..i];
-            if nodes.contains_key(cur) {
-                break;
-            }
-            let leaf = cur
-                .rsplit(|&b| b == b'/')
-                .next()
-                .unwrap_or_default()
-                .to_vec();
-            let mut d = Node::empty(leaf, NodeKind::Dir);
-            d.mtime_ns = now;
-            nodes.insert(cur.to_vec(), d);
-        }
-    }
-    let root = nodes.entry(Vec::new()).or_insert_with(|| {
-        let mut d = Node::empty(Vec::new(), NodeKind::Dir);
-        d.mtime_ns = now;
-        d
-    });
-    if root.kind != NodeKind::Dir {
-        return Err(malformed("the archive's root is not a directory"));
-    }
-    // Encode directories deepest first.
-    let mut children: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
-    for p in nodes.keys().filter(|p| !p.is_empty()) {
-        let parent = match p.iter().rposition(|&b| b == b'/') {
-            Some(i) => p[..i].to_vec(),
-            None => Vec::new(),
-        };
-        children.entry(parent).or_default().push(p.clone());
-    }
-    let mut dirs: Vec<Vec<u8>> = nodes
-        .iter()
-        .filter(|(_, n)| n.kind == NodeKind::Dir)
-        .map(|(p, _)| p.clone())
-        .collect();
-    let depth = |p: &[u8]| {
-        if p.is_empty() {
-            0
-        } else {
-            1 + p.iter().filter(|&&b| b == b'/').count()
-        }
-    };
-    dirs.sort_by_key(|p| std::cmp::Reverse(depth(p)));
-    let level = writer.repo().config().zstd_level;
-    for d in dirs {
-        let mut tree = Tree::default();
-        for c in children.remove(&d).unwrap_or_default() {
-            if let Some(n) = nodes.remove(&c) {
-                tree.nodes.push(n);
-            }
-        }
-        tree.nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        stats.dirs += 1;
-        let data = encode_object(&tree);
-        let r = with_compressor(level, |c| writer.store_chunk(ChunkKind::Tree, &data, c))?;
-        nodes.get_mut(&d).expect("directory node").subtree = Some(r);
-    }
-    let root = nodes.remove(&Vec::new()).expect("root node");
+    let root = tree.finish(writer, &mut stats)?;
     Ok((root, stats))
 }
 
-/// What the pax records of one member say that we use.
-#[derive(Default)]
-struct PaxInfo {
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    mtime_ns: Option<i64>,
-    /// GNU pax sparse formats: the real name of the member.
-    sparse_name: Option<Vec<u8>>,
-    sparse: Option<PaxSparse>,
-}
-
-/// A GNU sparse member in a pax archive: format 1.0 (the map at the start of the data)
-/// or 0.1 (the map in `GNU.sparse.map`).
-struct PaxSparse {
-    real_size: u64,
-    map: Option<Vec<(u64, u64)>>,
-}
-
-impl PaxInfo {
-    fn read<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<PaxInfo> {
-        let mut info = PaxInfo::default();
-        let Some(exts) = entry.pax_extensions().map_err(malformed)? else {
-            return Ok(info);
-        };
-        let (mut major, mut real_size, mut map) = (None, None, None);
-        for ext in exts {
-            let ext = ext.map_err(malformed)?;
-            let (key, value) = (ext.key_bytes(), ext.value_bytes());
-            let text = || std::str::from_utf8(value).unwrap_or("").trim();
-            if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
-                info.xattrs.push((x.to_vec(), value.to_vec()));
-            } else if key == b"mtime" {
-                info.mtime_ns = parse_pax_time(value);
-            } else if key == b"GNU.sparse.name" {
-                info.sparse_name = Some(value.to_vec());
-            } else if key == b"GNU.sparse.major" {
-                major = Some(text().to_string());
-            } else if key == b"GNU.sparse.realsize" || key == b"GNU.sparse.size" {
-                real_size = text().parse::<u64>().ok();
-            } else if key == b"GNU.sparse.map" {
-                let nums: Option<Vec<u64>> = text().split(',').map(|n| n.parse().ok()).collect();
-                let nums = nums.ok_or_else(|| malformed("bad GNU.sparse.map"))?;
-                map = Some(
-                    nums.chunks(2)
-                        .map(|p| (p[0], *p.get(1).unwrap_or(&0)))
-                        .collect(),
-                );
-            }
-        }
-        info.xattrs.sort();
-        if let Some(real_size) = real_size {
-            info.sparse = match (major.as_deref(), map) {
-                (Some("1"), _) => Some(PaxSparse {
-                    real_size,
-                    map: None,
-                }),
-                (_, Some(map)) => Some(PaxSparse {
-                    real_size,
-                    map: Some(map),
-                }),
-                _ => None,
-            };
-        }
-        Ok(info)
-    }
-}
-
-/// Reads a pax sparse member's data segments into extents with holes between them.
-fn read_pax_sparse<R: Read>(
+/// Chunks a file member's data into `out`; the holes of a sparse member are recorded,
+/// never read or stored. Returns the bytes read.
+fn read_content<R: Read>(
+    tar: &mut TarReader<R>,
     chunker: &mut Chunker<'_>,
-    entry: &mut tar::Entry<'_, R>,
-    sparse: PaxSparse,
+    m: &Member,
     out: &mut Vec<Extent>,
     progress: &Progress,
 ) -> Result<u64> {
-    let map = match sparse.map {
-        Some(m) => m,
-        None => {
-            // Format 1.0: decimal numbers, one per line, padded to a 512-byte block.
-            let mut consumed = 0u64;
-            let mut line = |entry: &mut tar::Entry<'_, R>| -> Result<u64> {
-                let mut digits = Vec::new();
-                loop {
-                    let mut b = [0u8; 1];
-                    entry.read_exact(&mut b).map_err(malformed)?;
-                    consumed += 1;
-                    if b[0] == b'\n' {
-                        break;
-                    }
-                    if digits.len() > 20 {
-                        return Err(malformed("bad sparse map"));
-                    }
-                    digits.push(b[0]);
-                }
-                std::str::from_utf8(&digits)
-                    .ok()
-                    .and_then(|d| d.parse().ok())
-                    .ok_or_else(|| malformed("bad sparse map"))
-            };
-            let n = line(entry)?;
-            if n > 1 << 24 {
-                return Err(malformed("sparse map too large"));
-            }
-            let mut map = Vec::with_capacity(n as usize);
-            for _ in 0..n {
-                let off = line(entry)?;
-                let len = line(entry)?;
-                map.push((off, len));
-            }
-            let pad = (512 - consumed % 512) % 512;
-            std::io::copy(&mut entry.take(pad), &mut std::io::sink()).map_err(malformed)?;
-            map
-        }
+    let fail = |tar: &mut TarReader<R>, e: RepoError| tar.take_error().unwrap_or(e);
+    let Some(sparse) = &m.sparse else {
+        return chunker
+            .chunk_stream(&mut tar.data(), out, progress)
+            .map_err(|e| fail(tar, e));
     };
     let mut pos = 0u64;
     let mut read = 0u64;
-    for (off, len) in map {
-        if off < pos {
-            return Err(malformed("overlapping sparse map"));
-        }
+    for &(off, len) in &sparse.segments {
         super::walk::push_extent(out, Extent::Hole(off - pos));
-        let n = chunker.chunk_stream(&mut entry.take(len), out, progress)?;
-        if n != len {
-            return Err(malformed("sparse member shorter than its map"));
-        }
+        let n = chunker
+            .chunk_stream(&mut tar.data().take(len), out, progress)
+            .map_err(|e| fail(tar, e))?;
         read += n;
         pos = off + len;
     }
@@ -390,22 +496,6 @@ fn read_pax_sparse<R: Read>(
         super::walk::push_extent(out, Extent::Hole(sparse.real_size - pos));
     }
     Ok(read)
-}
-
-/// Parses a pax time ("1700000000.123456789") into nanoseconds.
-fn parse_pax_time(v: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(v).ok()?;
-    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
-    let secs: i64 = secs.parse().ok()?;
-    let mut ns = 0i64;
-    for (i, c) in frac.chars().take(9).enumerate() {
-        ns += c.to_digit(10)? as i64 * 10i64.pow(8 - i as u32);
-    }
-    Some(if secs < 0 {
-        secs * 1_000_000_000 - ns
-    } else {
-        secs * 1_000_000_000 + ns
-    })
 }
 
 #[cfg(test)]
@@ -431,15 +521,5 @@ mod tests {
             vec![b"a".to_vec(), b"b".to_vec()]
         );
         assert!(components(b"a/../../etc").is_err());
-    }
-
-    #[test]
-    fn pax_times() {
-        assert_eq!(parse_pax_time(b"12.5"), Some(12_500_000_000));
-        assert_eq!(
-            parse_pax_time(b"1700000000.123456789"),
-            Some(1_700_000_000_123_456_789)
-        );
-        assert_eq!(parse_pax_time(b"7"), Some(7_000_000_000));
     }
 }

@@ -28,6 +28,7 @@ pub mod lock;
 pub mod pack;
 pub mod restore;
 pub mod retention;
+pub mod tar;
 pub mod walk;
 
 use std::collections::HashMap;

@@ -6,8 +6,8 @@
 # usage: scripts/bench-ingest.sh [TREE]   (default: /usr/share; env BENCH_RUNS=3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v restic >/dev/null || { apt-get update -qq; apt-get install -y -qq restic >/dev/null; }
-command -v fusermount3 >/dev/null || { apt-get update -qq; apt-get install -y -qq fuse3 >/dev/null; }
+command -v restic >/dev/null || { echo "installing: restic"; apt-get update -qq; apt-get install -y -qq restic >/dev/null; }
+command -v fusermount3 >/dev/null || { echo "installing: fuse3"; apt-get update -qq; apt-get install -y -qq fuse3 >/dev/null; }
 cargo build --release >/dev/null 2>&1
 V=$(pwd)/${CARGO_TARGET_DIR:-target}/release/vaultfs
 TREE=${1:-/usr/share}

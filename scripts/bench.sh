@@ -76,7 +76,7 @@ install_deps() {
     command -v fusermount3 >/dev/null || need+=(fuse3)
   fi
   [ ${#need[@]} -eq 0 ] && return
-  log "installing ${need[*]}"
+  log "installing: ${need[*]}"
   # Another apt-get may be running on a shared machine: wait for its lock.
   apt-get -o DPkg::Lock::Timeout=600 update -qq
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need[@]}"

@@ -10,8 +10,16 @@ command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v rsync >/dev/null || need+=(rsync)
 command -v cc >/dev/null || need+=(build-essential)
 if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Another apt-get may be running on a busy machine: wait for its lock.
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need[@]}" >/dev/null
 fi
+command -v cargo >/dev/null || {
+  echo "error: cargo is missing: install Rust 1.88 or newer (https://rustup.rs)" >&2
+  exit 1
+}
 
 cargo build --release
 BIN=${CARGO_TARGET_DIR:-target}/release/vaultfs
@@ -20,15 +28,28 @@ SRC=${DEMO_SRC:-/usr/share/doc}
 rm -rf "$WORK"; mkdir -p "$WORK"
 export VAULTFS_REPO=$WORK/repo VAULTFS_PASSWORD=${VAULTFS_PASSWORD:-demo-password}
 
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+# Prints a command as typed, then runs it.
+show() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+step() { show "$@"; "$@"; }
 
 step "$BIN" init
 step "$BIN" vault create docs --description "documentation of this machine"
 step "$BIN" backup docs "$SRC"
 step "$BIN" backup docs "$SRC"
 step "$BIN" points docs
-step "$BIN" ls docs latest "$(basename "$SRC")" --long > "$WORK/listing.txt"
-sed -n '1,5p' "$WORK/listing.txt"; echo "... ($(wc -l < "$WORK/listing.txt") entries)"
+# The listing goes to a file (only its lines: the command is shown apart), of which
+# the first five lines are shown; the count is of its lines, one per entry of the
+# directory, and must be the count of the source directory's entries.
+show "$BIN" ls docs latest "$(basename "$SRC")" --long "| head -n 5"
+"$BIN" ls docs latest "$(basename "$SRC")" --long > "$WORK/listing.txt"
+head -n 5 "$WORK/listing.txt"
+entries=$(wc -l < "$WORK/listing.txt")
+in_source=$(find "$SRC" -mindepth 1 -maxdepth 1 -printf x | wc -c)
+echo "... ($entries entries in all, the first 5 shown)"
+[ "$entries" -eq "$in_source" ] || {
+  echo "error: the listing has $entries entries, $SRC has $in_source" >&2
+  exit 1
+}
 first=$(find "$SRC" -maxdepth 2 -type f -name 'copyright' -print -quit)
 rel=$(basename "$SRC")/${first#"$SRC"/}
 step "$BIN" restore docs latest "$WORK/restored" --path "$rel"
@@ -37,13 +58,26 @@ step "$BIN" check
 
 if "$BIN" mount --help >/dev/null 2>&1; then
   MNT=$WORK/mnt; mkdir -p "$MNT"
+  show "$BIN" mount "$MNT" "&"
   "$BIN" mount "$MNT" & pid=$!
   trap 'fusermount3 -u "$MNT" 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
-  for _ in $(seq 1 100); do mountpoint -q "$MNT" && break; sleep 0.1; done
+  # Waits for the mount (the password derivation comes first; a busy machine is slow).
+  for _ in $(seq 1 600); do
+    mountpoint -q "$MNT" && break
+    kill -0 $pid 2>/dev/null || { echo "error: vaultfs mount exited" >&2; exit 1; }
+    sleep 0.1
+  done
+  mountpoint -q "$MNT" || { echo "error: not mounted after 60 s" >&2; exit 1; }
   step ls -l "$MNT" "$MNT/docs"
   step cp -a "$MNT/docs/latest/$(basename "$SRC")" "$WORK/copied"
-  step rsync -aHAXnc --itemize-changes "$SRC/" "$WORK/copied/"
-  echo "(no rsync output above: the copy through the mount equals the source)"
+  show rsync -aHAXnc --itemize-changes "$SRC/" "$WORK/copied/"
+  diffs=$(rsync -aHAXnc --itemize-changes "$SRC/" "$WORK/copied/")
+  if [ -n "$diffs" ]; then
+    printf '%s\n' "$diffs"
+    echo "error: the copy through the mount differs from the source" >&2
+    exit 1
+  fi
+  echo "(no rsync output: the copy through the mount equals the source)"
   step cat "$MNT/.vaultfs/vaults/docs.json"
   fusermount3 -u "$MNT"; wait $pid; trap - EXIT
 fi

@@ -58,7 +58,7 @@ listening() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 install_ceph() {
   command -v radosgw >/dev/null && command -v ceph-osd >/dev/null \
     && command -v ceph-mon >/dev/null && command -v radosgw-admin >/dev/null && return 0
-  log "installing Ceph (radosgw ceph-mon ceph-osd) with apt-get"
+  log "installing: radosgw ceph-mon ceph-osd ceph-common curl (Ceph, with apt-get)"
   local t0=$SECONDS
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >"$DIR/apt.log" 2>&1 || { tail -20 "$DIR/apt.log" >&2; return 1; }

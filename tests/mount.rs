@@ -1,7 +1,11 @@
 //! Real mounts of the built binary: `vaultfs mount` in a temp dir, driven with the tools
 //! people use (rsync -aHAX, cp -a, diff -r, sha256sum, ls -lR), with an unmount-on-drop
-//! guard. Without /dev/fuse or fusermount3 the tests print a notice and pass, except under
-//! `CI=true`, where that is a failure.
+//! guard. Without /dev/fuse, fusermount3 or the tools the tests fail, unless
+//! `VAULTFS_TEST_SKIP=fuse` asks to skip them (each skip is recorded, see `tests/common`).
+
+mod common;
+
+use common::{fuse_available, s3_endpoint, wait_for};
 
 use std::ffi::OsStr;
 use std::fs;
@@ -20,47 +24,6 @@ fn bin() -> &'static str {
 
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
-}
-
-/// Whether real mounts can run here; panics under CI=true when they cannot.
-fn fuse_available() -> bool {
-    let dev = Path::new("/dev/fuse").exists();
-    let helper = Command::new("fusermount3")
-        .arg("--version")
-        .output()
-        .is_ok();
-    let tools = ["rsync", "diff", "cp", "sha256sum"].iter().all(|t| {
-        Command::new("which")
-            .arg(t)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if dev && helper && tools {
-        return true;
-    }
-    let why = format!(
-        "mount tests need /dev/fuse ({dev}), fusermount3 ({helper}) and rsync, diff, cp, sha256sum ({tools})"
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true: {why}");
-    }
-    eprintln!("skipped: {why}");
-    false
-}
-
-/// The S3 endpoint of the test server, or `None` (after a notice) when S3 variants are
-/// skipped; under CI=true a missing server is a failure.
-fn s3_endpoint() -> Option<String> {
-    match std::env::var("VAULTFS_TEST_S3_ENDPOINT") {
-        Ok(e) if !e.trim().is_empty() => Some(e.trim().to_string()),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true and VAULTFS_TEST_S3_ENDPOINT is unset")
-        }
-        _ => {
-            eprintln!("skipped: set VAULTFS_TEST_S3_ENDPOINT to run the S3 mount variants");
-            None
-        }
-    }
 }
 
 /// A repository with vault `v`: in a temp dir, or in a fresh bucket of an S3 server.
@@ -361,10 +324,22 @@ fn make_tree(root: &Path) {
     fs::set_permissions(root.join("sticky"), fs::Permissions::from_mode(0o1777)).unwrap();
     fs::create_dir(root.join("setgid-dir")).unwrap();
     fs::set_permissions(root.join("setgid-dir"), fs::Permissions::from_mode(0o2750)).unwrap();
-    // Extended attributes (user.* works on tmpfs and ext4 alike; skipped where not).
-    let _ = xattr::set(root.join("hello.txt"), "user.color", b"blue");
-    let _ = xattr::set(root.join("dir"), "user.empty", b"");
-    let _ = xattr::set(root.join("big.bin"), "user.binary", &[0u8, 1, 2, 255]);
+    // Extended attributes (user.* works on tmpfs and ext4 alike).
+    for (file, name, value) in [
+        ("hello.txt", "user.color", &b"blue"[..]),
+        ("dir", "user.empty", b""),
+        ("big.bin", "user.binary", &[0u8, 1, 2, 255]),
+    ] {
+        xattr::set(root.join(file), name, value)
+            .unwrap_or_else(|e| panic!("setting {name} on {file}: {e}"));
+    }
+    // POSIX ACLs: an access ACL on a file, access and default ACLs on a directory.
+    sh(Command::new("setfacl")
+        .args(["-m", "u:1234:rw,g:5678:r"])
+        .arg(root.join("private")));
+    sh(Command::new("setfacl")
+        .args(["-m", "u:1234:rwx", "-d", "-m", "u:4321:rx"])
+        .arg(root.join("setgid-dir")));
     // A fifo.
     sh(Command::new("mkfifo").arg(root.join("fifo")));
     if is_root() {
@@ -377,16 +352,20 @@ fn make_tree(root: &Path) {
         sh(Command::new("chown")
             .args(["-h", "4321:8765"])
             .arg(root.join("rel-link")));
-        let _ = Command::new("setfacl")
-            .args(["-m", "u:1234:rw"])
-            .arg(root.join("private"))
-            .status();
     }
     // Directory times last, so that they are the ones recorded.
     sh(Command::new("touch")
         .args(["-h", "-d", "2001-02-03 04:05:06.123456789"])
         .arg(root.join("dir/deeper"))
         .arg(root.join("rel-link")));
+}
+
+/// `getfacl` of one file: its ACL entries, numeric, without the header.
+fn getfacl(p: &Path) -> String {
+    let o = sh(Command::new("getfacl")
+        .args(["--omit-header", "--numeric"])
+        .arg(p));
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn sha256(p: &Path) -> String {
@@ -485,6 +464,27 @@ fn backup_tree_matches_the_source_exactly() {
         sha256(&src.join("big.bin")),
         sha256(&backup.join("big.bin"))
     );
+
+    // ACLs as getfacl shows them: those of the source, through the mount, in the cp -a
+    // copy and in an rsync -aHAX copy.
+    let rcopy = r.path("rsync-copy");
+    sh(Command::new("rsync")
+        .arg("-aHAX")
+        .arg(format!("{}/", backup.display()))
+        .arg(format!("{}/", rcopy.display())));
+    for (f, entry) in [
+        ("private", "user:1234:rw-"),
+        ("setgid-dir", "default:user:4321:r-x"),
+    ] {
+        let want = getfacl(&src.join(f));
+        assert!(
+            want.lines().any(|l| l == entry),
+            "the source's {f} has no ACL entry {entry}: {want}"
+        );
+        assert_eq!(getfacl(&backup.join(f)), want, "{f} through the mount");
+        assert_eq!(getfacl(&copy.join(f)), want, "{f} copied by cp -a");
+        assert_eq!(getfacl(&rcopy.join(f)), want, "{f} copied by rsync -aHAX");
+    }
 
     // Hardlinks: one inode, the right link count.
     let a = fs::metadata(backup.join("linked")).unwrap();
@@ -605,26 +605,17 @@ fn damaged_chunk_is_eio_for_that_file_and_new_points_appear() {
         b"small file, stored after the victim\n",
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(1100)); // a distinct point name
     r.backup(&[&victim_dir]);
     let second = r.points().pop().unwrap();
     assert_ne!(first, second);
     let t = Instant::now();
-    loop {
+    wait_for("the new point in the mount", || {
         let names: Vec<String> = fs::read_dir(m.p("v"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        if names.contains(&second) && fs::read_link(m.p("v/latest")).unwrap() == Path::new(&second)
-        {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "new point not visible: {names:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        names.contains(&second) && fs::read_link(m.p("v/latest")).unwrap() == Path::new(&second)
+    });
     eprintln!("new point visible after {:?}", t.elapsed());
     assert!(m.p("v/latest/victim/other").exists());
     assert!(m.p(&format!("v/{second}/victim/victim")).exists());
@@ -650,13 +641,21 @@ fn damaged_chunk_is_eio_for_that_file_and_new_points_appear() {
         fs::read(m.p(&format!("v/{first}/src/good"))).unwrap(),
         random_bytes(500_000, 3)
     );
-    assert!(fs::read_dir(m.p("v")).unwrap().count() >= 3);
+    assert_eq!(
+        fs::read_dir(m.p("v")).unwrap().count(),
+        3,
+        "two points and latest"
+    );
     let e2 = fs::read(&victim).unwrap_err();
     assert_eq!(e2.raw_os_error(), Some(libc::EIO));
     let log = m.log_text();
+    let file = format!("file=v/{second}/victim/victim");
     assert!(
-        log.contains("read failed") && log.contains("victim/victim") && log.contains("chunk"),
-        "the log names the file and the chunk: {log}"
+        log.lines().map(common::strip_ansi).any(|l| l
+            .contains("read failed at offset 0: damaged object chunk ")
+            && l.contains(": authentication failed")
+            && l.contains(&file)),
+        "no log line names the file and the damaged chunk: {log}"
     );
 }
 
@@ -757,9 +756,16 @@ fn a_slow_backend_object_holds_up_only_its_own_reader() {
     let m = r.mount_env(&[], false, &[("VAULTFS_FAULTS", &faults.join(";"))]);
     let slow_file = m.p("slow/latest/slowsrc/f");
     let base = m.p("v/latest/src");
+    let inflight = || -> u64 {
+        let stats: serde_json::Value =
+            serde_json::from_slice(&fs::read(m.p(".vaultfs/stats.json")).unwrap()).unwrap();
+        stats["inflight_bytes"].as_u64().unwrap()
+    };
+    assert_eq!(inflight(), 0);
     std::thread::scope(|s| {
         let slow = s.spawn(|| fs::read(&slow_file).unwrap());
-        std::thread::sleep(Duration::from_millis(300));
+        // The slow reader's first fetch (of its tree) is under way: nothing else reads.
+        wait_for("the slowed fetch to start", || inflight() > 0);
         let mut hs = Vec::new();
         for i in 0..8u64 {
             let p = base.join(format!("file-{i}"));
@@ -798,7 +804,6 @@ fn control_files_describe_vaults_and_points() {
     f.set_len(4 << 20).unwrap();
     std::os::unix::fs::FileExt::write_at(&f, b"boot sector", 0).unwrap();
     drop(f);
-    std::thread::sleep(Duration::from_millis(1100));
     r.ok(&["backup", "v", "--image", img.to_str().unwrap()]);
     let m = r.mount(&[]);
     let v: serde_json::Value =
@@ -830,15 +835,16 @@ fn control_files_describe_vaults_and_points() {
     assert_eq!(meta.len(), 4 << 20);
     assert!(meta.blocks() * 512 < 1 << 20);
     assert_eq!(sha256(&image), sha256(&img));
-    // stats.json counts what the reads fetched: the image's data chunk, once.
+    // stats.json counts what the reads fetched, once each with one ranged read: the
+    // point's top trees (loaded for the lookup of disk.img) and the image's data chunk.
     let stats = || -> serde_json::Value {
         serde_json::from_slice(&fs::read(m.p(".vaultfs/stats.json")).unwrap()).unwrap()
     };
     let s1 = stats();
-    assert!(s1["chunk_fetches"].as_u64().unwrap() >= 1, "{s1}");
+    assert_eq!(s1["chunk_fetches"], 2, "{s1}");
     assert!(s1["chunk_fetch_bytes"].as_u64().unwrap() > 0, "{s1}");
-    assert!(s1["bytes_served"].as_u64().unwrap() >= 4 << 20, "{s1}");
-    assert!(s1["backend"]["get_range"].as_u64().unwrap() >= 1, "{s1}");
+    assert_eq!(s1["bytes_served"], 4 << 20, "{s1}");
+    assert_eq!(s1["backend"]["get_range"], 2, "{s1}");
     assert!(s1["cache_bytes"].as_u64().unwrap() <= s1["cache_limit"].as_u64().unwrap());
     assert!(s1["rss_bytes"].as_u64().unwrap() > 0, "{s1}");
     // The daemon re-executed itself with one malloc arena (same pid).
@@ -930,43 +936,60 @@ fn bad_starts_are_clear_errors() {
         return;
     }
     let r = Repo::new();
+    // Each start fails with status 1 and one line that says why.
+    let fails_saying = |o: Output, line: String| {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{line}: {err}");
+        assert!(
+            err.lines().any(|l| l == line),
+            "no line says {line:?}: {err}"
+        );
+    };
     // Missing mount point.
-    let o = r.run(&["mount", r.path("nope").to_str().unwrap()]);
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
+    let nope = r.path("nope");
+    fails_saying(
+        r.run(&["mount", nope.to_str().unwrap()]),
+        format!("vaultfs: mount point {} does not exist", nope.display()),
+    );
     // Wrong password.
     let mnt = r.path("mnt-pw");
     fs::create_dir_all(&mnt).unwrap();
-    let o = r
-        .cmd()
-        .env("VAULTFS_PASSWORD", "wrong")
-        .arg("mount")
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("wrong password"),
-        "{o:?}"
+    fails_saying(
+        r.cmd()
+            .env("VAULTFS_PASSWORD", "wrong")
+            .arg("mount")
+            .arg(&mnt)
+            .output()
+            .unwrap(),
+        format!(
+            "vaultfs: wrong password for the repository at {}",
+            r.repo.display()
+        ),
     );
     // Missing repository.
-    let o = r
-        .cmd()
-        .env("VAULTFS_REPO", r.path("no-repo"))
-        .arg("mount")
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("no vaultfs repository"),
-        "{o:?}"
+    let no_repo = r.path("no-repo");
+    fails_saying(
+        r.cmd()
+            .env("VAULTFS_REPO", &no_repo)
+            .arg("mount")
+            .arg(&mnt)
+            .output()
+            .unwrap(),
+        format!(
+            "vaultfs: no vaultfs repository at {} (run `vaultfs init` first)",
+            no_repo.display()
+        ),
     );
+    assert!(!mounted(&mnt));
     // Busy mount point: already mounted.
     let m = r.mount(&[]);
-    let o = r.run(&["mount", m.dir.to_str().unwrap()]);
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("busy"), "{o:?}");
+    fails_saying(
+        r.run(&["mount", m.dir.to_str().unwrap()]),
+        format!(
+            "vaultfs: mount point {} is busy: something is already mounted there",
+            m.dir.display()
+        ),
+    );
     assert!(mounted(&m.dir));
 }
 

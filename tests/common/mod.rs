@@ -376,27 +376,121 @@ impl Drop for TestRepo {
     }
 }
 
-/// The S3 endpoint of the tests (`VAULTFS_TEST_S3_ENDPOINT`), or `None` after a notice
-/// when it is unset; under `CI=true` an unset endpoint is a failure.
-pub fn s3_endpoint() -> Option<String> {
-    match std::env::var("VAULTFS_TEST_S3_ENDPOINT") {
-        Ok(e) if !e.trim().is_empty() => Some(e.trim().to_string()),
-        _ if std::env::var("CI").as_deref() == Ok("true") => panic!(
-            "CI=true and VAULTFS_TEST_S3_ENDPOINT is unset: the S3 tests need a server \
-             (bash scripts/s3-rgw.sh start DIR)"
-        ),
-        _ => {
-            static NOTICE: std::sync::Once = std::sync::Once::new();
-            NOTICE.call_once(|| {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "skipped: S3 end-to-end tests need VAULTFS_TEST_S3_ENDPOINT \
-                     (bash scripts/s3-rgw.sh start DIR)"
-                );
-            });
-            None
-        }
+/// The parts of the suite that can be skipped, by `VAULTFS_TEST_SKIP` (comma-separated)
+/// and by nothing else: `fuse` (real mounts), `s3` (everything that needs an S3 server),
+/// `s3-stall` (the test that stops the local RGW process with SIGSTOP).
+pub const SKIPPABLE: [&str; 3] = ["fuse", "s3", "s3-stall"];
+
+/// Whether the user asked to skip `part` (`VAULTFS_TEST_SKIP=fuse,s3`). Panics on a
+/// name that is not a part, so that a typo does not turn into a silent skip or a failure
+/// nobody understands.
+pub fn skip_requested(part: &str) -> bool {
+    assert!(SKIPPABLE.contains(&part), "not a skippable part: {part}");
+    let list = std::env::var("VAULTFS_TEST_SKIP").unwrap_or_default();
+    let mut asked = false;
+    for p in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        assert!(
+            SKIPPABLE.contains(&p),
+            "VAULTFS_TEST_SKIP={list}: {p:?} is not one of {SKIPPABLE:?}"
+        );
+        asked |= p == part;
     }
+    asked
+}
+
+/// Records that the running test is skipped, loudly: a line on the real stderr (not the
+/// one the test harness captures), and a line `BINARY<TAB>TEST<TAB>PART: WHY` appended to
+/// the file `VAULTFS_TEST_SKIP_LOG` names (scripts/test.sh counts and lists them).
+pub fn record_skip(part: &str, why: &str) {
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "?".to_string());
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("?")
+        .replace(['\t', '\n'], " ");
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {exe} {test}: {why} (VAULTFS_TEST_SKIP contains {part})"
+    );
+    if let Ok(log) = std::env::var("VAULTFS_TEST_SKIP_LOG")
+        && !log.is_empty()
+    {
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| panic!("VAULTFS_TEST_SKIP_LOG={log}: {e}"));
+        // One write per line: lines of tests running at once do not mix.
+        f.write_all(format!("{exe}\t{test}\t{part}: {why}\n").as_bytes())
+            .unwrap_or_else(|e| panic!("VAULTFS_TEST_SKIP_LOG={log}: {e}"));
+    }
+}
+
+/// The S3 endpoint of the tests (`VAULTFS_TEST_S3_ENDPOINT`), or `None` when the user
+/// skips S3 tests (`VAULTFS_TEST_SKIP=s3`; the skip is recorded). Panics when the
+/// endpoint is unset or nothing answers there, and S3 is not skipped.
+pub fn s3_endpoint() -> Option<String> {
+    if skip_requested("s3") {
+        record_skip("s3", "needs an S3 server");
+        return None;
+    }
+    let endpoint = std::env::var("VAULTFS_TEST_S3_ENDPOINT")
+        .ok()
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+                "VAULTFS_TEST_S3_ENDPOINT is unset: the S3 tests need a server \
+                 (bash scripts/s3-rgw.sh start DIR PORT, then \
+                 VAULTFS_TEST_S3_ENDPOINT=http://127.0.0.1:PORT), or VAULTFS_TEST_SKIP=s3 \
+                 to skip them"
+            )
+        });
+    if let Err(e) = s3_reachable(&endpoint) {
+        panic!(
+            "VAULTFS_TEST_S3_ENDPOINT={endpoint}: {e}; start the server or set \
+             VAULTFS_TEST_SKIP=s3 to skip the S3 tests"
+        );
+    }
+    Some(endpoint)
+}
+
+/// Whether a TCP connection to the endpoint's host and port opens (checked once a run).
+fn s3_reachable(endpoint: &str) -> Result<(), String> {
+    static ANSWER: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    ANSWER
+        .get_or_init(|| {
+            use std::net::ToSocketAddrs;
+            let (rest, default_port) = match endpoint.split_once("://") {
+                Some(("https", r)) => (r, 443),
+                Some((_, r)) => (r, 80),
+                None => (endpoint, 80),
+            };
+            let host_port = rest.split('/').next().unwrap_or(rest);
+            let addr = if host_port
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            {
+                host_port.to_string()
+            } else {
+                format!("{host_port}:{default_port}")
+            };
+            let addrs: Vec<_> = addr
+                .to_socket_addrs()
+                .map_err(|e| format!("cannot resolve {addr}: {e}"))?
+                .collect();
+            for a in &addrs {
+                if std::net::TcpStream::connect_timeout(a, std::time::Duration::from_secs(5))
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+            }
+            Err(format!("nothing answers at {addr}"))
+        })
+        .clone()
 }
 
 /// A bucket name that no other test or run uses (lowercase, at most 63 characters).
@@ -423,26 +517,49 @@ pub fn unique_bucket(test: &str) -> String {
     )
 }
 
-/// Whether real mounts can run here (/dev/fuse, fusermount3, cp, sha256sum, rsync);
-/// prints a notice when not, and panics instead under `CI=true`.
+/// The tools the mount tests run, from the packages `scripts/test.sh` installs.
+const MOUNT_TOOLS: [&str; 7] = [
+    "fusermount3",
+    "rsync",
+    "cp",
+    "diff",
+    "sha256sum",
+    "setfacl",
+    "getfacl",
+];
+
+/// Whether real mounts run: `false` when the user skips them (`VAULTFS_TEST_SKIP=fuse`;
+/// the skip is recorded), `true` when /dev/fuse and the tools are there. Panics when
+/// something is missing and mounts are not skipped.
 pub fn fuse_available() -> bool {
-    let dev = Path::new("/dev/fuse").exists();
-    let tools = ["fusermount3", "rsync", "cp", "sha256sum"].iter().all(|t| {
-        Command::new("which")
-            .arg(t)
-            .output()
-            .is_ok_and(|o| o.status.success())
+    if skip_requested("fuse") {
+        record_skip("fuse", "needs real FUSE mounts");
+        return false;
+    }
+    static MISSING: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let missing = MISSING.get_or_init(|| {
+        let mut missing = Vec::new();
+        if !Path::new("/dev/fuse").exists() {
+            missing.push("/dev/fuse".to_string());
+        }
+        for t in MOUNT_TOOLS {
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !found {
+                missing.push(t.to_string());
+            }
+        }
+        missing
     });
-    if dev && tools {
-        return true;
-    }
-    let why =
-        format!("mount tests need /dev/fuse ({dev}), fusermount3, rsync, cp, sha256sum ({tools})");
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true: {why}");
-    }
-    eprintln!("skipped: {why}");
-    false
+    assert!(
+        missing.is_empty(),
+        "the mount tests need {}: install fuse3 rsync acl diffutils (scripts/test.sh \
+         does), load the fuse module, or set VAULTFS_TEST_SKIP=fuse to skip them",
+        missing.join(", ")
+    );
+    true
 }
 
 /// Whether the kernel shows a mount at `dir`.
@@ -538,6 +655,24 @@ pub fn sha256(p: &Path) -> String {
         .next()
         .unwrap_or_default()
         .to_string()
+}
+
+/// A log line without its colour codes (`ESC [ ... m`).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Waits until `cond` holds, polling, with a bound generous enough for a loaded machine

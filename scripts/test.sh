@@ -9,7 +9,8 @@
 # Strict by default: real FUSE mounts and the S3 server are parts of the suite, and a
 # missing part is a failure. VAULTFS_TEST_SKIP (comma-separated) is the only way to skip
 # one: `fuse` (every test that mounts), `s3` (every test that needs an S3 server; the
-# RGW is then not started), `s3-stall` (the test that stops the RGW with SIGSTOP). Each
+# RGW is then not started), `s3-stall` (the test that stops the RGW with SIGSTOP),
+# `tar-tools` (the tar corpus's archives made by bsdtar, busybox or python3). Each
 # test skipped so is listed and counted as skipped in the summary, as are #[ignore]d ones.
 #
 # Settings: RGW_DIR, RGW_PORT, S3_RGW_MON_PORT (the RGW's directory, port and monitor
@@ -24,8 +25,8 @@ SKIP=${VAULTFS_TEST_SKIP:-}
 SKIP=${SKIP// /}
 for part in ${SKIP//,/ }; do
   case $part in
-    fuse | s3 | s3-stall) ;;
-    *) echo "error: VAULTFS_TEST_SKIP=$SKIP: '$part' is not one of fuse, s3, s3-stall" >&2
+    fuse | s3 | s3-stall | tar-tools) ;;
+    *) echo "error: VAULTFS_TEST_SKIP=$SKIP: '$part' is not one of fuse, s3, s3-stall, tar-tools" >&2
        exit 2 ;;
   esac
 done
@@ -43,6 +44,10 @@ command -v curl >/dev/null || need+=(curl)
 command -v diff >/dev/null || need+=(diffutils)
 command -v cc >/dev/null || need+=(build-essential)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v python3 >/dev/null || need+=(python3)
+command -v bsdtar >/dev/null || need+=(libarchive-tools)
+command -v busybox >/dev/null || need+=(busybox)
+command -v mkfifo >/dev/null || need+=(coreutils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -342,7 +342,7 @@ fn corpus(t: &TestRepo, src: &Path, skipped_tools: &mut Vec<String>) -> Vec<Case
 
 #[test]
 fn tar_corpus_equals_gnu_tar_extraction() {
-    let skip_ok = std::env::var("VAULTFS_TEST_SKIP").is_ok_and(|s| s.contains("tar-tools"));
+    let skip_ok = skip_requested("tar-tools");
     for tool in ["tar", "rsync"] {
         assert!(have(tool), "the tar corpus needs `{tool}`");
     }
@@ -357,11 +357,9 @@ fn tar_corpus_equals_gnu_tar_extraction() {
             "tools missing (apt-get install -y libarchive-tools busybox python3; or set \
              VAULTFS_TEST_SKIP=tar-tools): {skipped_tools:?}"
         );
-        // Written past the test harness's capture, so that a skip is always seen.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED (VAULTFS_TEST_SKIP=tar-tools): {}",
-            skipped_tools.join(", ")
+        record_skip(
+            "tar-tools",
+            &format!("archives of missing tools: {}", skipped_tools.join(", ")),
         );
     }
     let mut failures = Vec::new();

@@ -376,3 +376,74 @@ fn an_unreadable_file_is_skipped_and_not_counted() {
     assert_eq!(j["skipped"][0]["path"], "/proc/kmsg");
     assert_eq!(j["backups"][0]["files"], 0, "{j}");
 }
+
+/// Restoring over an existing target never follows a symlink found there, at any depth:
+/// a point whose tree has `x -> DIR` restored, then a point where `x` is a directory,
+/// into the same target, writes nothing into DIR and changes nothing of it.
+#[test]
+fn restore_never_follows_a_symlink_it_finds_in_the_target() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let t = TestRepo::new();
+    let victim = t.path("victim");
+    fs::create_dir_all(victim.join("deep")).unwrap();
+    fs::write(victim.join("file"), b"precious").unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o750)).unwrap();
+    let before = sh(&format!(
+        "cd '{}' && find . -printf '%p %m %s %n %T@\\n' | sort",
+        victim.display()
+    ));
+    // First point: symlinks pointing out of the tree, at every depth and kind.
+    let src = t.path("src");
+    let a = src.join("tree");
+    fs::create_dir_all(a.join("sub")).unwrap();
+    symlink(&victim, a.join("x")).unwrap();
+    symlink(&victim, a.join("sub/y")).unwrap();
+    symlink(victim.join("file"), a.join("f")).unwrap();
+    symlink(victim.join("deep"), a.join("sub/z")).unwrap();
+    t.ok(&["backup", "v", a.to_str().unwrap()]);
+    // Second point: the same names as directories, files and a hard link.
+    fs::remove_dir_all(&a).unwrap();
+    fs::create_dir_all(a.join("x/inner")).unwrap();
+    fs::create_dir_all(a.join("sub/y")).unwrap();
+    fs::create_dir_all(a.join("sub/z/w")).unwrap();
+    fs::write(a.join("x/planted"), b"not for the victim").unwrap();
+    fs::write(a.join("x/inner/deeper"), b"nor this").unwrap();
+    fs::write(a.join("sub/y/planted"), b"nor this").unwrap();
+    fs::write(a.join("sub/z/w/planted"), b"nor this").unwrap();
+    fs::write(a.join("f"), b"a file now").unwrap();
+    fs::hard_link(a.join("f"), a.join("sub/f-link")).unwrap();
+    fs::set_permissions(a.join("x"), fs::Permissions::from_mode(0o777)).unwrap();
+    t.ok(&["backup", "v", a.to_str().unwrap()]);
+    let points = t.points();
+    let points: Vec<&str> = points
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(points.len(), 2);
+    let target = t.path("restored");
+    t.ok(&["restore", "v", points[0], target.to_str().unwrap()]);
+    assert!(
+        fs::symlink_metadata(target.join("tree/x"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    t.ok(&["restore", "v", points[1], target.to_str().unwrap()]);
+    // The victim is as it was: no file planted, no mode changed, its file intact.
+    let after = sh(&format!(
+        "cd '{}' && find . -printf '%p %m %s %n %T@\\n' | sort",
+        victim.display()
+    ));
+    assert_eq!(before, after);
+    assert_eq!(fs::read(victim.join("file")).unwrap(), b"precious");
+    // And the target holds the second point's tree, real directories in place of links.
+    assert_eq!(rsync_diff(&a, &target.join("tree")), "");
+    for d in ["tree/x", "tree/sub/y", "tree/sub/z"] {
+        assert!(
+            fs::symlink_metadata(target.join(d)).unwrap().is_dir(),
+            "{d}"
+        );
+    }
+}

@@ -8,6 +8,15 @@
 //! metadata (owner, mode, xattrs, mtime) is applied after its content; directories get
 //! theirs last, deepest first, so writing into them does not disturb their mtime.
 //! Ownership is restored when running as root.
+//!
+//! Restore never follows a symlink that it finds in the target: it works from the target
+//! down, and every directory it enters below the target is one it created or one that
+//! `lstat` shows is a real directory; a symlink (or a file) where the backup has a
+//! directory is removed and replaced by the directory, so a symlink left by an earlier
+//! restore (`x -> /etc`) cannot carry files or modes out of the target. Files, symlinks
+//! and special files are created anew (`O_EXCL`, after removing what was there), so the
+//! last component is never followed either. (A writer racing the restore inside the
+//! target could still swap a directory for a symlink between the check and the use.)
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -158,11 +167,7 @@ fn walk(
         }
         match node.kind {
             NodeKind::Dir => {
-                match fs::create_dir(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
-                    Err(e) => return Err(RepoError::io(&path, e)),
-                }
+                make_dir(&path)?;
                 if let Some(sub) = node.subtree.take() {
                     let tree = repo.load_tree(&sub)?;
                     for child in tree.nodes.into_iter().rev() {
@@ -223,6 +228,18 @@ fn walk(
         apply_meta(path, node, opts.owners)?;
     }
     Ok(())
+}
+
+/// A real directory at `path`: one already there (never through a symlink), or a new one
+/// in place of a symlink, file or special file that was there.
+fn make_dir(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => fs::remove_file(path).map_err(|e| RepoError::io(path, e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(RepoError::io(path, e)),
+    }
+    fs::create_dir(path).map_err(|e| RepoError::io(path, e))
 }
 
 fn remove_existing(path: &Path) -> Result<()> {

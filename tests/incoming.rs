@@ -6,7 +6,6 @@ mod common;
 
 use std::fs;
 use std::process::Command;
-use std::time::Duration;
 
 use common::*;
 
@@ -478,7 +477,9 @@ fn kill_9_of_the_daemon_during_an_ingest_leaves_no_partial_point() {
     let target = m.p(".vaultfs/incoming/v/slow.img");
     let mut f = fs::File::create(&target).unwrap();
     std::io::Write::write_all(&mut f, &random_bytes(3, 6 << 20)).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("the daemon to hold the first half", || {
+        fs::metadata(&target).is_ok_and(|m| m.len() == 6 << 20)
+    });
     let pid = m.child.as_ref().unwrap().id();
     Command::new("kill")
         .arg("-9")

@@ -362,27 +362,30 @@ impl IngestSession {
             next += d.len() as u64;
             chunks.push(d);
         }
-        let tx = inner.tx.clone();
         for c in chunks {
-            let sent = tx
-                .as_ref()
-                .is_some_and(|tx| tx.send(Piece::Data(c)).is_ok());
-            if !sent {
-                // The backup stopped early: its error is the answer.
-                return Err(self
-                    .conclude(inner, None)
-                    .err()
-                    .unwrap_or_else(|| IngestError::Failed("the ingest ended early".into())));
-            }
+            self.send(inner, Piece::Data(c))?;
         }
         inner.next = next;
         self.written.fetch_max(next, Ordering::Relaxed);
         Ok(())
     }
 
+    /// Sends a piece down the stream; when the backup stopped early, its error is the
+    /// answer.
+    fn send(&self, inner: &mut Inner, piece: Piece) -> Result<(), IngestError> {
+        let sent = inner.tx.as_ref().is_some_and(|tx| tx.send(piece).is_ok());
+        if sent {
+            return Ok(());
+        }
+        Err(self
+            .conclude(inner, None)
+            .err()
+            .unwrap_or_else(|| IngestError::Failed("the ingest ended early".into())))
+    }
+
     /// A hole from the expected offset up to `upto`, sent as its length (it costs nothing
     /// however large); then whatever pending data follows it.
-    fn fill_zeros(&self, inner: &mut Inner, upto: u64) -> Result<(), IngestError> {
+    fn push_hole(&self, inner: &mut Inner, upto: u64) -> Result<(), IngestError> {
         if inner.next >= upto {
             return Ok(());
         }
@@ -390,17 +393,7 @@ impl IngestSession {
             // A file that starts with a hole: not a tar, unless its name says so.
             self.start(inner, &[]);
         }
-        let hole = upto - inner.next;
-        let sent = inner
-            .tx
-            .as_ref()
-            .is_some_and(|tx| tx.send(Piece::Hole(hole)).is_ok());
-        if !sent {
-            return Err(self
-                .conclude(inner, None)
-                .err()
-                .unwrap_or_else(|| IngestError::Failed("the ingest ended early".into())));
-        }
+        self.send(inner, Piece::Hole(upto - inner.next))?;
         inner.next = upto;
         self.written.fetch_max(upto, Ordering::Relaxed);
         // The data that waited for the hole to close.
@@ -441,7 +434,7 @@ impl IngestSession {
             // Too much waiting: the gap before the first pending write is a hole.
             while inner.pending_bytes > REORDER_LIMIT {
                 let first = *inner.pending.keys().next().expect("pending");
-                self.fill_zeros(&mut inner, first)?;
+                self.push_hole(&mut inner, first)?;
             }
             return Ok(data.len());
         }
@@ -506,11 +499,11 @@ impl IngestSession {
             let mut r = Ok(());
             while r.is_ok() && !inner.pending.is_empty() {
                 let first = *inner.pending.keys().next().expect("pending");
-                r = self.fill_zeros(&mut inner, first);
+                r = self.push_hole(&mut inner, first);
             }
             let target = inner.target_size;
             if r.is_ok() {
-                r = self.fill_zeros(&mut inner, target);
+                r = self.push_hole(&mut inner, target);
             }
             if let Err(e) = r {
                 return self.conclude(&mut inner, Some(e.to_string()));

@@ -447,3 +447,76 @@ fn restore_never_follows_a_symlink_it_finds_in_the_target() {
         );
     }
 }
+
+/// `--password-file` beats VAULTFS_PASSWORD, a named file that cannot be read is an
+/// error, and a new repository never gets an empty password.
+#[test]
+fn a_password_file_beats_the_environment_and_must_be_readable() {
+    let t = TestRepo::new();
+    let file = t.path("pw");
+    fs::write(&file, b"from the file\n").unwrap();
+    let repo = t.path("other");
+    let run = |env_pw: Option<&str>, args: &[&str]| {
+        let mut c = t.cmd();
+        c.env("VAULTFS_REPO", &repo);
+        match env_pw {
+            Some(p) => c.env("VAULTFS_PASSWORD", p),
+            None => c.env_remove("VAULTFS_PASSWORD"),
+        };
+        c.args(args).output().unwrap()
+    };
+    let pw_file = file.to_str().unwrap();
+    // Both given: the file's password is the repository's.
+    let o = run(
+        Some("from the env"),
+        &["--password-file", pw_file, "init", "--kdf-memory-mib", "8"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        run(None, &["--password-file", pw_file, "vault", "list"])
+            .status
+            .success()
+    );
+    let o = run(Some("from the env"), &["vault", "list"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("vaultfs: wrong password for the repository at "),
+        "{err}"
+    );
+    // A named file that is missing is an error, whatever the environment holds.
+    let missing = t.path("missing");
+    let o = run(
+        Some("from the file"),
+        &[
+            "--password-file",
+            missing.to_str().unwrap(),
+            "vault",
+            "list",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        format!(
+            "vaultfs: password file {}: No such file or directory (os error 2)\n",
+            missing.display()
+        )
+    );
+    // An empty password is refused at init, from the environment or a file.
+    let empty = t.path("empty");
+    fs::write(&empty, b"\n").unwrap();
+    for args in [
+        vec!["init"],
+        vec!["--password-file", empty.to_str().unwrap(), "init"],
+    ] {
+        let mut c = t.cmd();
+        c.env("VAULTFS_REPO", t.path("never"))
+            .env("VAULTFS_PASSWORD", "");
+        let o = c.args(&args).output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr),
+            "vaultfs: an empty password is not allowed\n",
+            "{args:?}"
+        );
+        assert!(!t.path("never").exists());
+    }
+}

@@ -34,7 +34,8 @@ pub struct Global {
     /// Repository: a directory, or s3://bucket/prefix.
     #[arg(long, short = 'r', env = "VAULTFS_REPO", global = true)]
     pub repo: Option<String>,
-    /// Read the password from this file (first line). Also: env VAULTFS_PASSWORD.
+    /// Read the password from this file (its first line); it beats env VAULTFS_PASSWORD,
+    /// and a file that cannot be read is an error.
     #[arg(long, env = "VAULTFS_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,
     /// S3 endpoint URL for non-AWS stores, e.g. http://127.0.0.1:7480 (env VAULTFS_S3_ENDPOINT).
@@ -757,30 +758,34 @@ fn open_store_with(g: &Global, create: bool) -> Result<backend::Store> {
     backend::open_with(addr, &opts).map_err(|e| anyhow!(e))
 }
 
-/// Reads the password: env VAULTFS_PASSWORD, --password-file, or a prompt on a terminal.
+/// Reads the password: from the file that `--password-file` (or env
+/// VAULTFS_PASSWORD_FILE) names, which beats env VAULTFS_PASSWORD; a named file that
+/// cannot be read is an error, never a reason to look elsewhere. Otherwise
+/// VAULTFS_PASSWORD, or a prompt on a terminal. A new repository (`confirm`) never gets
+/// an empty password, whatever its source.
 pub fn read_password(g: &Global, confirm: bool) -> Result<Vec<u8>> {
-    if let Ok(p) = std::env::var("VAULTFS_PASSWORD") {
-        return Ok(p.into_bytes());
-    }
-    if let Some(f) = &g.password_file {
-        let text = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+    let pw = if let Some(f) = &g.password_file {
+        let text = std::fs::read(f).map_err(|e| anyhow!("password file {}: {e}", f.display()))?;
         let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
-        return Ok(line.to_vec());
-    }
-    if !std::io::stdin().is_terminal() {
+        line.strip_suffix(b"\r").unwrap_or(line).to_vec()
+    } else if let Ok(p) = std::env::var("VAULTFS_PASSWORD") {
+        p.into_bytes()
+    } else if !std::io::stdin().is_terminal() {
         bail!("no password: set VAULTFS_PASSWORD, use --password-file, or run on a terminal");
-    }
-    let p = rpassword::prompt_password("repository password: ")?;
-    if confirm {
-        let again = rpassword::prompt_password("again: ")?;
-        if again != p {
-            bail!("the passwords do not match");
+    } else {
+        let p = rpassword::prompt_password("repository password: ")?;
+        if confirm {
+            let again = rpassword::prompt_password("again: ")?;
+            if again != p {
+                bail!("the passwords do not match");
+            }
         }
-    }
-    if p.is_empty() {
+        p.into_bytes()
+    };
+    if confirm && pw.is_empty() {
         bail!("an empty password is not allowed");
     }
-    Ok(p.into_bytes())
+    Ok(pw)
 }
 
 pub fn open_repo(g: &Global) -> Result<Arc<Repository>> {

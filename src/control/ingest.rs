@@ -95,32 +95,29 @@ impl StreamRead for ChannelReader {
         if self.pos < self.buf.len() {
             return Ok(0);
         }
-        // The hole `read` stopped at, and any that follow it at once.
+        // The hole `read` stopped at, and any that follow it at once. With no hole,
+        // `read` saw the end: the channel says so once drained (wait until then).
         let mut hole = std::mem::take(&mut self.hole);
         loop {
-            match self.rx.try_recv() {
-                Ok(Piece::Hole(n)) => hole += n,
-                Ok(Piece::Data(v)) => {
+            let next = if hole > 0 {
+                match self.rx.try_recv() {
+                    Ok(p) => Some(p),
+                    // Data may follow later: `read` waits for it.
+                    Err(crossbeam_channel::TryRecvError::Empty) => return Ok(hole),
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => None,
+                }
+            } else {
+                self.rx.recv().ok()
+            };
+            match next {
+                Some(Piece::Hole(n)) => hole += n,
+                Some(Piece::Data(v)) => {
                     self.buf = v;
                     self.pos = 0;
                     return Ok(hole);
                 }
-                Ok(Piece::Abort(msg)) => return Err(std::io::Error::other(msg)),
-                // Data may follow later: `read` waits for it.
-                Err(crossbeam_channel::TryRecvError::Empty) if hole > 0 => return Ok(hole),
-                // `read` returned 0 with no hole: the stream ended, and the channel says
-                // so once it is drained; until then, wait.
-                Err(crossbeam_channel::TryRecvError::Empty) => match self.rx.recv() {
-                    Ok(Piece::Hole(n)) => hole += n,
-                    Ok(Piece::Data(v)) => {
-                        self.buf = v;
-                        self.pos = 0;
-                        return Ok(hole);
-                    }
-                    Ok(Piece::Abort(msg)) => return Err(std::io::Error::other(msg)),
-                    Err(_) => return Ok(hole),
-                },
-                Err(crossbeam_channel::TryRecvError::Disconnected) => return Ok(hole),
+                Some(Piece::Abort(msg)) => return Err(std::io::Error::other(msg)),
+                None => return Ok(hole),
             }
         }
     }

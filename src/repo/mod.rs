@@ -443,8 +443,8 @@ impl Repository {
         self.write_object(&format!("vaults/{}", vault.name), vault, false)
     }
 
-    /// Deletes a vault; with `force`, its recovery points too (their data is reclaimed
-    /// by a later prune).
+    /// Deletes a vault; with `force`, its recovery points too. Only manifests go: the
+    /// packs they referenced stay until a prune exists to reclaim them.
     pub fn delete_vault(&self, name: &str, force: bool) -> Result<()> {
         self.load_vault(name)?;
         let points = self.list_points(name)?;
@@ -530,7 +530,8 @@ impl Repository {
         ))
     }
 
-    /// Deletes a recovery point (its data is reclaimed by a later prune).
+    /// Deletes a recovery point's manifest; the packs it referenced stay (nothing
+    /// reclaims them yet).
     pub fn delete_point(&self, vault: &str, point: &str) -> Result<()> {
         self.load_manifest(vault, point)?;
         self.store.delete(&format!("points/{vault}/{point}"))?;

@@ -97,6 +97,14 @@ impl Repo {
         self.ok(&a);
     }
 
+    /// Backs up a directory `src` holding one file `f` with `content`.
+    fn backup_one_file(&self, content: &[u8]) {
+        let src = self.path("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("f"), content).unwrap();
+        self.backup(&[&src]);
+    }
+
     fn points(&self) -> Vec<String> {
         let j: serde_json::Value =
             serde_json::from_str(&self.ok(&["points", "v", "--json"])).unwrap();
@@ -795,10 +803,7 @@ fn control_files_describe_vaults_and_points() {
         return;
     }
     let r = Repo::new();
-    let src = r.path("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("f"), b"content").unwrap();
-    r.backup(&[&src]);
+    r.backup_one_file(b"content");
     let img = r.path("disk.img");
     let f = fs::File::create(&img).unwrap();
     f.set_len(4 << 20).unwrap();
@@ -889,10 +894,7 @@ fn signals_exit_cleanly_over_s3() {
 }
 
 fn signals_body(r: &Repo) {
-    let src = r.path("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("f"), b"x").unwrap();
-    r.backup(&[&src]);
+    r.backup_one_file(b"x");
     for how in [
         "SIGINT",
         "SIGINT-ignored",
@@ -1066,10 +1068,7 @@ fn fusermount_unmount_logs_no_failure() {
         return;
     }
     let r = Repo::new();
-    let src = r.path("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("f"), b"x").unwrap();
-    r.backup(&[&src]);
+    r.backup_one_file(b"x");
     for how in ["fusermount3", "SIGTERM"] {
         let mut m = r.mount(&[]);
         assert_eq!(fs::read(m.p("v/latest/src/f")).unwrap(), b"x");
@@ -1104,10 +1103,7 @@ fn statfs_access_and_fsync_answer_what_is_true() {
         return;
     }
     let r = Repo::new();
-    let src = r.path("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("f"), b"x").unwrap();
-    r.backup(&[&src]);
+    r.backup_one_file(b"x");
     let m = r.mount(&[]);
 
     // statfs: the repository's file system, as df shows it.

@@ -42,7 +42,6 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-use crate::backend::BackendError;
 use crate::repo::format::{ChunkId, ChunkRef};
 use crate::repo::{RepoError, Repository};
 
@@ -478,15 +477,9 @@ impl ChunkCache {
         }
         let _held = Held::new(&self.inflight_bytes, r.stored_len as u64 + r.raw_len as u64);
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
-        let name = || format!("chunk {} in pack {}", r.id, r.pack.to_hex());
-        let sealed = self
-            .repo
-            .store()
-            .get_range(&r.pack.key(), r.offset as u64, r.stored_len as u64)
-            .map_err(|e| fetch_error(name(), e))
-            .inspect_err(|_| {
-                self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
-            })?;
+        let sealed = self.repo.read_sealed(r).inspect_err(|_| {
+            self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
+        })?;
         self.stats
             .fetch_bytes
             .fetch_add(sealed.len() as u64, Ordering::Relaxed);
@@ -697,8 +690,23 @@ impl ChunkCache {
         let raw: u64 = claimed.iter().map(|(r, _)| r.raw_len as u64).sum();
         let _held = Held::new(&self.inflight_bytes, len + raw);
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
-        match self.repo.store().get_range(&pack.key(), start, len) {
-            Ok(buf) => {
+        match self.repo.read_pack_span(&pack, start, len) {
+            Ok(None) => {
+                // The pack is gone (repacked by a prune): each chunk alone, following
+                // where it went.
+                for (r, guard) in &claimed {
+                    let result = self.load(r).map(Arc::new).map_err(Arc::new);
+                    match &result {
+                        Ok(c) => self.insert(r.id, c.clone()),
+                        Err(e) => {
+                            tracing::debug!(chunk = %r.id, "load failed: {e}");
+                            self.remember_failure(r.id, e);
+                        }
+                    }
+                    settle(r, guard, result);
+                }
+            }
+            Ok(Some(buf)) => {
                 self.stats
                     .fetch_bytes
                     .fetch_add(buf.len() as u64, Ordering::Relaxed);
@@ -723,7 +731,7 @@ impl ChunkCache {
             Err(e) => {
                 self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(pack = %pack.to_hex(), "load of {} chunks failed: {e}", claimed.len());
-                let e: FetchError = Arc::new(fetch_error(format!("pack {}", pack.to_hex()), e));
+                let e: FetchError = Arc::new(e);
                 for (r, guard) in &claimed {
                     self.remember_failure(r.id, &e);
                     settle(r, guard, Err(e.clone()));
@@ -743,17 +751,6 @@ fn flight_result(flight: &Flight) -> Result<Chunk, FetchError> {
             return r.clone();
         }
         res = flight.done.wait(res).unwrap_or_else(|e| e.into_inner());
-    }
-}
-
-/// A failed ranged read: a missing object or range is damage to `what`, anything else a
-/// store failure (which may pass).
-fn fetch_error(what: String, e: BackendError) -> RepoError {
-    match e {
-        BackendError::NotFound { .. } | BackendError::OutOfRange { .. } => {
-            RepoError::damaged(what, e.to_string())
-        }
-        e => RepoError::Backend(e),
     }
 }
 

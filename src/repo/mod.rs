@@ -26,6 +26,7 @@ pub mod format;
 pub mod ingest;
 pub mod lock;
 pub mod pack;
+pub mod read;
 pub mod restore;
 pub mod retention;
 pub mod tar;
@@ -340,18 +341,7 @@ impl Repository {
 
     /// Fetches one chunk with one ranged read and returns its plaintext.
     pub fn read_chunk(&self, r: &ChunkRef) -> Result<Vec<u8>> {
-        let stored = self
-            .store
-            .get_range(&r.pack.key(), r.offset as u64, r.stored_len as u64)
-            .map_err(|e| match e {
-                BackendError::NotFound { .. } | BackendError::OutOfRange { .. } => {
-                    RepoError::damaged(
-                        format!("chunk {} in pack {}", r.id, r.pack.to_hex()),
-                        e.to_string(),
-                    )
-                }
-                e => RepoError::Backend(e),
-            })?;
+        let stored = self.read_sealed(r)?;
         self.open_chunk(r, &stored)
     }
 

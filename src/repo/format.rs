@@ -64,6 +64,10 @@ impl PackId {
     pub fn index_key(&self) -> String {
         format!("index/{}", self.to_hex())
     }
+    /// The object key of the forwarding object left when prune removed this pack.
+    pub fn forward_key(&self) -> String {
+        format!("forward/{}", self.to_hex())
+    }
 }
 
 impl std::fmt::Debug for PackId {
@@ -309,6 +313,18 @@ pub struct IndexEntry {
 pub struct PackIndex {
     pub pack: PackId,
     pub entries: Vec<IndexEntry>,
+}
+
+/// Where the live chunks of a pack removed by prune went. Key `forward/<old pack id>`.
+///
+/// Trees carry chunk locations, and trees are immutable: a reader whose chunk's pack is
+/// gone looks here (and follows further forwards if the new pack was itself repacked).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward {
+    /// The removed pack.
+    pub pack: PackId,
+    /// Each moved chunk's id and its new location.
+    pub moved: Vec<ChunkRef>,
 }
 
 /// A writer's lock. Key `locks/<random>`.

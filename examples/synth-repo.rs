@@ -12,8 +12,8 @@
 use std::collections::HashMap;
 
 use vaultfs::repo::format::{
-    BackupEntry, BackupKind, BackupStats, ChunkKind, Extent, Manifest, Node, NodeKind, PointStatus,
-    Tree, encode_object, now_ns,
+    BackupEntry, BackupKind, BackupStats, ChunkKind, Extent, Manifest, Node, NodeKind, PointAttrs,
+    PointStatus, Tree, encode_object, now_ns,
 };
 use vaultfs::repo::pack::PackWriter;
 use vaultfs::repo::{InitOptions, Repository};
@@ -94,6 +94,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ..Default::default()
                 },
             }],
+            attrs: PointAttrs::default(),
+            skipped: Vec::new(),
+            fail_reason: None,
         });
     }
     let stats = writer.finish()?;

@@ -80,6 +80,9 @@ pub fn repo_errno(e: &RepoError) -> i32 {
         RepoError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         RepoError::Locked(_) => libc::EBUSY,
         RepoError::Invalid(_) => libc::EIO,
+        RepoError::VaultFull { .. } => libc::ENOSPC,
+        // A repository of an older format takes no writes until upgraded.
+        RepoError::OldFormat { .. } => libc::EROFS,
     }
 }
 

@@ -111,6 +111,8 @@ pub struct BackupOptions {
     /// point) is recorded empty, with the metadata the mount shows, and other entries of
     /// other file systems are left out.
     pub one_file_system: bool,
+    /// The new point's description, tags, protection and expiry.
+    pub attrs: PointAttrs,
 }
 
 impl Default for BackupOptions {
@@ -122,6 +124,7 @@ impl Default for BackupOptions {
             excludes: Excludes::default(),
             exclude_caches: false,
             one_file_system: false,
+            attrs: PointAttrs::default(),
         }
     }
 }
@@ -157,8 +160,43 @@ pub fn backup(
     opts: &BackupOptions,
 ) -> Result<BackupResult> {
     repo.load_vault(vault)?;
+    repo.require_current_format("a backup")?;
     let _lock = lock::acquire(repo, &format!("backup {vault}"))?;
     let start = now_ns();
+    take_point(repo, vault, source, opts, start).inspect_err(|e| {
+        record_failure(repo, vault, start, opts, e);
+    })
+}
+
+/// Leaves the record of a backup that failed once started: `errors/<vault>/<name>`, a
+/// manifest of status `error` with the reason and no data. Best effort: a store that
+/// fails here is only logged, the backup's own error is what the caller reports.
+fn record_failure(repo: &Repository, vault: &str, start: i64, opts: &BackupOptions, e: &RepoError) {
+    let mut record = Manifest {
+        vault: vault.to_string(),
+        name: String::new(),
+        time_ns: start,
+        end_ns: now_ns(),
+        hostname: lock::hostname(),
+        status: PointStatus::Error,
+        parent: None,
+        backups: Vec::new(),
+        attrs: opts.attrs.clone(),
+        skipped: Vec::new(),
+        fail_reason: Some(e.to_string()),
+    };
+    if let Err(w) = repo.commit_record("errors", &mut record) {
+        tracing::warn!("could not record the failed backup of vault {vault}: {w}");
+    }
+}
+
+fn take_point(
+    repo: &Arc<Repository>,
+    vault: &str,
+    source: Source,
+    opts: &BackupOptions,
+    start: i64,
+) -> Result<BackupResult> {
     let parent_name = if opts.use_parent {
         repo.list_points(vault)?.pop()
     } else {
@@ -274,6 +312,15 @@ pub fn backup(
         status: PointStatus::Available,
         parent: parent_name,
         backups,
+        attrs: opts.attrs.clone(),
+        skipped: skipped
+            .iter()
+            .map(|s| SkippedPath {
+                path: s.path.as_os_str().as_bytes().to_vec(),
+                error: s.error.clone(),
+            })
+            .collect(),
+        fail_reason: None,
     };
     repo.commit_manifest(&mut manifest)?;
     Ok(BackupResult {

@@ -48,6 +48,13 @@ impl Keys {
         ChunkId(*blake3::keyed_hash(&self.id, data).as_bytes())
     }
 
+    /// An authentication code of `data` for `purpose` (keyed BLAKE3 under a key derived
+    /// from the id key for that purpose): for the plaintext `config` object.
+    pub fn mac(&self, purpose: &str, data: &[u8]) -> [u8; 32] {
+        let key = blake3::derive_key(&format!("vaultfs 2026 {purpose}"), &self.id);
+        *blake3::keyed_hash(&key, data).as_bytes()
+    }
+
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
         seal_with(&self.enc, plaintext, aad)
     }

@@ -11,10 +11,19 @@ use serde::{Deserialize, Serialize};
 
 /// First bytes of the `config` object.
 pub const MAGIC: &[u8; 8] = b"VAULTFS\x01";
-/// The repository format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
-/// Version byte in front of every encrypted metadata object's plaintext.
+/// The repository format version this build writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads (and upgrades with `vaultfs upgrade`).
+pub const OLDEST_FORMAT: u32 = 1;
+/// Version byte in front of the plaintext of encrypted metadata objects whose layout
+/// has not changed since format 1: trees, index objects, locks, forwarding objects.
 pub const OBJECT_VERSION: u8 = 1;
+/// Version byte of the records whose layout format 2 changed or added: manifests,
+/// vaults, point updates. A version-1 manifest or vault still decodes (as its format-1
+/// layout, with the new fields empty).
+pub const RECORD_VERSION: u8 = 2;
+/// Length of the authentication code that ends a format-2 `config` object.
+pub const CONFIG_MAC_LEN: usize = 32;
 
 /// A chunk id: keyed BLAKE3 of the chunk's plaintext.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -272,7 +281,76 @@ impl PointStatus {
     }
 }
 
+/// What a person says about a recovery point, changeable after its commit: the
+/// manifest holds the first value, point updates (`attrs/...`) later ones.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointAttrs {
+    pub description: String,
+    /// Free strings, sorted, no duplicates.
+    pub tags: Vec<String>,
+    /// A protected point is never deleted (by `point delete`, forget or prune) until it
+    /// is unprotected.
+    pub protected: bool,
+    /// When the point expires (nanoseconds since the epoch): forget removes it from then
+    /// on, whatever its rules. `None`: never.
+    pub expires_ns: Option<i64>,
+}
+
+/// A path a backup could not read, left out of the point.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedPath {
+    pub path: Vec<u8>,
+    pub error: String,
+}
+
+/// A change of a point's attributes or status after its commit. Key
+/// `attrs/<vault>/<point>/<time_ns as 20 digits>-<8 random hex digits>`, written
+/// create-only; the newest (greatest key) wins. Each holds the whole new state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointUpdate {
+    pub time_ns: i64,
+    pub hostname: String,
+    pub attrs: PointAttrs,
+    /// `Available`, or `Deleting` once a deletion started (the manifest goes next).
+    pub status: PointStatus,
+}
+
+/// A recovery point as format 1 wrote it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestV1 {
+    pub vault: String,
+    pub name: String,
+    pub time_ns: i64,
+    pub end_ns: i64,
+    pub hostname: String,
+    pub status: PointStatus,
+    pub parent: Option<String>,
+    pub backups: Vec<BackupEntry>,
+}
+
+impl From<ManifestV1> for Manifest {
+    fn from(m: ManifestV1) -> Manifest {
+        Manifest {
+            vault: m.vault,
+            name: m.name,
+            time_ns: m.time_ns,
+            end_ns: m.end_ns,
+            hostname: m.hostname,
+            status: m.status,
+            parent: m.parent,
+            backups: m.backups,
+            attrs: PointAttrs::default(),
+            skipped: Vec::new(),
+            fail_reason: None,
+        }
+    }
+}
+
 /// A recovery point: written last, its creation is the commit of a backup run.
+///
+/// A backup that failed after it started leaves a manifest of status `Error` under
+/// `errors/<vault>/<name>` instead: a record of what failed (`fail_reason`), holding no
+/// data, never a point to read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub vault: String,
@@ -288,6 +366,50 @@ pub struct Manifest {
     /// The point this one was compared against for unchanged files.
     pub parent: Option<String>,
     pub backups: Vec<BackupEntry>,
+    /// The attributes given at backup time (later point updates override them).
+    pub attrs: PointAttrs,
+    /// Paths the backup could not read, with their errors.
+    pub skipped: Vec<SkippedPath>,
+    /// Why the backup failed (error records only).
+    pub fail_reason: Option<String>,
+}
+
+/// Settings of a vault as format 1 wrote them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultV1 {
+    pub name: String,
+    pub description: String,
+    pub created_ns: i64,
+}
+
+impl From<VaultV1> for Vault {
+    fn from(v: VaultV1) -> Vault {
+        Vault {
+            name: v.name,
+            description: v.description,
+            created_ns: v.created_ns,
+            retention: Retention::default(),
+            quota: None,
+            warn_at: None,
+            tags: Vec::new(),
+        }
+    }
+}
+
+/// A vault's own retention: the keep rules `forget` applies when given none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    pub last: u32,
+    pub hourly: u32,
+    pub daily: u32,
+    pub weekly: u32,
+    pub monthly: u32,
+    pub yearly: u32,
+    pub within: Option<crate::repo::retention::Span>,
+    pub tags: Vec<String>,
+    pub max_age: Option<crate::repo::retention::Span>,
+    /// IANA time zone of the calendar buckets; `None`: UTC.
+    pub timezone: Option<String>,
 }
 
 /// Settings of a vault.
@@ -296,6 +418,14 @@ pub struct Vault {
     pub name: String,
     pub description: String,
     pub created_ns: i64,
+    pub retention: Retention,
+    /// The most stored bytes the vault's points may reference; a backup that would pass
+    /// it fails before its commit.
+    pub quota: Option<u64>,
+    /// Percent of the quota past which a warning is logged and shown.
+    pub warn_at: Option<u8>,
+    /// `key=value` labels, sorted by key.
+    pub tags: Vec<(String, String)>,
 }
 
 /// One entry of an index object.
@@ -379,10 +509,11 @@ pub struct Config {
     pub zstd_level: i32,
 }
 
-/// Encodes the `config` object.
-pub fn encode_config(config: &Config) -> Vec<u8> {
+/// Encodes the `config` object's signed part: magic, version, postcard. Format 2 appends
+/// a [`CONFIG_MAC_LEN`]-byte authentication code of these bytes (see `Repository`).
+pub fn encode_config(config: &Config, version: u32) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&postcard::to_stdvec(config).expect("config encodes"));
     out
 }
@@ -393,23 +524,73 @@ pub enum ConfigError {
     #[error("not a vaultfs repository (bad magic in the config object)")]
     BadMagic,
     #[error(
-        "repository format version {0} is not supported by this vaultfs (it reads version {FORMAT_VERSION})"
+        "repository format version {0} is not supported by this vaultfs (it reads versions {OLDEST_FORMAT} to {FORMAT_VERSION})"
     )]
     Version(u32),
     #[error("the config object is damaged: {0}")]
     Decode(postcard::Error),
+    #[error("the config object failed authentication: it was changed or damaged")]
+    Tampered,
 }
 
-/// Decodes the `config` object.
-pub fn decode_config(data: &[u8]) -> Result<Config, ConfigError> {
+/// A decoded `config` object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigFile {
+    pub version: u32,
+    pub config: Config,
+    /// Format 2: the authentication code, and the length of the bytes it covers.
+    pub mac: Option<([u8; CONFIG_MAC_LEN], usize)>,
+}
+
+/// Decodes the `config` object (the code is checked once the keys are open).
+pub fn decode_config(data: &[u8]) -> Result<ConfigFile, ConfigError> {
     if data.len() < 12 || &data[..8] != MAGIC {
         return Err(ConfigError::BadMagic);
     }
-    let version = u32::from_le_bytes(data[8..12].try_into().unwrap());
-    if version != FORMAT_VERSION {
-        return Err(ConfigError::Version(version));
+    let version = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
+    let (body, mac) = match version {
+        1 => (&data[12..], None),
+        2 => {
+            let Some(signed) = data.len().checked_sub(CONFIG_MAC_LEN).filter(|&n| n >= 12) else {
+                return Err(ConfigError::Tampered);
+            };
+            let mac: [u8; CONFIG_MAC_LEN] = data[signed..].try_into().expect("length checked");
+            (&data[12..signed], Some((mac, signed)))
+        }
+        v => return Err(ConfigError::Version(v)),
+    };
+    let config = postcard::from_bytes(body).map_err(ConfigError::Decode)?;
+    Ok(ConfigFile {
+        version,
+        config,
+        mac,
+    })
+}
+
+/// The plaintext of a format-2 record (manifest, vault, point update).
+pub fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![RECORD_VERSION];
+    postcard::to_io(value, &mut out).expect("in-memory encoding cannot fail");
+    out
+}
+
+/// Decodes a record written by format 2 (`RECORD_VERSION`) or, as its format-1 layout
+/// `Old`, by format 1.
+pub fn decode_record<Old, T>(data: &[u8]) -> Result<T, String>
+where
+    Old: for<'a> Deserialize<'a> + Into<T>,
+    T: for<'a> Deserialize<'a>,
+{
+    match data.split_first() {
+        Some((&OBJECT_VERSION, rest)) => postcard::from_bytes::<Old>(rest)
+            .map(Into::into)
+            .map_err(|e| format!("undecodable ({e})")),
+        Some((&RECORD_VERSION, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| format!("undecodable ({e})"))
+        }
+        Some((v, _)) => Err(format!("unknown object version {v}")),
+        None => Err("empty object".to_string()),
     }
-    postcard::from_bytes(&data[12..]).map_err(ConfigError::Decode)
 }
 
 /// The plaintext of a metadata object: version byte, then postcard.
@@ -419,7 +600,7 @@ pub fn encode_object<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-/// Decodes what [`encode_object`] made; `None` when the version or encoding is wrong.
+/// Decodes what [`encode_object`] made; an error says what is wrong.
 pub fn decode_object<T: for<'a> Deserialize<'a>>(data: &[u8]) -> Result<T, String> {
     match data.split_first() {
         Some((&OBJECT_VERSION, rest)) => {
@@ -478,8 +659,20 @@ mod tests {
             pack_size: 1 << 20,
             zstd_level: 3,
         };
-        let enc = encode_config(&c);
-        assert_eq!(decode_config(&enc).unwrap(), c);
+        let enc = encode_config(&c, 1);
+        assert_eq!(decode_config(&enc).unwrap().config, c);
+        let mut v2 = encode_config(&c, 2);
+        let signed = v2.len();
+        v2.extend_from_slice(&[7; CONFIG_MAC_LEN]);
+        let f = decode_config(&v2).unwrap();
+        assert_eq!(
+            (f.version, f.config, f.mac),
+            (2, c.clone(), Some(([7; 32], signed)))
+        );
+        assert!(matches!(
+            decode_config(&v2[..signed]),
+            Err(ConfigError::Decode(_))
+        ));
         let mut bad = enc.clone();
         bad[0] = b'X';
         assert!(matches!(decode_config(&bad), Err(ConfigError::BadMagic)));

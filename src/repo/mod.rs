@@ -26,6 +26,7 @@ pub mod format;
 pub mod ingest;
 pub mod lock;
 pub mod pack;
+pub mod points;
 pub mod read;
 pub mod restore;
 pub mod retention;
@@ -79,6 +80,18 @@ pub enum RepoError {
         source: std::io::Error,
     },
     Locked(String),
+    /// A backup would take the vault's referenced bytes past its quota.
+    VaultFull {
+        vault: String,
+        quota: u64,
+        would_be: u64,
+    },
+    /// A write that needs the current format, in a repository of an older one.
+    OldFormat {
+        location: String,
+        version: u32,
+        what: String,
+    },
     PathNotFound {
         path: String,
     },
@@ -118,6 +131,22 @@ impl std::fmt::Display for RepoError {
             ),
             RepoError::Io { path, source } => write!(f, "{path}: {source}"),
             RepoError::Locked(m) | RepoError::Invalid(m) => f.write_str(m),
+            RepoError::VaultFull {
+                vault,
+                quota,
+                would_be,
+            } => write!(
+                f,
+                "vault {vault:?} is full: its points would reference {would_be} bytes, over its quota of {quota} bytes (raise it with `vaultfs vault update {vault} --quota SIZE`, or forget and prune points)"
+            ),
+            RepoError::OldFormat {
+                location,
+                version,
+                what,
+            } => write!(
+                f,
+                "the repository at {location} has format version {version}; {what} needs version {FORMAT_VERSION}: run `vaultfs upgrade` first (vaultfs builds older than format {FORMAT_VERSION} then no longer open it)"
+            ),
             RepoError::PathNotFound { path } => write!(f, "{path}: not found in the backup"),
         }
     }
@@ -197,6 +226,19 @@ pub struct Repository {
     store: Store,
     keys: Keys,
     config: Config,
+    /// The format version of the repository's `config` object.
+    format: u32,
+}
+
+/// What authenticates a format-2 `config` object.
+const CONFIG_MAC_PURPOSE: &str = "config object";
+
+/// The bytes of a format-2 `config` object: the signed part and its code.
+fn signed_config(keys: &Keys, config: &Config) -> Vec<u8> {
+    let mut out = encode_config(config, FORMAT_VERSION);
+    let mac = keys.mac(CONFIG_MAC_PURPOSE, &out);
+    out.extend_from_slice(&mac);
+    out
 }
 
 impl std::fmt::Debug for Repository {
@@ -240,7 +282,7 @@ impl Repository {
             pack_size: opts.pack_size,
             zstd_level: opts.zstd_level,
         };
-        match store.put_new("config", &encode_config(&config)) {
+        match store.put_new("config", &signed_config(&keys, &config)) {
             Ok(()) => {}
             Err(BackendError::AlreadyExists { .. }) => {
                 return Err(RepoError::AlreadyInitialized(store.location()));
@@ -251,6 +293,7 @@ impl Repository {
             store,
             keys,
             config,
+            format: FORMAT_VERSION,
         }))
     }
 
@@ -261,17 +304,42 @@ impl Repository {
             Err(e) if e.is_not_found() => return Err(RepoError::NotARepository(store.location())),
             Err(e) => return Err(e.into()),
         };
-        let config = decode_config(&raw).map_err(|error| RepoError::Config {
+        let config_error = |error| RepoError::Config {
             location: store.location(),
             error,
-        })?;
+        };
+        let file = decode_config(&raw).map_err(config_error)?;
+        let config = file.config;
         let keys = Keys::open_with_password(&config.sealed_keys, password, &config.kdf)
             .map_err(|_| RepoError::WrongPassword(store.location()))?;
+        if let Some((mac, signed)) = file.mac
+            && keys.mac(CONFIG_MAC_PURPOSE, &raw[..signed]) != mac
+        {
+            return Err(config_error(ConfigError::Tampered));
+        }
         Ok(Arc::new(Repository {
             store,
             keys,
             config,
+            format: file.version,
         }))
+    }
+
+    /// Rewrites a format-1 `config` object as format 2 (the one object `init` does not
+    /// write only once); returns the version it had. Nothing else changes: format 2 reads
+    /// every object of format 1. vaultfs builds that read only format 1 then refuse the
+    /// repository with a clear error instead of misreading what format 2 adds.
+    pub fn upgrade(&self) -> Result<u32> {
+        if self.format < FORMAT_VERSION {
+            self.store
+                .put("config", &signed_config(&self.keys, &self.config))?;
+        }
+        Ok(self.format)
+    }
+
+    /// The repository's format version.
+    pub fn format_version(&self) -> u32 {
+        self.format
     }
 
     pub fn store(&self) -> &Store {
@@ -290,8 +358,14 @@ impl Repository {
     /// Fails unless the repository's format has what `what` writes (a repository of an
     /// older format is read as it is, and upgraded by `vaultfs upgrade`).
     pub fn require_current_format(&self, what: &str) -> Result<()> {
-        let _ = what;
-        Ok(())
+        if self.format >= FORMAT_VERSION {
+            return Ok(());
+        }
+        Err(RepoError::OldFormat {
+            location: self.location(),
+            version: self.format,
+            what: what.to_string(),
+        })
     }
 
     // ---- chunks ----
@@ -369,13 +443,41 @@ impl Repository {
 
     // ---- metadata objects ----
 
-    fn read_object<T: for<'a> serde::Deserialize<'a>>(&self, key: &str) -> Result<T> {
+    /// The plaintext of a sealed metadata object.
+    fn read_plain(&self, key: &str) -> Result<Vec<u8>> {
         let blob = self.store.get(key)?;
-        let plain = self
-            .keys
+        self.keys
             .open(&blob, key.as_bytes())
-            .map_err(|_| RepoError::damaged(key, "authentication failed"))?;
-        decode_object(&plain).map_err(|e| RepoError::damaged(key, e))
+            .map_err(|_| RepoError::damaged(key, "authentication failed"))
+    }
+
+    pub(crate) fn read_object<T: for<'a> serde::Deserialize<'a>>(&self, key: &str) -> Result<T> {
+        decode_object(&self.read_plain(key)?).map_err(|e| RepoError::damaged(key, e))
+    }
+
+    /// Reads a record of format 2, or of format 1 in its old layout `Old`.
+    pub(crate) fn read_record<Old, T>(&self, key: &str) -> Result<T>
+    where
+        Old: for<'a> serde::Deserialize<'a> + Into<T>,
+        T: for<'a> serde::Deserialize<'a>,
+    {
+        decode_record::<Old, T>(&self.read_plain(key)?).map_err(|e| RepoError::damaged(key, e))
+    }
+
+    /// Writes a format-2 record; `create_only` uses the store's create-if-absent write.
+    pub(crate) fn write_record<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        create_only: bool,
+    ) -> Result<()> {
+        let blob = self.keys.seal(&encode_record(value), key.as_bytes());
+        if create_only {
+            self.store.put_new(key, &blob)?;
+        } else {
+            self.store.put(key, &blob)?;
+        }
+        Ok(())
     }
 
     fn seal_object<T: serde::Serialize>(&self, key: &str, value: &T) -> Vec<u8> {
@@ -412,7 +514,7 @@ impl Repository {
 
     pub fn load_vault(&self, name: &str) -> Result<Vault> {
         validate_vault_name(name).map_err(|_| RepoError::VaultNotFound(name.to_string()))?;
-        match self.read_object(&format!("vaults/{name}")) {
+        match self.read_record::<VaultV1, Vault>(&format!("vaults/{name}")) {
             Err(RepoError::Backend(e)) if e.is_not_found() => {
                 Err(RepoError::VaultNotFound(name.to_string()))
             }
@@ -421,13 +523,24 @@ impl Repository {
     }
 
     pub fn create_vault(&self, name: &str, description: &str) -> Result<Vault> {
-        validate_vault_name(name)?;
-        let vault = Vault {
+        self.create_vault_with(Vault {
             name: name.to_string(),
             description: description.to_string(),
             created_ns: now_ns(),
-        };
-        match self.write_object(&format!("vaults/{name}"), &vault, true) {
+            retention: Retention::default(),
+            quota: None,
+            warn_at: None,
+            tags: Vec::new(),
+        })
+    }
+
+    /// Creates a vault with all its settings (`created_ns` is set to now).
+    pub fn create_vault_with(&self, mut vault: Vault) -> Result<Vault> {
+        let name = vault.name.clone();
+        validate_vault_name(&name)?;
+        self.require_current_format("creating a vault")?;
+        vault.created_ns = now_ns();
+        match self.write_record(&format!("vaults/{name}"), &vault, true) {
             Err(RepoError::Backend(BackendError::AlreadyExists { .. })) => {
                 Err(RepoError::VaultExists(name.to_string()))
             }
@@ -437,7 +550,8 @@ impl Repository {
 
     pub fn update_vault(&self, vault: &Vault) -> Result<()> {
         self.load_vault(&vault.name)?;
-        self.write_object(&format!("vaults/{}", vault.name), vault, false)
+        self.require_current_format("changing a vault")?;
+        self.write_record(&format!("vaults/{}", vault.name), vault, false)
     }
 
     /// Deletes a vault; with `force`, its recovery points too. Only manifests go: the
@@ -480,15 +594,16 @@ impl Repository {
                 point: point.to_string(),
             });
         }
-        let m: Manifest = match self.read_object(&format!("points/{vault}/{point}")) {
-            Err(RepoError::Backend(e)) if e.is_not_found() => {
-                return Err(RepoError::PointNotFound {
-                    vault: vault.to_string(),
-                    point: point.to_string(),
-                });
-            }
-            r => r?,
-        };
+        let m: Manifest =
+            match self.read_record::<ManifestV1, Manifest>(&format!("points/{vault}/{point}")) {
+                Err(RepoError::Backend(e)) if e.is_not_found() => {
+                    return Err(RepoError::PointNotFound {
+                        vault: vault.to_string(),
+                        point: point.to_string(),
+                    });
+                }
+                r => r?,
+            };
         Ok(m)
     }
 
@@ -507,6 +622,12 @@ impl Repository {
     /// Writes a manifest under a fresh name derived from its time; the create-only write
     /// is the commit. Returns the name used.
     pub fn commit_manifest(&self, manifest: &mut Manifest) -> Result<String> {
+        self.commit_record("points", manifest)
+    }
+
+    /// Writes `manifest` create-only under `<prefix>/<vault>/<fresh name>`.
+    pub(crate) fn commit_record(&self, prefix: &str, manifest: &mut Manifest) -> Result<String> {
+        self.require_current_format("a backup")?;
         let base = point_name(manifest.time_ns);
         for n in 0..1000 {
             let name = if n == 0 {
@@ -515,8 +636,8 @@ impl Repository {
                 format!("{base}-{n}")
             };
             manifest.name = name.clone();
-            let key = format!("points/{}/{}", manifest.vault, name);
-            match self.write_object(&key, manifest, true) {
+            let key = format!("{prefix}/{}/{}", manifest.vault, name);
+            match self.write_record(&key, manifest, true) {
                 Ok(()) => return Ok(name),
                 Err(RepoError::Backend(BackendError::AlreadyExists { .. })) => continue,
                 Err(e) => return Err(e),

@@ -26,7 +26,8 @@ use chrono_tz::Tz;
 pub const ALL: u32 = u32::MAX;
 
 /// A calendar span: `2y5m7d3h` (years, months, days, hours; `w` for weeks too).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Persisted in vault retention settings as its three fields, in this order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Span {
     pub months: u32,
     pub days: u32,

@@ -456,7 +456,8 @@ mod tests {
         assert!(err.contains(&b) && !err.contains(&a), "{err}");
         assert_eq!(repo.point_records("v", false).unwrap().len(), 2);
         assert_eq!(
-            repo.delete_points("v", &[a.clone()], true).unwrap(),
+            repo.delete_points("v", std::slice::from_ref(&a), true)
+                .unwrap(),
             vec![a.clone()]
         );
         assert_eq!(repo.point_records("v", false).unwrap().len(), 2);

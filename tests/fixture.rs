@@ -70,3 +70,86 @@ fn format_v1_fixture_still_reads() {
         .unwrap();
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong password"));
 }
+
+/// A format-1 repository takes no writes until `vaultfs upgrade`, with a message saying
+/// so; once upgraded it takes backups and point changes, and still reads its old points.
+#[test]
+fn format_v1_fixture_upgrades_to_format_2() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v1");
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("repo");
+    common::sh(&format!("cp -a '{}' '{}'", repo.display(), copy.display()));
+    let run = |args: &[&str]| {
+        Command::new(common::bin())
+            .env("VAULTFS_REPO", &copy)
+            .env("VAULTFS_PASSWORD", "fixture-password")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("new.txt"), b"written by format 2\n").unwrap();
+    let src = src.to_str().unwrap();
+
+    let refused = run(&["backup", "fixture", src]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("has format version 1") && err.contains("run `vaultfs upgrade` first"),
+        "{err}"
+    );
+    let err = String::from_utf8_lossy(
+        &run(&["point", "update", "fixture", "latest", "--protect"]).stderr,
+    )
+    .into_owned();
+    assert!(err.contains("run `vaultfs upgrade` first"), "{err}");
+    // Nothing was written by the refused commands.
+    assert!(!copy.join("errors").exists() && !copy.join("attrs").exists());
+
+    let up = run(&["upgrade", "--json"]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let up: serde_json::Value = serde_json::from_slice(&up.stdout).unwrap();
+    assert_eq!((up["from"].as_u64(), up["to"].as_u64()), (Some(1), Some(2)));
+    let again = run(&["upgrade"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already has format 2"));
+
+    assert!(
+        run(&["backup", "fixture", src, "--tag", "after"])
+            .status
+            .success()
+    );
+    assert!(
+        run(&[
+            "point",
+            "update",
+            "fixture",
+            "2026-11-23T070000Z",
+            "--protect"
+        ])
+        .status
+        .success()
+    );
+    let points: serde_json::Value =
+        serde_json::from_slice(&run(&["points", "fixture", "--json"]).stdout).unwrap();
+    assert_eq!(points[0]["id"], "2026-11-23T070000Z");
+    assert_eq!(points[0]["protected"], true);
+    assert_eq!(
+        points.as_array().unwrap().last().unwrap()["tags"][0],
+        "after"
+    );
+    let hello = run(&["cat", "fixture", "2026-11-23T070000Z", "docs/hello.txt"]);
+    assert_eq!(hello.stdout, b"hello from format version 1\n");
+    let new = run(&["cat", "fixture", "latest", "src/new.txt"]);
+    assert_eq!(new.stdout, b"written by format 2\n");
+    let check = run(&["check", "--read-data"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}

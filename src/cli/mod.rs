@@ -2,6 +2,7 @@
 //! `anyhow` is used here only, for the last mile to a message.
 
 mod output;
+mod points;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -120,16 +121,45 @@ pub enum Command {
         /// directory and not entered (other mounts, /proc, a vaultfs mount...).
         #[arg(long, short = 'x', conflicts_with_all = ["image", "tar"])]
         one_file_system: bool,
+        /// Tag the new point with T (repeatable).
+        #[arg(long, value_name = "T")]
+        tag: Vec<String>,
+        /// A free text describing the new point.
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+        /// Let the new point expire N days from now (forget then removes it).
+        #[arg(long, value_name = "N")]
+        keep_days: Option<u32>,
+        /// Protect the new point: no delete, forget or prune removes it.
+        #[arg(long)]
+        protect: bool,
         /// Print the new point as JSON (as `points --json` shows it), with the files that
         /// were left out ("skipped").
         #[arg(long)]
         json: bool,
     },
-    /// List a vault's recovery points, oldest first, with their sizes.
+    /// List a vault's recovery points, oldest first, with their sizes, tags,
+    /// protection, expiry and status.
     Points {
         /// The vault to list.
         vault: String,
+        #[command(flatten)]
+        filter: points::PointFilter,
         /// Print the points as a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show, change or delete one recovery point.
+    #[command(subcommand)]
+    Point(points::PointCmd),
+    /// Remove the points that no keep rule keeps (restic's rules, OR'ed), from one vault
+    /// or all. Protected points always stay, expired ones always go, and the newest
+    /// point of a vault stays unless --allow-empty. With no rule given, the vault's own
+    /// retention applies (`vault update --keep-...`). Their data stays until prune.
+    Forget(points::ForgetArgs),
+    /// Upgrade a repository of an older format to the current one (see FORMAT.md).
+    Upgrade {
+        /// Print the versions before and after as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -259,12 +289,17 @@ pub enum VaultCmd {
         /// A free text shown by `vault list` and `vault show`.
         #[arg(long, default_value = "")]
         description: String,
+        #[command(flatten)]
+        settings: VaultSettings,
         /// Print the new vault as JSON (as `vault show --json` shows it).
         #[arg(long)]
         json: bool,
     },
     /// List vaults with their point counts.
     List {
+        /// Only vaults tagged KEY=VALUE (repeatable: all of them).
+        #[arg(long, value_name = "KEY=VALUE", value_parser = points::parse_kv)]
+        tag: Vec<(String, String)>,
         /// Print the vaults as a JSON array (each as `vault show --json` shows it).
         #[arg(long)]
         json: bool,
@@ -285,6 +320,17 @@ pub enum VaultCmd {
         /// The new description.
         #[arg(long)]
         description: Option<String>,
+        #[command(flatten)]
+        settings: VaultSettings,
+        /// Remove the label KEY (repeatable).
+        #[arg(long, value_name = "KEY")]
+        untag: Vec<String>,
+        /// Clear the vault's retention rules (before applying any given here).
+        #[arg(long)]
+        no_retention: bool,
+        /// Remove the quota.
+        #[arg(long, conflicts_with = "quota")]
+        no_quota: bool,
         /// Print the vault as JSON once changed (as `vault show --json` shows it).
         #[arg(long)]
         json: bool,
@@ -300,6 +346,41 @@ pub enum VaultCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A vault's capacity, labels and retention, as `vault create` and `vault update` set them.
+#[derive(Args, Debug, Clone, Default)]
+pub struct VaultSettings {
+    /// The most stored bytes the vault's points may reference, e.g. 500G; a backup that
+    /// would pass it fails before its commit ("vault full").
+    #[arg(long, value_name = "SIZE", value_parser = crate::cache::parse_size)]
+    pub quota: Option<u64>,
+    /// Warn (in the log and the vault's JSON) once the vault passes PERCENT of its quota.
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub warn_at: Option<u8>,
+    /// Label the vault KEY=VALUE (repeatable; `vault list --tag` filters on it).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = points::parse_kv)]
+    pub tag: Vec<(String, String)>,
+    /// The vault's retention: what `forget` keeps when given no rules.
+    #[command(flatten)]
+    pub rules: points::RuleArgs,
+}
+
+impl VaultSettings {
+    fn apply_to(&self, v: &mut Vault) {
+        if self.quota.is_some() {
+            v.quota = self.quota;
+        }
+        if self.warn_at.is_some() {
+            v.warn_at = self.warn_at;
+        }
+        for (k, val) in &self.tag {
+            v.tags.retain(|(key, _)| key != k);
+            v.tags.push((k.clone(), val.clone()));
+        }
+        v.tags.sort();
+        self.rules.apply_to(&mut v.retention);
+    }
 }
 
 /// Exit status for a backup that left out unreadable files.
@@ -351,6 +432,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             exclude_file,
             exclude_caches,
             one_file_system,
+            tag,
+            description,
+            keep_days,
+            protect,
             json,
         } => {
             let mut patterns = exclude;
@@ -366,6 +451,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 excludes,
                 exclude_caches,
                 one_file_system,
+                attrs: points::backup_attrs(tag, description, keep_days, protect),
                 ..Default::default()
             };
             let source = match (image, tar) {
@@ -381,18 +467,8 @@ pub fn run(cli: Cli) -> Result<i32> {
                 eprintln!("warning: skipped {}: {}", s.path.display(), s.error);
             }
             if json {
-                let mut j = output::point_json(&result.manifest);
-                j["skipped"] = result
-                    .skipped
-                    .iter()
-                    .map(|s| {
-                        serde_json::json!({
-                            "path": s.path.to_string_lossy(),
-                            "error": s.error,
-                        })
-                    })
-                    .collect();
-                output::print_json(&j);
+                let rec = repo.point_record(&vault, &result.manifest.name)?;
+                output::print_json(&crate::control::json::record_json(&rec));
             } else {
                 output::print_backup_summary(&result.manifest);
             }
@@ -402,22 +478,14 @@ pub fn run(cli: Cli) -> Result<i32> {
                 EXIT_PARTIAL
             })
         }
-        Command::Points { vault, json } => {
-            let repo = open_repo(g)?;
-            repo.load_vault(&vault)?;
-            let mut manifests = Vec::new();
-            for p in repo.list_points(&vault)? {
-                manifests.push(repo.load_manifest(&vault, &p)?);
-            }
-            if json {
-                output::print_json(&serde_json::Value::Array(
-                    manifests.iter().map(output::point_json).collect(),
-                ));
-            } else {
-                output::print_points(&manifests);
-            }
-            Ok(0)
-        }
+        Command::Points {
+            vault,
+            filter,
+            json,
+        } => points::points(&*open_repo(g)?, &vault, &filter, json),
+        Command::Point(cmd) => points::point_cmd(&open_repo(g)?, cmd),
+        Command::Forget(args) => points::forget(&open_repo(g)?, &args),
+        Command::Upgrade { json } => points::upgrade(&open_repo(g)?, json),
         Command::Ls {
             vault,
             point,
@@ -656,19 +724,37 @@ fn vault_cmd(g: &Global, cmd: VaultCmd) -> Result<i32> {
         VaultCmd::Create {
             name,
             description,
+            settings,
             json,
         } => {
-            repo.create_vault(&name, &description)?;
+            let mut v = Vault {
+                name: name.clone(),
+                description,
+                created_ns: 0,
+                retention: Retention::default(),
+                quota: None,
+                warn_at: None,
+                tags: Vec::new(),
+            };
+            settings.apply_to(&mut v);
+            repo.create_vault_with(v)?;
             if json {
                 output::print_json(&crate::fs::control::vault_json(&repo, &name)?);
             } else {
                 println!("created vault {name}");
             }
         }
-        VaultCmd::List { json } => {
+        VaultCmd::List { tag, json } => {
+            let mut names = Vec::new();
+            for name in repo.list_vaults()? {
+                let v = repo.load_vault(&name)?;
+                if tag.iter().all(|t| v.tags.contains(t)) {
+                    names.push(name);
+                }
+            }
             if json {
                 let mut rows = Vec::new();
-                for name in repo.list_vaults()? {
+                for name in names {
                     rows.push(crate::fs::control::vault_json(&repo, &name)?);
                 }
                 output::print_json(&serde_json::Value::Array(rows));
@@ -677,7 +763,7 @@ fn vault_cmd(g: &Global, cmd: VaultCmd) -> Result<i32> {
                     "{:<24} {:>7}  {:<24} DESCRIPTION",
                     "VAULT", "POINTS", "CREATED"
                 );
-                for name in repo.list_vaults()? {
+                for name in names {
                     let v = repo.load_vault(&name)?;
                     let n = repo.list_points(&name)?.len();
                     println!(
@@ -711,12 +797,24 @@ fn vault_cmd(g: &Global, cmd: VaultCmd) -> Result<i32> {
         VaultCmd::Update {
             name,
             description,
+            settings,
+            untag,
+            no_retention,
+            no_quota,
             json,
         } => {
             let mut v = repo.load_vault(&name)?;
             if let Some(d) = description {
                 v.description = d;
             }
+            if no_retention {
+                v.retention = Retention::default();
+            }
+            if no_quota {
+                v.quota = None;
+            }
+            v.tags.retain(|(k, _)| !untag.contains(k));
+            settings.apply_to(&mut v);
             repo.update_vault(&v)?;
             if json {
                 output::print_json(&crate::fs::control::vault_json(&repo, &name)?);

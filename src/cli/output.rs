@@ -31,8 +31,6 @@ pub fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).expect("JSON encodes"));
 }
 
-pub use crate::control::json::point_json;
-
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -61,32 +59,6 @@ pub fn counts(files: u64, dirs: u64, other: u64, bytes: u64) -> String {
         "{files} files, {dirs} dirs, {other} other, {}",
         human(bytes)
     )
-}
-
-pub fn print_points(ms: &[Manifest]) {
-    println!(
-        "{:<24} {:<10} {:>8} {:>10} {:>10}  BACKUPS",
-        "POINT", "STATUS", "FILES", "SIZE", "ADDED"
-    );
-    for m in ms {
-        let files: u64 = m.backups.iter().map(|b| b.stats.files).sum();
-        let size: u64 = m.backups.iter().map(|b| b.stats.bytes).sum();
-        let added: u64 = m.backups.iter().map(|b| b.stats.bytes_stored_new).sum();
-        let names: Vec<String> = m
-            .backups
-            .iter()
-            .map(|b| format!("{} ({})", lossy(&b.name), b.kind.as_str()))
-            .collect();
-        println!(
-            "{:<24} {:<10} {:>8} {:>10} {:>10}  {}",
-            m.name,
-            m.status.as_str(),
-            files,
-            human(size),
-            human(added),
-            names.join(", ")
-        );
-    }
 }
 
 pub fn print_backup_summary(m: &Manifest) {

@@ -40,3 +40,67 @@ pub fn point_json(m: &Manifest) -> Value {
         "backups": m.backups.iter().map(backup_json).collect::<Vec<_>>(),
     })
 }
+
+/// A point record (the point with its current attributes and status): what `points
+/// --json`, `point show --json` and `.vaultfs/points/<vault>/<point>.json` show.
+pub fn record_json(r: &crate::repo::points::PointRecord) -> Value {
+    let mut j = point_json(&r.manifest);
+    j["status"] = json!(r.status.as_str());
+    j["description"] = json!(r.attrs.description);
+    j["tags"] = json!(r.attrs.tags);
+    j["protected"] = json!(r.attrs.protected);
+    j["expires"] = json!(r.attrs.expires_ns.map(rfc3339));
+    j["updated"] = json!(r.updated_ns.map(rfc3339));
+    j["skipped"] = r
+        .manifest
+        .skipped
+        .iter()
+        .map(|s| json!({"path": lossy(&s.path), "error": s.error}))
+        .collect();
+    if let Some(reason) = &r.manifest.fail_reason {
+        j["fail_reason"] = json!(reason);
+    }
+    j
+}
+
+/// A vault as every view shows it (`.vaultfs/vaults/<vault>.json`, the CLI's `vault ...
+/// --json`): settings, retention, capacity, point count, latest point, and usage. Reads
+/// every manifest of the vault (`bytes_used` is the sum of what its points added).
+pub fn vault_json(repo: &crate::repo::Repository, vault: &str) -> crate::repo::Result<Value> {
+    let v = repo.load_vault(vault)?;
+    let points = repo.list_points(vault)?;
+    let mut used = 0u64;
+    for p in &points {
+        let m = repo.load_manifest(vault, p)?;
+        used += m
+            .backups
+            .iter()
+            .map(|b| b.stats.bytes_stored_new)
+            .sum::<u64>();
+    }
+    let r = &v.retention;
+    let span = |s: &Option<crate::repo::retention::Span>| s.map(|s| s.to_string());
+    Ok(json!({
+        "name": v.name,
+        "description": v.description,
+        "created": rfc3339(v.created_ns),
+        "bytes_used": used,
+        "point_count": points.len(),
+        "latest": points.last(),
+        "retention": {
+            "keep_last": r.last,
+            "keep_hourly": r.hourly,
+            "keep_daily": r.daily,
+            "keep_weekly": r.weekly,
+            "keep_monthly": r.monthly,
+            "keep_yearly": r.yearly,
+            "keep_within": span(&r.within),
+            "keep_tags": r.tags,
+            "max_age": span(&r.max_age),
+            "timezone": r.timezone,
+        },
+        "quota": v.quota,
+        "warn_at_percent": v.warn_at,
+        "tags": v.tags.iter().map(|(k, val)| (k.clone(), json!(val))).collect::<serde_json::Map<_, _>>(),
+    }))
+}

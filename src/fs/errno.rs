@@ -81,6 +81,7 @@ pub fn repo_errno(e: &RepoError) -> i32 {
         RepoError::Locked(_) => libc::EBUSY,
         RepoError::Invalid(_) => libc::EIO,
         RepoError::VaultFull { .. } => libc::ENOSPC,
+        RepoError::Protected { .. } => libc::EPERM,
         // A repository of an older format takes no writes until upgraded.
         RepoError::OldFormat { .. } => libc::EROFS,
     }

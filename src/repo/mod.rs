@@ -9,6 +9,9 @@
 //! | `index/<pack id>` | the chunks of that pack (id, kind, offset, lengths) | right after its pack |
 //! | `vaults/<name>` | vault settings | by `vault create/update` |
 //! | `points/<vault>/<point>` | a recovery point's manifest | last: its creation is the commit |
+//! | `attrs/<vault>/<point>/<t>-<r>` | a point's attributes and status after its commit | create-only, newest wins |
+//! | `errors/<vault>/<name>` | the record of a backup that failed once started | create-only |
+//! | `forward/<pack id>` | where prune moved the live chunks of a removed pack | by prune |
 //! | `locks/<random>` | a writer's lock (host, pid, time) | while a writer runs |
 //!
 //! Invariants: a manifest only references chunks whose packs and index objects were
@@ -80,6 +83,11 @@ pub enum RepoError {
         source: std::io::Error,
     },
     Locked(String),
+    /// Points that may not be deleted until unprotected.
+    Protected {
+        vault: String,
+        points: Vec<String>,
+    },
     /// A backup would take the vault's referenced bytes past its quota.
     VaultFull {
         vault: String,
@@ -131,6 +139,11 @@ impl std::fmt::Display for RepoError {
             ),
             RepoError::Io { path, source } => write!(f, "{path}: {source}"),
             RepoError::Locked(m) | RepoError::Invalid(m) => f.write_str(m),
+            RepoError::Protected { vault, points } => write!(
+                f,
+                "refusing to delete protected point(s) of vault {vault:?}: {} (unprotect them first with `vaultfs point update {vault} POINT --unprotect`)",
+                points.join(", ")
+            ),
             RepoError::VaultFull {
                 vault,
                 quota,
@@ -554,8 +567,9 @@ impl Repository {
         self.write_record(&format!("vaults/{}", vault.name), vault, false)
     }
 
-    /// Deletes a vault; with `force`, its recovery points too. Only manifests go: the
-    /// packs they referenced stay until a prune exists to reclaim them.
+    /// Deletes a vault; with `force`, its recovery points (and error records) too,
+    /// refused before anything is deleted when one is protected. Their data stays until
+    /// prune.
     pub fn delete_vault(&self, name: &str, force: bool) -> Result<()> {
         self.load_vault(name)?;
         let points = self.list_points(name)?;
@@ -565,9 +579,17 @@ impl Repository {
                 points: points.len(),
             });
         }
-        for p in &points {
-            self.store.delete(&format!("points/{name}/{p}"))?;
+        if force {
+            self.require_current_format("deleting a vault")?;
         }
+        let names: Vec<String> = self
+            .point_records(name, true)?
+            .iter()
+            .map(|r| r.name().to_string())
+            .collect();
+        // Refuses protected points before deleting anything.
+        self.delete_points(name, &names, false)?;
+        self.finish_deletions(name)?;
         self.store.delete(&format!("vaults/{name}"))?;
         Ok(())
     }
@@ -628,7 +650,11 @@ impl Repository {
     /// Writes `manifest` create-only under `<prefix>/<vault>/<fresh name>`.
     pub(crate) fn commit_record(&self, prefix: &str, manifest: &mut Manifest) -> Result<String> {
         self.require_current_format("a backup")?;
-        let base = point_name(manifest.time_ns);
+        let mut base = point_name(manifest.time_ns);
+        if prefix != "points" {
+            // Never the name of a point: `point show` and `point delete` find both.
+            base.push_str("-error");
+        }
         for n in 0..1000 {
             let name = if n == 0 {
                 base.clone()
@@ -648,11 +674,10 @@ impl Repository {
         ))
     }
 
-    /// Deletes a recovery point's manifest; the packs it referenced stay (nothing
-    /// reclaims them yet).
+    /// Deletes one recovery point (refused when it is protected); its data stays until
+    /// prune.
     pub fn delete_point(&self, vault: &str, point: &str) -> Result<()> {
-        self.load_manifest(vault, point)?;
-        self.store.delete(&format!("points/{vault}/{point}"))?;
+        self.delete_points(vault, &[point.to_string()], false)?;
         Ok(())
     }
 

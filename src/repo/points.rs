@@ -281,16 +281,16 @@ impl Repository {
         for p in points {
             recs.push(self.point_record(vault, p)?);
         }
-        let protected: Vec<&str> = recs
+        let protected: Vec<String> = recs
             .iter()
             .filter(|r| r.attrs.protected)
-            .map(|r| r.name())
+            .map(|r| r.name().to_string())
             .collect();
         if !protected.is_empty() {
-            return Err(RepoError::Invalid(format!(
-                "refusing to delete protected point(s) of vault {vault:?}: {} (unprotect them first with `vaultfs point update {vault} POINT --unprotect`)",
-                protected.join(", ")
-            )));
+            return Err(RepoError::Protected {
+                vault: vault.to_string(),
+                points: protected,
+            });
         }
         let names: Vec<String> = recs.iter().map(|r| r.name().to_string()).collect();
         if dry_run {

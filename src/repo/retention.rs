@@ -80,7 +80,7 @@ impl Span {
     }
 
     /// The instant `self` before `t`, in `tz`'s calendar (nanoseconds since the epoch).
-    fn before(&self, t_ns: i64, tz: Tz) -> i64 {
+    pub fn before(&self, t_ns: i64, tz: Tz) -> i64 {
         let t = tz.timestamp_nanos(t_ns);
         let back = t
             .checked_sub_months(Months::new(self.months))
@@ -89,6 +89,24 @@ impl Span {
             .unwrap_or(t);
         let back = back - chrono::Duration::hours(self.hours as i64);
         back.timestamp_nanos_opt().unwrap_or(i64::MIN)
+    }
+}
+
+impl std::fmt::Display for Span {
+    /// The form [`Span::parse`] reads: `1y2m`, `10d5h`; `0d` for an empty span.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (y, m) = (self.months / 12, self.months % 12);
+        let mut any = false;
+        for (n, unit) in [(y, 'y'), (m, 'm'), (self.days, 'd'), (self.hours, 'h')] {
+            if n > 0 {
+                write!(f, "{n}{unit}")?;
+                any = true;
+            }
+        }
+        if !any {
+            f.write_str("0d")?;
+        }
+        Ok(())
     }
 }
 

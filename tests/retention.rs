@@ -1,0 +1,366 @@
+//! Point records and retention through the real binary: attributes given at backup time
+//! and changed later, protection, deletion, the records of failed backups, the filters of
+//! `points`, and `forget` with explicit rules and with the vault's own retention.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+use serde_json::Value;
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// A repository with a small source directory `src` to back up.
+fn setup() -> (TestRepo, String) {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("a"), b"first").unwrap();
+    let src = src.to_str().unwrap().to_string();
+    (t, src)
+}
+
+fn names(points: &Value) -> Vec<String> {
+    points
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn attributes_are_given_at_backup_and_changed_later() {
+    let (t, src) = setup();
+    let p = json(&t.ok(&[
+        "backup",
+        "v",
+        &src,
+        "--tag",
+        "nightly",
+        "--tag",
+        "db",
+        "--description",
+        "before the upgrade",
+        "--protect",
+        "--keep-days",
+        "30",
+        "--json",
+    ]));
+    assert_eq!(p["tags"], serde_json::json!(["db", "nightly"]));
+    assert_eq!(p["description"], "before the upgrade");
+    assert_eq!(p["protected"], true);
+    assert_eq!(p["status"], "available");
+    let expires = chrono::DateTime::parse_from_rfc3339(p["expires"].as_str().unwrap()).unwrap();
+    let days = (expires.to_utc() - chrono::Utc::now()).num_hours() as f64 / 24.0;
+    assert!((29.9..=30.0).contains(&days), "expires in {days} days");
+    let id = p["id"].as_str().unwrap().to_string();
+
+    // What `points --json`, `point show --json` and the backup's output say agree.
+    assert_eq!(t.points()[0], p);
+    assert_eq!(json(&t.ok(&["point", "show", "v", "latest", "--json"])), p);
+
+    let u = json(&t.ok(&[
+        "point",
+        "update",
+        "v",
+        &id,
+        "--untag",
+        "db",
+        "--tag",
+        "weekly",
+        "--unprotect",
+        "--no-expiry",
+        "--description",
+        "kept for audit",
+        "--json",
+    ]));
+    assert_eq!(u["tags"], serde_json::json!(["nightly", "weekly"]));
+    assert_eq!(u["protected"], false);
+    assert_eq!(u["expires"], Value::Null);
+    assert_eq!(u["description"], "kept for audit");
+    assert!(u["updated"].is_string());
+    // The change is what every later reader sees; the manifest itself is unchanged.
+    assert_eq!(t.points()[0]["tags"], u["tags"]);
+    let u = json(&t.ok(&[
+        "point",
+        "update",
+        "v",
+        &id,
+        "--expires",
+        "2030-01-02T03:04:05Z",
+        "--json",
+    ]));
+    assert_eq!(u["expires"], "2030-01-02T03:04:05.000Z");
+    let text = t.ok(&["point", "show", "v", &id]);
+    assert!(text.contains("tags:        nightly, weekly"), "{text}");
+    assert!(
+        text.contains("expires:     2030-01-02T03:04:05.000Z"),
+        "{text}"
+    );
+    assert_eq!(t.object_keys("points").len(), 1);
+}
+
+#[test]
+fn points_filters_select_by_tag_time_host_and_status() {
+    let (t, src) = setup();
+    t.ok(&["backup", "v", &src, "--tag", "a"]);
+    t.ok(&["backup", "v", &src, "--tag", "a", "--tag", "b"]);
+    t.ok(&["backup", "v", &src]);
+    let all = names(&t.points());
+    assert_eq!(all.len(), 3);
+    let with = |args: &[&str]| {
+        let mut a = vec!["points", "v", "--json"];
+        a.extend_from_slice(args);
+        names(&json(&t.ok(&a)))
+    };
+    assert_eq!(with(&["--tag", "a"]), all[..2].to_vec());
+    assert_eq!(with(&["--tag", "a", "--tag", "b"]), all[1..2].to_vec());
+    assert_eq!(with(&["--since", "2000-01-01"]), all);
+    assert!(with(&["--since", "2099-01-01"]).is_empty());
+    assert!(with(&["--until", "2000-01-01T00:00:00Z"]).is_empty());
+    assert_eq!(with(&["--until", "0d"]), all);
+    let host = t.points()[0]["hostname"].as_str().unwrap().to_string();
+    assert_eq!(with(&["--host", &host]), all);
+    assert!(with(&["--host", "another-host"]).is_empty());
+    assert!(with(&["--status", "error"]).is_empty());
+    let err = t.fails(&["points", "v", "--since", "last tuesday"]);
+    assert!(err.contains("invalid time \"last tuesday\""), "{err}");
+    let table = t.ok(&["points", "v"]);
+    assert!(table.contains("PROT") && table.contains("EXPIRES") && table.contains("TAGS"));
+    assert!(table.lines().nth(2).unwrap().contains(" a,b "), "{table}");
+}
+
+#[test]
+fn delete_refuses_protected_points_and_names_them() {
+    let (t, src) = setup();
+    t.ok(&["backup", "v", &src, "--protect"]);
+    t.ok(&["backup", "v", &src]);
+    t.ok(&["backup", "v", &src]);
+    let all = names(&t.points());
+    let err = t.fails(&["point", "delete", "v", &all[0], &all[1]]);
+    assert!(
+        err.contains("refusing to delete protected point(s)"),
+        "{err}"
+    );
+    assert!(err.contains(&all[0]) && !err.contains(&all[1]), "{err}");
+    assert_eq!(names(&t.points()), all, "nothing is deleted");
+
+    let dry = json(&t.ok(&["point", "delete", "v", &all[1], "--dry-run", "--json"]));
+    assert_eq!(dry["deleted"], serde_json::json!([all[1]]));
+    assert_eq!(names(&t.points()), all);
+
+    let out = t.ok(&["point", "delete", "v", &all[1], "latest"]);
+    assert!(out.contains(&format!("deleted v/{}", all[1])), "{out}");
+    assert_eq!(names(&t.points()), vec![all[0].clone()]);
+    // No attribute objects are left behind by a finished delete.
+    assert!(t.object_keys("attrs").is_empty());
+    let err = t.fails(&["point", "show", "v", &all[1]]);
+    assert!(err.contains("does not exist"), "{err}");
+
+    t.ok(&["point", "update", "v", &all[0], "--unprotect"]);
+    t.ok(&["point", "delete", "v", &all[0]]);
+    assert!(names(&t.points()).is_empty());
+}
+
+#[test]
+fn a_failed_backup_leaves_an_error_record_not_a_point() {
+    let (t, _src) = setup();
+    let missing = t.path("missing");
+    let err = t.fails(&["backup", "v", missing.to_str().unwrap(), "--tag", "x"]);
+    assert!(err.contains("No such file or directory"), "{err}");
+    assert!(t.points().as_array().unwrap().is_empty());
+    let errors = json(&t.ok(&["points", "v", "--status", "error", "--json"]));
+    let rec = &errors[0];
+    assert_eq!(rec["status"], "error");
+    assert!(
+        rec["fail_reason"]
+            .as_str()
+            .unwrap()
+            .contains("No such file or directory"),
+        "{rec}"
+    );
+    assert_eq!(rec["backups"], serde_json::json!([]));
+    assert_eq!(rec["tags"], serde_json::json!(["x"]));
+    let id = rec["id"].as_str().unwrap();
+    assert!(id.ends_with("-error"), "{id}");
+    // `latest` is never an error record.
+    let err = t.fails(&["point", "show", "v", "latest"]);
+    assert!(err.contains("has no recovery points"), "{err}");
+    let shown = t.ok(&["point", "show", "v", id]);
+    assert!(shown.contains("status:      error"), "{shown}");
+    let err = t.fails(&["point", "update", "v", id, "--tag", "y"]);
+    assert!(err.contains("record of a failed backup"), "{err}");
+    t.ok(&["point", "delete", "v", id]);
+    assert!(
+        json(&t.ok(&["points", "v", "--status", "all", "--json"]))
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Paths a backup could not read are kept in the point, not only printed: /proc/kmsg
+/// cannot be read without blocking, even by root.
+#[test]
+fn skipped_paths_are_recorded_in_the_point() {
+    if !std::path::Path::new("/proc/kmsg").exists() {
+        eprintln!("skipped: no /proc/kmsg");
+        return;
+    }
+    let t = TestRepo::new();
+    let out = t.run(&["backup", "v", "/proc/kmsg"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let p = t.points();
+    assert_eq!(p[0]["skipped"][0]["path"], "/proc/kmsg");
+    assert!(!p[0]["skipped"][0]["error"].as_str().unwrap().is_empty());
+    let shown = t.ok(&["point", "show", "v", "latest"]);
+    assert!(shown.contains("skipped:     /proc/kmsg: "), "{shown}");
+}
+
+#[test]
+fn forget_applies_rules_with_reasons_and_dry_run_changes_nothing() {
+    let (t, src) = setup();
+    for i in 0..5 {
+        let mut args = vec!["backup", "v", src.as_str()];
+        if i == 0 {
+            args.push("--protect");
+        }
+        if i == 1 {
+            args.extend(["--tag", "keep"]);
+        }
+        t.ok(&args);
+    }
+    let all = names(&t.points());
+
+    let dry = json(&t.ok(&["forget", "v", "--keep-last", "2", "--dry-run", "--json"]));
+    assert_eq!(dry["removed"], 2);
+    assert_eq!(dry["kept"], 3);
+    assert_eq!(names(&t.points()), all, "--dry-run changes nothing");
+    let action = |j: &Value, i: usize| {
+        let p = &j["points"][i];
+        assert_eq!(p["point"], all[i]);
+        (
+            p["action"].as_str().unwrap().to_string(),
+            p["reasons"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap().to_string())
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(action(&dry, 0), ("keep".into(), vec!["protected".into()]));
+    assert_eq!(
+        action(&dry, 2),
+        ("remove".into(), vec!["no rule keeps it".into()])
+    );
+    assert_eq!(action(&dry, 4).1, vec!["last".to_string()]);
+
+    let out = json(&t.ok(&[
+        "forget",
+        "v",
+        "--keep-last",
+        "2",
+        "--keep-tag",
+        "keep",
+        "--json",
+    ]));
+    assert_eq!(out["removed"], 1);
+    assert_eq!(action(&out, 1), ("keep".into(), vec!["tag keep".into()]));
+    let left = names(&t.points());
+    assert_eq!(
+        left,
+        vec![
+            all[0].clone(),
+            all[1].clone(),
+            all[3].clone(),
+            all[4].clone()
+        ]
+    );
+
+    // With no rule given, the vault's own retention applies.
+    t.ok(&["vault", "update", "v", "--keep-last", "1"]);
+    let shown = json(&t.ok(&["vault", "show", "v", "--json"]));
+    assert_eq!(shown["retention"]["keep_last"], 1);
+    let table = t.ok(&["forget", "v"]);
+    assert!(table.contains("vault v: keep 2, remove 2"), "{table}");
+    assert_eq!(names(&t.points()), vec![all[0].clone(), all[4].clone()]);
+
+    // The newest point stays even when no rule keeps it, unless --allow-empty.
+    t.ok(&["point", "update", "v", &all[0], "--unprotect"]);
+    t.ok(&["vault", "update", "v", "--no-retention", "--max-age", "0d"]);
+    let out = json(&t.ok(&["forget", "v", "--json"]));
+    assert_eq!(out["removed"], 1);
+    assert_eq!(names(&t.points()), vec![all[4].clone()]);
+    t.ok(&["forget", "v", "--max-age", "0d", "--allow-empty"]);
+    assert!(names(&t.points()).is_empty());
+}
+
+#[test]
+fn expired_points_go_whatever_the_rules() {
+    let (t, src) = setup();
+    t.ok(&["backup", "v", &src]);
+    t.ok(&["backup", "v", &src, "--keep-days", "0"]);
+    t.ok(&["backup", "v", &src]);
+    let all = names(&t.points());
+    let out = json(&t.ok(&["forget", "v", "--keep-last", "10", "--json"]));
+    assert_eq!(out["points"][1]["action"], "remove");
+    assert_eq!(out["points"][1]["reasons"], serde_json::json!(["expired"]));
+    assert_eq!(names(&t.points()), vec![all[0].clone(), all[2].clone()]);
+}
+
+#[test]
+fn forget_all_covers_every_vault_and_bad_rules_are_refused() {
+    let (t, src) = setup();
+    t.ok(&[
+        "vault",
+        "create",
+        "w",
+        "--keep-last",
+        "1",
+        "--tag",
+        "env=prod",
+    ]);
+    for v in ["v", "w"] {
+        t.ok(&["backup", v, &src]);
+        t.ok(&["backup", v, &src]);
+    }
+    let out = json(&t.ok(&["forget", "--all", "--keep-last", "1", "--json"]));
+    assert_eq!(out["removed"], 2);
+    assert_eq!(out["kept"], 2);
+    let listed = json(&t.ok(&["vault", "list", "--tag", "env=prod", "--json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["name"], "w");
+    assert_eq!(listed[0]["tags"]["env"], "prod");
+    let err = t.fails(&["forget", "v", "--keep-daily", "many"]);
+    assert!(err.contains("invalid count"), "{err}");
+    let err = t.fails(&[
+        "forget",
+        "v",
+        "--keep-daily",
+        "1",
+        "--timezone",
+        "Mars/Base",
+    ]);
+    assert!(err.contains("unknown time zone"), "{err}");
+    let err = t.fails(&["forget"]);
+    assert!(err.contains("<VAULT>"), "{err}");
+}
+
+#[test]
+fn a_changed_config_object_fails_authentication() {
+    let t = TestRepo::new();
+    let config = t.repo.join("config");
+    let mut raw = fs::read(&config).unwrap();
+    // The last byte before the 32-byte code is the zstd level (zigzag varint: 3 -> 6).
+    let at = raw.len() - 33;
+    assert_eq!(raw[at], 6);
+    raw[at] = 38; // level 19
+    fs::write(&config, &raw).unwrap();
+    let err = t.fails(&["vault", "list"]);
+    assert!(err.contains("failed authentication"), "{err}");
+}

@@ -520,3 +520,40 @@ fn a_password_file_beats_the_environment_and_must_be_readable() {
         assert!(!t.path("never").exists());
     }
 }
+
+/// Names are printed with their control characters escaped: an escape sequence in a file
+/// name never reaches the terminal (ls, ls -l with a symlink target, backup summaries,
+/// restore errors), while `--json` keeps the name (JSON escapes it).
+#[test]
+fn control_characters_in_names_are_escaped_when_printed() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = TestRepo::new();
+    let src = t.path("src\x1b[2J");
+    fs::create_dir(&src).unwrap();
+    let evil = std::ffi::OsStr::from_bytes(b"evil\x1b]0;owned\x07\n.txt");
+    fs::write(src.join(evil), b"x").unwrap();
+    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(b"to\x1b[31m"), src.join("link"))
+        .unwrap();
+    let out = t.ok(&["backup".as_ref(), "v".as_ref(), src.as_os_str()]);
+    assert!(!out.contains('\x1b'), "{out:?}");
+    assert!(out.contains("src\\x1b[2J (tree)"), "{out:?}");
+    let ls = t.run(&["ls", "-l", "-R", "v", "latest"]);
+    let text = String::from_utf8_lossy(&ls.stdout);
+    assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+    assert!(text.contains("evil\\x1b]0;owned\\x07\\x0a.txt"), "{text:?}");
+    assert!(text.contains("link -> to\\x1b[31m"), "{text:?}");
+    let json: serde_json::Value =
+        serde_json::from_str(&t.ok(&["ls", "-R", "--json", "v", "latest"])).unwrap();
+    let names: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.ends_with("evil\x1b]0;owned\x07\n.txt")),
+        "{names:?}"
+    );
+}

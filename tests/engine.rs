@@ -323,6 +323,7 @@ fn damaged_setup() -> (TestRepo, std::path::PathBuf) {
     fs::create_dir_all(src.join("sub")).unwrap();
     fs::write(src.join("a.bin"), random_bytes(1, 3 << 20)).unwrap();
     fs::write(src.join("sub/b.txt"), b"tiny file").unwrap();
+    fs::hard_link(src.join("a.bin"), src.join("sub/a-link.bin")).unwrap();
     t.ok(&["backup".as_ref(), "v".as_ref(), src.as_os_str()]);
     t.ok(&["check", "--read-data"]);
     (t, src)
@@ -352,17 +353,32 @@ fn damage_in_packs_is_named_and_reads_fail_loudly() {
         err.starts_with("vaultfs: damaged object chunk ") && err.trim_end().ends_with(&damaged),
         "{err}"
     );
-    let err = t.fails(&[
+    // Restore names each file the damage affects (both names of the hard-linked file),
+    // removes them rather than leaving them short, and restores everything else.
+    let r = t.path("r");
+    let out = t.run(&[
         "restore".as_ref(),
         "v".as_ref(),
         "latest".as_ref(),
-        t.path("r").as_os_str(),
+        r.as_os_str(),
     ]);
-    assert!(
-        err.lines()
-            .any(|l| l.contains("damaged object chunk ") && l.contains(&damaged)),
-        "{err}"
-    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for name in ["src/a.bin", "src/sub/a-link.bin"] {
+        let path = r.join(name);
+        assert!(
+            err.lines().any(|l| l.starts_with(&format!(
+                "error: {}: not restored: damaged object chunk ",
+                path.display()
+            )) && l.contains(&damaged)),
+            "{name}: {err}"
+        );
+        assert!(!path.exists(), "{name} is left behind");
+    }
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert_eq!(fs::read(r.join("src/sub/b.txt")).unwrap(), b"tiny file");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2 path(s) could not be restored"), "{text}");
 }
 
 #[test]

@@ -464,7 +464,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             bar.finish();
             let result = result?;
             for s in &result.skipped {
-                eprintln!("warning: skipped {}: {}", s.path.display(), s.error);
+                eprintln!("warning: skipped {}: {}", printable_path(&s.path), s.error);
             }
             if json {
                 let rec = repo.point_record(&vault, &result.manifest.name)?;
@@ -547,6 +547,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             bar.finish();
             let stats = r?;
+            for (p, why) in &stats.failed {
+                eprintln!("error: {}: not restored: {why}", printable_path(p));
+            }
             if json {
                 output::print_json(&serde_json::json!({
                     "vault": vault,
@@ -556,15 +559,29 @@ pub fn run(cli: Cli) -> Result<i32> {
                     "dirs": stats.dirs,
                     "other": stats.other,
                     "size": stats.bytes,
+                    "failed": stats.failed.iter().map(|(p, why)| serde_json::json!({
+                        "path": p.to_string_lossy(),
+                        "error": why,
+                    })).collect::<Vec<_>>(),
                 }));
             } else {
                 println!(
                     "restored {vault}/{point} to {}: {}",
-                    target.display(),
+                    printable_path(&target),
                     output::counts(stats.files, stats.dirs, stats.other, stats.bytes)
                 );
+                if !stats.failed.is_empty() {
+                    println!(
+                        "{} path(s) could not be restored (listed above; damaged files were removed, not left short)",
+                        stats.failed.len()
+                    );
+                }
             }
-            Ok(0)
+            Ok(if stats.failed.is_empty() {
+                0
+            } else {
+                EXIT_PARTIAL
+            })
         }
         Command::Check { read_data, json } => {
             let repo = open_repo(g)?;

@@ -68,7 +68,7 @@ pub fn print_backup_summary(m: &Manifest) {
         let s = &b.stats;
         println!(
             "  {} ({}): {} ({} unchanged files skipped), {} read, {} new chunks, {} added",
-            lossy(&b.name),
+            printable(&b.name),
             b.kind.as_str(),
             counts(s.files, s.dirs, s.other, s.bytes),
             s.files_unchanged,
@@ -183,15 +183,16 @@ pub fn list(
                     rfc3339(n.mtime_ns)
                 )
                 .into_bytes();
-                line.extend_from_slice(&p);
+                line.extend_from_slice(&printable_bytes(&p));
                 if let Some(t) = &n.target {
                     line.extend_from_slice(b" -> ");
-                    line.extend_from_slice(t);
+                    line.extend_from_slice(&printable_bytes(t));
                 }
                 line.push(b'\n');
                 out.write_all(&line)
             } else {
-                out.write_all(&p).and_then(|()| out.write_all(b"\n"))
+                out.write_all(&printable_bytes(&p))
+                    .and_then(|()| out.write_all(b"\n"))
             };
         }
         if recursive && let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {

@@ -232,7 +232,7 @@ fn print_records(recs: &[PointRecord]) {
         let backups: Vec<String> = m
             .backups
             .iter()
-            .map(|b| format!("{} ({})", String::from_utf8_lossy(&b.name), b.kind.as_str()))
+            .map(|b| format!("{} ({})", printable(&b.name), b.kind.as_str()))
             .collect();
         let detail = match &m.fail_reason {
             Some(reason) => format!("failed: {reason}"),
@@ -437,17 +437,13 @@ fn print_record(r: &PointRecord) {
         let s = &b.stats;
         println!(
             "backup:      {} ({}): {}",
-            String::from_utf8_lossy(&b.name),
+            printable(&b.name),
             b.kind.as_str(),
             output::counts(s.files, s.dirs, s.other, s.bytes)
         );
     }
     for s in &m.skipped {
-        println!(
-            "skipped:     {}: {}",
-            String::from_utf8_lossy(&s.path),
-            s.error
-        );
+        println!("skipped:     {}: {}", printable(&s.path), s.error);
     }
 }
 

@@ -611,6 +611,53 @@ pub fn decode_object<T: for<'a> Deserialize<'a>>(data: &[u8]) -> Result<T, Strin
     }
 }
 
+/// A name (file, member, symlink target: raw bytes) as text safe to print on a terminal
+/// or into a log: invalid UTF-8 becomes U+FFFD, and control characters (C0, DEL, C1: the
+/// escape sequences an archive could smuggle in) become `\xNN` / `\u{NN}` escapes.
+pub fn printable(name: &[u8]) -> String {
+    let s = String::from_utf8_lossy(name);
+    if !s.chars().any(char::is_control) {
+        return s.into_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            c if (c as u32) < 0x80 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Like [`printable`], but keeping bytes that are not UTF-8 as they are (for `ls`, whose
+/// output scripts may read back as names): only control characters are escaped.
+pub fn printable_bytes(name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len());
+    let mut i = 0;
+    while i < name.len() {
+        let b = name[i];
+        if b < 0x20 || b == 0x7f {
+            out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+        } else if b == 0xc2 && name.get(i + 1).is_some_and(|n| (0x80..0xa0).contains(n)) {
+            out.extend_from_slice(format!("\\u{{{:x}}}", name[i + 1]).as_bytes());
+            i += 1;
+        } else {
+            out.push(b);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// [`printable`] of a path.
+pub fn printable_path(p: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    printable(p.as_os_str().as_bytes())
+}
+
 /// Formats a time as a point name: `2026-11-22T225501Z`.
 pub fn point_name(time_ns: i64) -> String {
     let t = chrono::DateTime::from_timestamp_nanos(time_ns);
@@ -634,6 +681,19 @@ pub fn now_ns() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_names_escape_control_characters() {
+        assert_eq!(printable(b"plain name.txt"), "plain name.txt");
+        assert_eq!(printable(b"a\x1b[31mred\x07\n"), "a\\x1b[31mred\\x07\\x0a");
+        assert_eq!(printable("\u{9b}2J é".as_bytes()), "\\u{9b}2J é");
+        assert_eq!(printable(b"bad\xff"), "bad\u{fffd}");
+        assert_eq!(
+            printable_bytes(b"raw\xff\x1b]0;x\x07"),
+            b"raw\xff\\x1b]0;x\\x07"
+        );
+        assert_eq!(printable_bytes("\u{9b}é".as_bytes()), "\\u{9b}é".as_bytes());
+    }
 
     #[test]
     fn point_names_sort_by_time() {

@@ -342,7 +342,7 @@ pub fn tar_backup_into(
     let mut tree = TreeBuilder::new(now);
     let mut skip = |path: &[u8], why: String| {
         let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(path));
-        tracing::warn!("skipped {}: {why}", path.display());
+        tracing::warn!("skipped {}: {why}", printable_path(&path));
         skipped.push(Skipped { path, error: why });
     };
     while let Some(m) = tar.next_member()? {

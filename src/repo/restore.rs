@@ -25,7 +25,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::bounded;
 use rustix::fs::{AtFlags, CWD, FileType, Mode, Timestamps};
@@ -54,12 +54,17 @@ impl Default for RestoreOptions {
 /// What a restore wrote, counted as a backup counts what it read ([`BackupStats`]):
 /// regular files (each hard link once per name), directories, and other entries
 /// (symlinks, fifos, devices, sockets); `bytes` is the size of the regular files.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+///
+/// `failed` names every path whose content could not be produced (a damaged or missing
+/// chunk or tree), with why: a file is removed rather than left short or empty (with all
+/// its hard links), a directory keeps what could be restored of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RestoreStats {
     pub files: u64,
     pub dirs: u64,
     pub other: u64,
     pub bytes: u64,
+    pub failed: Vec<(PathBuf, String)>,
 }
 
 impl RestoreStats {
@@ -68,7 +73,14 @@ impl RestoreStats {
         self.dirs += o.dirs;
         self.other += o.other;
         self.bytes += o.bytes;
+        self.failed.extend(o.failed);
     }
+}
+
+/// Whether an error is damage to the backup (the content cannot be produced) rather than
+/// a failure of the target or of a store that may pass.
+fn is_damage(e: &RepoError) -> bool {
+    matches!(e, RepoError::Damaged { .. })
 }
 
 /// Checks that a name from a tree is a single, safe path component.
@@ -109,25 +121,36 @@ pub fn restore_node(
     let (tx, rx) = bounded::<(PathBuf, Node)>(1024);
     let mut first_error: Option<RepoError> = None;
     let mut stats = RestoreStats::default();
+    let damaged: Mutex<Vec<(PathBuf, Option<u64>, String)>> = Mutex::new(Vec::new());
+    let mut links = HashMap::new();
     std::thread::scope(|scope| {
         let mut handles = Vec::new();
         for _ in 0..opts.workers.max(1) {
             let rx = rx.clone();
+            let damaged = &damaged;
             handles.push(scope.spawn(move || -> Result<()> {
                 let mut first = None;
                 for (path, node) in rx {
                     let r = write_file(repo, &path, &node)
                         .and_then(|()| apply_meta(&path, &node, opts.owners));
                     opts.progress.add(1, node.size);
-                    if let (Err(e), None) = (r, &first) {
-                        first = Some(e);
+                    match r {
+                        Ok(()) => {}
+                        Err(e) if is_damage(&e) => {
+                            let group = node.hardlink.map(|(g, _)| g);
+                            let mut d = damaged.lock().unwrap_or_else(|p| p.into_inner());
+                            d.push((path, group, e.to_string()));
+                        }
+                        Err(e) => {
+                            first.get_or_insert(e);
+                        }
                     }
                 }
                 first.map_or(Ok(()), Err)
             }));
         }
         drop(rx);
-        let walked = walk(repo, root, into, opts, &tx, &mut stats);
+        let walked = walk(repo, root, into, opts, &tx, &mut stats, &mut links);
         drop(tx);
         for h in handles {
             if let Err(e) = h.join().expect("restore worker panicked") {
@@ -141,6 +164,24 @@ pub fn restore_node(
     if let Some(e) = first_error {
         return Err(e);
     }
+    // A file whose content could not be produced goes, with every name it has.
+    for (path, group, why) in damaged.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        let names = match group.and_then(|g| links.remove(&g)) {
+            Some(names) => names,
+            None => vec![path],
+        };
+        for p in names {
+            match fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(RepoError::io(&p, e));
+                }
+                _ => {}
+            }
+            stats.files -= 1;
+            stats.failed.push((p, why.clone()));
+        }
+    }
+    stats.failed.sort();
     Ok(stats)
 }
 
@@ -151,6 +192,7 @@ fn walk(
     opts: &RestoreOptions,
     files: &crossbeam_channel::Sender<(PathBuf, Node)>,
     stats: &mut RestoreStats,
+    names: &mut HashMap<u64, Vec<PathBuf>>,
 ) -> Result<()> {
     let mut links: HashMap<u64, PathBuf> = HashMap::new();
     // Directories whose metadata is applied at the end, deepest last in this list.
@@ -169,7 +211,16 @@ fn walk(
             NodeKind::Dir => {
                 make_dir(&path)?;
                 if let Some(sub) = node.subtree.take() {
-                    let tree = repo.load_tree(&sub)?;
+                    let tree = match repo.load_tree(&sub) {
+                        Ok(t) => t,
+                        Err(e) if is_damage(&e) => {
+                            // What the directory held is unknown: say so, restore the rest.
+                            stats.failed.push((path.clone(), e.to_string()));
+                            dirs.push((path, node));
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
                     for child in tree.nodes.into_iter().rev() {
                         let p = path.join(safe_name(&child.name)?);
                         stack.push((p, child));
@@ -179,6 +230,7 @@ fn walk(
             }
             NodeKind::File => {
                 if let Some((group, _)) = node.hardlink {
+                    names.entry(group).or_default().push(path.clone());
                     if let Some(first) = links.get(&group) {
                         remove_existing(&path)?;
                         fs::hard_link(first, &path).map_err(|e| RepoError::io(&path, e))?;

@@ -289,7 +289,7 @@ fn corpus(t: &TestRepo, src: &Path, skipped_tools: &mut Vec<String>) -> Vec<Case
                 if valid { "valid" } else { "invalid" },
                 p.clone(),
             );
-            c.gnu_fails = stem.contains("symlinks-in-the-way");
+            c.gnu_fails = stem.contains("symlinks-in-the-way") || stem.contains("dot-dot");
             c.skips = c.gnu_fails;
             c.huge = stem.contains("56g");
             c.refused_with = expect;

@@ -111,6 +111,24 @@ fn components(path: &[u8]) -> Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
+/// Whether a path has a `..` component.
+fn has_dotdot(path: &[u8]) -> bool {
+    path.split(|&b| b == b'/').any(|c| c == b"..")
+}
+
+/// What follows the last `..` component of a path (all of it when there is none).
+fn after_last_dotdot(path: &[u8]) -> &[u8] {
+    let mut start = 0;
+    let mut at = 0;
+    for c in path.split(|&b| b == b'/') {
+        at += c.len() + 1;
+        if c == b".." {
+            start = at.min(path.len());
+        }
+    }
+    &path[start..]
+}
+
 /// Checks what else of a member must be restorable: its symlink target and xattrs.
 fn check_restorable(m: &Member) -> Result<()> {
     let bad = |why: String| malformed(format!("{}: {why}", m.quoted()));
@@ -346,6 +364,14 @@ pub fn tar_backup_into(
         skipped.push(Skipped { path, error: why });
     };
     while let Some(m) = tar.next_member()? {
+        // GNU tar skips such a member with an error and extracts the rest.
+        if has_dotdot(&m.path) {
+            skip(
+                &m.path,
+                "member name contains '..' (GNU tar skips it too)".into(),
+            );
+            continue;
+        }
         let parts = components(&m.path)?;
         check_restorable(&m)?;
         let Some((leaf, parents)) = parts.split_last() else {
@@ -383,7 +409,8 @@ pub fn tar_backup_into(
         };
         let Some(dir) = dir else { continue };
         if m.kind == MemberKind::HardLink {
-            let target = components(&m.link)?;
+            // GNU tar drops what comes before the last `..` of a hard link's target.
+            let target = components(after_last_dotdot(&m.link))?;
             let shown = || {
                 format!(
                     "hard link {} to {:?}",
@@ -521,5 +548,10 @@ mod tests {
             vec![b"a".to_vec(), b"b".to_vec()]
         );
         assert!(components(b"a/../../etc").is_err());
+        assert_eq!(after_last_dotdot(b"../kept"), b"kept");
+        assert_eq!(after_last_dotdot(b"a/../../b/c"), b"b/c");
+        assert_eq!(after_last_dotdot(b"x/.."), b"");
+        assert_eq!(after_last_dotdot(b"plain/path"), b"plain/path");
+        assert!(has_dotdot(b"a/../b") && has_dotdot(b"..") && !has_dotdot(b"a..b/..c"));
     }
 }

@@ -6,11 +6,18 @@
 //! location. With `read_data`, every pack is read whole and every indexed chunk is
 //! opened, decompressed and hashed against its id. Problems are collected, not fatal:
 //! the report names every damaged object. Packs that no index describes (left by an
-//! interrupted backup) are reported as notes, not errors.
+//! interrupted backup or prune) are reported as notes, not errors.
+//!
+//! Forwards (see [`super::read`]): a reference whose location is not indexed is followed
+//! through the forward object of its pack, as readers do, and is fine when that leads to
+//! an indexed copy with the same lengths. Every entry of every forward object must lead
+//! to an indexed copy too: one pointing nowhere is damage. A forward object of a pack that
+//! still exists is the leftover of an interrupted prune (a note).
 
 use std::collections::{HashMap, HashSet};
 
 use super::format::*;
+use super::read::MAX_HOPS;
 use super::{RepoError, Repository, Result};
 
 /// What a check found.
@@ -112,9 +119,56 @@ pub fn check(repo: &Repository, read_data: bool) -> Result<CheckReport> {
     for id in packs.keys() {
         if !per_pack.contains_key(id) {
             report.notes.push(format!(
-                "pack {} is not indexed (left by an interrupted backup; harmless)",
+                "pack {} is not indexed (left by an interrupted backup or prune; prune removes it)",
                 id.key()
             ));
+        }
+    }
+
+    // Forward objects of packs removed by prune.
+    let mut forwards: HashMap<PackId, HashMap<ChunkId, ChunkRef>> = HashMap::new();
+    for o in store.list("forward/")? {
+        let Some(id) = o.key.strip_prefix("forward/").and_then(PackId::from_hex) else {
+            report.notes.push(format!("stray object {}", o.key));
+            continue;
+        };
+        match repo.load_forward(&id) {
+            Ok(f) => {
+                if packs.contains_key(&id) {
+                    report.notes.push(format!(
+                        "pack {} still exists beside its forward object (an interrupted \
+                         prune; prune finishes it)",
+                        id.key()
+                    ));
+                }
+                forwards.insert(id, f.moved.iter().map(|m| (m.id, *m)).collect());
+            }
+            Err(e) => report.errors.push(e.to_string()),
+        }
+    }
+    let refs = Refs {
+        index: &index,
+        forwards: &forwards,
+    };
+    let mut fwd_ids: Vec<&PackId> = forwards.keys().collect();
+    fwd_ids.sort();
+    for pack in fwd_ids {
+        let mut moved: Vec<&ChunkRef> = forwards[pack].values().collect();
+        moved.sort_by_key(|m| m.id);
+        for m in moved {
+            let found = refs.locate(m);
+            let ok = found
+                .is_some_and(|(loc, _)| loc.stored_len == m.stored_len && loc.raw_len == m.raw_len);
+            if !ok {
+                report.errors.push(format!(
+                    "forward object {} sends chunk {} to pack {} offset {}, where it is not \
+                     indexed",
+                    pack.forward_key(),
+                    m.id,
+                    m.pack.to_hex(),
+                    m.offset
+                ));
+            }
         }
     }
 
@@ -159,7 +213,7 @@ pub fn check(repo: &Repository, read_data: bool) -> Result<CheckReport> {
                     }
                     report.trees += 1;
                     let ctx = format!("{vault}/{point}/{}", String::from_utf8_lossy(&b.name));
-                    if !check_ref(&index, &r, ChunkKind::Tree, &ctx, &mut report) {
+                    if !check_ref(&refs, &r, ChunkKind::Tree, &ctx, &mut report) {
                         continue;
                     }
                     let tree = match repo.load_tree(&r) {
@@ -172,7 +226,7 @@ pub fn check(repo: &Repository, read_data: bool) -> Result<CheckReport> {
                     for n in &tree.nodes {
                         for e in &n.content {
                             if let Extent::Data(c) = e {
-                                check_ref(&index, c, ChunkKind::Data, &ctx, &mut report);
+                                check_ref(&refs, c, ChunkKind::Data, &ctx, &mut report);
                             }
                         }
                         if let Some(s) = n.subtree {
@@ -222,17 +276,39 @@ pub fn check(repo: &Repository, read_data: bool) -> Result<CheckReport> {
     Ok(report)
 }
 
+/// Indexed locations, and where forward objects send chunks of removed packs.
+struct Refs<'a> {
+    index: &'a HashMap<(ChunkId, PackId, u32), (ChunkRef, ChunkKind)>,
+    forwards: &'a HashMap<PackId, HashMap<ChunkId, ChunkRef>>,
+}
+
+impl Refs<'_> {
+    /// The indexed copy a reference leads to: its own location, else through forwards
+    /// (at most [`MAX_HOPS`]), as readers follow them.
+    fn locate(&self, r: &ChunkRef) -> Option<&(ChunkRef, ChunkKind)> {
+        let mut at = *r;
+        for _ in 0..=MAX_HOPS {
+            if let Some(found) = self.index.get(&(at.id, at.pack, at.offset)) {
+                return Some(found);
+            }
+            at = *self.forwards.get(&at.pack)?.get(&at.id)?;
+        }
+        None
+    }
+}
+
 fn check_ref(
-    index: &HashMap<(ChunkId, PackId, u32), (ChunkRef, ChunkKind)>,
+    refs: &Refs<'_>,
     r: &ChunkRef,
     kind: ChunkKind,
     ctx: &str,
     report: &mut CheckReport,
 ) -> bool {
-    match index.get(&(r.id, r.pack, r.offset)) {
+    match refs.locate(r) {
         None => {
             report.errors.push(format!(
-                "chunk {} (referenced by {ctx}) is not in the index at pack {} offset {}",
+                "chunk {} (referenced by {ctx}) is not in the index at pack {} offset {}, \
+                 and no forward object says where it went",
                 r.id,
                 r.pack.to_hex(),
                 r.offset

@@ -11,6 +11,14 @@
 //! ingests through the mount) hold one lock object between them. That is safe because
 //! writers never modify anything: each has its own packs, and manifests are committed
 //! with create-only writes under distinct names.
+//!
+//! Prune is the one writer that deletes, so it takes the lock exclusively
+//! ([`acquire_wait`]): it shares with nobody, not even writers of its own process, and
+//! while it holds the lock a writer of its process fails as one of another process would.
+//! A backup holds its lock from before it loads the index until after its manifest is
+//! committed, so it can never deduplicate against a chunk that prune is deleting.
+//! Lock order: `HELD` is never held while waiting or while talking to the store of
+//! another repository.
 
 use std::sync::{Arc, Mutex, Weak};
 
@@ -25,6 +33,8 @@ pub struct LockGuard {
 struct Held {
     repo: Arc<Repository>,
     key: String,
+    /// Taken by [`acquire_wait`]: never shared.
+    exclusive: bool,
 }
 
 /// Locks this process holds, by repository location.
@@ -64,14 +74,77 @@ pub fn acquire(repo: &Arc<Repository>, command: &str) -> Result<LockGuard> {
         .find(|(l, _)| *l == location)
         .and_then(|(_, w)| w.upgrade())
     {
+        if inner.exclusive {
+            return Err(RepoError::Locked(format!(
+                "the repository at {location} is locked by a prune of this process"
+            )));
+        }
         return Ok(LockGuard { _inner: inner });
     }
-    let inner = Arc::new(take(repo, command)?);
+    let inner = Arc::new(take(repo, command, false)?);
     held.push((location, Arc::downgrade(&inner)));
     Ok(LockGuard { _inner: inner })
 }
 
-fn take(repo: &Arc<Repository>, command: &str) -> Result<Held> {
+/// Takes the writer lock exclusively (shared with no other writer, also none of this
+/// process), waiting up to `max_wait` for other writers to finish: it polls with a
+/// backoff of 50 ms doubling up to 5 s, with jitter. `max_wait` zero tries once. After
+/// `max_wait` the error names the holder, as [`acquire`]'s does.
+pub fn acquire_wait(
+    repo: &Arc<Repository>,
+    command: &str,
+    max_wait: std::time::Duration,
+) -> Result<LockGuard> {
+    let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(50);
+    let location = repo.location();
+    let mut told = false;
+    loop {
+        let attempt = {
+            let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+            held.retain(|(_, w)| w.strong_count() > 0);
+            if held.iter().any(|(l, _)| *l == location) {
+                Err(RepoError::Locked(format!(
+                    "the repository at {location} is locked by another writer of this process"
+                )))
+            } else {
+                match take(repo, command, true) {
+                    Ok(h) => {
+                        let inner = Arc::new(h);
+                        held.push((location.clone(), Arc::downgrade(&inner)));
+                        Ok(LockGuard { _inner: inner })
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match attempt {
+            Ok(g) => return Ok(g),
+            Err(RepoError::Locked(m)) => {
+                let waited = start.elapsed();
+                if waited >= max_wait {
+                    return Err(RepoError::Locked(if max_wait.is_zero() {
+                        m
+                    } else {
+                        format!("{m} (waited {}s)", waited.as_secs())
+                    }));
+                }
+                if !told {
+                    tracing::info!("waiting for the lock: {m}");
+                    told = true;
+                }
+                let mut j = [0u8; 1];
+                getrandom::getrandom(&mut j).expect("the OS random source failed");
+                let jitter = pause / 4 * j[0] as u32 / 255;
+                std::thread::sleep((pause + jitter).min(max_wait - waited));
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn take(repo: &Arc<Repository>, command: &str, exclusive: bool) -> Result<Held> {
     let host = hostname();
     let info = LockInfo {
         hostname: host.clone(),
@@ -86,6 +159,7 @@ fn take(repo: &Arc<Repository>, command: &str) -> Result<Held> {
     let guard = Held {
         repo: repo.clone(),
         key: key.clone(),
+        exclusive,
     };
     for other in repo.store().list("locks/")? {
         if other.key == key {

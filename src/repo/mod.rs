@@ -26,10 +26,12 @@ pub mod format;
 pub mod ingest;
 pub mod lock;
 pub mod pack;
+pub mod prune;
 pub mod read;
 pub mod restore;
 pub mod retention;
 pub mod tar;
+pub mod usage;
 pub mod walk;
 
 use std::collections::HashMap;
@@ -197,6 +199,8 @@ pub struct Repository {
     store: Store,
     keys: Keys,
     config: Config,
+    /// Forward objects already read (see [`read`]): where chunks of removed packs went.
+    forwards: read::ForwardCache,
 }
 
 impl std::fmt::Debug for Repository {
@@ -251,6 +255,7 @@ impl Repository {
             store,
             keys,
             config,
+            forwards: read::ForwardCache::default(),
         }))
     }
 
@@ -271,6 +276,7 @@ impl Repository {
             store,
             keys,
             config,
+            forwards: read::ForwardCache::default(),
         }))
     }
 

@@ -538,4 +538,90 @@ fn prune_through_the_library_reports_and_deletes_in_batches() {
     );
     // Prune never deletes a point.
     assert_eq!(repo.list_points("v").unwrap(), vec![points[3].clone()]);
+    // A failed listing fails the prune; it never means "nothing there".
+    let faulty = Arc::new(vaultfs::backend::faulty::FaultyStore::new(t.store()));
+    faulty.add_rule(vaultfs::backend::faulty::Rule::new(
+        vaultfs::backend::faulty::Op::List,
+        "index/",
+        vaultfs::backend::faulty::Fault::Error { transient: false },
+    ));
+    let repo = Repository::open(faulty, PASSWORD.as_bytes()).unwrap();
+    let size = pack_bytes(&t);
+    let err = prune(&repo, &PruneOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("index/"), "{err}");
+    assert_eq!(pack_bytes(&t), size);
+}
+
+#[test]
+fn s3_forget_prune_restore_and_check_with_batched_deletes() {
+    if s3_endpoint().is_none() {
+        return;
+    }
+    let t = small_repo(TestRepo::s3_target(&unique_bucket("prune")));
+    let src = t.path("src");
+    let mut points = Vec::new();
+    let mut states = Vec::new();
+    for r in 0..6 {
+        write_round(&src, r);
+        points.push(backup(&t, &src));
+        states.push(snapshot(&t, &src, &format!("state-{r}")));
+    }
+    let before = pack_bytes(&t);
+    let counting = Arc::new(vaultfs::backend::counting::CountingStore::new(t.store()));
+    let counts = counting.counts();
+    let repo = Repository::open(counting, PASSWORD.as_bytes()).unwrap();
+    for p in &points[..4] {
+        repo.delete_point("v", p).unwrap();
+    }
+    let deletes_before = counts.delete.load(std::sync::atomic::Ordering::Relaxed);
+    let rep = prune(
+        &repo,
+        &PruneOptions {
+            max_unused_percent: 0.0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(rep.errors.is_empty(), "{rep:?}");
+    assert!(rep.packs_repacked + rep.packs_deleted > 0, "{rep:?}");
+    let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    // Packs, index objects and forwards went by DeleteObjects; one plain delete: the lock.
+    assert!(l(&counts.delete_many) >= 2, "{:?}", counts.json());
+    assert!(
+        l(&counts.delete_many_keys) >= 2 * (rep.packs_repacked + rep.packs_deleted) as u64,
+        "{:?}",
+        counts.json()
+    );
+    assert_eq!(l(&counts.delete) - deletes_before, 1, "{:?}", counts.json());
+    let after = pack_bytes(&t);
+    assert_eq!(rep.bytes_after, after);
+    let fresh = fresh_size(&states[4..]);
+    eprintln!("s3: before {before}, after {after}, fresh {fresh}: {rep:?}");
+    assert!(
+        after as f64 <= fresh as f64 * 1.03,
+        "after {after}, fresh {fresh}"
+    );
+    for (p, s) in points[4..].iter().zip(&states[4..]) {
+        assert_restores(&t, p, s);
+    }
+    check(&t);
+    // Every key listed as deleted is gone from the bucket.
+    let packs: std::collections::HashSet<String> = t.object_keys("packs").into_iter().collect();
+    let indexes = t.object_keys("index");
+    assert_eq!(
+        packs.len(),
+        indexes.len(),
+        "a pack without index or the reverse"
+    );
+    // A store whose listing fails makes prune fail, not find "nothing there".
+    let faulty = Arc::new(vaultfs::backend::faulty::FaultyStore::new(t.store()));
+    faulty.add_rule(vaultfs::backend::faulty::Rule::new(
+        vaultfs::backend::faulty::Op::List,
+        "packs/",
+        vaultfs::backend::faulty::Fault::Error { transient: true },
+    ));
+    let repo = Repository::open(faulty, PASSWORD.as_bytes()).unwrap();
+    let err = prune(&repo, &PruneOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("packs/"), "{err}");
+    assert_eq!(pack_bytes(&t), after);
 }

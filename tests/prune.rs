@@ -625,3 +625,39 @@ fn s3_forget_prune_restore_and_check_with_batched_deletes() {
     assert!(err.to_string().contains("packs/"), "{err}");
     assert_eq!(pack_bytes(&t), after);
 }
+
+#[test]
+fn vault_usage_counts_distinct_chunks_and_what_other_vaults_share_and_survives_prune() {
+    let t = small_repo(Target::Local);
+    t.ok(&["vault", "create", "w"]);
+    let src = t.path("src");
+    write_round(&src, 0);
+    let p0 = backup(&t, &src);
+    backup(&t, &src); // the same data again: counted once
+    let solo = t.path("solo/src");
+    fs::create_dir_all(&solo).unwrap();
+    fs::write(solo.join("only-w"), random_bytes(4242, 300_000)).unwrap();
+    fs::write(solo.join("f000"), fs::read(src.join("f000")).unwrap()).unwrap();
+    t.ok(&["backup".as_ref(), "w".as_ref(), solo.as_os_str()]);
+    let repo = open(&t);
+    let names = vec!["v".to_string(), "w".to_string(), "empty".to_string()];
+    let u = vaultfs::repo::usage::usage(&repo, &names).unwrap();
+    let get = |n: &str| u.iter().find(|x| x.vault == n).unwrap().clone();
+    let (v, w, e) = (get("v"), get("w"), get("empty"));
+    assert_eq!((v.points, w.points, e.points), (2, 1, 0));
+    assert_eq!((e.bytes, e.chunks), (0, 0));
+    // v: every chunk of the 10 MB tree once, plus its trees; stored sizes near the data.
+    let data = FILES * FILE_LEN as u64;
+    assert!(v.bytes >= data && v.bytes < data + data / 20, "{v:?}");
+    // What w shares with v is f000's chunks: about 100 KB.
+    assert!(w.shared_bytes >= FILE_LEN as u64, "{w:?}");
+    assert!(w.shared_bytes < 2 * FILE_LEN as u64, "{w:?}");
+    assert_eq!(v.shared_bytes, w.shared_bytes, "{v:?} {w:?}");
+    assert!(w.bytes >= w.shared_bytes + 300_000, "{w:?}");
+    // Prune moves chunks, never changes what a vault references.
+    repo.delete_point("v", &p0).unwrap();
+    prune_json(&t, &["--max-unused", "0"]);
+    let after = vaultfs::repo::usage::usage(&repo, &names).unwrap();
+    assert_eq!(after[1].bytes, v.bytes);
+    assert_eq!(after[2], w);
+}

@@ -335,3 +335,159 @@ fn check_ref(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryStore;
+    use crate::repo::InitOptions;
+    use std::sync::Arc;
+
+    fn repo() -> Arc<Repository> {
+        let opts = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+                salt: [1; 16],
+            },
+            ..Default::default()
+        };
+        let r = Repository::init(Arc::new(MemoryStore::new()), b"pw", opts).unwrap();
+        r.create_vault("v", "").unwrap();
+        r
+    }
+
+    /// Stores one chunk in a pack of its own, indexed.
+    fn store(repo: &Repository, kind: ChunkKind, plain: &[u8]) -> ChunkRef {
+        let mut c = zstd::bulk::Compressor::new(3).unwrap();
+        let id = repo.keys().chunk_id(plain);
+        let sealed = repo.seal_chunk(&id, plain, &mut c);
+        let pack = PackId::random();
+        repo.store().put(&pack.key(), &sealed).unwrap();
+        let r = ChunkRef {
+            id,
+            pack,
+            offset: 0,
+            stored_len: sealed.len() as u32,
+            raw_len: plain.len() as u32,
+        };
+        repo.write_pack_index(&PackIndex {
+            pack,
+            entries: vec![IndexEntry {
+                id,
+                kind,
+                offset: 0,
+                stored_len: r.stored_len,
+                raw_len: r.raw_len,
+            }],
+        })
+        .unwrap();
+        r
+    }
+
+    /// A point holding one file whose content is `data`.
+    fn point(repo: &Repository, data: ChunkRef) {
+        let mut node = Node::empty(b"f".to_vec(), NodeKind::File);
+        node.size = data.raw_len as u64;
+        node.content = vec![Extent::Data(data)];
+        let tree = encode_object(&Tree { nodes: vec![node] });
+        let root = store(repo, ChunkKind::Tree, &tree);
+        let mut m = Manifest {
+            vault: "v".into(),
+            name: String::new(),
+            time_ns: 1,
+            end_ns: 2,
+            hostname: "h".into(),
+            status: PointStatus::Available,
+            parent: None,
+            backups: vec![BackupEntry {
+                name: b"f".to_vec(),
+                kind: BackupKind::Image,
+                source: b"-".to_vec(),
+                root,
+                stats: BackupStats::default(),
+            }],
+        };
+        repo.commit_manifest(&mut m).unwrap();
+    }
+
+    #[test]
+    fn forwards_are_followed_and_one_pointing_nowhere_is_damage() {
+        let repo = repo();
+        let a = store(&repo, ChunkKind::Data, b"some file data");
+        point(&repo, a);
+        assert!(check(&repo, true).unwrap().ok());
+
+        // Prune moved the chunk: a copy, a forward, and the old pack and index gone.
+        let sealed = repo.read_sealed(&a).unwrap();
+        let b_pack = PackId::random();
+        let mut data = vec![0u8; 10];
+        data.extend_from_slice(&sealed);
+        repo.store().put(&b_pack.key(), &data).unwrap();
+        let b = ChunkRef {
+            pack: b_pack,
+            offset: 10,
+            ..a
+        };
+        repo.write_pack_index(&PackIndex {
+            pack: b_pack,
+            entries: vec![IndexEntry {
+                id: a.id,
+                kind: ChunkKind::Data,
+                offset: 10,
+                stored_len: a.stored_len,
+                raw_len: a.raw_len,
+            }],
+        })
+        .unwrap();
+        repo.write_forward(&Forward {
+            pack: a.pack,
+            moved: vec![b],
+        })
+        .unwrap();
+        // Interrupted before the old pack went: a note, no error.
+        let r = check(&repo, true).unwrap();
+        assert!(r.ok(), "{:?}", r.errors);
+        assert!(
+            r.notes.iter().any(|n| n.contains("beside its forward")),
+            "{:?}",
+            r.notes
+        );
+        repo.store().delete(&a.pack.index_key()).unwrap();
+        let r = check(&repo, true).unwrap();
+        assert!(r.ok(), "{:?}", r.errors);
+        assert!(
+            r.notes.iter().any(|n| n.contains("not indexed")),
+            "{:?}",
+            r.notes
+        );
+        repo.store().delete(&a.pack.key()).unwrap();
+        let r = check(&repo, true).unwrap();
+        assert!(r.ok(), "{:?}", r.errors);
+        assert!(r.notes.is_empty(), "{:?}", r.notes);
+
+        // A forward entry that leads nowhere is damage, and so is the reference through it.
+        repo.write_forward(&Forward {
+            pack: a.pack,
+            moved: vec![ChunkRef {
+                pack: PackId::random(),
+                ..b
+            }],
+        })
+        .unwrap();
+        let r = check(&repo, false).unwrap();
+        assert!(
+            r.errors.iter().any(|e| e.contains("sends chunk")),
+            "{:?}",
+            r.errors
+        );
+        assert!(
+            r.errors
+                .iter()
+                .any(|e| e.contains("no forward object says")),
+            "{:?}",
+            r.errors
+        );
+    }
+}

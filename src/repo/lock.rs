@@ -225,3 +225,74 @@ pub fn remove(repo: &Repository, all: bool) -> Result<usize> {
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryStore;
+    use crate::repo::InitOptions;
+    use crate::repo::format::KdfParams;
+    use std::time::{Duration, Instant};
+
+    fn repo() -> Arc<Repository> {
+        let opts = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+                salt: [1; 16],
+            },
+            ..Default::default()
+        };
+        Repository::init(Arc::new(MemoryStore::new()), b"pw", opts).unwrap()
+    }
+
+    #[test]
+    fn an_exclusive_lock_waits_for_writers_and_shares_with_none() {
+        let repo = repo();
+        let backup = acquire(&repo, "backup v").unwrap();
+        // Zero wait: fails at once while a writer of this process holds the lock.
+        let e = acquire_wait(&repo, "prune", Duration::ZERO).err().unwrap();
+        assert!(matches!(e, RepoError::Locked(_)), "{e}");
+        assert_eq!(
+            list(&repo).unwrap().len(),
+            1,
+            "the failed attempt left a lock"
+        );
+        // Waiting: gets it once the writer is done.
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(backup);
+        });
+        let start = Instant::now();
+        let prune = acquire_wait(&repo, "prune", Duration::from_secs(30)).unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(150));
+        t.join().unwrap();
+        // While prune holds it, a writer of the same process does not share it.
+        let e = acquire(&repo, "backup v").err().unwrap();
+        assert!(e.to_string().contains("prune"), "{e}");
+        let e = acquire_wait(&repo, "prune", Duration::ZERO).err().unwrap();
+        assert!(matches!(e, RepoError::Locked(_)), "{e}");
+        drop(prune);
+        assert!(list(&repo).unwrap().is_empty());
+        drop(acquire(&repo, "backup v").unwrap());
+    }
+
+    #[test]
+    fn a_lock_of_another_process_makes_prune_wait_then_fail_naming_it() {
+        let repo = repo();
+        let other = LockInfo {
+            hostname: "elsewhere".into(),
+            pid: 1,
+            time_ns: now_ns(),
+            command: "backup db".into(),
+        };
+        repo.write_object("locks/other", &other, true).unwrap();
+        let e = acquire_wait(&repo, "prune", Duration::from_millis(300))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("`backup db`") && e.contains("waited"), "{e}");
+        assert_eq!(list(&repo).unwrap().len(), 1);
+    }
+}

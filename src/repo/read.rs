@@ -162,3 +162,131 @@ impl Repository {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryStore;
+    use crate::repo::InitOptions;
+    use crate::repo::format::{ChunkKind, IndexEntry, KdfParams, PackIndex};
+
+    fn repo() -> Arc<Repository> {
+        let opts = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+                salt: [1; 16],
+            },
+            ..Default::default()
+        };
+        Repository::init(Arc::new(MemoryStore::new()), b"pw", opts).unwrap()
+    }
+
+    /// Stores `sealed` at `offset` of a new pack (after filler bytes) with its index.
+    fn put_pack(repo: &Repository, id: ChunkId, sealed: &[u8], offset: usize) -> ChunkRef {
+        let pack = PackId::random();
+        let mut data = vec![7u8; offset];
+        data.extend_from_slice(sealed);
+        repo.store().put(&pack.key(), &data).unwrap();
+        let r = ChunkRef {
+            id,
+            pack,
+            offset: offset as u32,
+            stored_len: sealed.len() as u32,
+            raw_len: 5,
+        };
+        repo.write_pack_index(&PackIndex {
+            pack,
+            entries: vec![IndexEntry {
+                id,
+                kind: ChunkKind::Data,
+                offset: r.offset,
+                stored_len: r.stored_len,
+                raw_len: 5,
+            }],
+        })
+        .unwrap();
+        r
+    }
+
+    /// Moves a chunk as prune does: copy, forward, then the old pack goes.
+    fn forward(repo: &Repository, from: &ChunkRef, to: &ChunkRef) {
+        repo.write_forward(&Forward {
+            pack: from.pack,
+            moved: vec![*to],
+        })
+        .unwrap();
+        repo.store().delete(&from.pack.index_key()).unwrap();
+        repo.store().delete(&from.pack.key()).unwrap();
+    }
+
+    #[test]
+    fn reads_follow_forwards_chains_and_rewritten_forwards() {
+        let repo = repo();
+        let mut c = zstd::bulk::Compressor::new(3).unwrap();
+        let id = repo.keys().chunk_id(b"hello");
+        let sealed = repo.seal_chunk(&id, b"hello", &mut c);
+        let a = put_pack(&repo, id, &sealed, 0);
+        assert_eq!(repo.read_chunk(&a).unwrap(), b"hello");
+
+        let b = put_pack(&repo, id, &sealed, 100);
+        forward(&repo, &a, &b);
+        assert_eq!(repo.read_chunk(&a).unwrap(), b"hello");
+
+        // A chain: b moves on too.
+        let c2 = put_pack(&repo, id, &sealed, 33);
+        forward(&repo, &b, &c2);
+        assert_eq!(repo.read_chunk(&a).unwrap(), b"hello");
+        assert_eq!(repo.read_chunk(&b).unwrap(), b"hello");
+
+        // A later prune rewrites a's forward to the newest home and drops b's forward:
+        // the cached copy of a's forward (pointing at b) leads nowhere, and the read
+        // retries with a fresh one.
+        let d = put_pack(&repo, id, &sealed, 9);
+        repo.write_forward(&Forward {
+            pack: a.pack,
+            moved: vec![d],
+        })
+        .unwrap();
+        repo.store().delete(&b.pack.forward_key()).unwrap();
+        repo.store().delete(&c2.pack.key()).unwrap();
+        assert_eq!(repo.read_chunk(&a).unwrap(), b"hello");
+
+        // A pack gone with no forward is damage, named.
+        repo.store().delete(&d.pack.key()).unwrap();
+        let e = repo.read_chunk(&a).unwrap_err();
+        assert!(matches!(e, RepoError::Damaged { .. }), "{e}");
+        let other = repo.keys().chunk_id(b"other");
+        let lost = ChunkRef { id: other, ..a };
+        let e = repo.read_sealed(&lost).unwrap_err().to_string();
+        assert!(e.contains("no forward object"), "{e}");
+    }
+
+    #[test]
+    fn a_forward_loop_is_damage_not_a_hang() {
+        let repo = repo();
+        let id = repo.keys().chunk_id(b"x");
+        let p = PackId::random();
+        let q = PackId::random();
+        let at = |pack| ChunkRef {
+            id,
+            pack,
+            offset: 0,
+            stored_len: 40,
+            raw_len: 1,
+        };
+        repo.write_forward(&Forward {
+            pack: p,
+            moved: vec![at(q)],
+        })
+        .unwrap();
+        repo.write_forward(&Forward {
+            pack: q,
+            moved: vec![at(p)],
+        })
+        .unwrap();
+        let e = repo.read_sealed(&at(p)).unwrap_err().to_string();
+        assert!(e.contains("loop"), "{e}");
+    }
+}

@@ -42,9 +42,15 @@ pub fn small_repo(target: Target) -> TestRepo {
 
 /// The source tree `src`: FILES files; round `r` rewrites 2% of them (`r` = 0 writes all).
 fn write_round(src: &Path, r: u64) {
+    write_round_of(src, r, FILES)
+}
+
+/// Like [`write_round`] with `files` files (at least 2% of them, and 2, change a round).
+fn write_round_of(src: &Path, r: u64, files: u64) {
     fs::create_dir_all(src).unwrap();
-    for i in 0..FILES {
-        if r == 0 || (i * 7 + r * 2) % FILES < 2 {
+    let changed = (files / 50).max(2);
+    for i in 0..files {
+        if r == 0 || (i * 7 + r * changed) % files < changed {
             fs::write(
                 src.join(format!("f{i:03}")),
                 random_bytes(r * 1000 + i + 1, FILE_LEN),
@@ -360,6 +366,9 @@ fn prune_waits_for_a_running_backup_and_both_end_well() {
     assert!(err.contains("locked by `backup v`"), "{err}");
 }
 
+/// Files of the kill test's tree (smaller: every round checks and restores).
+const KILL_FILES: u64 = 40;
+
 /// xorshift, for the kill moments.
 struct Rng(u64);
 impl Rng {
@@ -391,7 +400,7 @@ fn kill_9_of_prune_at_random_moments_never_loses_a_kept_point() {
     // (point, the tree it restores to)
     let mut kept: Vec<(String, PathBuf)> = Vec::new();
     for r in 0..4 {
-        write_round(&src, r);
+        write_round_of(&src, r, KILL_FILES);
         kept.push((backup(&t, &src), snapshot(&t, &src, &format!("state-{r}"))));
     }
     // Slow every store call a little, so that a kill lands anywhere in the prune.
@@ -423,7 +432,7 @@ fn kill_9_of_prune_at_random_moments_never_loses_a_kept_point() {
             "only {kills} kills landed inside a prune in {round} rounds"
         );
         let to_the_end = round % 2 == 1;
-        write_round(&src, 4 + round);
+        write_round_of(&src, 4 + round, KILL_FILES);
         kept.push((
             backup(&t, &src),
             snapshot(&t, &src, &format!("state-{}", 4 + round)),

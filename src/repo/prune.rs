@@ -27,7 +27,8 @@
 //!    packs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -85,36 +86,107 @@ pub struct PruneReport {
     pub seconds: f64,
 }
 
-/// Calls `on_ref` for every chunk location a manifest references (its backup roots, every
-/// tree below them and every data extent). Trees whose id is in `visited` are reported but
-/// not walked again; walked ones are added.
-pub(crate) fn walk_manifest(
+/// Trees (and manifests) read at once by the mark walk: they are small reads, so on S3
+/// the walk is bound by latency, not bandwidth.
+const WALK_THREADS: usize = 8;
+/// Trees loaded per round of the walk: bounds the trees held in memory at once.
+const WALK_BATCH: usize = 256;
+
+/// `f` over `items` on up to [`WALK_THREADS`] threads, results in order; the first error
+/// (in item order) is returned and stops the rest early.
+pub(crate) fn par_map<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    if items.len() <= 1 {
+        return items.iter().map(&f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<Result<R>>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..WALK_THREADS.min(items.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= items.len() {
+                        break;
+                    }
+                    let r = f(&items[i]);
+                    let failed = r.is_err();
+                    *slots[i].lock().unwrap() = Some(r);
+                    if failed {
+                        next.store(items.len(), Ordering::Relaxed);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let results: Vec<Option<Result<R>>> = slots
+        .into_iter()
+        .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect();
+    // Slots after an error may be empty; an error is always in its slot.
+    let mut out = Vec::with_capacity(results.len());
+    let mut complete = true;
+    for r in results {
+        match r {
+            Some(Ok(v)) => out.push(v),
+            Some(Err(e)) => return Err(e),
+            None => complete = false,
+        }
+    }
+    assert!(complete, "an item was skipped without an error");
+    Ok(out)
+}
+
+/// Calls `on_ref` for every chunk location reachable from `roots` (tree chunks): the roots,
+/// every tree below them and every data extent. A tree whose id is in `visited` is
+/// reported but not read again; trees read are added. Trees are read in parallel.
+pub(crate) fn walk_trees(
     repo: &Repository,
-    m: &Manifest,
+    roots: &[ChunkRef],
     visited: &mut HashSet<ChunkId>,
     on_ref: &mut dyn FnMut(&ChunkRef, ChunkKind),
 ) -> Result<()> {
-    for b in &m.backups {
-        let mut stack = vec![b.root];
-        while let Some(r) = stack.pop() {
-            on_ref(&r, ChunkKind::Tree);
-            if !visited.insert(r.id) {
-                continue;
-            }
-            let tree = repo.load_tree(&r)?;
+    let mut stack = Vec::new();
+    for r in roots {
+        on_ref(r, ChunkKind::Tree);
+        if visited.insert(r.id) {
+            stack.push(*r);
+        }
+    }
+    while !stack.is_empty() {
+        let batch = stack.split_off(stack.len().saturating_sub(WALK_BATCH));
+        let trees = par_map(&batch, |r| repo.load_tree(r))?;
+        for tree in &trees {
             for n in &tree.nodes {
                 for e in &n.content {
                     if let Extent::Data(c) = e {
                         on_ref(c, ChunkKind::Data);
                     }
                 }
-                if let Some(s) = n.subtree {
-                    stack.push(s);
+                if let Some(sub) = n.subtree {
+                    on_ref(&sub, ChunkKind::Tree);
+                    if visited.insert(sub.id) {
+                        stack.push(sub);
+                    }
                 }
             }
         }
     }
     Ok(())
+}
+
+/// [`walk_trees`] from the backup roots of one manifest.
+pub(crate) fn walk_manifest(
+    repo: &Repository,
+    m: &Manifest,
+    visited: &mut HashSet<ChunkId>,
+    on_ref: &mut dyn FnMut(&ChunkRef, ChunkKind),
+) -> Result<()> {
+    let roots: Vec<ChunkRef> = m.backups.iter().map(|b| b.root).collect();
+    walk_trees(repo, &roots, visited, on_ref)
 }
 
 /// Every recovery point in the repository as (vault, point), from a listing of `points/`
@@ -242,31 +314,32 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
     report.bytes_before = view.packs.values().sum();
 
     // Mark.
-    let mut refs: HashMap<(PackId, u32), (ChunkRef, ChunkKind)> = HashMap::new();
+    let stopped = |e: RepoError| {
+        RepoError::Invalid(format!(
+            "prune stopped before changing anything: {e}; run `vaultfs check`"
+        ))
+    };
+    let points = all_points(repo)?;
+    let manifests = par_map(&points, |(v, p)| repo.load_manifest(v, p)).map_err(stopped)?;
+    report.points = manifests.len();
+    let roots: Vec<ChunkRef> = manifests
+        .iter()
+        .flat_map(|m| m.backups.iter().map(|b| b.root))
+        .collect();
+    drop(manifests);
+    let mut refs: HashMap<(PackId, u32), ChunkRef> = HashMap::new();
     let mut visited = HashSet::new();
-    for (vault, point) in all_points(repo)? {
-        let m = repo.load_manifest(&vault, &point).map_err(|e| {
-            RepoError::Invalid(format!(
-                "prune stopped before changing anything: {e}; run `vaultfs check`"
-            ))
-        })?;
-        report.points += 1;
-        walk_manifest(repo, &m, &mut visited, &mut |r, k| {
-            refs.entry((r.pack, r.offset)).or_insert((*r, k));
-        })
-        .map_err(|e| {
-            RepoError::Invalid(format!(
-                "prune stopped before changing anything: {e} (in {vault}/{point}); run \
-                 `vaultfs check`"
-            ))
-        })?;
-    }
+    walk_trees(repo, &roots, &mut visited, &mut |r, _| {
+        refs.entry((r.pack, r.offset)).or_insert(*r);
+    })
+    .map_err(stopped)?;
+    drop(visited);
 
     // Resolve.
     let mut resolved: Vec<(ChunkRef, ChunkRef)> = Vec::with_capacity(refs.len());
     let mut live: HashSet<(PackId, u32)> = HashSet::new();
     let mut missing = Vec::new();
-    for (r, _) in refs.values() {
+    for r in refs.values() {
         match view.resolve(r) {
             Some(c) => {
                 live.insert((c.pack, c.offset));

@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::format::*;
-use super::pack::PackWriter;
 use super::read::MAX_HOPS;
 use super::{RepoError, Repository, Result, lock};
 
@@ -428,7 +427,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
         .map(|(id, _)| *id)
         .collect();
     if !repack.is_empty() {
-        let writer = PackWriter::new(repo.clone(), HashMap::new());
+        let mut writer = Repacker::new(repo);
         for pack in &repack {
             let mut entries: Vec<&IndexEntry> = view.indexes[pack]
                 .values()
@@ -465,7 +464,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
                 i = j;
             }
         }
-        report.packs_written = writer.finish()?.packs;
+        report.packs_written = writer.finish()?;
     }
 
     // Forwards: for every reference whose chunk does not stay where it names, the forward
@@ -528,6 +527,86 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
     report.bytes_after = after.iter().map(|o| o.size).sum();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Writes copied chunks into new packs, each pack then its index object, in the calling
+/// thread with one buffer that is reused: prune's memory stays at one pack and one span
+/// (the backup's pack writer overlaps uploads and keeps up to three packs).
+struct Repacker<'a> {
+    repo: &'a Repository,
+    pack: PackId,
+    data: Vec<u8>,
+    entries: Vec<IndexEntry>,
+    /// Chunks copied in this run (a chunk live in two repacked packs is copied once).
+    done: HashMap<ChunkId, ChunkRef>,
+    packs: u64,
+}
+
+impl<'a> Repacker<'a> {
+    fn new(repo: &'a Repository) -> Self {
+        let size = repo.config().pack_size as usize;
+        Repacker {
+            repo,
+            pack: PackId::random(),
+            data: Vec::with_capacity(size + size / 8),
+            entries: Vec::new(),
+            done: HashMap::new(),
+            packs: 0,
+        }
+    }
+
+    fn add(
+        &mut self,
+        id: ChunkId,
+        kind: ChunkKind,
+        raw_len: u32,
+        sealed: &[u8],
+    ) -> Result<ChunkRef> {
+        if let Some(r) = self.done.get(&id) {
+            return Ok(*r);
+        }
+        let r = ChunkRef {
+            id,
+            pack: self.pack,
+            offset: self.data.len() as u32,
+            stored_len: sealed.len() as u32,
+            raw_len,
+        };
+        self.data.extend_from_slice(sealed);
+        self.entries.push(IndexEntry {
+            id,
+            kind,
+            offset: r.offset,
+            stored_len: r.stored_len,
+            raw_len,
+        });
+        self.done.insert(id, r);
+        if self.data.len() >= self.repo.config().pack_size as usize {
+            self.flush()?;
+        }
+        Ok(r)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.entries.is_empty() {
+            return Ok(());
+        }
+        self.repo.store().put(&self.pack.key(), &self.data)?;
+        self.repo.write_pack_index(&PackIndex {
+            pack: self.pack,
+            entries: std::mem::take(&mut self.entries),
+        })?;
+        self.data.clear();
+        self.pack = PackId::random();
+        self.packs += 1;
+        Ok(())
+    }
+
+    /// Writes the last pack; returns how many were written. Every copy is durable then.
+    fn finish(mut self) -> Result<u64> {
+        self.flush()?;
+        Ok(self.packs)
+    }
 }
 
 /// Deletes `keys` in batches; returns the keys deleted, and records the others in `errors`.

@@ -14,6 +14,8 @@
 #   VAULTFS_BIN     use this binary instead of `cargo build --release`
 #   BENCH_NOTE      a sentence added to the report (e.g. "machine shared with a compile")
 #   BENCH_SECTIONS  which sections to run                      default "backup mount"
+#                   (also: prune, see section_prune)
+#   BENCH_PRUNE_POINTS / BENCH_PRUNE_KEEP  points taken / kept (prune)   default 30 / 7
 #   BENCH_MOUNT_TIMEOUT  limit for one read through a mount, s default 900
 #   BENCH_EXTRA_CSV earlier results CSV(s) of the same dataset to merge into the report
 #   BENCH_RAND_READS     random 4 KiB reads per pass (mount)   default 2000
@@ -303,6 +305,93 @@ section_big() {
   measure "$r" "$tool" backup_big "${CMD[@]}"
   record "$r" "$tool" repo_big "$(du -sb "$repo" | cut -f1)"
   rm -rf "$repo"
+}
+
+# ---------------------------------------------------------------- prune
+# Retention: BENCH_PRUNE_POINTS (30) points of a copy of `tree`, ~2% of its files changed in
+# place between each (a 4 KiB block overwritten, seeded by the point number: the same
+# changes for every tool), then keep the last BENCH_PRUNE_KEEP (7) and reclaim the space:
+#   vaultfs  `vaultfs forget bench --keep-last 7 --prune` (or, in builds without forget,
+#            the manifests of the other points deleted by hand, then `vaultfs prune`)
+#   restic   `restic forget --keep-last 7 --prune`
+# Timed (wall, CPU, peak RSS): prune_forget. Recorded: prune_repo_before, prune_repo_after
+# (du -sb of the repository), prune_repo_fresh (a fresh repository that got only the kept
+# points' backups, taken beside the others), and prune_check (`check --read-data` /
+# `restic check --read-data` after the prune: ok or failed). Section name: prune (not in
+# the default BENCH_SECTIONS).
+PRUNE_POINTS=${BENCH_PRUNE_POINTS:-30}
+PRUNE_KEEP=${BENCH_PRUNE_KEEP:-7}
+
+# prune_mutate DIR N: change ~2% of the regular files of DIR in place, chosen by seed N.
+prune_mutate() {
+  "$PY" - "$1" "$2" <<'EOF2'
+import os, random, sys
+top, n = sys.argv[1], int(sys.argv[2])
+files = []
+for d, _, names in os.walk(top):
+    for name in names:
+        p = os.path.join(d, name)
+        if os.path.isfile(p) and not os.path.islink(p):
+            files.append(p)
+files.sort()
+rng = random.Random(n)
+for p in rng.sample(files, max(1, len(files) // 50)):
+    size = os.path.getsize(p)
+    try:
+        with open(p, "r+b") as f:
+            f.seek(rng.randrange(max(1, size - 4096)) if size > 4096 else 0)
+            f.write(rng.randbytes(4096))
+    except OSError:
+        pass
+EOF2
+}
+
+section_prune() {
+  local r=$1 tool=$2 repo=$D/repos/$2-prune fresh=$D/repos/$2-prune-fresh src=$D/prune-src
+  case $tool in vaultfs | restic) ;; *) return 0 ;; esac
+  fresh_caches
+  tool_init "$tool" "$repo"
+  tool_init "$tool" "$fresh"
+  rm -rf "$src"; mkdir -p "$src"
+  cp -a "$TREE" "$src/"
+  local i
+  for ((i = 1; i <= PRUNE_POINTS; i++)); do
+    prune_mutate "$src/tree" "$i"
+    backup_cmd "$tool" "$repo" "$src/tree" "p$i"
+    "${CMD[@]}" >/dev/null 2>&1 || die "prune section: backup $i of $tool failed"
+    if ((i > PRUNE_POINTS - PRUNE_KEEP)); then
+      backup_cmd "$tool" "$fresh" "$src/tree" "p$i"
+      "${CMD[@]}" >/dev/null 2>&1 || die "prune section: fresh backup $i of $tool failed"
+    fi
+  done
+  record "$r" "$tool" prune_repo_before "$(du -sb "$repo" | cut -f1)"
+  record "$r" "$tool" prune_repo_fresh "$(du -sb "$fresh" | cut -f1)"
+  case $tool in
+    vaultfs)
+      if "$VFS" forget --help >/dev/null 2>&1; then
+        CMD=(env VAULTFS_REPO="$repo" "$VFS" forget bench --keep-last "$PRUNE_KEEP" --prune)
+      else
+        # No forget in this build: drop the manifests as forget would, time the prune.
+        local names
+        names=$(VAULTFS_REPO=$repo "$VFS" points bench --json |
+          "$PY" -c 'import json,sys; p=json.load(sys.stdin); print("
+".join(x["id"] for x in p[:-int(sys.argv[1])]))' "$PRUNE_KEEP")
+        local name
+        for name in $names; do rm -f "$repo/points/bench/$name"; done
+        CMD=(env VAULTFS_REPO="$repo" "$VFS" prune)
+      fi
+      ;;
+    restic) CMD=(restic -r "$repo" forget --keep-last "$PRUNE_KEEP" --prune) ;;
+  esac
+  measure "$r" "$tool" prune_forget "${CMD[@]}"
+  record "$r" "$tool" prune_repo_after "$(du -sb "$repo" | cut -f1)"
+  local ok=failed
+  case $tool in
+    vaultfs) VAULTFS_REPO=$repo "$VFS" check --read-data >/dev/null 2>&1 && ok=ok ;;
+    restic) restic -r "$repo" check --read-data >/dev/null 2>&1 && ok=ok ;;
+  esac
+  record "$r" "$tool" prune_check "$ok"
+  rm -rf "$repo" "$fresh" "$src"
 }
 
 # ---------------------------------------------------------------- mount
@@ -612,6 +701,9 @@ main() {
         fi
       fi
     done
+    if [[ " $SECTIONS " == *" prune "* ]]; then
+      for ((i = 0; i < n; i++)); do section_prune "$r" "${TOOLS[$(((i + r - 1) % n))]}"; done
+    fi
     if [[ " $SECTIONS " == *" mount "* ]]; then
       for ((i = 0; i < nm; i++)); do section_mount "$r" "${MOUNT_TOOLS[$(((i + r - 1) % nm))]}"; done
     fi

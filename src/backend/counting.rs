@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{ObjectInfo, ObjectStore, Result, Store};
+use super::{BackendError, ObjectInfo, ObjectStore, Result, Store};
 
 /// Calls and bytes through a [`CountingStore`].
 #[derive(Debug, Default)]
@@ -18,6 +18,9 @@ pub struct CallCounts {
     pub put: AtomicU64,
     pub put_bytes: AtomicU64,
     pub delete: AtomicU64,
+    /// Batch deletes, and the keys they named.
+    pub delete_many: AtomicU64,
+    pub delete_many_keys: AtomicU64,
     pub list: AtomicU64,
     pub head: AtomicU64,
     pub errors: AtomicU64,
@@ -34,6 +37,8 @@ impl CallCounts {
             "put": l(&self.put),
             "put_bytes": l(&self.put_bytes),
             "delete": l(&self.delete),
+            "delete_many": l(&self.delete_many),
+            "delete_many_keys": l(&self.delete_many_keys),
             "list": l(&self.list),
             "head": l(&self.head),
             "errors": l(&self.errors),
@@ -111,6 +116,19 @@ impl ObjectStore for CountingStore {
         self.count(&self.counts.delete, self.inner.delete(key))
     }
 
+    fn delete_many(&self, keys: &[String]) -> Result<Vec<(String, BackendError)>> {
+        self.counts
+            .delete_many_keys
+            .fetch_add(keys.len() as u64, Ordering::Relaxed);
+        let r = self.inner.delete_many(keys);
+        if let Ok(failed) = &r {
+            self.counts
+                .errors
+                .fetch_add(failed.len() as u64, Ordering::Relaxed);
+        }
+        self.count(&self.counts.delete_many, r)
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         self.count(&self.counts.list, self.inner.list(prefix))
     }
@@ -153,5 +171,9 @@ mod tests {
         assert_eq!(l(&c.errors), 2);
         assert_eq!((l(&c.list), l(&c.head)), (1, 1));
         assert_eq!(c.json()["get_bytes"], 8);
+        let failed = s.delete_many(&["a".into(), "missing".into()]).unwrap();
+        assert!(failed.is_empty());
+        assert_eq!((l(&c.delete_many), l(&c.delete_many_keys)), (1, 2));
+        assert_eq!(s.head("a").unwrap(), None);
     }
 }

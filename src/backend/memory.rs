@@ -5,9 +5,22 @@ use std::sync::Mutex;
 
 use super::{BackendError, ObjectInfo, ObjectStore, Result};
 
-#[derive(Debug, Default)]
+/// Each store is a repository of its own, with a location of its own (`memory:N`): the
+/// writer lock of a process is shared per location, so two stores must never look alike.
+#[derive(Debug)]
 pub struct MemoryStore {
     objects: Mutex<BTreeMap<String, Vec<u8>>>,
+    n: u64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        MemoryStore {
+            objects: Mutex::default(),
+            n: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 impl MemoryStore {
@@ -99,6 +112,6 @@ impl ObjectStore for MemoryStore {
     }
 
     fn location(&self) -> String {
-        "memory".to_string()
+        format!("memory:{}", self.n)
     }
 }

@@ -114,6 +114,18 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     fn put_new(&self, key: &str, data: &[u8]) -> Result<()>;
     /// Deletes an object; deleting a missing object is not an error.
     fn delete(&self, key: &str) -> Result<()>;
+    /// Deletes many objects (missing ones are not an error). Returns the keys that could
+    /// not be deleted with why; an `Err` means the whole call failed. Stores with a batch
+    /// delete (S3 DeleteObjects) use it; the default deletes one by one.
+    fn delete_many(&self, keys: &[String]) -> Result<Vec<(String, BackendError)>> {
+        let mut failed = Vec::new();
+        for k in keys {
+            if let Err(e) = self.delete(k) {
+                failed.push((k.clone(), e));
+            }
+        }
+        Ok(failed)
+    }
     /// Lists every object whose key starts with `prefix`, sorted by key.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
     /// The size of an object, or `None` when it does not exist.

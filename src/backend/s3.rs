@@ -19,6 +19,9 @@
 //!   it: when an attempt may have landed (timeout, reset) and a later one finds the object
 //!   present, the object is read back, and only a byte-identical object counts as ours.
 //! - `list` pages through ListObjectsV2 until the end; any failed page fails the listing.
+//! - `delete_many` is DeleteObjects in batches of at most [`DELETE_BATCH`] keys (quiet
+//!   mode, with `Content-MD5`); the keys the server could not delete come back with the
+//!   server's code and message, and a failed request fails the call.
 //!
 //! Deadlines: every HTTP attempt has [`S3Options::attempt_timeout`], every SDK operation
 //! (all its attempts) [`S3Options::operation_timeout`], and every trait call a hard
@@ -58,6 +61,7 @@ use aws_sdk_s3::operation::RequestId;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
+    Delete, ObjectIdentifier,
 };
 use md5::{Digest, Md5};
 use tokio::runtime::Runtime;
@@ -681,6 +685,9 @@ fn status<E>(e: &SdkError<E>) -> Option<u16> {
     e.raw_response().map(|r| r.status().as_u16())
 }
 
+/// Keys per DeleteObjects request: the S3 API's limit.
+pub const DELETE_BATCH: usize = 1000;
+
 fn content_md5(data: &[u8]) -> String {
     aws_smithy_types::base64::encode(Md5::digest(data))
 }
@@ -1071,6 +1078,51 @@ impl Target {
         }
     }
 
+    /// One DeleteObjects request (at most [`DELETE_BATCH`] keys): the keys the server
+    /// refused, with why.
+    async fn delete_batch(&self, keys: &[String]) -> Result<Vec<(String, BackendError)>> {
+        let first = keys.first().map(String::as_str).unwrap_or("");
+        let objects = keys
+            .iter()
+            .map(|k| ObjectIdentifier::builder().key(self.full_key(k)).build())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.remote("delete many", first, e.to_string(), false))?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| self.remote("delete many", first, e.to_string(), false))?;
+        let out = self
+            .client
+            .delete_objects()
+            .bucket(&self.bucket)
+            .delete(delete)
+            .customize()
+            // Older servers (and AWS without a flexible checksum) want Content-MD5.
+            .mutate_request(|req| {
+                if let Some(body) = req.body().bytes() {
+                    let md5 = content_md5(body);
+                    req.headers_mut().insert("Content-MD5", md5);
+                }
+            })
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("delete many", first, e))?;
+        let mut failed = Vec::new();
+        for e in out.errors() {
+            let full = e.key().unwrap_or("");
+            let key = full.strip_prefix(&self.prefix).unwrap_or(full).to_string();
+            let code = e.code().unwrap_or("");
+            if code == "NoSuchKey" {
+                continue; // deleting a missing object is not an error
+            }
+            let transient = matches!(code, "InternalError" | "SlowDown" | "ServiceUnavailable");
+            let what = format!("{code}: {}", e.message().unwrap_or(""));
+            failed.push((key.clone(), self.remote("delete", &key, what, transient)));
+        }
+        Ok(failed)
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let full = self.full_key(prefix);
         let mut out = Vec::new();
@@ -1339,6 +1391,16 @@ impl ObjectStore for S3Store {
 
     fn delete(&self, key: &str) -> Result<()> {
         self.run("delete", key, self.budget(), self.target.delete(key))
+    }
+
+    fn delete_many(&self, keys: &[String]) -> Result<Vec<(String, BackendError)>> {
+        let mut failed = Vec::new();
+        for batch in keys.chunks(DELETE_BATCH) {
+            let first = batch.first().map(String::as_str).unwrap_or("");
+            let fut = self.target.delete_batch(batch);
+            failed.extend(self.run("delete many", first, self.budget(), fut)?);
+        }
+        Ok(failed)
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {

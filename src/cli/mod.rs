@@ -3,6 +3,7 @@
 
 mod output;
 mod points;
+pub mod prune;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -229,6 +230,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Free the space of chunks no recovery point references: delete unused packs,
+    /// repack mostly unused ones (FORMAT.md, "Prune"). Waits for running backups.
+    Prune(prune::PruneArgs),
     /// Remove stale writer locks: those of processes of this machine that are gone.
     Unlock {
         /// Remove every lock, also those of other machines and of running writers.
@@ -661,6 +665,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Command::Prune(args) => prune::run(&open_repo(g)?, &args),
         Command::Unlock { all, json } => {
             let repo = open_repo(g)?;
             let n = lock::remove(&repo, all)?;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use chrono_tz::Tz;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -470,6 +470,14 @@ pub struct ForgetArgs {
     /// Prune afterwards, freeing the space of the removed points.
     #[arg(long)]
     pub prune: bool,
+    /// With --prune: repack a pack when more than this percentage of it is unused.
+    #[arg(
+        long,
+        default_value_t = 10.0,
+        value_name = "PERCENT",
+        requires = "prune"
+    )]
+    pub max_unused: f64,
 }
 
 /// One vault's decisions.
@@ -572,8 +580,19 @@ pub fn forget(repo: &Arc<Repository>, a: &ForgetArgs) -> Result<i32> {
         }
     }
     if a.prune && !a.dry_run {
+        // Prune takes the lock exclusively: this one goes first.
         drop(_lock);
-        bail!("--prune: prune is not available in this build");
+        let opts = crate::repo::prune::PruneOptions {
+            dry_run: false,
+            max_unused_percent: a.max_unused.clamp(0.0, 100.0),
+            lock_wait: std::time::Duration::from_secs(3600),
+        };
+        let report = crate::repo::prune::prune(repo, &opts)?;
+        // One JSON document: the forget's decisions above, the prune's report here.
+        super::prune::print_report(&report, a.json);
+        if !report.errors.is_empty() {
+            return Ok(1);
+        }
     }
     Ok(0)
 }

@@ -6,11 +6,18 @@
 //! location. With `read_data`, every pack is read whole and every indexed chunk is
 //! opened, decompressed and hashed against its id. Problems are collected, not fatal:
 //! the report names every damaged object. Packs that no index describes (left by an
-//! interrupted backup) are reported as notes, not errors.
+//! interrupted backup or prune) are reported as notes, not errors.
+//!
+//! Forwards (see [`super::read`]): a reference whose location is not indexed is followed
+//! through the forward object of its pack, as readers do, and is fine when that leads to
+//! an indexed copy with the same lengths. Every entry of every forward object must lead
+//! to an indexed copy too: one pointing nowhere is damage. A forward object of a pack that
+//! still exists is the leftover of an interrupted prune (a note).
 
 use std::collections::{HashMap, HashSet};
 
 use super::format::*;
+use super::read::MAX_HOPS;
 use super::{RepoError, Repository, Result};
 
 /// What a check found.
@@ -112,9 +119,56 @@ pub fn check(repo: &Repository, read_data: bool) -> Result<CheckReport> {
     for id in packs.keys() {
         if !per_pack.contains_key(id) {
             report.notes.push(format!(
-                "pack {} is not indexed (left by an interrupted backup; harmless)",
+                "pack {} is not indexed (left by an interrupted backup or prune; prune removes it)",
                 id.key()
             ));
+        }
+    }
+
+    // Forward objects of packs removed by prune.
+    let mut forwards: HashMap<PackId, HashMap<ChunkId, ChunkRef>> = HashMap::new();
+    for o in store.list("forward/")? {
+        let Some(id) = o.key.strip_prefix("forward/").and_then(PackId::from_hex) else {
+            report.notes.push(format!("stray object {}", o.key));
+            continue;
+        };
+        match repo.load_forward(&id) {
+            Ok(f) => {
+                if packs.contains_key(&id) {
+                    report.notes.push(format!(
+                        "pack {} still exists beside its forward object (an interrupted \
+                         prune; prune finishes it)",
+                        id.key()
+                    ));
+                }
+                forwards.insert(id, f.moved.iter().map(|m| (m.id, *m)).collect());
+            }
+            Err(e) => report.errors.push(e.to_string()),
+        }
+    }
+    let refs = Refs {
+        index: &index,
+        forwards: &forwards,
+    };
+    let mut fwd_ids: Vec<&PackId> = forwards.keys().collect();
+    fwd_ids.sort();
+    for pack in fwd_ids {
+        let mut moved: Vec<&ChunkRef> = forwards[pack].values().collect();
+        moved.sort_by_key(|m| m.id);
+        for m in moved {
+            let found = refs.locate(m);
+            let ok = found
+                .is_some_and(|(loc, _)| loc.stored_len == m.stored_len && loc.raw_len == m.raw_len);
+            if !ok {
+                report.errors.push(format!(
+                    "forward object {} sends chunk {} to pack {} offset {}, where it is not \
+                     indexed",
+                    pack.forward_key(),
+                    m.id,
+                    m.pack.to_hex(),
+                    m.offset
+                ));
+            }
         }
     }
 
@@ -159,7 +213,7 @@ pub fn check(repo: &Repository, read_data: bool) -> Result<CheckReport> {
                     }
                     report.trees += 1;
                     let ctx = format!("{vault}/{point}/{}", String::from_utf8_lossy(&b.name));
-                    if !check_ref(&index, &r, ChunkKind::Tree, &ctx, &mut report) {
+                    if !check_ref(&refs, &r, ChunkKind::Tree, &ctx, &mut report) {
                         continue;
                     }
                     let tree = match repo.load_tree(&r) {
@@ -172,7 +226,7 @@ pub fn check(repo: &Repository, read_data: bool) -> Result<CheckReport> {
                     for n in &tree.nodes {
                         for e in &n.content {
                             if let Extent::Data(c) = e {
-                                check_ref(&index, c, ChunkKind::Data, &ctx, &mut report);
+                                check_ref(&refs, c, ChunkKind::Data, &ctx, &mut report);
                             }
                         }
                         if let Some(s) = n.subtree {
@@ -222,17 +276,39 @@ pub fn check(repo: &Repository, read_data: bool) -> Result<CheckReport> {
     Ok(report)
 }
 
+/// Indexed locations, and where forward objects send chunks of removed packs.
+struct Refs<'a> {
+    index: &'a HashMap<(ChunkId, PackId, u32), (ChunkRef, ChunkKind)>,
+    forwards: &'a HashMap<PackId, HashMap<ChunkId, ChunkRef>>,
+}
+
+impl Refs<'_> {
+    /// The indexed copy a reference leads to: its own location, else through forwards
+    /// (at most [`MAX_HOPS`]), as readers follow them.
+    fn locate(&self, r: &ChunkRef) -> Option<&(ChunkRef, ChunkKind)> {
+        let mut at = *r;
+        for _ in 0..=MAX_HOPS {
+            if let Some(found) = self.index.get(&(at.id, at.pack, at.offset)) {
+                return Some(found);
+            }
+            at = *self.forwards.get(&at.pack)?.get(&at.id)?;
+        }
+        None
+    }
+}
+
 fn check_ref(
-    index: &HashMap<(ChunkId, PackId, u32), (ChunkRef, ChunkKind)>,
+    refs: &Refs<'_>,
     r: &ChunkRef,
     kind: ChunkKind,
     ctx: &str,
     report: &mut CheckReport,
 ) -> bool {
-    match index.get(&(r.id, r.pack, r.offset)) {
+    match refs.locate(r) {
         None => {
             report.errors.push(format!(
-                "chunk {} (referenced by {ctx}) is not in the index at pack {} offset {}",
+                "chunk {} (referenced by {ctx}) is not in the index at pack {} offset {}, \
+                 and no forward object says where it went",
                 r.id,
                 r.pack.to_hex(),
                 r.offset
@@ -257,5 +333,164 @@ fn check_ref(
                 true
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryStore;
+    use crate::repo::InitOptions;
+    use std::sync::Arc;
+
+    fn repo() -> Arc<Repository> {
+        let opts = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+                salt: [1; 16],
+            },
+            ..Default::default()
+        };
+        let r = Repository::init(Arc::new(MemoryStore::new()), b"pw", opts).unwrap();
+        r.create_vault("v", "").unwrap();
+        r
+    }
+
+    /// Stores one chunk in a pack of its own, indexed.
+    fn store(repo: &Repository, kind: ChunkKind, plain: &[u8]) -> ChunkRef {
+        let mut c = zstd::bulk::Compressor::new(3).unwrap();
+        let id = repo.keys().chunk_id(plain);
+        let sealed = repo.seal_chunk(&id, plain, &mut c);
+        let pack = PackId::random();
+        repo.store().put(&pack.key(), &sealed).unwrap();
+        let r = ChunkRef {
+            id,
+            pack,
+            offset: 0,
+            stored_len: sealed.len() as u32,
+            raw_len: plain.len() as u32,
+        };
+        repo.write_pack_index(&PackIndex {
+            pack,
+            entries: vec![IndexEntry {
+                id,
+                kind,
+                offset: 0,
+                stored_len: r.stored_len,
+                raw_len: r.raw_len,
+            }],
+        })
+        .unwrap();
+        r
+    }
+
+    /// A point holding one file whose content is `data`.
+    fn point(repo: &Repository, data: ChunkRef) {
+        let mut node = Node::empty(b"f".to_vec(), NodeKind::File);
+        node.size = data.raw_len as u64;
+        node.content = vec![Extent::Data(data)];
+        let tree = encode_object(&Tree { nodes: vec![node] });
+        let root = store(repo, ChunkKind::Tree, &tree);
+        let mut m = Manifest {
+            vault: "v".into(),
+            name: String::new(),
+            time_ns: 1,
+            end_ns: 2,
+            hostname: "h".into(),
+            status: PointStatus::Available,
+            parent: None,
+            backups: vec![BackupEntry {
+                name: b"f".to_vec(),
+                kind: BackupKind::Image,
+                source: b"-".to_vec(),
+                root,
+                stats: BackupStats::default(),
+            }],
+            attrs: PointAttrs::default(),
+            skipped: Vec::new(),
+            fail_reason: None,
+        };
+        repo.commit_manifest(&mut m).unwrap();
+    }
+
+    #[test]
+    fn forwards_are_followed_and_one_pointing_nowhere_is_damage() {
+        let repo = repo();
+        let a = store(&repo, ChunkKind::Data, b"some file data");
+        point(&repo, a);
+        assert!(check(&repo, true).unwrap().ok());
+
+        // Prune moved the chunk: a copy, a forward, and the old pack and index gone.
+        let sealed = repo.read_sealed(&a).unwrap();
+        let b_pack = PackId::random();
+        let mut data = vec![0u8; 10];
+        data.extend_from_slice(&sealed);
+        repo.store().put(&b_pack.key(), &data).unwrap();
+        let b = ChunkRef {
+            pack: b_pack,
+            offset: 10,
+            ..a
+        };
+        repo.write_pack_index(&PackIndex {
+            pack: b_pack,
+            entries: vec![IndexEntry {
+                id: a.id,
+                kind: ChunkKind::Data,
+                offset: 10,
+                stored_len: a.stored_len,
+                raw_len: a.raw_len,
+            }],
+        })
+        .unwrap();
+        repo.write_forward(&Forward {
+            pack: a.pack,
+            moved: vec![b],
+        })
+        .unwrap();
+        // Interrupted before the old pack went: a note, no error.
+        let r = check(&repo, true).unwrap();
+        assert!(r.ok(), "{:?}", r.errors);
+        assert!(
+            r.notes.iter().any(|n| n.contains("beside its forward")),
+            "{:?}",
+            r.notes
+        );
+        repo.store().delete(&a.pack.index_key()).unwrap();
+        let r = check(&repo, true).unwrap();
+        assert!(r.ok(), "{:?}", r.errors);
+        assert!(
+            r.notes.iter().any(|n| n.contains("not indexed")),
+            "{:?}",
+            r.notes
+        );
+        repo.store().delete(&a.pack.key()).unwrap();
+        let r = check(&repo, true).unwrap();
+        assert!(r.ok(), "{:?}", r.errors);
+        assert!(r.notes.is_empty(), "{:?}", r.notes);
+
+        // A forward entry that leads nowhere is damage, and so is the reference through it.
+        repo.write_forward(&Forward {
+            pack: a.pack,
+            moved: vec![ChunkRef {
+                pack: PackId::random(),
+                ..b
+            }],
+        })
+        .unwrap();
+        let r = check(&repo, false).unwrap();
+        assert!(
+            r.errors.iter().any(|e| e.contains("sends chunk")),
+            "{:?}",
+            r.errors
+        );
+        assert!(
+            r.errors
+                .iter()
+                .any(|e| e.contains("no forward object says")),
+            "{:?}",
+            r.errors
+        );
     }
 }

@@ -11,6 +11,14 @@
 //! ingests through the mount) hold one lock object between them. That is safe because
 //! writers never modify anything: each has its own packs, and manifests are committed
 //! with create-only writes under distinct names.
+//!
+//! Prune is the one writer that deletes, so it takes the lock exclusively
+//! ([`acquire_wait`]): it shares with nobody, not even writers of its own process, and
+//! while it holds the lock a writer of its process fails as one of another process would.
+//! A backup holds its lock from before it loads the index until after its manifest is
+//! committed, so it can never deduplicate against a chunk that prune is deleting.
+//! Lock order: `HELD` is never held while waiting or while talking to the store of
+//! another repository.
 
 use std::sync::{Arc, Mutex, Weak};
 
@@ -25,6 +33,8 @@ pub struct LockGuard {
 struct Held {
     repo: Arc<Repository>,
     key: String,
+    /// Taken by [`acquire_wait`]: never shared.
+    exclusive: bool,
 }
 
 /// Locks this process holds, by repository location.
@@ -64,14 +74,77 @@ pub fn acquire(repo: &Arc<Repository>, command: &str) -> Result<LockGuard> {
         .find(|(l, _)| *l == location)
         .and_then(|(_, w)| w.upgrade())
     {
+        if inner.exclusive {
+            return Err(RepoError::Locked(format!(
+                "the repository at {location} is locked by a prune of this process"
+            )));
+        }
         return Ok(LockGuard { _inner: inner });
     }
-    let inner = Arc::new(take(repo, command)?);
+    let inner = Arc::new(take(repo, command, false)?);
     held.push((location, Arc::downgrade(&inner)));
     Ok(LockGuard { _inner: inner })
 }
 
-fn take(repo: &Arc<Repository>, command: &str) -> Result<Held> {
+/// Takes the writer lock exclusively (shared with no other writer, also none of this
+/// process), waiting up to `max_wait` for other writers to finish: it polls with a
+/// backoff of 50 ms doubling up to 5 s, with jitter. `max_wait` zero tries once. After
+/// `max_wait` the error names the holder, as [`acquire`]'s does.
+pub fn acquire_wait(
+    repo: &Arc<Repository>,
+    command: &str,
+    max_wait: std::time::Duration,
+) -> Result<LockGuard> {
+    let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(50);
+    let location = repo.location();
+    let mut told = false;
+    loop {
+        let attempt = {
+            let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+            held.retain(|(_, w)| w.strong_count() > 0);
+            if held.iter().any(|(l, _)| *l == location) {
+                Err(RepoError::Locked(format!(
+                    "the repository at {location} is locked by another writer of this process"
+                )))
+            } else {
+                match take(repo, command, true) {
+                    Ok(h) => {
+                        let inner = Arc::new(h);
+                        held.push((location.clone(), Arc::downgrade(&inner)));
+                        Ok(LockGuard { _inner: inner })
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match attempt {
+            Ok(g) => return Ok(g),
+            Err(RepoError::Locked(m)) => {
+                let waited = start.elapsed();
+                if waited >= max_wait {
+                    return Err(RepoError::Locked(if max_wait.is_zero() {
+                        m
+                    } else {
+                        format!("{m} (waited {}s)", waited.as_secs())
+                    }));
+                }
+                if !told {
+                    tracing::info!("waiting for the lock: {m}");
+                    told = true;
+                }
+                let mut j = [0u8; 1];
+                getrandom::getrandom(&mut j).expect("the OS random source failed");
+                let jitter = pause / 4 * j[0] as u32 / 255;
+                std::thread::sleep((pause + jitter).min(max_wait - waited));
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn take(repo: &Arc<Repository>, command: &str, exclusive: bool) -> Result<Held> {
     let host = hostname();
     let info = LockInfo {
         hostname: host.clone(),
@@ -86,6 +159,7 @@ fn take(repo: &Arc<Repository>, command: &str) -> Result<Held> {
     let guard = Held {
         repo: repo.clone(),
         key: key.clone(),
+        exclusive,
     };
     for other in repo.store().list("locks/")? {
         if other.key == key {
@@ -150,4 +224,75 @@ pub fn remove(repo: &Repository, all: bool) -> Result<usize> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryStore;
+    use crate::repo::InitOptions;
+    use crate::repo::format::KdfParams;
+    use std::time::{Duration, Instant};
+
+    fn repo() -> Arc<Repository> {
+        let opts = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+                salt: [1; 16],
+            },
+            ..Default::default()
+        };
+        Repository::init(Arc::new(MemoryStore::new()), b"pw", opts).unwrap()
+    }
+
+    #[test]
+    fn an_exclusive_lock_waits_for_writers_and_shares_with_none() {
+        let repo = repo();
+        let backup = acquire(&repo, "backup v").unwrap();
+        // Zero wait: fails at once while a writer of this process holds the lock.
+        let e = acquire_wait(&repo, "prune", Duration::ZERO).err().unwrap();
+        assert!(matches!(e, RepoError::Locked(_)), "{e}");
+        assert_eq!(
+            list(&repo).unwrap().len(),
+            1,
+            "the failed attempt left a lock"
+        );
+        // Waiting: gets it once the writer is done.
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(backup);
+        });
+        let start = Instant::now();
+        let prune = acquire_wait(&repo, "prune", Duration::from_secs(30)).unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(150));
+        t.join().unwrap();
+        // While prune holds it, a writer of the same process does not share it.
+        let e = acquire(&repo, "backup v").err().unwrap();
+        assert!(e.to_string().contains("prune"), "{e}");
+        let e = acquire_wait(&repo, "prune", Duration::ZERO).err().unwrap();
+        assert!(matches!(e, RepoError::Locked(_)), "{e}");
+        drop(prune);
+        assert!(list(&repo).unwrap().is_empty());
+        drop(acquire(&repo, "backup v").unwrap());
+    }
+
+    #[test]
+    fn a_lock_of_another_process_makes_prune_wait_then_fail_naming_it() {
+        let repo = repo();
+        let other = LockInfo {
+            hostname: "elsewhere".into(),
+            pid: 1,
+            time_ns: now_ns(),
+            command: "backup db".into(),
+        };
+        repo.write_object("locks/other", &other, true).unwrap();
+        let e = acquire_wait(&repo, "prune", Duration::from_millis(300))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("`backup db`") && e.contains("waited"), "{e}");
+        assert_eq!(list(&repo).unwrap().len(), 1);
+    }
 }

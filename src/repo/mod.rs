@@ -30,10 +30,12 @@ pub mod ingest;
 pub mod lock;
 pub mod pack;
 pub mod points;
+pub mod prune;
 pub mod read;
 pub mod restore;
 pub mod retention;
 pub mod tar;
+pub mod usage;
 pub mod walk;
 
 use std::collections::HashMap;
@@ -239,6 +241,8 @@ pub struct Repository {
     store: Store,
     keys: Keys,
     config: Config,
+    /// Forward objects already read (see [`read`]): where chunks of removed packs went.
+    forwards: read::ForwardCache,
     /// The format version of the repository's `config` object.
     format: u32,
 }
@@ -307,6 +311,7 @@ impl Repository {
             keys,
             config,
             format: FORMAT_VERSION,
+            forwards: read::ForwardCache::default(),
         }))
     }
 
@@ -335,6 +340,7 @@ impl Repository {
             keys,
             config,
             format: file.version,
+            forwards: read::ForwardCache::default(),
         }))
     }
 

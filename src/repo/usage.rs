@@ -1,0 +1,73 @@
+//! How many stored bytes each vault's recovery points reference.
+//!
+//! A vault's bytes are the stored size of every distinct chunk (by id: a chunk stored twice
+//! counts once) that one of its points references, data and trees alike; `shared_bytes`
+//! is the part of that which points of other vaults reference too. Both stay true after a
+//! prune (which only removes what no point references, and moves chunks without changing
+//! their stored size), unlike "bytes a point added when it was taken". The walk is
+//! prune's mark: each distinct tree of a vault is read once.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+
+use super::format::ChunkId;
+use super::prune::{all_points, walk_manifest};
+use super::{Repository, Result};
+
+/// The usage of one vault.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct VaultUsage {
+    pub vault: String,
+    pub points: usize,
+    /// Distinct chunks its points reference, and their stored bytes.
+    pub chunks: u64,
+    pub bytes: u64,
+    /// The part of `bytes` that points of other vaults reference too.
+    pub shared_bytes: u64,
+}
+
+/// The usage of every vault that has points (and of each vault in `vaults` even when it
+/// has none), sorted by vault name.
+pub fn usage(repo: &Repository, vaults: &[String]) -> Result<Vec<VaultUsage>> {
+    let mut by_vault: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for v in vaults {
+        by_vault.entry(v.clone()).or_default();
+    }
+    for (v, p) in all_points(repo)? {
+        by_vault.entry(v).or_default().push(p);
+    }
+    let mut chunks: BTreeMap<String, HashMap<ChunkId, u32>> = BTreeMap::new();
+    let mut holders: HashMap<ChunkId, u32> = HashMap::new();
+    for (vault, points) in &by_vault {
+        let mut visited = HashSet::new();
+        let mut mine: HashMap<ChunkId, u32> = HashMap::new();
+        for p in points {
+            let m = repo.load_manifest(vault, p)?;
+            walk_manifest(repo, &m, &mut visited, &mut |r, _| {
+                mine.insert(r.id, r.stored_len);
+            })?;
+        }
+        for id in mine.keys() {
+            *holders.entry(*id).or_default() += 1;
+        }
+        chunks.insert(vault.clone(), mine);
+    }
+    Ok(by_vault
+        .iter()
+        .map(|(vault, points)| {
+            let mine = &chunks[vault];
+            VaultUsage {
+                vault: vault.clone(),
+                points: points.len(),
+                chunks: mine.len() as u64,
+                bytes: mine.values().map(|&n| n as u64).sum(),
+                shared_bytes: mine
+                    .iter()
+                    .filter(|(id, _)| holders[*id] > 1)
+                    .map(|(_, &n)| n as u64)
+                    .sum(),
+            }
+        })
+        .collect())
+}

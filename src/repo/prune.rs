@@ -25,6 +25,13 @@
 //!    forward object (new, or rewritten so that it names the chunk's final home); then
 //!    remove forwards nobody needs; then the index objects of the packs that go; then the
 //!    packs.
+//!
+//! Concurrency: the mark walk is latency-bound (one small read per tree, on S3 a round
+//! trip each), so manifests and trees are read by `WALK_THREADS` scoped threads, in
+//! batches of `WALK_BATCH` trees so that memory stays bounded. Copying is bound by
+//! bandwidth and runs in the calling thread with one reused pack buffer (`Repacker`):
+//! prune's peak memory is then one pack, one span and the mark's sets (about 100 bytes a
+//! referenced chunk).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -93,7 +100,7 @@ const REPACK_SPAN: u64 = 4 << 20;
 /// Trees loaded per round of the walk: bounds the trees held in memory at once.
 const WALK_BATCH: usize = 256;
 
-/// `f` over `items` on up to [`WALK_THREADS`] threads, results in order; the first error
+/// `f` over `items` on up to `WALK_THREADS` threads, results in order; the first error
 /// (in item order) is returned and stops the rest early.
 pub(crate) fn par_map<T: Sync, R: Send>(
     items: &[T],

@@ -87,38 +87,49 @@ pub fn acquire(repo: &Arc<Repository>, command: &str) -> Result<LockGuard> {
 }
 
 /// Takes the writer lock exclusively (shared with no other writer, also none of this
-/// process), waiting up to `max_wait` for other writers to finish: it polls with a
-/// backoff of 50 ms doubling up to 5 s, with jitter. `max_wait` zero tries once. After
-/// `max_wait` the error names the holder, as [`acquire`]'s does.
+/// process), waiting up to `max_wait` for other writers to finish (see [`retry_locked`]).
 pub fn acquire_wait(
     repo: &Arc<Repository>,
     command: &str,
     max_wait: std::time::Duration,
 ) -> Result<LockGuard> {
+    let location = repo.location();
+    retry_locked(max_wait, || {
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        held.retain(|(_, w)| w.strong_count() > 0);
+        if held.iter().any(|(l, _)| *l == location) {
+            return Err(RepoError::Locked(format!(
+                "the repository at {location} is locked by another writer of this process"
+            )));
+        }
+        let inner = Arc::new(take(repo, command, true)?);
+        held.push((location.clone(), Arc::downgrade(&inner)));
+        Ok(LockGuard { _inner: inner })
+    })
+}
+
+/// Like [`acquire`] (shared within this process), waiting up to `max_wait` for a writer
+/// of another process (a prune, another backup) to finish: what backups and ingests do.
+pub fn acquire_shared_wait(
+    repo: &Arc<Repository>,
+    command: &str,
+    max_wait: std::time::Duration,
+) -> Result<LockGuard> {
+    retry_locked(max_wait, || acquire(repo, command))
+}
+
+/// Runs `attempt` until it is not `Locked`, polling with a backoff of 50 ms doubling up
+/// to 5 s, with jitter, for at most `max_wait` (zero: once). After `max_wait` the error
+/// names the holder, as [`acquire`]'s does.
+fn retry_locked(
+    max_wait: std::time::Duration,
+    mut attempt: impl FnMut() -> Result<LockGuard>,
+) -> Result<LockGuard> {
     let start = std::time::Instant::now();
     let mut pause = std::time::Duration::from_millis(50);
-    let location = repo.location();
     let mut told = false;
     loop {
-        let attempt = {
-            let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
-            held.retain(|(_, w)| w.strong_count() > 0);
-            if held.iter().any(|(l, _)| *l == location) {
-                Err(RepoError::Locked(format!(
-                    "the repository at {location} is locked by another writer of this process"
-                )))
-            } else {
-                match take(repo, command, true) {
-                    Ok(h) => {
-                        let inner = Arc::new(h);
-                        held.push((location.clone(), Arc::downgrade(&inner)));
-                        Ok(LockGuard { _inner: inner })
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-        };
-        match attempt {
+        match attempt() {
             Ok(g) => return Ok(g),
             Err(RepoError::Locked(m)) => {
                 let waited = start.elapsed();

@@ -10,3 +10,4 @@ pub mod cli;
 pub mod control;
 pub mod fs;
 pub mod repo;
+pub mod sync;

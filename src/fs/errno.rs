@@ -18,7 +18,7 @@
 use crate::backend::BackendError;
 use crate::repo::RepoError;
 
-use super::ops::FsError;
+use super::reply::FsError;
 
 impl FsError {
     /// The errno the kernel gets for this error.

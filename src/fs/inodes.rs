@@ -109,10 +109,6 @@ pub struct TreeNode {
     pub children: Mutex<Option<Listing>>,
     /// Start offset of each extent, plus the total: `offsets[i]..offsets[i+1]` is extent i.
     offsets: OnceLock<Vec<u64>>,
-    /// For directories: the position of the child opened last (`u64::MAX`: none yet), and
-    /// how far the readahead across files has gone.
-    pub last_open: AtomicU64,
-    pub ahead_until: AtomicU64,
 }
 
 impl TreeNode {
@@ -122,8 +118,6 @@ impl TreeNode {
             backup,
             children: Mutex::new(None),
             offsets: OnceLock::new(),
-            last_open: AtomicU64::new(u64::MAX),
-            ahead_until: AtomicU64::new(0),
         }
     }
 

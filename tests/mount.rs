@@ -1185,3 +1185,61 @@ fn wait_until_readable(p: &Path) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The inode table follows what the kernel caches: a walk of 50,000 entries grows it by
+/// as many, and `echo 2 > /proc/sys/vm/drop_caches` (the kernel forgets the inodes it
+/// does not use) brings it back to its baseline, while an entry the kernel still holds
+/// (an open file, and so its directory) keeps its number.
+#[test]
+fn forgotten_inodes_leave_the_table() {
+    if !fuse_available() {
+        return;
+    }
+    let r = common::TestRepo::new();
+    let src = r.path("src");
+    for d in 0..50 {
+        let dir = src.join(format!("d{d:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..1000 {
+            fs::File::create(dir.join(format!("f{f:04}"))).unwrap();
+        }
+    }
+    fs::write(src.join("d00/f0000"), b"held open\n").unwrap();
+    r.ok(&[OsStr::new("backup"), OsStr::new("v"), src.as_os_str()]);
+    let m = r.mount(&[], &[]);
+    let inodes = || -> u64 {
+        let s: serde_json::Value =
+            serde_json::from_slice(&fs::read(m.p(".vaultfs/stats.json")).unwrap()).unwrap();
+        s["inodes"].as_u64().unwrap()
+    };
+    let top = m.p("v/latest/src");
+    assert!(top.is_dir());
+    let baseline = inodes();
+    let mut seen = 0;
+    for d in fs::read_dir(&top).unwrap() {
+        let d = d.unwrap();
+        assert!(d.metadata().unwrap().is_dir());
+        for f in fs::read_dir(d.path()).unwrap() {
+            f.unwrap().metadata().unwrap();
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 50_000);
+    let grown = inodes();
+    assert!(grown >= baseline + 50_000, "{baseline} -> {grown}");
+    let held_path = top.join("d00/f0000");
+    let held = fs::File::open(&held_path).unwrap();
+    let held_ino = held.metadata().unwrap().ino();
+    let dir_ino = fs::metadata(top.join("d00")).unwrap().ino();
+    fs::write("/proc/sys/vm/drop_caches", "2").expect("writing /proc/sys/vm/drop_caches");
+    wait_for("the table to shrink to its baseline", || {
+        inodes() <= baseline + 2
+    });
+    // What the kernel held kept its number; what it forgot comes back under its own.
+    assert_eq!(held.metadata().unwrap().ino(), held_ino);
+    assert_eq!(fs::metadata(&held_path).unwrap().ino(), held_ino);
+    assert_eq!(fs::metadata(top.join("d00")).unwrap().ino(), dir_ino);
+    assert_eq!(fs::read(&held_path).unwrap(), b"held open\n");
+    assert_eq!(fs::read_dir(top.join("d49")).unwrap().count(), 1000);
+    drop(held);
+}

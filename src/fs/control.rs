@@ -7,12 +7,14 @@
 //!   the tree: no store call per lookup, so a stalled store stalls no `ls .vaultfs/...`.
 //! - Generated content is never cached by the kernel (zero TTL, direct I/O), and a file's
 //!   content is fixed for one open (rendered at open, see `handles.rs`).
-//! - A rendering is shared for [`RENDER_REUSE`]: `getattr` and `open` within it agree on
-//!   the size and the bytes, and `ls -l` followed by `cat` renders once. A listing with
-//!   attributes (readdirplus) does not render at all: it reports the size of the last
-//!   rendering (0 before the first), which is honest enough for files read with direct
-//!   I/O (a read goes on to the real end whatever the size said) and keeps `ls` of
-//!   `.vaultfs/vaults/` from loading every manifest of every vault.
+//! - A file rendered from the repository's objects (a vault's or a point's JSON) is
+//!   rendered once for [`RENDER_REUSE`]: `getattr` and `open` within it agree on the size
+//!   and the bytes, and `ls -l` followed by `cat` renders once. A listing with attributes
+//!   (readdirplus) does not render it at all: it reports the size of the last rendering
+//!   (0 before the first), which is honest enough for files read with direct I/O (a read
+//!   goes on to the real end whatever the size said) and keeps `ls` of
+//!   `.vaultfs/vaults/` from loading every manifest of every vault. Files rendered from
+//!   memory (tasks, `stats.json`) are rendered at each `getattr` and `open`.
 //!
 //! Field names of the JSON follow the CLI's `--json` output, so scripts can use either.
 
@@ -75,6 +77,12 @@ fn render(v: &Value) -> Vec<u8> {
     let mut out = serde_json::to_vec_pretty(v).expect("JSON encodes");
     out.push(b'\n');
     out
+}
+
+/// Whether a generated file is rendered from the repository's objects (and so reused, see
+/// the module documentation), rather than from memory (tasks, stats: rendered each time).
+fn from_repository(c: &Control) -> bool {
+    matches!(c, Control::VaultJson(_) | Control::PointJson(..))
 }
 
 /// How long one rendering of a generated file answers `getattr` and `open`.
@@ -184,6 +192,9 @@ impl ControlFiles {
     /// The content of a generated file: a rendering younger than [`RENDER_REUSE`], or a
     /// new one.
     pub fn content(&self, src: &Sources<'_>, c: &Control) -> FsResult<Arc<Vec<u8>>> {
+        if !from_repository(c) {
+            return Ok(Arc::new(self.render(src, c)?));
+        }
         if let Some((at, data)) = lock(&self.renders).get(c)
             && at.elapsed() < RENDER_REUSE
         {
@@ -198,7 +209,10 @@ impl ControlFiles {
 
     /// The size of the last rendering of a generated file, without rendering it (0 before
     /// the first): what a listing with attributes reports.
-    pub fn last_size(&self, c: &Control) -> u64 {
+    pub fn last_size(&self, src: &Sources<'_>, c: &Control) -> u64 {
+        if !from_repository(c) {
+            return self.render(src, c).map_or(0, |d| d.len() as u64);
+        }
         lock(&self.renders)
             .get(c)
             .map_or(0, |(_, d)| d.len() as u64)

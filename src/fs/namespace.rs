@@ -540,6 +540,46 @@ impl Namespace {
         Ok(l)
     }
 
+    /// Brings back the entries of a backup directory's listing that left the table (the
+    /// kernel forgot them), under the numbers the listing kept: the directory's tree chunk
+    /// is decoded again (from the cache, or fetched).
+    pub fn revive(&self, ino: u64, t: &TreeNode) -> Result<()> {
+        let Some(listing) = lock(&t.children).clone() else {
+            return Ok(());
+        };
+        let nodes = match &t.node.subtree {
+            Some(r) => self.load_tree(ino, r)?.nodes,
+            None => Vec::new(),
+        };
+        let backup = t.backup_ino(ino);
+        for (n, (name, child)) in nodes.into_iter().zip(listing.iter()) {
+            if self.inodes.get(*child).is_none() {
+                let body = Body::Node(TreeNode::new(n, backup));
+                self.inodes.insert_at(*child, ino, name.clone(), body);
+            }
+        }
+        Ok(())
+    }
+
+    /// The inode `ino` listed in directory `dir`, brought back if the kernel had
+    /// forgotten it; with one more lookup held when `hold` (see `inodes.rs`).
+    pub fn child(&self, dir: &Inode, ino: u64, hold: bool) -> Result<Arc<Inode>> {
+        let get = || {
+            if hold {
+                self.inodes.hold(ino)
+            } else {
+                self.inodes.get(ino)
+            }
+        };
+        if let Some(i) = get() {
+            return Ok(i);
+        }
+        if let Body::Node(t) = &dir.body {
+            self.revive(dir.ino, t)?;
+        }
+        get().ok_or(FsError::NotFound)
+    }
+
     /// The inode of a generated file or directory, allocated at first sight.
     pub fn control_ino(&self, parent: u64, name: &[u8], c: Control) -> u64 {
         self.inodes.get_or_alloc(Key::Control(c.clone()), || {

@@ -178,7 +178,7 @@ impl VaultFs {
                 let size = if render {
                     self.control.content(&self.sources(), c)?.len() as u64
                 } else {
-                    self.control.last_size(c)
+                    self.control.last_size(&self.sources(), c)
                 };
                 attr = attr.as_file(size, 0o444);
             }
@@ -243,7 +243,14 @@ impl VaultFs {
                 .map(|(_, i)| *i)
                 .ok_or(FsError::NotFound)?,
         };
-        self.getattr(ino)
+        // The kernel holds the entry it is answered with (until it forgets it).
+        let inode = self.ns.child(&dir, ino, true)?;
+        self.attr(&inode, true).inspect_err(|_| self.forget(ino, 1))
+    }
+
+    /// FORGET: the kernel no longer holds `n` lookups of `ino` (see `inodes.rs`).
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.ns.inodes.forget(ino, n);
     }
 
     /// Whether the kernel may cache a directory's listing across opens: points and
@@ -294,6 +301,47 @@ impl VaultFs {
         offset: u64,
         mut add: impl FnMut(u64, FileKind, &[u8], u64) -> bool,
     ) -> Result<()> {
+        self.list(ino, offset, false, |child, inode, name, next| {
+            let kind = inode.map_or(FileKind::File, |i| kind_of(&i));
+            add(child, kind, name, next)
+        })
+    }
+
+    /// Like [`VaultFs::readdir`], with each entry's attributes (readdirplus): the kernel
+    /// holds every entry but `.` and `..` that `add` takes (returns false for). An entry
+    /// whose attributes cannot be had (a control file of a vanished point) is left out;
+    /// its lookup will report the error.
+    pub fn readdirplus(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, &[u8], &Entry, u64) -> bool,
+    ) -> Result<()> {
+        self.list(ino, offset, true, |child, inode, name, next| {
+            let Some(inode) = inode else { return false };
+            let Ok(e) = self.attr(&inode, false) else {
+                if name != b"." && name != b".." {
+                    self.forget(child, 1);
+                }
+                return false;
+            };
+            let full = add(child, name, &e, next);
+            if full && name != b"." && name != b".." {
+                self.forget(child, 1);
+            }
+            full
+        })
+    }
+
+    /// Walks a listing from `offset`: `visit(ino, inode, name, next)` until it returns
+    /// true. With `hold`, each entry but `.` and `..` is passed held (see `inodes.rs`).
+    fn list(
+        &self,
+        ino: u64,
+        offset: u64,
+        hold: bool,
+        mut visit: impl FnMut(u64, Option<Arc<Inode>>, &[u8], u64) -> bool,
+    ) -> Result<()> {
         let inode = self.ns.inode(ino)?;
         if kind_of(&inode) != FileKind::Dir {
             return Err(FsError::NotDir);
@@ -303,26 +351,23 @@ impl VaultFs {
             self.readahead.on_list(&self.ns, &inode, &children);
         }
         let parent = if ino == ROOT_INO {
-            ROOT_INO
+            inode.clone()
         } else {
-            inode.parent
+            self.ns
+                .inode(inode.parent)
+                .unwrap_or_else(|_| inode.clone())
         };
         for i in offset as usize.. {
             let next = i as u64 + 1;
             let full = match i {
-                0 => add(ino, FileKind::Dir, b".", next),
-                1 => add(parent, FileKind::Dir, b"..", next),
+                0 => visit(ino, Some(inode.clone()), b".", next),
+                1 => visit(parent.ino, Some(parent.clone()), b"..", next),
                 _ => {
                     let Some((name, child)) = children.get(i - 2) else {
                         break;
                     };
-                    let kind = self
-                        .ns
-                        .inodes
-                        .get(*child)
-                        .map(|i| kind_of(&i))
-                        .unwrap_or(FileKind::File);
-                    add(*child, kind, name, next)
+                    let c = self.ns.child(&inode, *child, hold).ok();
+                    visit(*child, c, name, next)
                 }
             };
             if full {

@@ -888,3 +888,57 @@ fn listing_a_directory_loads_its_subdirectories_trees_ahead_in_grouped_reads() {
         assert_eq!(read_all(&fs, f).unwrap(), format!("file {i}").as_bytes());
     }
 }
+
+/// The entries of a directory (not `.` and `..`) as readdirplus hands them to the kernel,
+/// which then holds each once.
+fn held_entries(fs: &VaultFs, ino: u64) -> Vec<(Vec<u8>, u64)> {
+    let mut v = Vec::new();
+    fs.readdirplus(ino, 0, |child, name, _, _| {
+        if name != b"." && name != b".." {
+            v.push((name.to_vec(), child));
+        }
+        false
+    })
+    .unwrap();
+    v
+}
+
+#[test]
+fn forgotten_entries_leave_the_table_and_come_back_under_their_numbers() {
+    let f = fixture();
+    let top = walk(&f.fs, "v/latest/tree").unwrap().attr.ino;
+    let baseline = f.fs.inodes().len();
+    let entries = held_entries(&f.fs, top);
+    let sub = entries.iter().find(|(n, _)| n == b"sub").unwrap().1;
+    let inner = held_entries(&f.fs, sub);
+    let big = entries.iter().find(|(n, _)| n == b"big").unwrap().1;
+    let before = read_all(&f.fs, big).unwrap();
+    let grown = f.fs.inodes().len();
+    assert_eq!(
+        grown,
+        baseline + entries.len() + inner.len() - 1,
+        "hard is a.txt"
+    );
+    // The kernel forgets everything it was handed (children before their directory).
+    for (_, ino) in inner.iter().chain(&entries) {
+        f.fs.forget(*ino, 1);
+    }
+    // Back to the baseline, but for the hardlinked file (pinned: its number is shared by
+    // names in several directories).
+    assert_eq!(f.fs.inodes().len(), baseline + 1);
+    // Looked up again: the same numbers, the same content.
+    for (name, ino) in &entries {
+        assert_eq!(f.fs.lookup(top, name).unwrap().attr.ino, *ino);
+    }
+    assert_eq!(read_all(&f.fs, big).unwrap(), before);
+    assert_eq!(held_entries(&f.fs, top), entries);
+    // A directory whose listing left with it lists again (its entries were held by
+    // nobody, so new numbers are fine, except the pinned hardlink's).
+    let again = held_entries(&f.fs, sub);
+    assert_eq!(again, inner);
+    // An inode still held stays: forgetting one of two lookups keeps it.
+    let rel = entries.iter().find(|(n, _)| n == b"rel").unwrap().1;
+    f.fs.lookup(top, b"rel").unwrap();
+    f.fs.forget(rel, 1);
+    assert!(f.fs.inodes().get(rel).is_some());
+}

@@ -153,6 +153,10 @@ impl Filesystem for FuseFs {
         reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0));
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let e = try_reply!(reply, "getattr", ino.0, self.fs.getattr(ino.0));
         reply.attr(&e.ttl, &file_attr(&e.attr));
@@ -269,12 +273,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let listed = self.fs.readdir(ino.0, offset, |child, _, name, next| {
-            // An entry whose attributes cannot be had (a control file of a vanished
-            // point) is left out; its lookup will report the error.
-            let Ok(a) = self.fs.listing_attr(child) else {
-                return false;
-            };
+        let listed = self.fs.readdirplus(ino.0, offset, |child, name, a, next| {
             reply.add(
                 INodeNo(child),
                 next,

@@ -78,7 +78,7 @@ impl Drop for FlightGuard<'_> {
         {
             let mut r = lock(&self.flight.result);
             if r.is_none() {
-                *r = Some(Err(Arc::new(RepoError::Invalid(format!(
+                *r = Some(Err(Arc::new(RepoError::Internal(format!(
                     "the load of chunk {} was abandoned",
                     self.id
                 )))));

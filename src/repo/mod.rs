@@ -82,7 +82,12 @@ pub enum RepoError {
     PathNotFound {
         path: String,
     },
-    Invalid(String),
+    /// What a person asked for cannot be done as asked (a bad name, a malformed archive,
+    /// a bad pattern): the message says what to change.
+    BadInput(String),
+    /// Something failed inside vaultfs (a worker thread that stopped, a load abandoned):
+    /// not the user's doing.
+    Internal(String),
 }
 
 impl std::fmt::Display for RepoError {
@@ -117,7 +122,9 @@ impl std::fmt::Display for RepoError {
                 "invalid vault name {v:?}: use 1-64 bytes of letters, digits, '.', '_' or '-', not starting with '.'"
             ),
             RepoError::Io { path, source } => write!(f, "{path}: {source}"),
-            RepoError::Locked(m) | RepoError::Invalid(m) => f.write_str(m),
+            RepoError::Locked(m) | RepoError::BadInput(m) | RepoError::Internal(m) => {
+                f.write_str(m)
+            }
             RepoError::PathNotFound { path } => write!(f, "{path}: not found in the backup"),
         }
     }
@@ -522,7 +529,7 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        Err(RepoError::Invalid(
+        Err(RepoError::Internal(
             "too many recovery points in one second".into(),
         ))
     }

@@ -402,6 +402,19 @@ impl InodeTable {
         Some(inode.clone())
     }
 
+    /// Takes back a [`InodeTable::hold`] whose reply did not reach the kernel (a full
+    /// readdirplus page, a failed lookup). The inode stays in the table: the next page
+    /// starts with it, and it leaves with its directory if the kernel never holds it.
+    pub fn unhold(&self, ino: u64) {
+        if let Some(inode) = self.get(ino) {
+            let _ = inode
+                .lookups
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                    Some(c.saturating_sub(1))
+                });
+        }
+    }
+
     /// FORGET: the kernel drops `n` lookups of `ino`. An entry of a backup that it no
     /// longer holds leaves the table, with its listing and with the entries of that
     /// listing the kernel holds none of (recursively). Returns how many inodes left.

@@ -245,7 +245,8 @@ impl VaultFs {
         };
         // The kernel holds the entry it is answered with (until it forgets it).
         let inode = self.ns.child(&dir, ino, true)?;
-        self.attr(&inode, true).inspect_err(|_| self.forget(ino, 1))
+        self.attr(&inode, true)
+            .inspect_err(|_| self.ns.inodes.unhold(ino))
     }
 
     /// FORGET: the kernel no longer holds `n` lookups of `ino` (see `inodes.rs`).
@@ -321,13 +322,13 @@ impl VaultFs {
             let Some(inode) = inode else { return false };
             let Ok(e) = self.attr(&inode, false) else {
                 if name != b"." && name != b".." {
-                    self.forget(child, 1);
+                    self.ns.inodes.unhold(child);
                 }
                 return false;
             };
             let full = add(child, name, &e, next);
             if full && name != b"." && name != b".." {
-                self.forget(child, 1);
+                self.ns.inodes.unhold(child);
             }
             full
         })

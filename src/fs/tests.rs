@@ -942,3 +942,48 @@ fn forgotten_entries_leave_the_table_and_come_back_under_their_numbers() {
     f.fs.forget(rel, 1);
     assert!(f.fs.inodes().get(rel).is_some());
 }
+
+#[test]
+fn an_entry_that_did_not_fit_in_a_readdirplus_page_stays_in_the_table() {
+    let f = fixture();
+    let top = walk(&f.fs, "v/latest/tree").unwrap().attr.ino;
+    let s = &f.fs.cache().stats;
+    let loads_before = s.hits.load(Ordering::Relaxed) + s.misses.load(Ordering::Relaxed);
+    // Pages of two entries: the third of each page does not fit and is taken back.
+    let (mut offset, mut seen) = (0, Vec::new());
+    loop {
+        let mut page = 0;
+        f.fs.readdirplus(top, offset, |child, name, _, next| {
+            page += 1;
+            if page > 2 {
+                return true;
+            }
+            seen.push((name.to_vec(), child));
+            offset = next;
+            false
+        })
+        .unwrap();
+        if page <= 2 {
+            break;
+        }
+    }
+    // The entries taken back stayed for their next page: the tree was loaded once, not
+    // again to bring them back.
+    let loads = s.hits.load(Ordering::Relaxed) + s.misses.load(Ordering::Relaxed);
+    let again = held_entries(&f.fs, top);
+    assert_eq!(again.len(), 5);
+    assert_eq!(
+        s.hits.load(Ordering::Relaxed) + s.misses.load(Ordering::Relaxed),
+        loads
+    );
+    // One load: the listing's tree chunk.
+    assert_eq!(
+        s.hits.load(Ordering::Relaxed) + s.misses.load(Ordering::Relaxed),
+        loads_before + 1
+    );
+    let names: Vec<&[u8]> = seen.iter().map(|(n, _)| n.as_slice()).collect();
+    assert_eq!(names.len(), 7, "., .. and five entries: {names:?}");
+    for (name, ino) in &seen[2..] {
+        assert!(f.fs.inodes().get(*ino).is_some(), "{name:?}");
+    }
+}

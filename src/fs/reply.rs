@@ -1,5 +1,5 @@
 //! The typed answers of the filesystem's operations, and the error they fail with: what
-//! [`super::VaultFs`] returns and [`super::fuse`] converts. No fuser types here, so the
+//! [`super::ops::VaultFs`] returns and [`super::fuse`] converts. No fuser types here, so the
 //! logic runs in unit tests without a kernel.
 
 use std::sync::Arc;

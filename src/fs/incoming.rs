@@ -146,6 +146,9 @@ impl Incoming {
         );
         lock(&self.sessions).insert(ino, session.clone());
         let fh = handles.insert(ino, Open::Ingest(session));
+        // A new task, a new file in incoming/<vault>/: generated listings that changed.
+        ns.invalidate_generated(Control::Tasks);
+        ns.invalidate(Inval::Inode(parent));
         let entry = self.attr(ns, ino);
         Ok((
             entry,
@@ -201,6 +204,7 @@ impl Incoming {
                 parent: ino,
                 name: s.file_name(),
             });
+            ns.invalidate(Inval::Inode(ino));
         }
         match r {
             Ok(point) => {

@@ -120,6 +120,15 @@ impl Namespace {
         *lock(&self.inval) = Some(tx);
     }
 
+    /// Asks the kernel to drop what it cached of a generated directory (its listing: a
+    /// directory listed without OPENDIR is cached by the kernel like any other), when
+    /// that directory was ever shown.
+    pub fn invalidate_generated(&self, c: Control) {
+        if let Some(ino) = self.inodes.find(&Key::Control(c)) {
+            self.invalidate(Inval::Inode(ino));
+        }
+    }
+
     /// Asks the kernel to drop a cached entry or inode (dropped when the queue is full:
     /// the TTLs bound what the kernel keeps).
     pub fn invalidate(&self, i: Inval) {
@@ -253,8 +262,11 @@ impl Namespace {
             })
             .collect();
         self.invalidate_gone(ROOT_INO, &old, &list.names);
-        if old.len() != list.names.len() {
+        if old.len() != list.names.len() || !old.iter().eq(list.names.iter().map(|(n, _)| n)) {
             self.invalidate(Inval::Inode(ROOT_INO));
+            for c in [Control::Vaults, Control::Points, Control::Incoming] {
+                self.invalidate_generated(c);
+            }
         }
         list.refreshed = Some(Instant::now());
         Ok(())
@@ -326,6 +338,9 @@ impl Namespace {
         }
         list.names = fresh;
         self.invalidate_gone(vault_ino, &old, &list.names);
+        if !old.iter().eq(list.names.iter().map(|(n, _)| n)) {
+            self.invalidate_generated(Control::PointsOf(v.name.clone()));
+        }
         if list.latest().map(str::to_string) != old_latest {
             let latest = self.latest_ino(vault_ino, &v.name);
             self.invalidate(Inval::Entry {

@@ -18,7 +18,8 @@
 //!   typed replies ([`reply`]), no fuser;
 //! - [`namespace`]: the inode table ([`inodes`]), the listings of vaults, points and
 //!   trees, their background refresh and the kernel invalidations;
-//! - [`handles`]: open files;
+//! - [`handles`]: open files; [`file`]: one file of a backup (the data path of a read,
+//!   lseek, xattrs);
 //! - [`readahead`]: what is loaded before it is asked, with hooks at open, read, listing;
 //! - [`incoming`]: ingest sessions in `.vaultfs/incoming/`, vault mkdir/rmdir;
 //! - [`control`]: the generated files and directories of `.vaultfs/`;
@@ -66,6 +67,7 @@
 
 pub mod control;
 pub mod errno;
+pub mod file;
 pub mod fuse;
 pub mod handles;
 pub mod incoming;

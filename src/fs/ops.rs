@@ -10,21 +10,22 @@
 //! | [`Incoming`] (`incoming.rs`) | ingest sessions in `.vaultfs/incoming/`, vault mkdir/rmdir, point rmdir |
 //! | [`ControlFiles`] (`control.rs`) | the generated files and directories of `.vaultfs/` |
 //!
-//! What stays here is the data path of a read (extents to chunks, through the cache) and
-//! the answers that need no state of their own (lseek, xattrs).
+//! A file of a backup is answered from its node by [`super::file`] (the data path of a
+//! read, lseek, xattrs).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::ChunkCache;
 use crate::control::tasks::TaskRegistry;
-use crate::repo::format::{Extent, NodeKind, now_ns};
-use crate::repo::{RepoError, Repository};
+use crate::repo::Repository;
+use crate::repo::format::{NodeKind, now_ns};
 
 use super::control::{ControlFiles, Sources};
+use super::file;
 use super::handles::{Handles, Open};
 use super::incoming::Incoming;
-use super::inodes::{Body, Control, Inode, InodeTable, ROOT_INO, TreeNode};
+use super::inodes::{Body, Control, Inode, InodeTable, ROOT_INO};
 use super::namespace::{Namespace, kind_of};
 use super::readahead::{Readahead, Stream, WALK_LINGER};
 use super::reply::{
@@ -440,7 +441,7 @@ impl VaultFs {
         if t.node.kind != NodeKind::File {
             return Err(FsError::Invalid);
         }
-        let out = self.read_node(&inode, t, offset, size)?;
+        let out = file::read(&self.cache, &self.ns.inodes, &inode, t, offset, size)?;
         self.control.count_read(out.len());
         if let Some(Open::Backup(stream)) = handle.as_ref().map(|h| &h.open) {
             self.readahead
@@ -449,117 +450,26 @@ impl VaultFs {
         Ok(out)
     }
 
-    /// The data path of a read: the extents that cover it, a hole as zeros, a chunk from
-    /// the cache (a read inside one chunk is answered from the cached chunk, uncopied).
-    fn read_node(&self, inode: &Inode, t: &TreeNode, offset: u64, size: u32) -> Result<ReadData> {
-        let total = t.node.size;
-        if offset >= total || size == 0 {
-            return Ok(ReadData::Owned(Vec::new()));
-        }
-        let end = offset.saturating_add(size as u64).min(total);
-        let offs = t.offsets();
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        let mut i = t.extent_at(offset);
-        let mut pos = offset;
-        while pos < end && i < t.node.content.len() {
-            let (start, stop) = (offs[i], offs[i + 1]);
-            let take_end = stop.min(end);
-            match &t.node.content[i] {
-                Extent::Hole(_) => out.resize(out.len() + (take_end - pos) as usize, 0),
-                Extent::Data(r) => {
-                    let chunk = self.cache.get(r).inspect_err(|e| {
-                        tracing::error!(
-                            file = %self.ns.inodes.path(inode.ino),
-                            ino = inode.ino,
-                            chunk = %r.id,
-                            pack = %r.pack.to_hex(),
-                            "read failed at offset {pos}: {e}"
-                        );
-                    })?;
-                    let a = (pos - start) as usize;
-                    let b = (take_end - start) as usize;
-                    let slice = chunk.get(a..b).ok_or_else(|| {
-                        FsError::from(RepoError::damaged(
-                            format!("chunk {}", r.id),
-                            "shorter than its recorded length",
-                        ))
-                    })?;
-                    if pos == offset && take_end == end {
-                        // The whole read lies in this chunk: served from the cache's copy.
-                        return Ok(ReadData::Shared(chunk, a..b));
-                    }
-                    out.extend_from_slice(slice);
-                }
-            }
-            pos = take_end;
-            i += 1;
-        }
-        // Content shorter than the recorded size reads as zeros (never happens for a
-        // consistent backup; keeps reads total).
-        out.resize((end - offset) as usize, 0);
-        Ok(ReadData::Owned(out))
-    }
-
     /// `lseek` with SEEK_DATA or SEEK_HOLE, answered from the extent list.
     pub fn lseek(&self, ino: u64, offset: i64, whence: i32) -> Result<i64> {
-        let inode = self.ns.inode(ino)?;
-        let Body::Node(t) = &inode.body else {
-            return Err(FsError::Invalid);
-        };
-        let want_data = match whence {
-            libc::SEEK_DATA => true,
-            libc::SEEK_HOLE => false,
-            _ => return Err(FsError::Invalid),
-        };
-        let size = t.node.size;
-        let off = u64::try_from(offset).map_err(|_| FsError::NoData)?;
-        if off >= size {
-            return Err(FsError::NoData);
-        }
-        let offs = t.offsets();
-        let first = t.extent_at(off);
-        let found = t.node.content[first..]
-            .iter()
-            .position(|e| matches!(e, Extent::Data(_)) == want_data && !e.is_empty())
-            .map(|k| offs[first + k].max(off));
-        match (found, want_data) {
-            (Some(pos), _) => Ok(pos as i64),
-            (None, true) => Err(FsError::NoData),
-            // The implicit hole at the end of the file.
-            (None, false) => Ok(size as i64),
+        match &self.ns.inode(ino)?.body {
+            Body::Node(t) => file::seek(t, offset, whence),
+            _ => Err(FsError::Invalid),
         }
     }
 
-    // ---- extended attributes ----
-
     pub fn getxattr(&self, ino: u64, name: &[u8], size: u32) -> Result<XattrReply> {
-        let inode = self.ns.inode(ino)?;
-        let Body::Node(t) = &inode.body else {
-            return Err(FsError::NoXattr);
-        };
-        let x = &t.node.xattrs;
-        let value = x
-            .binary_search_by(|(n, _)| n.as_slice().cmp(name))
-            .map(|i| &x[i].1)
-            .or_else(|_| {
-                x.iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, v)| v)
-                    .ok_or(FsError::NoXattr)
-            })?;
-        sized(value.clone(), size)
+        match &self.ns.inode(ino)?.body {
+            Body::Node(t) => file::getxattr(t, name, size),
+            _ => Err(FsError::NoXattr),
+        }
     }
 
     pub fn listxattr(&self, ino: u64, size: u32) -> Result<XattrReply> {
-        let inode = self.ns.inode(ino)?;
-        let mut out = Vec::new();
-        if let Body::Node(t) = &inode.body {
-            for (n, _) in &t.node.xattrs {
-                out.extend_from_slice(n);
-                out.push(0);
-            }
+        match &self.ns.inode(ino)?.body {
+            Body::Node(t) => file::listxattr(t, size),
+            _ => file::sized(Vec::new(), size),
         }
-        sized(out, size)
     }
 
     // ---- the writable corners: incoming/, vaults, points (see incoming.rs) ----
@@ -622,15 +532,5 @@ impl VaultFs {
 
     pub fn rmdir(&self, parent: u64, name: &[u8], uid: u32) -> Result<()> {
         self.incoming.rmdir(&self.ns, parent, name, uid)
-    }
-}
-
-fn sized(data: Vec<u8>, size: u32) -> Result<XattrReply> {
-    if size == 0 {
-        Ok(XattrReply::Size(data.len() as u32))
-    } else if data.len() > size as usize {
-        Err(FsError::Range)
-    } else {
-        Ok(XattrReply::Data(data))
     }
 }

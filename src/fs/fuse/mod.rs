@@ -90,7 +90,7 @@ fn log_err(op: &str, ino: u64, e: &FsError) {
         FsError::NotFound | FsError::NoXattr | FsError::ReadOnly | FsError::NoData => {
             tracing::trace!(op, ino, "{e}")
         }
-        // Read errors are logged where the chunk and file are known (ops::read_node,
+        // Read errors are logged where the chunk and file are known (file::read,
         // namespace::load_tree).
         _ => tracing::debug!(op, ino, "{e}"),
     }

@@ -419,7 +419,7 @@ impl ChunkCache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backend::Store;
     use crate::backend::faulty::{Fault, FaultyStore, Op, Rule};

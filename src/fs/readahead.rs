@@ -317,3 +317,24 @@ impl Readahead {
         self.cache.prefetch_run(&refs);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryStore;
+
+    #[test]
+    fn the_window_is_counted_in_the_repository_s_chunks() {
+        // The test repository's chunks average 16 KiB: 1 MiB ahead is 64 of them, and
+        // 32 MiB 2,048 (a fixed 512 KiB guess would have allowed 2 and 64).
+        let repo = crate::cache::tests::test_repo(Arc::new(MemoryStore::new()));
+        assert_eq!(repo.config().chunker.avg_size, 16384);
+        let cache = ChunkCache::new(repo, 64 << 20, None);
+        let r = Readahead::new(cache.clone(), 1 << 20, WALK_LINGER);
+        assert_eq!(r.window_chunks(), 64);
+        let r = Readahead::new(cache, 32 << 20, WALK_LINGER);
+        assert_eq!(r.window_chunks(), 2048);
+        // The byte bound: at most half of what the chunk tier may hold.
+        assert_eq!(r.limit(), 32 << 20);
+    }
+}

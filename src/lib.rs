@@ -2,7 +2,18 @@
 //! is a filesystem.
 //!
 //! Layers, each depending only on those below it (see ARCHITECTURE.md):
-//! `cli` → `repo` → `backend`.
+//!
+//! ```text
+//! cli      clap commands, output, progress; anyhow only here
+//! fs       the FUSE mount: a router (ops) over its parts (namespace, handles, readahead,
+//!          incoming, control files), one errno mapping, the fuser adapter
+//! control  the control plane without fuser types: tasks, ingest sessions, JSON views
+//! cache    the chunk cache: memory budget, single flight, prefetch pool, disk tier
+//! repo     the format and its operations: packs, trees, manifests, crypto, backup
+//! backend  the ObjectStore trait: local directory, S3, in-memory, fault injection
+//! ```
+//!
+//! `sync` holds the one way a lock is taken.
 
 pub mod backend;
 pub mod cache;
@@ -10,3 +21,4 @@ pub mod cli;
 pub mod control;
 pub mod fs;
 pub mod repo;
+pub mod sync;

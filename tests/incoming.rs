@@ -502,3 +502,50 @@ fn kill_9_of_the_daemon_during_an_ingest_leaves_no_partial_point() {
     .unwrap();
     assert_eq!(t.points().as_array().unwrap().len(), 1);
 }
+
+/// Generated directories change: `.vaultfs/tasks/` and `.vaultfs/points/<vault>/` list
+/// the tasks and points made after their first listing (the kernel must not keep a
+/// listing of them as if they were immutable), and so does `vaultfs tasks MNT`.
+#[test]
+fn generated_listings_show_new_tasks_and_points() {
+    if !fuse_available() {
+        return;
+    }
+    let t = TestRepo::new();
+    let m = t.mount(&[], &[]);
+    let names = |rel: &str| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(m.p(rel))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let ingest = |name: &str| {
+        fs::write(m.p(&format!(".vaultfs/incoming/v/{name}")), name.as_bytes()).unwrap();
+    };
+    // `ls` from inside the directory: no path lookup refreshes its attributes first.
+    let ls_in = |rel: &str| -> usize {
+        let out = Command::new("ls").current_dir(m.p(rel)).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    ingest("one.img");
+    ingest("two.img");
+    assert_eq!(names(".vaultfs/tasks").len(), 2);
+    assert_eq!(names(".vaultfs/points/v").len(), 2);
+    assert_eq!(ls_in(".vaultfs/tasks"), 2);
+    assert_eq!(ls_in(".vaultfs/points/v"), 2);
+    ingest("three.img");
+    ingest("four.img");
+    assert_eq!(ls_in(".vaultfs/tasks"), 4);
+    assert_eq!(ls_in(".vaultfs/points/v"), 4);
+    assert_eq!(
+        names(".vaultfs/tasks").len(),
+        4,
+        "{:?}",
+        names(".vaultfs/tasks")
+    );
+    assert_eq!(names(".vaultfs/points/v").len(), 4);
+    assert_eq!(task_files(&m).len(), 4);
+}

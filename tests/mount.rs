@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{fuse_available, s3_endpoint, wait_for};
+use common::{Target, TestRepo, fuse_available, mounted, random_bytes, s3_endpoint, wait_for};
 
 use std::ffi::OsStr;
 use std::fs;
@@ -13,243 +13,19 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-const PASSWORD: &str = "mount test password";
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_vaultfs")
-}
 
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
-/// A repository with vault `v`: in a temp dir, or in a fresh bucket of an S3 server.
-struct Repo {
-    dir: tempfile::TempDir,
-    repo: PathBuf,
-    /// `(address, endpoint)` of an S3 repository.
-    s3: Option<(String, String)>,
-}
-
-impl Repo {
-    fn new() -> Repo {
-        Self::create(None)
-    }
-
-    fn new_s3(endpoint: String) -> Repo {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let bucket = format!("mount-{}-{}", std::process::id(), nanos % 1_000_000_000);
-        Self::create(Some((format!("s3://{bucket}/repo"), endpoint)))
-    }
-
-    fn create(s3: Option<(String, String)>) -> Repo {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = dir.path().join("repo");
-        let r = Repo { dir, repo, s3 };
-        r.ok(&["init", "--pack-size-mib", "1"]);
-        r.ok(&["vault", "create", "v", "--description", "mount tests"]);
-        r
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(bin());
-        c.env("VAULTFS_PASSWORD", PASSWORD)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null());
-        match &self.s3 {
-            Some((address, endpoint)) => c
-                .env("VAULTFS_REPO", address)
-                .env("VAULTFS_S3_ENDPOINT", endpoint)
-                .env("VAULTFS_S3_PATH_STYLE", "1"),
-            None => c.env("VAULTFS_REPO", &self.repo),
-        };
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "vaultfs {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn backup(&self, paths: &[&Path]) {
-        let mut args = vec!["backup".to_string(), "v".to_string()];
-        args.extend(paths.iter().map(|p| p.to_str().unwrap().to_string()));
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.ok(&a);
-    }
-
-    /// Backs up a directory `src` holding one file `f` with `content`.
-    fn backup_one_file(&self, content: &[u8]) {
-        let src = self.path("src");
-        fs::create_dir_all(&src).unwrap();
-        fs::write(src.join("f"), content).unwrap();
-        self.backup(&[&src]);
-    }
-
-    fn points(&self) -> Vec<String> {
-        let j: serde_json::Value =
-            serde_json::from_str(&self.ok(&["points", "v", "--json"])).unwrap();
-        j.as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["id"].as_str().unwrap().to_string())
-            .collect()
-    }
-
-    fn mount(&self, extra: &[&str]) -> Mount {
-        self.mount_with(extra, false)
-    }
-
-    fn mount_with(&self, extra: &[&str], ignore_signals: bool) -> Mount {
-        self.mount_env(extra, ignore_signals, &[])
-    }
-
-    /// Mounts; with `ignore_signals`, the daemon starts with SIGINT and SIGHUP ignored, as
-    /// a non-interactive shell starts background jobs.
-    fn mount_env(&self, extra: &[&str], ignore_signals: bool, env: &[(&str, &str)]) -> Mount {
-        let mnt = self.path(&format!("mnt-{}", rand_suffix()));
-        fs::create_dir_all(&mnt).unwrap();
-        let log = self.path(&format!("mount-{}.log", rand_suffix()));
-        let mut cmd = self.cmd();
-        cmd.envs(env.iter().copied());
-        if ignore_signals {
-            let mut sh = Command::new("sh");
-            sh.args(["-c", "trap '' INT HUP; exec \"$0\" \"$@\"", bin()]);
-            for (k, v) in cmd.get_envs() {
-                match v {
-                    Some(v) => sh.env(k, v),
-                    None => sh.env_remove(k),
-                };
-            }
-            sh.stdin(Stdio::null());
-            cmd = sh;
-        }
-        let child = cmd
-            .arg("mount")
-            .arg(&mnt)
-            .args(["--refresh-secs", "1"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut m = Mount {
-            child: Some(child),
-            dir: mnt,
-            log,
-            started: Instant::now(),
-        };
-        m.wait_mounted();
-        m
-    }
-}
-
-fn rand_suffix() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn mounted(dir: &Path) -> bool {
-    let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    let want = canon.to_string_lossy().to_string();
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
-}
-
-/// A running `vaultfs mount`; unmounts (lazily if need be) and reaps it on drop.
-struct Mount {
-    child: Option<Child>,
-    dir: PathBuf,
-    log: PathBuf,
-    started: Instant,
-}
-
-impl Mount {
-    fn wait_mounted(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !mounted(&self.dir) {
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("vaultfs mount exited with {st}: {}", self.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not mounted after 20 s: {}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn p(&self, rel: &str) -> PathBuf {
-        self.dir.join(rel)
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().unwrap().id() as i32
-    }
-
-    /// Waits for the daemon to exit by itself and returns its status.
-    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        let child = self.child.as_mut().unwrap();
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                self.child = None;
-                return st;
-            }
-            assert!(Instant::now() < deadline, "vaultfs mount did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        if mounted(&self.dir) {
-            let _ = Command::new("fusermount3")
-                .args(["-u", "-z"])
-                .arg(&self.dir)
-                .status();
-        }
-        if let Some(mut c) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// A repository with vault `v` (described as "mount tests") and 1 MiB packs, in a temp
+/// dir.
+fn new_repo() -> TestRepo {
+    let r = TestRepo::create(Target::Local, 1);
+    r.ok(&["vault", "update", "v", "--description", "mount tests"]);
+    r
 }
 
 fn sh(cmd: &mut Command) -> Output {
@@ -261,20 +37,6 @@ fn sh(cmd: &mut Command) -> Output {
         String::from_utf8_lossy(&o.stderr)
     );
     o
-}
-
-fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 /// A tree with the edge cases: odd names, hardlinks, symlinks of every kind, a sparse
@@ -297,7 +59,7 @@ fn make_tree(root: &Path) {
     ] {
         fs::write(root.join(OsStr::from_bytes(name)), name).unwrap();
     }
-    fs::write(root.join("big.bin"), random_bytes(3 << 20, 1)).unwrap();
+    fs::write(root.join("big.bin"), random_bytes(1, 3 << 20)).unwrap();
     // A wide directory: its listing takes many readdir requests, each resumed at the
     // offset the last one ended at.
     fs::create_dir_all(root.join("wide")).unwrap();
@@ -320,7 +82,7 @@ fn make_tree(root: &Path) {
     // A sparse file: 8 MiB with data in two places.
     let f = fs::File::create(root.join("sparse")).unwrap();
     f.set_len(8 << 20).unwrap();
-    std::os::unix::fs::FileExt::write_at(&f, &random_bytes(100_000, 2), 3 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_at(&f, &random_bytes(2, 100_000), 3 << 20).unwrap();
     std::os::unix::fs::FileExt::write_at(&f, b"tail", (8 << 20) - 4).unwrap();
     drop(f);
     // Modes.
@@ -410,11 +172,11 @@ fn backup_tree_matches_the_source_exactly() {
     if !fuse_available() {
         return;
     }
-    let r = Repo::new();
+    let r = new_repo();
     let src = r.path("src");
     make_tree(&src);
     r.backup(&[&src]);
-    let m = r.mount(&[]);
+    let m = r.mount(&[], &[]);
 
     let t0 = Instant::now();
     let listing: Vec<String> = fs::read_dir(m.p("v"))
@@ -427,7 +189,7 @@ fn backup_tree_matches_the_source_exactly() {
         t0.elapsed()
     );
     assert_eq!(listing.len(), 2, "{listing:?}");
-    let point = r.points().pop().unwrap();
+    let point = r.point_ids().pop().unwrap();
     assert!(listing.contains(&point) && listing.contains(&"latest".to_string()));
     assert_eq!(
         fs::read_link(m.p("v/latest")).unwrap(),
@@ -561,12 +323,12 @@ fn writes_are_refused_with_erofs() {
     if !fuse_available() {
         return;
     }
-    let r = Repo::new();
+    let r = new_repo();
     let src = r.path("src");
     fs::create_dir_all(src.join("d")).unwrap();
     fs::write(src.join("f"), b"data").unwrap();
     r.backup(&[&src]);
-    let m = r.mount(&[]);
+    let m = r.mount(&[], &[]);
     let b = m.p("v/latest/src");
     let erofs = |e: std::io::Error| assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
     erofs(fs::write(b.join("f"), b"x").unwrap_err());
@@ -594,27 +356,27 @@ fn damaged_chunk_is_eio_for_that_file_and_new_points_appear() {
     if !fuse_available() {
         return;
     }
-    let r = Repo::new();
+    let r = new_repo();
     let src = r.path("src");
     fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("good"), random_bytes(500_000, 3)).unwrap();
+    fs::write(src.join("good"), random_bytes(3, 500_000)).unwrap();
     r.backup(&[&src]);
-    let m = r.mount(&[]);
-    let first = r.points().pop().unwrap();
+    let m = r.mount(&[], &[]);
+    let first = r.point_ids().pop().unwrap();
     assert_eq!(fs::read_link(m.p("v/latest")).unwrap(), Path::new(&first));
 
     // A point made with the CLI while mounted appears within a few seconds.
     let packs_before = pack_files(&r.repo);
     let victim_dir = r.path("victim");
     fs::create_dir_all(&victim_dir).unwrap();
-    fs::write(victim_dir.join("victim"), random_bytes(2 << 20, 4)).unwrap();
+    fs::write(victim_dir.join("victim"), random_bytes(4, 2 << 20)).unwrap();
     fs::write(
         victim_dir.join("other"),
         b"small file, stored after the victim\n",
     )
     .unwrap();
     r.backup(&[&victim_dir]);
-    let second = r.points().pop().unwrap();
+    let second = r.point_ids().pop().unwrap();
     assert_ne!(first, second);
     let t = Instant::now();
     wait_for("the new point in the mount", || {
@@ -647,7 +409,7 @@ fn damaged_chunk_is_eio_for_that_file_and_new_points_appear() {
     // Everything else keeps being served.
     assert_eq!(
         fs::read(m.p(&format!("v/{first}/src/good"))).unwrap(),
-        random_bytes(500_000, 3)
+        random_bytes(3, 500_000)
     );
     assert_eq!(
         fs::read_dir(m.p("v")).unwrap().count(),
@@ -681,13 +443,13 @@ fn pack_files(repo: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// `src/`: eight 1 MiB files `file-<i>` (`random_bytes(1 << 20, 10 + i)`) and eight small
+/// `src/`: eight 1 MiB files `file-<i>` (`random_bytes(10 + i, 1 << 20)`) and eight small
 /// ones in `sub/a/b/`.
-fn eight_files(r: &Repo) -> PathBuf {
+fn eight_files(r: &TestRepo) -> PathBuf {
     let src = r.path("src");
     fs::create_dir_all(src.join("sub/a/b")).unwrap();
     for i in 0..8u64 {
-        fs::write(src.join(format!("file-{i}")), random_bytes(1 << 20, 10 + i)).unwrap();
+        fs::write(src.join(format!("file-{i}")), random_bytes(10 + i, 1 << 20)).unwrap();
         fs::write(src.join(format!("sub/a/b/small-{i}")), format!("{i}\n")).unwrap();
     }
     src
@@ -698,10 +460,10 @@ fn parallel_readers_and_listing() {
     if !fuse_available() {
         return;
     }
-    let r = Repo::new();
+    let r = new_repo();
     let src = eight_files(&r);
     r.backup(&[&src]);
-    let m = r.mount(&["--cache-size", "4M"]);
+    let m = r.mount(&["--cache-size", "4M"], &[]);
     let base = m.p("v/latest/src");
     std::thread::scope(|s| {
         let mut hs = Vec::new();
@@ -712,12 +474,12 @@ fn parallel_readers_and_listing() {
                     let mut f = fs::File::open(&p).unwrap();
                     let mut v = Vec::new();
                     f.read_to_end(&mut v).unwrap();
-                    assert_eq!(v, random_bytes(1 << 20, 10 + i));
+                    assert_eq!(v, random_bytes(10 + i, 1 << 20));
                     // A random-access read too.
                     f.seek(SeekFrom::Start(777_777)).unwrap();
                     let mut buf = [0u8; 1000];
                     f.read_exact(&mut buf).unwrap();
-                    assert_eq!(&buf[..], &random_bytes(1 << 20, 10 + i)[777_777..778_777]);
+                    assert_eq!(&buf[..], &random_bytes(10 + i, 1 << 20)[777_777..778_777]);
                 }
             }));
         }
@@ -742,11 +504,11 @@ fn a_slow_backend_object_holds_up_only_its_own_reader() {
     if !fuse_available() {
         return;
     }
-    let r = Repo::new();
+    let r = new_repo();
     r.ok(&["vault", "create", "slow"]);
     let slow_src = r.path("slowsrc");
     fs::create_dir_all(&slow_src).unwrap();
-    fs::write(slow_src.join("f"), random_bytes(100_000, 99)).unwrap();
+    fs::write(slow_src.join("f"), random_bytes(99, 100_000)).unwrap();
     let before = pack_files(&r.repo);
     r.ok(&["backup", "slow", slow_src.to_str().unwrap()]);
     let slow_packs: Vec<String> = pack_files(&r.repo)
@@ -761,7 +523,7 @@ fn a_slow_backend_object_holds_up_only_its_own_reader() {
         .iter()
         .map(|p| format!("get_range:{p}:delay=3000"))
         .collect();
-    let m = r.mount_env(&[], false, &[("VAULTFS_FAULTS", &faults.join(";"))]);
+    let m = r.mount(&[], &[("VAULTFS_FAULTS", &faults.join(";"))]);
     let slow_file = m.p("slow/latest/slowsrc/f");
     let base = m.p("v/latest/src");
     let inflight = || -> u64 {
@@ -778,7 +540,7 @@ fn a_slow_backend_object_holds_up_only_its_own_reader() {
         for i in 0..8u64 {
             let p = base.join(format!("file-{i}"));
             hs.push(s.spawn(move || {
-                assert_eq!(fs::read(&p).unwrap(), random_bytes(1 << 20, 10 + i));
+                assert_eq!(fs::read(&p).unwrap(), random_bytes(10 + i, 1 << 20));
             }));
         }
         let base2 = base.clone();
@@ -791,7 +553,7 @@ fn a_slow_backend_object_holds_up_only_its_own_reader() {
         }
         // Its tree and data chunks take three slowed fetches: still waiting.
         assert!(!slow.is_finished(), "the slowed read finished first");
-        assert_eq!(slow.join().unwrap(), random_bytes(100_000, 99));
+        assert_eq!(slow.join().unwrap(), random_bytes(99, 100_000));
     });
     let log = m.log_text();
     assert!(log.contains("VAULTFS_FAULTS is set"), "{log}");
@@ -802,7 +564,7 @@ fn control_files_describe_vaults_and_points() {
     if !fuse_available() {
         return;
     }
-    let r = Repo::new();
+    let r = new_repo();
     r.backup_one_file(b"content");
     let img = r.path("disk.img");
     let f = fs::File::create(&img).unwrap();
@@ -810,14 +572,14 @@ fn control_files_describe_vaults_and_points() {
     std::os::unix::fs::FileExt::write_at(&f, b"boot sector", 0).unwrap();
     drop(f);
     r.ok(&["backup", "v", "--image", img.to_str().unwrap()]);
-    let m = r.mount(&[]);
+    let m = r.mount(&[], &[]);
     let v: serde_json::Value =
         serde_json::from_slice(&fs::read(m.p(".vaultfs/vaults/v.json")).unwrap()).unwrap();
     assert_eq!(v["name"], "v");
     assert_eq!(v["description"], "mount tests");
     assert_eq!(v["point_count"], 2);
     assert!(v["bytes_used"].as_u64().unwrap() > 0);
-    let points = r.points();
+    let points = r.point_ids();
     let names: Vec<String> = fs::read_dir(m.p(".vaultfs/points/v"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -873,7 +635,7 @@ fn signals_and_fusermount_exit_cleanly() {
     if !fuse_available() {
         return;
     }
-    signals_body(&Repo::new());
+    signals_body(&new_repo());
 }
 
 /// Over S3 the store's runtime has threads before the mount starts: they must not take
@@ -883,17 +645,17 @@ fn signals_exit_cleanly_over_s3() {
     if !fuse_available() {
         return;
     }
-    let Some(endpoint) = s3_endpoint() else {
+    if s3_endpoint().is_none() {
         return;
-    };
-    let r = Repo::new_s3(endpoint);
+    }
+    let r = TestRepo::create(TestRepo::s3_target(&common::unique_bucket("mount")), 1);
     signals_body(&r);
     // And a read over S3 through the mount is right.
-    let m = r.mount(&[]);
+    let m = r.mount(&[], &[]);
     assert_eq!(fs::read(m.p("v/latest/src/f")).unwrap(), b"x");
 }
 
-fn signals_body(r: &Repo) {
+fn signals_body(r: &TestRepo) {
     r.backup_one_file(b"x");
     for how in [
         "SIGINT",
@@ -908,7 +670,7 @@ fn signals_body(r: &Repo) {
         } else {
             &[]
         };
-        let mut m = r.mount_with(extra, how.ends_with("-ignored"));
+        let mut m = r.mount_with(extra, &[], how.ends_with("-ignored"));
         assert_eq!(fs::read(m.p("v/latest/src/f")).unwrap(), b"x");
         match how {
             "fusermount3" => {
@@ -937,7 +699,7 @@ fn bad_starts_are_clear_errors() {
     if !fuse_available() {
         return;
     }
-    let r = Repo::new();
+    let r = new_repo();
     // Each start fails with status 1 and one line that says why.
     let fails_saying = |o: Output, line: String| {
         let err = String::from_utf8_lossy(&o.stderr);
@@ -984,7 +746,7 @@ fn bad_starts_are_clear_errors() {
     );
     assert!(!mounted(&mnt));
     // Busy mount point: already mounted.
-    let m = r.mount(&[]);
+    let m = r.mount(&[], &[]);
     fails_saying(
         r.run(&["mount", m.dir.to_str().unwrap()]),
         format!(
@@ -1000,16 +762,16 @@ fn disk_cache_serves_a_remount_and_survives_damage_to_itself() {
     if !fuse_available() {
         return;
     }
-    let r = Repo::new();
+    let r = new_repo();
     let src = r.path("src");
     fs::create_dir_all(&src).unwrap();
-    let data = random_bytes(3 << 20, 9);
+    let data = random_bytes(9, 3 << 20);
     fs::write(src.join("f"), &data).unwrap();
     r.backup(&[&src]);
     let dc = r.path("disk-cache");
     let dcs = dc.to_str().unwrap().to_string();
     {
-        let m = r.mount(&["--disk-cache", &dcs, "--disk-cache-size", "64M"]);
+        let m = r.mount(&["--disk-cache", &dcs, "--disk-cache-size", "64M"], &[]);
         assert_eq!(fs::read(m.p("v/latest/src/f")).unwrap(), data);
     }
     let cached: Vec<PathBuf> = walk_files(&dc);
@@ -1023,7 +785,7 @@ fn disk_cache_serves_a_remount_and_survives_damage_to_itself() {
     }
     // The next mount finds every cached chunk damaged: each fails verification, is
     // dropped and fetched again (and cached again), and the read is still right.
-    let m = r.mount(&["--disk-cache", &dcs, "--disk-cache-size", "64M"]);
+    let m = r.mount(&["--disk-cache", &dcs, "--disk-cache-size", "64M"], &[]);
     assert_eq!(fs::read(m.p("v/latest/src/f")).unwrap(), data);
     assert!(
         m.log_text().contains("failed verification"),
@@ -1036,7 +798,7 @@ fn disk_cache_serves_a_remount_and_survives_damage_to_itself() {
     let moved = r.path("packs-away");
     fs::rename(&packs, &moved).unwrap();
     fs::create_dir_all(&packs).unwrap();
-    let m = r.mount(&["--disk-cache", &dcs, "--disk-cache-size", "64M"]);
+    let m = r.mount(&["--disk-cache", &dcs, "--disk-cache-size", "64M"], &[]);
     let res = fs::read(m.p("v/latest/src/f"));
     drop(m);
     fs::remove_dir_all(&packs).unwrap();
@@ -1067,10 +829,10 @@ fn fusermount_unmount_logs_no_failure() {
     if !fuse_available() {
         return;
     }
-    let r = Repo::new();
+    let r = new_repo();
     r.backup_one_file(b"x");
     for how in ["fusermount3", "SIGTERM"] {
-        let mut m = r.mount(&[]);
+        let mut m = r.mount(&[], &[]);
         assert_eq!(fs::read(m.p("v/latest/src/f")).unwrap(), b"x");
         if how == "fusermount3" {
             sh(Command::new("fusermount3").arg("-u").arg(&m.dir));
@@ -1102,9 +864,9 @@ fn statfs_access_and_fsync_answer_what_is_true() {
     if !fuse_available() {
         return;
     }
-    let r = Repo::new();
+    let r = new_repo();
     r.backup_one_file(b"x");
-    let m = r.mount(&[]);
+    let m = r.mount(&[], &[]);
 
     // statfs: the repository's file system, as df shows it.
     let df = |p: &Path| {
@@ -1157,15 +919,15 @@ fn statfs_access_and_fsync_answer_what_is_true() {
 
     // fsync in incoming/: OK, and no point until close.
     use std::io::Write;
-    let before = r.points().len();
+    let before = r.point_ids().len();
     let mut f = fs::File::create(m.p(".vaultfs/incoming/v/img.raw")).unwrap();
     f.write_all(&vec![7u8; 100_000]).unwrap();
     f.sync_all().unwrap();
     f.sync_data().unwrap();
-    assert_eq!(r.points().len(), before, "fsync made a point");
+    assert_eq!(r.point_ids().len(), before, "fsync made a point");
     f.write_all(&vec![8u8; 50_000]).unwrap();
     drop(f);
-    assert_eq!(r.points().len(), before + 1);
+    assert_eq!(r.point_ids().len(), before + 1);
     let img = fs::read(m.p("v/latest/img.raw")).unwrap_or_else(|_| {
         wait_until_readable(&m.p("v/latest/img.raw"));
         fs::read(m.p("v/latest/img.raw")).unwrap()
@@ -1184,4 +946,62 @@ fn wait_until_readable(p: &Path) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The inode table follows what the kernel caches: a walk of 50,000 entries grows it by
+/// as many, and `echo 2 > /proc/sys/vm/drop_caches` (the kernel forgets the inodes it
+/// does not use) brings it back to its baseline, while an entry the kernel still holds
+/// (an open file, and so its directory) keeps its number.
+#[test]
+fn forgotten_inodes_leave_the_table() {
+    if !fuse_available() {
+        return;
+    }
+    let r = TestRepo::new();
+    let src = r.path("src");
+    for d in 0..50 {
+        let dir = src.join(format!("d{d:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..1000 {
+            fs::File::create(dir.join(format!("f{f:04}"))).unwrap();
+        }
+    }
+    fs::write(src.join("d00/f0000"), b"held open\n").unwrap();
+    r.ok(&[OsStr::new("backup"), OsStr::new("v"), src.as_os_str()]);
+    let m = r.mount(&[], &[]);
+    let inodes = || -> u64 {
+        let s: serde_json::Value =
+            serde_json::from_slice(&fs::read(m.p(".vaultfs/stats.json")).unwrap()).unwrap();
+        s["inodes"].as_u64().unwrap()
+    };
+    let top = m.p("v/latest/src");
+    assert!(top.is_dir());
+    let baseline = inodes();
+    let mut seen = 0;
+    for d in fs::read_dir(&top).unwrap() {
+        let d = d.unwrap();
+        assert!(d.metadata().unwrap().is_dir());
+        for f in fs::read_dir(d.path()).unwrap() {
+            f.unwrap().metadata().unwrap();
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 50_000);
+    let grown = inodes();
+    assert!(grown >= baseline + 50_000, "{baseline} -> {grown}");
+    let held_path = top.join("d00/f0000");
+    let held = fs::File::open(&held_path).unwrap();
+    let held_ino = held.metadata().unwrap().ino();
+    let dir_ino = fs::metadata(top.join("d00")).unwrap().ino();
+    fs::write("/proc/sys/vm/drop_caches", "2").expect("writing /proc/sys/vm/drop_caches");
+    wait_for("the table to shrink to its baseline", || {
+        inodes() <= baseline + 2
+    });
+    // What the kernel held kept its number; what it forgot comes back under its own.
+    assert_eq!(held.metadata().unwrap().ino(), held_ino);
+    assert_eq!(fs::metadata(&held_path).unwrap().ino(), held_ino);
+    assert_eq!(fs::metadata(top.join("d00")).unwrap().ino(), dir_ino);
+    assert_eq!(fs::read(&held_path).unwrap(), b"held open\n");
+    assert_eq!(fs::read_dir(top.join("d49")).unwrap().count(), 1000);
+    drop(held);
 }

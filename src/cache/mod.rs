@@ -1,189 +1,75 @@
-//! The lazy chunk cache: decompressed chunks, fetched once, kept within a byte budget.
+//! The lazy chunk cache: decompressed chunks, fetched once, kept within a byte budget. It
+//! reads through the repository only ([`Repository::read_sealed`],
+//! [`Repository::read_pack_span`], [`Repository::open_chunk`]), never the raw store.
 //!
 //! A read of a backup asks [`ChunkCache::get`] for each chunk that covers it. The path:
 //!
-//! 1. the in-memory tier: an `lru::LruCache` of decompressed chunks with a byte total kept
-//!    beside it (the crate counts entries, not bytes); least recently used chunks are
-//!    evicted until the total fits `mem_bytes`;
-//! 2. single flight: when the chunk is already being loaded, the caller waits on that
-//!    load (a `Condvar`), so a chunk has at most one fetch in flight;
-//! 3. the optional disk tier ([`disk::DiskCache`]): the sealed (still encrypted and
-//!    authenticated) bytes, so loading from it verifies them exactly like a fetch does; any
-//!    failure of the disk tier is a miss;
-//! 4. one ranged read of the pack object, then authenticate + decompress.
+//! 1. the memory tier ([`budget`]: an LRU of decompressed chunks whose byte total stays
+//!    within what the memory budget leaves for chunks);
+//! 2. single flight ([`flight`]): when the chunk is already being loaded, the caller
+//!    waits on that load, so a chunk has at most one fetch in flight;
+//! 3. a chunk queued for the prefetch pool ([`prefetch`]) is loaded now with its whole
+//!    group (one ranged read), not left waiting for a prefetcher;
+//! 4. the optional disk tier ([`disk::DiskCache`]): the sealed (still encrypted and
+//!    authenticated) bytes, so loading from it verifies them exactly like a fetch does;
+//!    any failure of the disk tier is a miss;
+//! 5. one ranged read of the pack, then authenticate + decompress. A pack that is gone
+//!    (repacked by a prune) is read chunk by chunk, following where each chunk went.
 //!
-//! Errors are shared with every waiter as `Arc<RepoError>`. Damage is never remembered:
-//! the next read tries again. A store that failed to answer (a timeout, a 5xx after the
-//! retries) is remembered for a short while ([`FAILURE_MEMORY`]) per chunk: the kernel
-//! retries a failed read at once (readahead, then the read itself), and without this a
-//! stalled store would make every EIO take twice the store's whole retry budget. The in-flight entry is removed by a guard, on success, on error and on
-//! unwind, so a panicking loader never leaves waiters hanging.
+//! Errors are shared with every waiter as `Arc<RepoError>`, and classified once
+//! ([`failures`]): damage is never remembered, a store that failed to answer is, briefly.
+//! Counters are in [`stats`].
 //!
-//! Readahead ([`ChunkCache::prefetch_run`]) hands groups of chunk refs (one ranged read
-//! each) to a pool of background threads through a bounded channel; when the channel is
-//! full the hint is dropped (backpressure: prefetching never queues unbounded work or
-//! memory). Chunks waiting in the channel are remembered with their group (`queued`), so a
-//! hint repeated by every read of a stream is sent once, and a reader that wants a queued
-//! chunk before a prefetcher got to it loads the chunk's whole group itself, with the one
-//! ranged read the prefetcher would have made: how many reads a run of chunks costs does
-//! not depend on how fast the prefetchers are scheduled. A queued chunk leaves the queue
-//! and gets its flight in one step under the `queued` lock ([`ChunkCache::claim_queued`]),
-//! so exactly one loader takes it.
-//!
-//! Lock order: `queued`, then `inflight`, then `mem`; none is held during a fetch. A
-//! flight's own mutex is taken alone.
+//! Lock order: the prefetch queue, then the flights' map, then the memory tier; none is
+//! held during a fetch. A flight's own mutex is taken alone.
 
+pub mod budget;
 pub mod disk;
+pub mod failures;
+pub mod flight;
+pub mod prefetch;
+pub mod stats;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
-
-use lru::LruCache;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use crate::repo::format::{ChunkId, ChunkRef};
 use crate::repo::{RepoError, Repository};
 
-/// How long a chunk whose load failed in the store (not damage) answers with that error
-/// without a new fetch.
-pub const FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
+use budget::{Budget, MemTier};
+use failures::Failures;
+use flight::{Claim, FlightGuard, Flights, Joined};
+use prefetch::{Group, Prefetch};
+use stats::add;
+
+pub use budget::{RSS_MARGIN, RSS_SAMPLE_EVERY};
+pub use failures::FAILURE_MEMORY;
+pub use prefetch::{COALESCE_GAP, COALESCE_SPAN};
+pub use stats::CacheStats;
 
 /// A decompressed chunk, shared between the cache and readers.
 pub type Chunk = Arc<Vec<u8>>;
 /// A load failure, shared between every reader that waited for that load.
 pub type FetchError = Arc<RepoError>;
 
-/// Chunks of one pack that go out as one ranged read, in pack order.
-type Group = Arc<[ChunkRef]>;
-
-/// A chunk claimed for loading by one loader: its flight, ended when the guard drops.
-type Claim<'a> = (ChunkRef, FlightGuard<'a>);
-
-/// Counters, for logs and tests.
-#[derive(Debug, Default)]
-pub struct CacheStats {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    /// Loads served by the disk tier.
-    pub disk_hits: AtomicU64,
-    /// Ranged reads of the store.
-    pub fetches: AtomicU64,
-    /// Bytes those reads returned (stored: compressed and sealed).
-    pub fetch_bytes: AtomicU64,
-    /// Decompressed bytes of the chunks loaded (from the store or the disk tier).
-    pub loaded_bytes: AtomicU64,
-    pub fetch_errors: AtomicU64,
-    /// Callers that waited on another caller's load.
-    pub waits: AtomicU64,
-    pub prefetches_queued: AtomicU64,
-    pub prefetches_dropped: AtomicU64,
-    /// Reads answered by a remembered store failure, without a fetch.
-    pub failures_remembered: AtomicU64,
-}
-
-struct Mem {
-    lru: LruCache<ChunkId, Chunk>,
-    bytes: u64,
-}
-
-#[derive(Default)]
-struct Flight {
-    result: Mutex<Option<Result<Chunk, FetchError>>>,
-    done: Condvar,
-}
-
 /// See the module documentation.
 pub struct ChunkCache {
     repo: Arc<Repository>,
-    mem: Mutex<Mem>,
-    mem_limit: u64,
-    inflight: Mutex<HashMap<ChunkId, Arc<Flight>>>,
+    mem: MemTier,
+    budget: Budget,
+    flights: Flights,
     disk: Option<disk::DiskCache>,
-    prefetch_tx: Mutex<Option<crossbeam_channel::Sender<Group>>>,
-    /// Chunks handed to the prefetchers and not yet picked up, with the group they went
-    /// out in: a hint repeated while its first copy waits in the queue is not queued
-    /// again, and a reader that needs one of them loads the group itself.
-    queued: Mutex<HashMap<ChunkId, Group>>,
-    /// Recent store failures, by chunk: see the module documentation.
-    failed: Mutex<HashMap<ChunkId, (Instant, FetchError)>>,
-    failure_memory: Duration,
-    /// Memory outside the chunks that the budget covers too (see [`ChunkCache::set_overhead`]).
-    overhead: AtomicU64,
-    /// Memory counted by its owner as it grows (a mount's inode table), see
-    /// [`ChunkCache::external_counter`].
-    external: Arc<AtomicU64>,
-    /// Buffers of loads in flight: sealed bytes read and plaintext not yet in the tier.
-    inflight_bytes: AtomicU64,
-    /// The process's resident size, when measured (see [`ChunkCache::measure_rss`]): its
-    /// last sample and when it was taken (ms since `created`, plus one; 0: never).
-    rss_probe: std::sync::OnceLock<RssProbe>,
-    rss_sample: AtomicU64,
-    rss_sampled_ms: AtomicU64,
-    created: Instant,
+    prefetch: Prefetch,
+    failures: Failures,
     pub stats: CacheStats,
-}
-
-/// Counts bytes in `counter` for as long as it lives.
-struct Held<'a> {
-    counter: &'a AtomicU64,
-    bytes: u64,
-}
-
-impl<'a> Held<'a> {
-    fn new(counter: &'a AtomicU64, bytes: u64) -> Held<'a> {
-        counter.fetch_add(bytes, Ordering::Relaxed);
-        Held { counter, bytes }
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.counter.fetch_sub(self.bytes, Ordering::Relaxed);
-    }
 }
 
 impl std::fmt::Debug for ChunkCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChunkCache")
-            .field("mem_limit", &self.mem_limit)
+            .field("mem_limit", &self.budget.limit())
             .finish()
-    }
-}
-
-/// Removes the in-flight entry and wakes the waiters, whatever happens to the loader.
-struct FlightGuard<'a> {
-    cache: &'a ChunkCache,
-    id: ChunkId,
-    flight: Arc<Flight>,
-}
-
-impl FlightGuard<'_> {
-    /// Hands the load's outcome to the waiters and wakes them at once (a grouped load
-    /// goes on opening the other chunks of its read meanwhile).
-    fn finish(&self, result: Result<Chunk, FetchError>) {
-        *self.flight.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-        self.flight.done.notify_all();
-    }
-}
-
-impl Drop for FlightGuard<'_> {
-    fn drop(&mut self) {
-        {
-            let mut r = self.flight.result.lock().unwrap_or_else(|e| e.into_inner());
-            if r.is_none() {
-                *r = Some(Err(Arc::new(RepoError::Invalid(format!(
-                    "the load of chunk {} was abandoned",
-                    self.id
-                )))));
-            }
-        }
-        self.flight.done.notify_all();
-        self.cache
-            .inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
     }
 }
 
@@ -195,28 +81,7 @@ impl ChunkCache {
         mem_bytes: u64,
         disk: Option<disk::DiskCache>,
     ) -> Arc<ChunkCache> {
-        Arc::new(ChunkCache {
-            repo,
-            mem: Mutex::new(Mem {
-                lru: LruCache::unbounded(),
-                bytes: 0,
-            }),
-            mem_limit: mem_bytes,
-            inflight: Mutex::new(HashMap::new()),
-            disk,
-            prefetch_tx: Mutex::new(None),
-            queued: Mutex::new(HashMap::new()),
-            failed: Mutex::new(HashMap::new()),
-            failure_memory: FAILURE_MEMORY,
-            overhead: AtomicU64::new(0),
-            external: Arc::new(AtomicU64::new(0)),
-            inflight_bytes: AtomicU64::new(0),
-            rss_probe: std::sync::OnceLock::new(),
-            rss_sample: AtomicU64::new(0),
-            rss_sampled_ms: AtomicU64::new(0),
-            created: Instant::now(),
-            stats: CacheStats::default(),
-        })
+        Self::with_failure_memory(repo, mem_bytes, disk, FAILURE_MEMORY)
     }
 
     /// Like [`ChunkCache::new`], remembering store failures for `d` instead of
@@ -227,109 +92,49 @@ impl ChunkCache {
         disk: Option<disk::DiskCache>,
         d: Duration,
     ) -> Arc<ChunkCache> {
-        let mut c = Self::new(repo, mem_bytes, disk);
-        Arc::get_mut(&mut c).expect("not shared yet").failure_memory = d;
-        c
-    }
-
-    /// A store failure of this chunk recent enough to answer for it.
-    fn remembered_failure(&self, id: &ChunkId) -> Option<FetchError> {
-        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-        let (at, e) = failed.get(id)?;
-        if at.elapsed() < self.failure_memory {
-            self.stats
-                .failures_remembered
-                .fetch_add(1, Ordering::Relaxed);
-            return Some(e.clone());
-        }
-        failed.remove(id);
-        None
-    }
-
-    fn remember_failure(&self, id: ChunkId, e: &FetchError) {
-        if self.failure_memory.is_zero() || !matches!(**e, RepoError::Backend(_)) {
-            return;
-        }
-        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-        let keep = self.failure_memory;
-        failed.retain(|_, (at, _)| at.elapsed() < keep);
-        failed.insert(id, (Instant::now(), e.clone()));
+        Arc::new(ChunkCache {
+            repo,
+            mem: MemTier::new(),
+            budget: Budget::new(mem_bytes),
+            flights: Flights::default(),
+            disk,
+            prefetch: Prefetch::default(),
+            failures: Failures::new(d),
+            stats: CacheStats::default(),
+        })
     }
 
     /// Declares memory outside the chunks that the budget must also cover (a mount: what
-    /// the process held before its first read, and its inode table). The memory tier
-    /// keeps `budget - overhead - buffers in flight`, and never less than a quarter of
-    /// the budget, so that reads go on when the rest outgrows it.
+    /// the process held before its first read). The memory tier keeps
+    /// `budget - overhead - buffers in flight`, and never less than a quarter of the
+    /// budget, so that reads go on when the rest outgrows it.
     pub fn set_overhead(&self, bytes: u64) {
-        self.overhead.store(bytes, Ordering::Relaxed);
+        self.budget.set_overhead(bytes);
     }
 
     /// A counter of memory outside the chunks that its owner keeps up to date as it grows
-    /// (the mount's inode table adds each inode's estimate): counted like the overhead.
+    /// and shrinks (the mount's inode table): counted like the overhead.
     pub fn external_counter(&self) -> Arc<AtomicU64> {
-        self.external.clone()
-    }
-
-    /// Memory outside the chunks the budget covers now: the declared overhead and the
-    /// external counter.
-    fn other_bytes(&self) -> u64 {
-        self.overhead.load(Ordering::Relaxed) + self.external.load(Ordering::Relaxed)
+        self.budget.external_counter()
     }
 
     #[cfg(test)]
     fn clear_for_test(&self) {
-        let mut m = self.lock_mem();
-        m.lru.clear();
-        m.bytes = 0;
+        self.mem.clear();
     }
 
     /// Makes the budget count what the process really holds: `probe` gives its resident
     /// size (sampled at most every [`RSS_SAMPLE_EVERY`]), and everything resident beyond
-    /// the chunks (the allocator's free-but-kept memory included, which no estimate
-    /// sees) is taken from the memory tier, as the declared overhead is. The larger of the
-    /// measured and the declared overhead counts.
+    /// the chunks is taken from the memory tier, as the declared overhead is (see
+    /// [`budget`]).
     pub fn measure_rss(&self, probe: impl Fn() -> u64 + Send + Sync + 'static) {
-        let _ = self.rss_probe.set(Box::new(probe));
+        self.budget.measure_rss(probe);
     }
 
-    /// The resident size, from a recent sample or a new one; 0 when not measured.
-    fn rss(&self) -> u64 {
-        let Some(probe) = self.rss_probe.get() else {
-            return 0;
-        };
-        let now = self.created.elapsed().as_millis() as u64 + 1;
-        let last = self.rss_sampled_ms.load(Ordering::Relaxed);
-        if last == 0 || now >= last + RSS_SAMPLE_EVERY.as_millis() as u64 {
-            self.rss_sample.store(probe(), Ordering::Relaxed);
-            self.rss_sampled_ms.store(now, Ordering::Relaxed);
-        }
-        self.rss_sample.load(Ordering::Relaxed)
-    }
-
-    /// What the memory tier may hold now (see [`ChunkCache::set_overhead`] and
-    /// [`ChunkCache::measure_rss`]).
+    /// What the memory tier may hold now.
     pub fn tier_limit(&self) -> u64 {
-        let rss = self.rss();
-        self.limit_with(rss, self.mem_bytes())
-    }
-
-    /// The tier's limit given the resident size and the bytes of chunks held.
-    fn limit_with(&self, rss: u64, chunk_bytes: u64) -> u64 {
-        self.mem_limit
-            .saturating_sub(self.overhead_with(rss, chunk_bytes))
-            .max(self.mem_limit / 4)
-    }
-
-    /// Memory outside the chunks: declared and in flight, or measured, the larger. A
-    /// measured figure gets a margin ([`RSS_MARGIN`] of the budget) for what is
-    /// allocated between two samples.
-    fn overhead_with(&self, rss: u64, chunk_bytes: u64) -> u64 {
-        let declared = self.other_bytes() + self.inflight_bytes.load(Ordering::Relaxed);
-        if rss == 0 {
-            return declared;
-        }
-        let margin = self.mem_limit / RSS_MARGIN;
-        declared.max(rss.saturating_sub(chunk_bytes) + margin)
+        let rss = self.budget.rss();
+        self.budget.tier_limit(rss, self.mem_bytes())
     }
 
     pub fn repo(&self) -> &Arc<Repository> {
@@ -338,118 +143,102 @@ impl ChunkCache {
 
     /// Bytes of decompressed chunks held in memory now.
     pub fn mem_bytes(&self) -> u64 {
-        self.lock_mem().bytes
+        self.mem.bytes()
     }
 
     /// The counters and the memory tier's fill, as JSON fields (`.vaultfs/stats.json`).
     pub fn stats_json(&self) -> serde_json::Value {
-        let s = &self.stats;
-        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let (bytes, chunks) = {
-            let m = self.lock_mem();
+            let m = self.mem.lock();
             (m.bytes, m.lru.len())
         };
-        let rss = self.rss();
-        serde_json::json!({
-            "cache_hits": l(&s.hits),
-            "cache_misses": l(&s.misses),
-            "cache_waits": l(&s.waits),
-            "disk_hits": l(&s.disk_hits),
-            "chunk_fetches": l(&s.fetches),
-            "chunk_fetch_bytes": l(&s.fetch_bytes),
-            "chunk_loaded_bytes": l(&s.loaded_bytes),
-            "fetch_errors": l(&s.fetch_errors),
-            "prefetches_queued": l(&s.prefetches_queued),
-            "prefetches_dropped": l(&s.prefetches_dropped),
-            "failures_remembered": l(&s.failures_remembered),
-            "cache_bytes": bytes,
-            "cache_chunks": chunks,
-            "cache_limit": self.mem_limit,
-            "cache_tier_limit": self.limit_with(rss, bytes),
-            "budget_overhead_bytes": self.overhead_with(rss, bytes),
-            "inflight_bytes": self.inflight_bytes.load(Ordering::Relaxed),
-        })
-    }
-
-    fn lock_mem(&self) -> std::sync::MutexGuard<'_, Mem> {
-        self.mem.lock().unwrap_or_else(|e| e.into_inner())
+        let rss = self.budget.rss();
+        let mut o = self.stats.json_fields();
+        let mut put = |k: &str, v: u64| o.insert(k.to_string(), v.into());
+        put("cache_bytes", bytes);
+        put("cache_chunks", chunks as u64);
+        put("cache_limit", self.budget.limit());
+        put("cache_tier_limit", self.budget.tier_limit(rss, bytes));
+        put(
+            "budget_overhead_bytes",
+            self.budget.overhead_with(rss, bytes),
+        );
+        put("inflight_bytes", self.budget.inflight_bytes());
+        serde_json::Value::Object(o)
     }
 
     /// Whether a chunk is in the memory tier (does not touch the LRU order).
     pub fn contains(&self, id: &ChunkId) -> bool {
-        self.lock_mem().lru.contains(id)
+        self.mem.contains(id)
+    }
+
+    fn hit(&self, id: &ChunkId) -> Option<Chunk> {
+        let c = self.mem.get(id)?;
+        add(&self.stats.hits, 1);
+        Some(c)
     }
 
     /// The plaintext of a chunk: from memory, from a load in flight, from the disk tier, or
     /// with one ranged read of its pack.
     pub fn get(&self, r: &ChunkRef) -> Result<Chunk, FetchError> {
-        if let Some(c) = self.lock_mem().lru.get(&r.id) {
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(c.clone());
+        if let Some(c) = self.hit(&r.id) {
+            return Ok(c);
         }
-        if let Some(e) = self.remembered_failure(&r.id) {
+        if let Some(e) = self.failures.recent(&r.id) {
+            add(&self.stats.failures_remembered, 1);
             return Err(e);
         }
         // Queued for a prefetcher that has not got to it yet: load its group now.
-        let group = self.lock_queued().get(&r.id).cloned();
-        if let Some(group) = group {
-            let claimed = self.claim_queued(&group);
+        if let Some(group) = self.prefetch.group_of(&r.id) {
+            let claimed = self.prefetch.claim(&group, &self.flights, &self.mem);
             if claimed.iter().any(|(c, _)| c.id == r.id) {
-                self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                add(&self.stats.misses, 1);
                 if let Some(result) = self.load_claimed(claimed, Some(r.id)) {
                     return result;
                 }
             }
         }
-        let (flight, leader) = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            match inflight.get(&r.id) {
-                Some(f) => (f.clone(), false),
-                None => {
-                    // Checked again under the in-flight lock: a load may have finished
-                    // between the first look and here.
-                    if let Some(c) = self.lock_mem().lru.get(&r.id) {
-                        self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                        return Ok(c.clone());
-                    }
-                    let f = Arc::new(Flight::default());
-                    inflight.insert(r.id, f.clone());
-                    (f, true)
-                }
+        let guard = match self.flights.join(r.id, || self.hit(&r.id)) {
+            Joined::Ready(c) => return Ok(c),
+            Joined::Wait(flight) => {
+                add(&self.stats.waits, 1);
+                return flight.wait();
             }
+            Joined::Lead(guard) => guard,
         };
-        if !leader {
-            self.stats.waits.fetch_add(1, Ordering::Relaxed);
-            return flight_result(&flight);
-        }
-        self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        let guard = FlightGuard {
-            cache: self,
-            id: r.id,
-            flight: flight.clone(),
-        };
+        add(&self.stats.misses, 1);
+        let flight = guard.flight().clone();
         self.load_claimed(vec![(*r, guard)], Some(r.id))
-            .unwrap_or_else(|| flight_result(&flight))
+            .unwrap_or_else(|| flight.wait())
     }
 
     fn insert(&self, id: ChunkId, c: Chunk) {
-        let len = c.len() as u64;
-        if len > self.mem_limit {
+        if c.len() as u64 > self.budget.limit() {
             return;
         }
-        let rss = self.rss();
-        let mut mem = self.lock_mem();
-        let limit = self.limit_with(rss, mem.bytes);
-        if let Some(old) = mem.lru.put(id, c) {
-            mem.bytes -= old.len() as u64;
-        }
-        mem.bytes += len;
-        while mem.bytes > limit {
-            match mem.lru.pop_lru() {
-                Some((_, old)) => mem.bytes -= old.len() as u64,
-                None => break,
+        let rss = self.budget.rss();
+        self.mem
+            .insert(id, c, |held| self.budget.tier_limit(rss, held));
+    }
+
+    /// Ends one chunk's load: keeps the chunk, or notes the failure (see [`failures`]),
+    /// then wakes its waiters.
+    fn settle(
+        &self,
+        r: &ChunkRef,
+        guard: &FlightGuard<'_>,
+        result: Result<Vec<u8>, RepoError>,
+    ) -> Result<Chunk, FetchError> {
+        let result = result.map(Arc::new).map_err(Arc::new);
+        match &result {
+            Ok(c) => self.insert(r.id, c.clone()),
+            Err(e) => {
+                tracing::debug!(chunk = %r.id, "load failed: {e}");
+                self.failures.note(r.id, e);
             }
         }
+        guard.finish(result.clone());
+        result
     }
 
     /// The chunk from the disk tier, verified; an entry that fails verification is
@@ -459,7 +248,7 @@ impl ChunkCache {
         let sealed = disk.get(&r.id, r.stored_len)?;
         match self.repo.open_chunk(r, &sealed) {
             Ok(plain) => {
-                self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+                add(&self.stats.disk_hits, 1);
                 Some(plain)
             }
             Err(e) => {
@@ -475,26 +264,24 @@ impl ChunkCache {
         if let Some(plain) = self.load_from_disk(r) {
             return Ok(plain);
         }
-        let _held = Held::new(&self.inflight_bytes, r.stored_len as u64 + r.raw_len as u64);
-        self.stats.fetches.fetch_add(1, Ordering::Relaxed);
-        let sealed = self.repo.read_sealed(r).inspect_err(|_| {
-            self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
-        })?;
-        self.stats
-            .fetch_bytes
-            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        let _held = self.budget.hold(r.stored_len as u64 + r.raw_len as u64);
+        add(&self.stats.fetches, 1);
+        let sealed = self
+            .repo
+            .read_sealed(r)
+            .inspect_err(|_| add(&self.stats.fetch_errors, 1))?;
+        add(&self.stats.fetch_bytes, sealed.len() as u64);
         self.open_fetched(r, &sealed)
     }
 
     /// Authenticates and decompresses a chunk read from the store, counts it, and keeps
     /// its sealed bytes in the disk tier.
     fn open_fetched(&self, r: &ChunkRef, sealed: &[u8]) -> Result<Vec<u8>, RepoError> {
-        let plain = self.repo.open_chunk(r, sealed).inspect_err(|_| {
-            self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
-        })?;
-        self.stats
-            .loaded_bytes
-            .fetch_add(plain.len() as u64, Ordering::Relaxed);
+        let plain = self
+            .repo
+            .open_chunk(r, sealed)
+            .inspect_err(|_| add(&self.stats.fetch_errors, 1))?;
+        add(&self.stats.loaded_bytes, plain.len() as u64);
         if let Some(disk) = &self.disk {
             disk.put(&r.id, sealed);
         }
@@ -512,39 +299,29 @@ impl ChunkCache {
                 .spawn(move || {
                     while let Ok(group) = rx.recv() {
                         let Some(cache) = weak.upgrade() else { break };
-                        let claimed = cache.claim_queued(&group);
+                        let claimed = cache.prefetch.claim(&group, &cache.flights, &cache.mem);
                         cache.load_claimed(claimed, None);
                     }
                 })
                 .expect("spawning a prefetch thread");
         }
-        *self.prefetch_tx.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        self.prefetch.connect(tx);
     }
 
     /// Whether no prefetch waits in the queue and no load is in flight: what a test waits
     /// for before it counts the reads a sequence of operations cost.
     #[cfg(test)]
     pub(crate) fn is_settled(&self) -> bool {
-        self.lock_queued().is_empty()
-            && self
-                .inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_empty()
+        self.prefetch.is_empty() && self.flights.is_empty()
     }
 
     /// Whether the chunk is in memory, being loaded, or queued for a prefetcher.
     pub fn present_or_loading(&self, id: &ChunkId) -> bool {
-        self.lock_queued().contains_key(id) || self.cached_or_loading(id)
+        self.prefetch.is_queued(id) || self.cached_or_loading(id)
     }
 
     fn cached_or_loading(&self, id: &ChunkId) -> bool {
-        self.contains(id)
-            || self
-                .inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(id)
+        self.contains(id) || self.flights.contains(id)
     }
 
     /// Asks for a chunk to be loaded in the background; see [`ChunkCache::prefetch_run`].
@@ -556,89 +333,11 @@ impl ChunkCache {
     /// chunks cached, loading or queued already are left out, and a group is dropped when
     /// no prefetchers run or the queue is full. Chunks that lie next to each other in one
     /// pack (gaps of at most [`COALESCE_GAP`], spans of at most [`COALESCE_SPAN`]) are
-    /// fetched with one ranged read, whatever their order in `refs` (files backed up in
-    /// parallel sit in their pack slightly out of order): one request for a run of small
-    /// files, or for a stretch of a large one. Groups go out in the order of their first
-    /// chunk in `refs`.
+    /// fetched with one ranged read, whatever their order in `refs`: one request for a
+    /// run of small files, or for a stretch of a large one.
     pub fn prefetch_run(&self, refs: &[ChunkRef]) {
-        let tx = self.prefetch_tx.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(tx) = tx.as_ref() else { return };
-        let mut queued = self.lock_queued();
-        // (position in refs, chunk), in pack order, each chunk once.
-        let mut wanted: Vec<(usize, ChunkRef)> = refs
-            .iter()
-            .copied()
-            .enumerate()
-            .filter(|(_, r)| !queued.contains_key(&r.id) && !self.cached_or_loading(&r.id))
-            .collect();
-        wanted.sort_by_key(|(i, r)| (r.pack, r.offset, *i));
-        wanted.dedup_by_key(|(_, r)| r.id);
-        let mut groups: Vec<(usize, Vec<ChunkRef>)> = Vec::new();
-        for (i, r) in wanted {
-            let joins = groups.last().and_then(|(_, g)| {
-                let (first, last) = (g.first()?, g.last()?);
-                let end = last.offset as u64 + last.stored_len as u64;
-                let (off, stop) = (r.offset as u64, r.offset as u64 + r.stored_len as u64);
-                Some(
-                    r.pack == last.pack
-                        && off >= end
-                        && off - end <= COALESCE_GAP
-                        && stop - first.offset as u64 <= COALESCE_SPAN,
-                )
-            });
-            match (joins, groups.last_mut()) {
-                (Some(true), Some((first_use, g))) => {
-                    *first_use = (*first_use).min(i);
-                    g.push(r);
-                }
-                _ => groups.push((i, vec![r])),
-            }
-        }
-        groups.sort_by_key(|(first_use, _)| *first_use);
-        for (_, g) in groups {
-            let n = g.len() as u64;
-            let g: Group = g.into();
-            if tx.try_send(g.clone()).is_ok() {
-                queued.extend(g.iter().map(|r| (r.id, g.clone())));
-                self.stats.prefetches_queued.fetch_add(n, Ordering::Relaxed);
-            } else {
-                self.stats
-                    .prefetches_dropped
-                    .fetch_add(n, Ordering::Relaxed);
-            }
-        }
-    }
-
-    fn lock_queued(&self) -> std::sync::MutexGuard<'_, HashMap<ChunkId, Group>> {
-        self.queued.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Takes the chunks of `group` that still wait in the queue: each leaves the queue and
-    /// gets a flight in one step, so that exactly one loader (a prefetcher, or a reader
-    /// that got there first) loads it. Chunks taken by another loader already are left out.
-    fn claim_queued(&self, group: &[ChunkRef]) -> Vec<Claim<'_>> {
-        let mut queued = self.lock_queued();
-        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        let mut claimed = Vec::with_capacity(group.len());
-        for r in group {
-            if queued.remove(&r.id).is_none()
-                || inflight.contains_key(&r.id)
-                || self.contains(&r.id)
-            {
-                continue;
-            }
-            let flight = Arc::new(Flight::default());
-            inflight.insert(r.id, flight.clone());
-            claimed.push((
-                *r,
-                FlightGuard {
-                    cache: self,
-                    id: r.id,
-                    flight,
-                },
-            ));
-        }
-        claimed
+        self.prefetch
+            .hint(refs, |id| self.cached_or_loading(id), &self.stats);
     }
 
     /// Loads claimed chunks of one pack: a single chunk the usual way (disk tier, then the
@@ -652,31 +351,20 @@ impl ChunkCache {
         want: Option<ChunkId>,
     ) -> Option<Result<Chunk, FetchError>> {
         let mut wanted = None;
-        let mut settle =
-            |r: &ChunkRef, guard: &FlightGuard<'_>, result: Result<Chunk, FetchError>| {
-                if want == Some(r.id) {
-                    wanted = Some(result.clone());
-                }
-                guard.finish(result);
-            };
-        if let [(r, guard)] = claimed.as_slice() {
-            let result = self.load(r).map(Arc::new).map_err(Arc::new);
-            match &result {
-                Ok(c) => self.insert(r.id, c.clone()),
-                Err(e) => {
-                    tracing::debug!(chunk = %r.id, "load failed: {e}");
-                    self.remember_failure(r.id, e);
-                }
+        let mut settle = |r: &ChunkRef, guard: &FlightGuard<'_>, result| {
+            let result = self.settle(r, guard, result);
+            if want == Some(r.id) {
+                wanted = Some(result);
             }
-            settle(r, guard, result);
+        };
+        if let [(r, guard)] = claimed.as_slice() {
+            settle(r, guard, self.load(r));
             return wanted;
         }
         // What the disk tier holds comes from there; the rest from the store.
         claimed.retain(|(r, guard)| match self.load_from_disk(r) {
             Some(plain) => {
-                let c = Arc::new(plain);
-                self.insert(r.id, c.clone());
-                settle(r, guard, Ok(c));
+                settle(r, guard, Ok(plain));
                 false
             }
             None => true,
@@ -688,28 +376,18 @@ impl ChunkCache {
         let start = first.offset as u64;
         let len = last.offset as u64 + last.stored_len as u64 - start;
         let raw: u64 = claimed.iter().map(|(r, _)| r.raw_len as u64).sum();
-        let _held = Held::new(&self.inflight_bytes, len + raw);
-        self.stats.fetches.fetch_add(1, Ordering::Relaxed);
+        let _held = self.budget.hold(len + raw);
+        add(&self.stats.fetches, 1);
         match self.repo.read_pack_span(&pack, start, len) {
             Ok(None) => {
                 // The pack is gone (repacked by a prune): each chunk alone, following
                 // where it went.
                 for (r, guard) in &claimed {
-                    let result = self.load(r).map(Arc::new).map_err(Arc::new);
-                    match &result {
-                        Ok(c) => self.insert(r.id, c.clone()),
-                        Err(e) => {
-                            tracing::debug!(chunk = %r.id, "load failed: {e}");
-                            self.remember_failure(r.id, e);
-                        }
-                    }
-                    settle(r, guard, result);
+                    settle(r, guard, self.load(r));
                 }
             }
             Ok(Some(buf)) => {
-                self.stats
-                    .fetch_bytes
-                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                add(&self.stats.fetch_bytes, buf.len() as u64);
                 for (r, guard) in &claimed {
                     let at = (r.offset as u64 - start) as usize;
                     let result = match buf.get(at..at + r.stored_len as usize) {
@@ -718,23 +396,20 @@ impl ChunkCache {
                             format!("chunk {} in pack {}", r.id, pack.to_hex()),
                             format!("the store answered {} of {len} bytes", buf.len()),
                         )),
-                    }
-                    .map(Arc::new)
-                    .map_err(Arc::new);
-                    match &result {
-                        Ok(c) => self.insert(r.id, c.clone()),
-                        Err(e) => tracing::debug!(chunk = %r.id, "load failed: {e}"),
-                    }
+                    };
                     settle(r, guard, result);
                 }
             }
             Err(e) => {
-                self.stats.fetch_errors.fetch_add(1, Ordering::Relaxed);
+                add(&self.stats.fetch_errors, 1);
                 tracing::debug!(pack = %pack.to_hex(), "load of {} chunks failed: {e}", claimed.len());
                 let e: FetchError = Arc::new(e);
                 for (r, guard) in &claimed {
-                    self.remember_failure(r.id, &e);
-                    settle(r, guard, Err(e.clone()));
+                    self.failures.note(r.id, &e);
+                    guard.finish(Err(e.clone()));
+                    if want == Some(r.id) {
+                        wanted = Some(Err(e.clone()));
+                    }
                 }
             }
         }
@@ -743,61 +418,15 @@ impl ChunkCache {
     }
 }
 
-/// Waits for a flight's outcome (set by its loader, or by its guard when abandoned).
-fn flight_result(flight: &Flight) -> Result<Chunk, FetchError> {
-    let mut res = flight.result.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        if let Some(r) = res.as_ref() {
-            return r.clone();
-        }
-        res = flight.done.wait(res).unwrap_or_else(|e| e.into_inner());
-    }
-}
-
-/// How the resident size is measured (see [`ChunkCache::measure_rss`]).
-type RssProbe = Box<dyn Fn() -> u64 + Send + Sync>;
-
-/// The budget's fraction kept free when the resident size is measured (1/16: 16 MiB of
-/// 256 MiB), for allocations between two samples.
-pub const RSS_MARGIN: u64 = 16;
-
-/// How often the resident size is sampled at most.
-pub const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(5);
-
-/// Largest gap between two chunks of one pack that a grouped prefetch reads through.
-pub const COALESCE_GAP: u64 = 64 << 10;
-/// Largest span of one grouped prefetch read.
-pub const COALESCE_SPAN: u64 = 4 << 20;
-
-/// Parses a size such as `268435456`, `256M`, `256MiB`, `1G`, `512k` (binary units).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (try 256M, 1G or a number of bytes)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        u => return Err(format!("unknown size unit {u:?} in {s:?}")),
-    };
-    Ok((n * mult as f64) as u64)
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backend::Store;
     use crate::backend::faulty::{Fault, FaultyStore, Op, Rule};
     use crate::backend::memory::MemoryStore;
     use crate::repo::InitOptions;
     use crate::repo::format::{ChunkerParams, KdfParams};
+    use std::sync::atomic::Ordering;
 
     pub(crate) fn test_repo(store: Store) -> Arc<Repository> {
         let opts = InitOptions {
@@ -832,16 +461,6 @@ mod tests {
             stored_len: sealed.len() as u32,
             raw_len: data.len() as u32,
         }
-    }
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("256M").unwrap(), 256 << 20);
-        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert_eq!(parse_size("1.5k").unwrap(), 1536);
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("3X").is_err());
     }
 
     #[test]
@@ -954,7 +573,7 @@ mod tests {
             }
         });
         assert_eq!(cache.stats.fetches.load(Ordering::Relaxed), 1);
-        assert!(cache.inflight.lock().unwrap().is_empty());
+        assert!(cache.flights.is_empty());
     }
 
     #[test]

@@ -252,13 +252,13 @@ pub enum Command {
         mountpoint: PathBuf,
         /// Memory budget of the mount, e.g. 256M or 1G: decompressed chunks, the inode
         /// table and buffers in flight.
-        #[arg(long, default_value = "256M", value_parser = crate::cache::parse_size)]
+        #[arg(long, default_value = "256M", value_parser = output::parse_size)]
         cache_size: u64,
         /// Keep fetched chunks (still encrypted) in this directory across mounts.
         #[arg(long, value_name = "DIR")]
         disk_cache: Option<PathBuf>,
         /// Size bound of the disk cache.
-        #[arg(long, default_value = "4G", value_parser = crate::cache::parse_size)]
+        #[arg(long, default_value = "4G", value_parser = output::parse_size)]
         disk_cache_size: u64,
         /// Let other users read the mount (the kernel then checks file modes).
         #[arg(long)]
@@ -275,7 +275,7 @@ pub enum Command {
         #[arg(long, default_value_t = 8)]
         threads: usize,
         /// How far ahead of a sequential reader chunks are loaded, e.g. 32M (0: none).
-        #[arg(long, default_value = "32M", value_parser = crate::cache::parse_size)]
+        #[arg(long, default_value = "32M", value_parser = output::parse_size)]
         readahead: u64,
         /// Chunk loads in the background at once; more keeps a distant store busier.
         #[arg(long, default_value_t = crate::fs::DEFAULT_FETCHERS as u16,
@@ -357,7 +357,7 @@ pub enum VaultCmd {
 pub struct VaultSettings {
     /// The most stored bytes the vault's points may reference, e.g. 500G; a backup that
     /// would pass it fails before its commit ("vault full").
-    #[arg(long, value_name = "SIZE", value_parser = crate::cache::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = output::parse_size)]
     pub quota: Option<u64>,
     /// Warn (in the log and the vault's JSON) once the vault passes PERCENT of its quota.
     #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]

@@ -36,16 +36,20 @@ pub const REORDER_LIMIT: usize = 64 << 20;
 const CHANNEL_DEPTH: usize = 64;
 
 /// Why an ingest failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum IngestError {
     #[error(
         "write at offset {got} leaves a gap after byte {expected} (incoming/ takes sequential writes)"
     )]
     Gap { expected: u64, got: u64 },
+    /// The backup the stream fed failed: its typed error (the errno is chosen in
+    /// `fs/errno.rs`).
     #[error("{0}")]
-    Failed(String),
-    #[error("no space: {0}")]
-    NoSpace(String),
+    Backup(Arc<crate::repo::RepoError>),
+    /// The ingest was stopped: by the writer (an abort, a rewrite, nothing written) or
+    /// because its thread ended.
+    #[error("{0}")]
+    Stopped(String),
 }
 
 /// What the writer sends down the stream.
@@ -298,20 +302,19 @@ impl IngestSession {
                 match backup(&repo, &vault, source, &opts) {
                     Ok(r) => {
                         task.succeed(&r.manifest.name);
-                        tracing::info!("ingest {}: committed {}/{}", task.id, vault, r.manifest.name);
+                        tracing::info!(
+                            "ingest {}: committed {}/{}",
+                            task.id,
+                            vault,
+                            r.manifest.name
+                        );
                         Ok(r.manifest.name)
                     }
                     Err(e) => {
                         let reason = e.to_string();
                         task.fail(&reason);
                         tracing::warn!("ingest {} into {vault} failed: {reason}", task.id);
-                        let full = matches!(&e, crate::repo::RepoError::Backend(b) if b.is_storage_full())
-                            || matches!(&e, crate::repo::RepoError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC));
-                        Err(if full {
-                            IngestError::NoSpace(reason)
-                        } else {
-                            IngestError::Failed(reason)
-                        })
+                        Err(IngestError::Backup(Arc::new(e)))
                     }
                 }
             })
@@ -332,14 +335,14 @@ impl IngestSession {
         let outcome = match inner.handle.take() {
             Some(h) => h
                 .join()
-                .unwrap_or_else(|_| Err(IngestError::Failed("the ingest thread panicked".into()))),
+                .unwrap_or_else(|_| Err(IngestError::Stopped("the ingest thread panicked".into()))),
             None => {
                 let reason = abort.unwrap_or_else(|| {
                     "nothing was written to the file before it was closed: no recovery point made"
                         .into()
                 });
                 self.task.fail(&reason);
-                Err(IngestError::Failed(reason))
+                Err(IngestError::Stopped(reason))
             }
         };
         inner.outcome = Some(outcome.clone());
@@ -377,7 +380,7 @@ impl IngestSession {
         Err(self
             .conclude(inner, None)
             .err()
-            .unwrap_or_else(|| IngestError::Failed("the ingest ended early".into())))
+            .unwrap_or_else(|| IngestError::Stopped("the ingest ended early".into())))
     }
 
     /// A hole from the expected offset up to `upto`, sent as its length (it costs nothing
@@ -410,7 +413,7 @@ impl IngestSession {
             return Err(o
                 .clone()
                 .err()
-                .unwrap_or_else(|| IngestError::Failed("already committed".into())));
+                .unwrap_or_else(|| IngestError::Stopped("already committed".into())));
         }
         if offset < inner.next
             || inner
@@ -419,7 +422,7 @@ impl IngestSession {
                 .next()
                 .is_some()
         {
-            return Err(IngestError::Failed(format!(
+            return Err(IngestError::Stopped(format!(
                 "rewrite at offset {offset} of bytes already written (incoming/ takes each byte once)"
             )));
         }
@@ -444,7 +447,7 @@ impl IngestSession {
     pub fn set_size(&self, size: u64) -> Result<(), IngestError> {
         let mut inner = self.inner.lock().unwrap();
         if size < self.size() {
-            return Err(IngestError::Failed(format!(
+            return Err(IngestError::Stopped(format!(
                 "truncate to {size} below the {} bytes already written",
                 self.size()
             )));
@@ -475,7 +478,7 @@ impl IngestSession {
                     .next_back()
                     .is_some_and(|(at, d)| at + d.len() as u64 > offset);
             if overlaps {
-                return Err(IngestError::Failed(format!(
+                return Err(IngestError::Stopped(format!(
                     "a hole punched at offset {offset} into bytes already written (incoming/ takes each byte once)"
                 )));
             }

@@ -16,9 +16,10 @@
 //! | opendir of a file, open of a directory | ENOTDIR, EISDIR |
 
 use crate::backend::BackendError;
+use crate::control::ingest::IngestError;
 use crate::repo::RepoError;
 
-use super::ops::FsError;
+use super::reply::FsError;
 
 impl FsError {
     /// The errno the kernel gets for this error.
@@ -48,12 +49,30 @@ impl FsError {
             FsError::Unsupported => libc::EOPNOTSUPP,
             // A failed ingest: close() reports it (the reason is in the task file).
             FsError::Ingest(e) => match e {
-                crate::control::ingest::IngestError::NoSpace(_) => libc::ENOSPC,
-                crate::control::ingest::IngestError::Gap { .. }
-                | crate::control::ingest::IngestError::Failed(_) => libc::EIO,
+                // The disk or quota of the repository is full: the writer can free space
+                // and try again.
+                IngestError::Backup(e) if storage_full(e) => libc::ENOSPC,
+                // Any other failure of the backup (a malformed archive, a store that
+                // failed, a vault deleted meanwhile) and a stopped ingest: close() says
+                // "input/output error", the reason is in the task file and the log.
+                IngestError::Backup(_) | IngestError::Gap { .. } | IngestError::Stopped(_) => {
+                    libc::EIO
+                }
             },
             FsError::Repo(e) => repo_errno(e),
         }
+    }
+}
+
+/// Whether a repository error means its disk or quota is full.
+fn storage_full(e: &RepoError) -> bool {
+    match e {
+        RepoError::Backend(b) => b.is_storage_full(),
+        RepoError::Io { source, .. } => matches!(
+            source.raw_os_error(),
+            Some(libc::ENOSPC) | Some(libc::EDQUOT)
+        ),
+        _ => false,
     }
 }
 
@@ -79,7 +98,10 @@ pub fn repo_errno(e: &RepoError) -> i32 {
         RepoError::VaultNotEmpty { .. } => libc::ENOTEMPTY,
         RepoError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         RepoError::Locked(_) => libc::EBUSY,
-        RepoError::Invalid(_) => libc::EIO,
+        // Bad input reaches the mount only inside an ingest (see `FsError::Ingest`) or
+        // from a request the mount checks itself first.
+        RepoError::BadInput(_) => libc::EINVAL,
+        RepoError::Internal(_) => libc::EIO,
         RepoError::VaultFull { .. } => libc::ENOSPC,
         RepoError::Protected { .. } => libc::EPERM,
         // A repository of an older format takes no writes until upgraded.

@@ -28,14 +28,20 @@
 //! A finished file stays visible for [`LINGER`], so that tools which stat, chmod, touch
 //! and rename a file after closing it see it; the backup carries the file's final name.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::control::ingest::IngestSession;
-use crate::repo::{RepoError, lock as repo_lock};
+use crate::control::tasks::TaskRegistry;
+use crate::repo::format::now_ns;
+use crate::repo::{RepoError, Repository, lock as repo_lock};
+use crate::sync::lock;
 
-use super::inodes::{Body, Control, Key, ROOT_INO};
-use super::ops::{Entry, FileState, FsError, Inval, Opened, Result, VaultFs, lock};
+use super::handles::{Handles, Open};
+use super::inodes::{Body, CONTROL_NAME, Control, Key, ROOT_INO};
+use super::namespace::Namespace;
+use super::reply::{CONTROL_TTL, Entry, FsError, Inval, Opened, Result};
 
 /// How long a finished file stays visible in incoming/.
 pub const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
@@ -44,9 +50,40 @@ fn visible(s: &IngestSession) -> bool {
     s.finished_for().is_none_or(|t| t < LINGER)
 }
 
-impl VaultFs {
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Incoming {
+    repo: Arc<Repository>,
+    /// Files being ingested in incoming/, by inode.
+    sessions: Mutex<HashMap<u64, Arc<IngestSession>>>,
+    /// The mount's owner: with root, the only one who may write.
+    owner: u32,
+    /// Whether `rmdir` of a recovery point deletes it (EPERM otherwise).
+    pub allow_delete: bool,
+}
+
+impl Incoming {
+    pub fn new(repo: Arc<Repository>, owner: u32, allow_delete: bool) -> Incoming {
+        Incoming {
+            repo,
+            sessions: Mutex::new(HashMap::new()),
+            owner,
+            allow_delete,
+        }
+    }
+
+    /// Attributes of a file being ingested: its size so far.
+    pub fn attr(&self, ns: &Namespace, ino: u64) -> Entry {
+        let size = lock(&self.sessions).get(&ino).map_or(0, |s| s.size());
+        let attr = ns.dir_attr(ino, now_ns()).as_file(size, 0o644);
+        Entry {
+            attr,
+            ttl: CONTROL_TTL,
+        }
+    }
+
     /// The files being ingested in one vault's incoming directory.
-    pub(super) fn incoming_files(&self, vault: &str) -> Vec<(Vec<u8>, u64)> {
+    pub fn files(&self, vault: &str) -> Vec<(Vec<u8>, u64)> {
         let mut sessions = lock(&self.sessions);
         sessions.retain(|_, s| visible(s));
         let mut v: Vec<(Vec<u8>, u64)> = sessions
@@ -59,15 +96,15 @@ impl VaultFs {
     }
 
     fn may_write(&self, uid: u32) -> Result<()> {
-        if uid == 0 || uid == self.opts.uid {
+        if uid == 0 || uid == self.owner {
             Ok(())
         } else {
             Err(FsError::Access)
         }
     }
 
-    fn incoming_vault(&self, parent: u64) -> Result<String> {
-        match &self.inode(parent)?.body {
+    fn incoming_vault(&self, ns: &Namespace, parent: u64) -> Result<String> {
+        match &ns.inode(parent)?.body {
             Body::Control(Control::IncomingVault(v)) => Ok(v.clone()),
             _ => Err(FsError::ReadOnly),
         }
@@ -81,8 +118,16 @@ impl VaultFs {
     }
 
     /// `create` in `incoming/<vault>/`: starts an ingest session.
-    pub fn create(&self, parent: u64, name: &[u8], uid: u32) -> Result<(Entry, Opened)> {
-        let vault = self.incoming_vault(parent)?;
+    pub fn create(
+        &self,
+        ns: &Namespace,
+        handles: &Handles,
+        tasks: &TaskRegistry,
+        parent: u64,
+        name: &[u8],
+        uid: u32,
+    ) -> Result<(Entry, Opened)> {
+        let vault = self.incoming_vault(ns, parent)?;
         self.may_write(uid)?;
         if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
             return Err(FsError::Invalid);
@@ -91,28 +136,20 @@ impl VaultFs {
             return Err(FsError::Exists);
         }
         self.repo.load_vault(&vault)?;
-        let session = IngestSession::new(self.repo.clone(), &vault, name, &self.tasks);
+        let session = IngestSession::new(self.repo.clone(), &vault, name, tasks);
         static SEQ: AtomicU64 = AtomicU64::new(1);
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let ino = self.inodes.alloc(
+        let ino = ns.inodes.alloc(
             parent,
             name.to_vec(),
             Body::Control(Control::IncomingFile(n)),
         );
         lock(&self.sessions).insert(ino, session.clone());
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.files).insert(
-            fh,
-            Arc::new(FileState {
-                ino,
-                ingest: Some(session),
-                data: None,
-                last_start: AtomicU64::new(u64::MAX),
-                last_end: AtomicU64::new(u64::MAX),
-                streak: AtomicU64::new(0),
-            }),
-        );
-        let entry = self.getattr(ino)?;
+        let fh = handles.insert(ino, Open::Ingest(session));
+        // A new task, a new file in incoming/<vault>/: generated listings that changed.
+        ns.invalidate_generated(Control::Tasks);
+        ns.invalidate(Inval::Inode(parent));
+        let entry = self.attr(ns, ino);
         Ok((
             entry,
             Opened {
@@ -123,16 +160,8 @@ impl VaultFs {
         ))
     }
 
-    fn ingest_of(&self, fh: u64) -> Result<Arc<IngestSession>> {
-        lock(&self.files)
-            .get(&fh)
-            .and_then(|s| s.ingest.clone())
-            .ok_or(FsError::ReadOnly)
-    }
-
     /// `write` to a file in incoming/. A refused write fails the whole ingest.
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8], pid: u32) -> Result<u32> {
-        let s = self.ingest_of(fh)?;
+    pub fn write(&self, s: &IngestSession, offset: u64, data: &[u8], pid: u32) -> Result<u32> {
         s.note_writer(pid, process_of);
         if let Err(e) = s.write(offset, data) {
             s.abort(&e.to_string());
@@ -144,10 +173,7 @@ impl VaultFs {
     /// `flush` (every `close()`): once data was written, waits for the point; the
     /// ingest's outcome is the answer. See the module documentation for the closes that
     /// do not commit.
-    pub fn flush(&self, fh: u64, pid: u32) -> Result<()> {
-        let Some(s) = lock(&self.files).get(&fh).and_then(|s| s.ingest.clone()) else {
-            return Ok(());
-        };
+    pub fn flush(&self, ns: &Namespace, s: &IngestSession, pid: u32) -> Result<()> {
         if !s.is_finished() {
             // The kernel names the closing thread: a writer's threads count as one.
             if !s.ends_on_close_by(process_of(pid)) {
@@ -164,20 +190,21 @@ impl VaultFs {
                 return Ok(());
             }
         }
-        self.finish_ingest(&s)
+        self.finish_ingest(ns, s)
     }
 
-    pub(super) fn finish_ingest(&self, s: &IngestSession) -> Result<()> {
+    fn finish_ingest(&self, ns: &Namespace, s: &IngestSession) -> Result<()> {
         let r = s.finish();
         let vault = s.vault().to_string();
-        if let Some(ino) = self
+        if let Some(ino) = ns
             .inodes
             .find_key(&Key::Control(Control::IncomingVault(vault.clone())))
         {
-            self.invalidate(Inval::Entry {
+            ns.invalidate(Inval::Entry {
                 parent: ino,
                 name: s.file_name(),
             });
+            ns.invalidate(Inval::Inode(ino));
         }
         match r {
             Ok(point) => {
@@ -185,38 +212,17 @@ impl VaultFs {
                     "ingested {} into {vault}/{point}",
                     String::from_utf8_lossy(&s.file_name())
                 );
-                self.expire_points(&vault);
+                ns.expire_points(&vault);
                 Ok(())
             }
             Err(e) => Err(FsError::Ingest(e)),
         }
     }
 
-    /// Makes the vault's point list be re-read now (a point was just made or deleted).
-    fn expire_points(&self, vault: &str) {
-        let Some(ino) = self.vault_ino(vault) else {
-            return;
-        };
-        if let Ok(inode) = self.inode(ino)
-            && let Body::Vault(v) = &inode.body
-        {
-            lock(&v.points).refreshed = None;
-        }
-        self.invalidate(Inval::Inode(ino));
-        self.invalidate(Inval::Entry {
-            parent: ino,
-            name: b"latest".to_vec(),
-        });
-    }
-
-    fn vault_ino(&self, vault: &str) -> Option<u64> {
-        self.inodes.find_key(&Key::Vault(vault.to_string()))
-    }
-
     /// `setattr` on a file in incoming/: a size at or above what was written extends
     /// the file with a hole (cp of a sparse file ends with ftruncate); mode and time
     /// changes (cp -p, rsync) are accepted and ignored; anything else is refused.
-    pub fn setattr_incoming(&self, ino: u64, size: Option<u64>) -> Result<Entry> {
+    pub fn setattr(&self, ns: &Namespace, ino: u64, size: Option<u64>) -> Result<Entry> {
         let s = lock(&self.sessions)
             .get(&ino)
             .cloned()
@@ -224,15 +230,14 @@ impl VaultFs {
         if let Some(n) = size {
             s.set_size(n).map_err(|_| FsError::Invalid)?;
         }
-        self.getattr(ino)
+        Ok(self.attr(ns, ino))
     }
 
     /// `fallocate` on a file in incoming/ (`mode` as in fallocate(2)): space reservations
     /// and holes punched ahead of the writer are taken (see
     /// [`IngestSession::allocate`]); other modes (collapse, insert, zero range) are not
     /// supported.
-    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
-        let s = self.ingest_of(fh)?;
+    pub fn fallocate(&self, s: &IngestSession, offset: u64, len: u64, mode: i32) -> Result<()> {
         let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
         let punch = mode & libc::FALLOC_FL_PUNCH_HOLE != 0;
         if mode & !(libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE) != 0 {
@@ -245,13 +250,14 @@ impl VaultFs {
     /// `rename` inside one incoming directory (rsync's temporary name to the final one).
     pub fn rename(
         &self,
+        ns: &Namespace,
         parent: u64,
         name: &[u8],
         newparent: u64,
         newname: &[u8],
         uid: u32,
     ) -> Result<()> {
-        let vault = self.incoming_vault(parent)?;
+        let vault = self.incoming_vault(ns, parent)?;
         self.may_write(uid)?;
         if newparent != parent {
             return Err(FsError::Invalid);
@@ -263,23 +269,23 @@ impl VaultFs {
         if s.is_finished() {
             // Committed or failed already: the file leaves incoming/.
             lock(&self.sessions).remove(&ino);
-            return self.finish_ingest(&s);
+            return self.finish_ingest(ns, &s);
         }
-        self.invalidate(Inval::Entry {
+        ns.invalidate(Inval::Entry {
             parent,
             name: name.to_vec(),
         });
         s.rename(newname);
         if s.was_closed() && !s.awaits_rename() {
             // Written and closed under a temporary name: the final name commits it.
-            return self.finish_ingest(&s);
+            return self.finish_ingest(ns, &s);
         }
         Ok(())
     }
 
     /// `unlink` in incoming/: abandons that ingest (nothing is committed).
-    pub fn unlink(&self, parent: u64, name: &[u8], uid: u32) -> Result<()> {
-        let vault = self.incoming_vault(parent)?;
+    pub fn unlink(&self, ns: &Namespace, parent: u64, name: &[u8], uid: u32) -> Result<()> {
+        let vault = self.incoming_vault(ns, parent)?;
         self.may_write(uid)?;
         let (ino, s) = self.session_named(&vault, name).ok_or(FsError::NotFound)?;
         if !s.is_finished() {
@@ -294,7 +300,7 @@ impl VaultFs {
     /// a temporary name, marks it closed); the kernel drops the flush of a process killed
     /// by SIGKILL. So data written and no flush of its writer seen means that the writer
     /// died: the ingest is abandoned. A file nobody wrote to ends as an empty one.
-    pub(super) fn release_ingest(&self, s: &IngestSession) {
+    pub fn release(&self, ns: &Namespace, s: &IngestSession) {
         if s.is_finished() || s.was_closed() {
             return;
         }
@@ -309,11 +315,11 @@ impl VaultFs {
             );
             s.abort(&why);
         }
-        let _ = self.finish_ingest(s);
+        let _ = self.finish_ingest(ns, s);
     }
 
-    /// `mkdir` at the root creates a vault.
-    pub fn mkdir(&self, parent: u64, name: &[u8], uid: u32) -> Result<Entry> {
+    /// `mkdir` at the root creates a vault (the caller looks it up).
+    pub fn mkdir(&self, ns: &Namespace, parent: u64, name: &[u8], uid: u32) -> Result<()> {
         if parent != ROOT_INO {
             return Err(FsError::ReadOnly);
         }
@@ -325,28 +331,19 @@ impl VaultFs {
             Err(RepoError::VaultExists(_)) => return Err(FsError::Exists),
             Err(e) => return Err(e.into()),
         }
-        self.expire_vaults();
-        self.lookup(ROOT_INO, name.as_bytes())
-    }
-
-    fn expire_vaults(&self) {
-        if let Ok(root) = self.inode(ROOT_INO)
-            && let Body::Root(list) = &root.body
-        {
-            lock(list).refreshed = None;
-        }
-        self.invalidate(Inval::Inode(ROOT_INO));
+        ns.expire_vaults();
+        Ok(())
     }
 
     /// `rmdir` at the root deletes an empty vault; in a vault, deletes a recovery point
     /// when the mount allows deletes.
-    pub fn rmdir(&self, parent: u64, name: &[u8], uid: u32) -> Result<()> {
-        let dir = self.inode(parent)?;
+    pub fn rmdir(&self, ns: &Namespace, parent: u64, name: &[u8], uid: u32) -> Result<()> {
+        let dir = ns.inode(parent)?;
         match &dir.body {
             Body::Root(_) => {
                 self.may_write(uid)?;
                 let name = std::str::from_utf8(name).map_err(|_| FsError::NotFound)?;
-                if name.as_bytes() == super::inodes::CONTROL_NAME {
+                if name.as_bytes() == CONTROL_NAME {
                     return Err(FsError::NotPermitted);
                 }
                 let _lock = repo_lock::acquire(&self.repo, &format!("rmdir vault {name}"))?;
@@ -356,15 +353,15 @@ impl VaultFs {
                     Err(RepoError::VaultNotEmpty { .. }) => return Err(FsError::NotEmpty),
                     Err(e) => return Err(e.into()),
                 }
-                self.expire_vaults();
-                self.invalidate(Inval::Entry {
+                ns.expire_vaults();
+                ns.invalidate(Inval::Entry {
                     parent: ROOT_INO,
                     name: name.as_bytes().to_vec(),
                 });
                 Ok(())
             }
             Body::Vault(v) => {
-                if !self.opts.allow_delete {
+                if !self.allow_delete {
                     return Err(FsError::NotPermitted);
                 }
                 self.may_write(uid)?;
@@ -376,8 +373,8 @@ impl VaultFs {
                     repo_lock::acquire(&self.repo, &format!("rmdir point {}/{point}", v.name))?;
                 self.repo.delete_point(&v.name, point)?;
                 tracing::info!("deleted recovery point {}/{point}", v.name);
-                self.expire_points(&v.name.clone());
-                self.invalidate(Inval::Entry {
+                ns.expire_points(&v.name.clone());
+                ns.invalidate(Inval::Entry {
                     parent,
                     name: name.to_vec(),
                 });

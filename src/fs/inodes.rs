@@ -1,10 +1,23 @@
-//! The inode table: every inode the mount has handed out, by number, for the life of the
-//! mount.
+//! The inode table: the inodes the mount has handed out, by number.
 //!
-//! Inode numbers are allocated densely from 1 (the root) and never reused or dropped, so a
-//! number keeps meaning the same file while mounted (`forget` is ignored: backups are
-//! immutable, and keeping the entry is what makes numbers stable). The table grows with
-//! what has been looked at, not with the repository.
+//! Numbers are allocated from a counter and never reused. The table honours FORGET: each
+//! inode counts the lookups the kernel was answered with ([`InodeTable::hold`]: LOOKUP,
+//! each READDIRPLUS entry, CREATE, MKDIR), FORGET takes them back
+//! ([`InodeTable::forget`]), and an entry of a backup whose count reaches zero leaves the
+//! table, with its listing and with those of its children the kernel does not hold. So
+//! the table follows what the kernel caches: a walk of a million entries followed by
+//! `echo 2 > /proc/sys/vm/drop_caches` returns it to its baseline.
+//!
+//! A number keeps meaning the same file for as long as the kernel holds it, and longer:
+//! a directory's listing keeps the numbers of its entries, and an entry dropped from the
+//! table is brought back under its old number when the listing is used again
+//! ([`InodeTable::insert_at`], by `namespace.rs`). Numbers change only for entries the
+//! kernel held none of, and none of their parent either (a cached dentry pins its
+//! parent), when the parent's listing itself was dropped.
+//!
+//! Pinned (never dropped, few): the root, `.vaultfs` and everything generated, vaults,
+//! `latest`, points, a backup's top entry, and hardlinked files (their number is shared
+//! by every name of the group, in several directories).
 //!
 //! Identity rules:
 //! - a vault, its `latest` link and the control files are found by name in `keys`;
@@ -13,11 +26,13 @@
 //! - a hardlinked file by `(backup inode, hardlink group)`, so every name of the group
 //!   gets one inode number, as on the source.
 //!
-//! Lock order: `keys` before nothing else; `inodes` (the vector) is only held to push or
-//! clone an `Arc`. Per-inode mutexes (listings) are taken without either held.
+//! Lock order: `keys`, then `inodes` (the map), which is only held to insert, remove or
+//! clone an `Arc`. Per-inode mutexes (listings) are taken without either held, except
+//! that dropping an inode takes its listing's mutex under `inodes` (nobody holds it then:
+//! the inode is unreachable).
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
@@ -42,6 +57,10 @@ pub struct Inode {
     pub parent: u64,
     pub name: Vec<u8>,
     pub body: Body,
+    /// Lookups the kernel holds (see the module documentation).
+    lookups: AtomicU64,
+    /// Whether it leaves the table when the kernel forgets it.
+    droppable: bool,
 }
 
 /// What an inode is.
@@ -109,10 +128,6 @@ pub struct TreeNode {
     pub children: Mutex<Option<Listing>>,
     /// Start offset of each extent, plus the total: `offsets[i]..offsets[i+1]` is extent i.
     offsets: OnceLock<Vec<u64>>,
-    /// For directories: the position of the child opened last (`u64::MAX`: none yet), and
-    /// how far the readahead across files has gone.
-    pub last_open: AtomicU64,
-    pub ahead_until: AtomicU64,
 }
 
 impl TreeNode {
@@ -122,8 +137,6 @@ impl TreeNode {
             backup,
             children: Mutex::new(None),
             offsets: OnceLock::new(),
-            last_open: AtomicU64::new(u64::MAX),
-            ahead_until: AtomicU64::new(0),
         }
     }
 
@@ -229,26 +242,32 @@ pub enum Key {
 /// See the module documentation.
 #[derive(Debug)]
 pub struct InodeTable {
-    inodes: RwLock<Vec<Arc<Inode>>>,
+    inodes: RwLock<HashMap<u64, Arc<Inode>>>,
+    next: AtomicU64,
     keys: Mutex<HashMap<Key, u64>>,
-    /// An estimate of the memory the table holds ([`inode_bytes`] per inode), possibly
-    /// shared with the chunk cache's budget (see [`InodeTable::counting_into`]).
+    /// An estimate of the memory the table holds ([`own_bytes`] and [`entry_bytes`] per
+    /// inode), possibly shared with the chunk cache's budget (see
+    /// [`InodeTable::counting_into`]).
     bytes: Arc<AtomicU64>,
 }
 
 /// What one heap allocation costs beyond its bytes (glibc: a 16-byte header, rounding).
 const ALLOC_OVERHEAD: usize = 24;
 
-/// An estimate of the memory one inode holds: the `Arc`'d inode, its slot, its names
-/// (its own and its parent's listing entry) and, for backup entries, the extents,
-/// extended attributes and link target of its node (about 600 bytes for an entry of a
-/// backup; the table grew by 630 per entry on a /usr tree).
-fn inode_bytes(name: &[u8], body: &Body) -> u64 {
+/// An estimate of the memory of an inode's entry in its parent's listing (kept when the
+/// inode leaves the table).
+fn entry_bytes(name: &[u8]) -> u64 {
+    (std::mem::size_of::<(Vec<u8>, u64)>() + name.len() + ALLOC_OVERHEAD) as u64
+}
+
+/// An estimate of the memory one inode holds besides its listing entry: the `Arc`'d
+/// inode, its slot in the map, its name and, for backup entries, the extents, extended
+/// attributes and link target of its node (with [`entry_bytes`], about 600 bytes for an
+/// entry of a backup; the table grew by 630 per entry on a /usr tree).
+fn own_bytes(name: &[u8], body: &Body) -> u64 {
     use std::mem::size_of;
-    let mut n = size_of::<Inode>() + 16 + size_of::<Arc<Inode>>() + ALLOC_OVERHEAD;
+    let mut n = size_of::<Inode>() + 24 + size_of::<Arc<Inode>>() + ALLOC_OVERHEAD;
     n += name.len() + ALLOC_OVERHEAD;
-    // The entry in the parent's listing.
-    n += size_of::<(Vec<u8>, u64)>() + name.len() + ALLOC_OVERHEAD;
     if let Body::Node(t) = body {
         let node = &t.node;
         n += node.name.len() + ALLOC_OVERHEAD;
@@ -278,13 +297,15 @@ impl InodeTable {
     }
 
     /// Like [`InodeTable::new`], adding the estimate of each inode's memory to `bytes`
-    /// (the mount passes its chunk cache's [`external_counter`], so that a large walk
-    /// shrinks the cache instead of growing the daemon).
+    /// (and taking it back when the inode leaves): the mount passes its chunk cache's
+    /// [`external_counter`], so that a large walk shrinks the cache instead of growing
+    /// the daemon.
     ///
     /// [`external_counter`]: crate::cache::ChunkCache::external_counter
     pub fn counting_into(bytes: Arc<AtomicU64>) -> InodeTable {
         let t = InodeTable {
-            inodes: RwLock::new(Vec::new()),
+            inodes: RwLock::new(HashMap::new()),
+            next: AtomicU64::new(ROOT_INO),
             keys: Mutex::new(HashMap::new()),
             bytes,
         };
@@ -301,61 +322,159 @@ impl InodeTable {
         t
     }
 
-    /// Adds an inode and returns its number.
-    pub fn alloc(&self, parent: u64, name: Vec<u8>, body: Body) -> u64 {
-        self.bytes.fetch_add(
-            inode_bytes(&name, &body),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        let mut v = self.inodes.write().unwrap_or_else(|e| e.into_inner());
-        let ino = v.len() as u64 + 1;
-        v.push(Arc::new(Inode {
+    fn make(ino: u64, parent: u64, name: Vec<u8>, body: Body, droppable: bool) -> Arc<Inode> {
+        Arc::new(Inode {
             ino,
             parent,
             name,
             body,
-        }));
+            lookups: AtomicU64::new(0),
+            droppable,
+        })
+    }
+
+    fn add(&self, ino: u64, parent: u64, name: Vec<u8>, body: Body, pinned: bool) {
+        let droppable = !pinned && matches!(body, Body::Node(_));
+        let bytes = own_bytes(&name, &body) + entry_bytes(&name);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let inode = Self::make(ino, parent, name, body, droppable);
+        crate::sync::write(&self.inodes).insert(ino, inode);
+    }
+
+    /// Adds an inode and returns its number. An entry of a backup added so can leave the
+    /// table when the kernel forgets it.
+    pub fn alloc(&self, parent: u64, name: Vec<u8>, body: Body) -> u64 {
+        let ino = self.next.fetch_add(1, Ordering::Relaxed);
+        self.add(ino, parent, name, body, false);
         ino
+    }
+
+    /// Brings back an entry of a backup under the number its parent's listing kept for
+    /// it, unless it is in the table (then nothing changes).
+    pub fn insert_at(&self, ino: u64, parent: u64, name: Vec<u8>, body: Body) {
+        let mut map = crate::sync::write(&self.inodes);
+        if map.contains_key(&ino) {
+            return;
+        }
+        // Its listing entry was counted with the listing, and stayed.
+        self.bytes
+            .fetch_add(own_bytes(&name, &body), Ordering::Relaxed);
+        let droppable = matches!(body, Body::Node(_));
+        map.insert(ino, Self::make(ino, parent, name, body, droppable));
     }
 
     /// The inode of `key`, if it has one.
     pub fn find(&self, key: &Key) -> Option<u64> {
-        self.keys
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .copied()
+        crate::sync::lock(&self.keys).get(key).copied()
     }
 
-    /// Allocates with the body `make` returns, unless `key` has an inode already.
+    /// Allocates with the body `make` returns, unless `key` has an inode already. Inodes
+    /// found by key are pinned.
     pub fn get_or_alloc(&self, key: Key, make: impl FnOnce() -> (u64, Vec<u8>, Body)) -> u64 {
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = crate::sync::lock(&self.keys);
         if let Some(&ino) = keys.get(&key) {
             return ino;
         }
         let (parent, name, body) = make();
-        let ino = self.alloc(parent, name, body);
+        let ino = self.next.fetch_add(1, Ordering::Relaxed);
+        self.add(ino, parent, name, body, true);
         keys.insert(key, ino);
         ino
     }
 
     /// The inode of a key, if it was allocated.
     pub fn find_key(&self, key: &Key) -> Option<u64> {
-        self.keys
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .copied()
+        self.find(key)
     }
 
     pub fn get(&self, ino: u64) -> Option<Arc<Inode>> {
-        let v = self.inodes.read().unwrap_or_else(|e| e.into_inner());
-        ino.checked_sub(1).and_then(|i| v.get(i as usize)).cloned()
+        crate::sync::read(&self.inodes).get(&ino).cloned()
     }
 
-    /// How many inodes exist.
+    /// The inode, with one more lookup held by the kernel: what a reply that hands the
+    /// kernel an entry calls. None when it is not in the table (the caller brings it back
+    /// and retries).
+    pub fn hold(&self, ino: u64) -> Option<Arc<Inode>> {
+        let map = crate::sync::read(&self.inodes);
+        let inode = map.get(&ino)?;
+        // Under the map's lock: a concurrent forget sees the count before it removes.
+        inode.lookups.fetch_add(1, Ordering::Relaxed);
+        Some(inode.clone())
+    }
+
+    /// Takes back a [`InodeTable::hold`] whose reply did not reach the kernel (a full
+    /// readdirplus page, a failed lookup). The inode stays in the table: the next page
+    /// starts with it, and it leaves with its directory if the kernel never holds it.
+    pub fn unhold(&self, ino: u64) {
+        if let Some(inode) = self.get(ino) {
+            let _ = inode
+                .lookups
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                    Some(c.saturating_sub(1))
+                });
+        }
+    }
+
+    /// FORGET: the kernel drops `n` lookups of `ino`. An entry of a backup that it no
+    /// longer holds leaves the table, with its listing and with the entries of that
+    /// listing the kernel holds none of (recursively). Returns how many inodes left.
+    pub fn forget(&self, ino: u64, n: u64) -> usize {
+        let Some(inode) = self.get(ino) else { return 0 };
+        let before = inode
+            .lookups
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                Some(c.saturating_sub(n))
+            })
+            .unwrap_or(0);
+        if before > n || !inode.droppable {
+            return 0;
+        }
+        drop(inode);
+        let mut map = crate::sync::write(&self.inodes);
+        self.drop_unheld(&mut map, ino)
+    }
+
+    /// Removes `ino` if nothing holds it, and then its listing's entries likewise.
+    fn drop_unheld(&self, map: &mut HashMap<u64, Arc<Inode>>, ino: u64) -> usize {
+        let mut stack = vec![ino];
+        let mut dropped = 0;
+        while let Some(ino) = stack.pop() {
+            let unheld = map
+                .get(&ino)
+                .is_some_and(|i| i.droppable && i.lookups.load(Ordering::Relaxed) == 0);
+            if !unheld {
+                continue;
+            }
+            let Some(inode) = map.remove(&ino) else {
+                continue;
+            };
+            dropped += 1;
+            let mut freed = own_bytes(&inode.name, &inode.body);
+            if let Body::Node(t) = &inode.body
+                && let Some(listing) = crate::sync::lock(&t.children).take()
+            {
+                for (name, child) in listing.iter() {
+                    freed += entry_bytes(name);
+                    // A child of this directory only (hardlinks are pinned).
+                    if map.get(child).is_some_and(|c| c.parent == ino) {
+                        stack.push(*child);
+                    }
+                }
+            }
+            // Saturating: an estimate must not wrap (a hardlink's entry in a second
+            // directory was never added).
+            let _ = self
+                .bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some(b.saturating_sub(freed))
+                });
+        }
+        dropped
+    }
+
+    /// How many inodes the table holds.
     pub fn len(&self) -> usize {
-        self.inodes.read().unwrap_or_else(|e| e.into_inner()).len()
+        crate::sync::read(&self.inodes).len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -12,10 +12,19 @@
 //!     └── points/<vault>/<point>.json
 //! ```
 //!
-//! Modules: [`inodes`] (the table, stable numbers), [`ops`] (the logic, typed replies,
-//! no fuser; its `listing.rs` part lists vaults, points, backups and tree directories),
-//! [`control`] (the JSON files), [`errno`] (the one errno mapping), [`fuse`] (the only
-//! fuser user).
+//! Modules, each one part with its own state:
+//!
+//! - [`ops`]: [`ops::VaultFs`], which routes each operation to the part that owns it;
+//!   typed replies ([`reply`]), no fuser;
+//! - [`namespace`]: the inode table ([`inodes`]), the listings of vaults, points and
+//!   trees, their background refresh and the kernel invalidations;
+//! - [`handles`]: open files; [`file`]: one file of a backup (the data path of a read,
+//!   lseek, xattrs);
+//! - [`readahead`]: what is loaded before it is asked, with hooks at open, read, listing;
+//! - [`incoming`]: ingest sessions in `.vaultfs/incoming/`, vault mkdir/rmdir;
+//! - [`control`]: the generated files and directories of `.vaultfs/`;
+//! - [`errno`]: the one errno mapping; [`fuse`]: the only fuser user (the adapter, and
+//!   the session in [`fuse::session`]).
 //!
 //! # Concurrency: several session threads
 //!
@@ -31,9 +40,8 @@
 //! prefetch threads ([`MountOptions::fetchers`], 8; bounded queue, hints dropped when
 //! full) reads ahead for sequential readers, for files opened in order (and, during such a
 //! walk, for each directory as it is listed), and for the subdirectories of a listed
-//! directory. Eight keep a store with per-request latency busy (S3: a cold `cat` from a
-//! local Ceph RGW went from ~4.7 s to ~3.4 s per GiB going from 4 to 8) and decompression
-//! on every core.
+//! directory. Eight keep a store with per-request latency busy and decompression on
+//! every core (BENCHMARKS.md has the figures).
 //!
 //! # Kernel caching
 //!
@@ -59,10 +67,18 @@
 
 pub mod control;
 pub mod errno;
+pub mod file;
 pub mod fuse;
+pub mod handles;
 pub mod incoming;
 pub mod inodes;
+pub mod namespace;
 pub mod ops;
+pub mod readahead;
+pub mod reply;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -152,7 +168,7 @@ pub enum MountError {
 }
 
 /// Whether `path` is a mount point now (from /proc/self/mountinfo).
-fn is_mount_point(path: &Path) -> bool {
+pub(crate) fn is_mount_point(path: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
@@ -263,11 +279,11 @@ pub fn mount(
         None => None,
     };
     let cache = ChunkCache::new(repo.clone(), opts.cache_size, disk);
-    cache.measure_rss(ops::rss_bytes);
+    cache.measure_rss(control::rss_bytes);
     cache.start_prefetchers(opts.fetchers, opts.fetchers * 8);
     let fs_opts = ops::FsOptions {
         readahead_bytes: opts.readahead,
-        base_memory: ops::rss_bytes(),
+        base_memory: control::rss_bytes(),
         refresh: opts.refresh,
         allow_delete: opts.allow_delete,
         background_refresh: true,
@@ -278,103 +294,11 @@ pub fn mount(
         vfs.set_backend_counts(c.clone());
     }
 
-    let mut config = ::fuser::Config::default();
-    config.mount_options = vec![
-        ::fuser::MountOption::FSName(format!("vaultfs:{}", repo.location())),
-        ::fuser::MountOption::Subtype("vaultfs".into()),
-        ::fuser::MountOption::NoSuid,
-        ::fuser::MountOption::NoDev,
-        ::fuser::MountOption::NoAtime,
-    ];
-    if opts.allow_other {
-        config.acl = ::fuser::SessionACL::All;
-        config
-            .mount_options
-            .push(::fuser::MountOption::DefaultPermissions);
-    }
-    config.n_threads = Some(opts.threads.max(1));
-    config.clone_fd = true;
-
-    let (session_end, ended) = crossbeam_channel::bounded::<()>(1);
-    let session = ::fuser::Session::new(
-        fuse::FuseFs {
-            fs: vfs.clone(),
-            no_opendir: false,
-            space_of: opts.local_dir.clone(),
-            session_end: Some(session_end),
-        },
-        &mnt,
-        &config,
-    )
-    .map_err(|error| MountError::Mount {
-        path: mnt.clone(),
-        error,
-    })?;
-    vfs.set_invalidator(fuse::spawn_invalidator(session.notifier()));
     spawn_refresher(&vfs, opts.refresh).map_err(|error| MountError::Session {
         path: mnt.clone(),
         error,
     })?;
-
-    // The session runs in fuser's background thread; this thread waits for either end:
-    // a signal (then it unmounts) or the kernel ending the session (`fusermount3 -u`).
-    let (on_signal, signalled) = crossbeam_channel::bounded::<Signal>(1);
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Ok(sig) = signals.wait() {
-                let _ = on_signal.send(sig);
-            }
-        })
-        .map_err(|error| MountError::Session {
-            path: mnt.clone(),
-            error,
-        })?;
-    let session_error = |error| MountError::Session {
-        path: mnt.clone(),
-        error,
-    };
-    let background = session.spawn().map_err(session_error)?;
-
-    eprintln!("vaultfs: mounted {} at {}", repo.location(), mnt.display());
-    let signal = crossbeam_channel::select! {
-        recv(signalled) -> sig => sig.ok(),
-        recv(ended) -> _ => None,
-    };
-    match signal {
-        Some(sig) => {
-            tracing::info!("{sig}: unmounting {}", mnt.display());
-            if let Err(e) = background.umount_and_join() {
-                if is_mount_point(&mnt) {
-                    tracing::warn!(
-                        "unmounting {} failed ({e}); detaching it lazily",
-                        mnt.display()
-                    );
-                    let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
-                    // Files still open on the detached mount are served until closed.
-                    let _ = ended.recv();
-                } else {
-                    return Err(session_error(e));
-                }
-            }
-        }
-        // The kernel ended the session: unmounted from outside, nothing left to unmount.
-        // fuser 0.18 would still unmount when its handle is dropped (its is_mounted()
-        // reads POLLERR the wrong way round, cberner/fuser#703), fail with EINVAL and log
-        // "Unmount failed"; and were the directory mounted again meanwhile, it would
-        // unmount that. So the handle is asked to unmount only if the mount is still
-        // there (the session failed), and otherwise left alone once its thread is done.
-        None => {
-            while !background.guard.is_finished() {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            if is_mount_point(&mnt) {
-                background.umount_and_join().map_err(session_error)?;
-            } else {
-                std::mem::forget(background);
-            }
-        }
-    }
+    fuse::session::serve(vfs.clone(), &repo.location(), &mnt, opts, signals)?;
     let s = &vfs.cache().stats;
     tracing::info!(
         "unmounted {}: {} chunk fetches, {} cache hits",

@@ -219,7 +219,7 @@ fn take_point(
             for path in &paths {
                 let name = backup_name(path)?;
                 if !names.insert(name.clone()) {
-                    return Err(RepoError::Invalid(format!(
+                    return Err(RepoError::BadInput(format!(
                         "two paths share the backup name {:?}; back them up in separate points",
                         String::from_utf8_lossy(&name)
                     )));
@@ -348,7 +348,7 @@ fn backup_name(path: &Path) -> Result<Vec<u8>> {
         None => b"root".to_vec(),
     };
     if name == b"." || name == b".." {
-        return Err(RepoError::Invalid(format!(
+        return Err(RepoError::BadInput(format!(
             "cannot name a backup after {}",
             path.display()
         )));
@@ -603,7 +603,7 @@ impl<'a> TreeBackup<'a> {
             node: n,
             path: path.to_path_buf(),
         })
-        .map_err(|_| RepoError::Invalid("the file workers stopped".into()))
+        .map_err(|_| RepoError::Internal("the file workers stopped".into()))
     }
 
     fn skip(&mut self, d: usize, n: usize, path: &Path, error: String) {
@@ -738,7 +738,7 @@ fn file_worker(
 fn check_backup_name(name: &[u8]) -> Result<()> {
     if name.contains(&b'/') || name.contains(&0) || name.is_empty() || name == b"." || name == b".."
     {
-        return Err(RepoError::Invalid(format!(
+        return Err(RepoError::BadInput(format!(
             "invalid backup name {:?}",
             String::from_utf8_lossy(name)
         )));
@@ -798,7 +798,7 @@ fn image_backup(
     let name: Vec<u8> = match (&name, stdin) {
         (Some(n), _) => n.as_bytes().to_vec(),
         (None, true) => {
-            return Err(RepoError::Invalid(
+            return Err(RepoError::BadInput(
                 "an image read from stdin needs --name".into(),
             ));
         }
@@ -814,7 +814,7 @@ fn image_backup(
     } else {
         let meta = std::fs::metadata(path).map_err(|e| RepoError::io(path, e))?;
         if !meta.is_file() {
-            return Err(RepoError::Invalid(format!(
+            return Err(RepoError::BadInput(format!(
                 "{} is not a regular file (read a device with `--image -` from stdin)",
                 path.display()
             )));

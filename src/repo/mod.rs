@@ -105,7 +105,12 @@ pub enum RepoError {
     PathNotFound {
         path: String,
     },
-    Invalid(String),
+    /// What a person asked for cannot be done as asked (a bad name, a malformed archive,
+    /// a bad pattern): the message says what to change.
+    BadInput(String),
+    /// Something failed inside vaultfs (a worker thread that stopped, a load abandoned):
+    /// not the user's doing.
+    Internal(String),
 }
 
 impl std::fmt::Display for RepoError {
@@ -140,7 +145,9 @@ impl std::fmt::Display for RepoError {
                 "invalid vault name {v:?}: use 1-64 bytes of letters, digits, '.', '_' or '-', not starting with '.'"
             ),
             RepoError::Io { path, source } => write!(f, "{path}: {source}"),
-            RepoError::Locked(m) | RepoError::Invalid(m) => f.write_str(m),
+            RepoError::Locked(m) | RepoError::BadInput(m) | RepoError::Internal(m) => {
+                f.write_str(m)
+            }
             RepoError::Protected { vault, points } => write!(
                 f,
                 "refusing to delete protected point(s) of vault {vault:?}: {} (unprotect them first with `vaultfs point update {vault} POINT --unprotect`)",
@@ -675,7 +682,7 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        Err(RepoError::Invalid(
+        Err(RepoError::Internal(
             "too many recovery points in one second".into(),
         ))
     }

@@ -172,7 +172,7 @@ impl PackWriter {
         let queue = self.queue.lock().unwrap().clone();
         match queue {
             Some(tx) if tx.send(pack).is_ok() => Ok(()),
-            _ => Err(RepoError::Invalid("the pack writer is closed".into())),
+            _ => Err(RepoError::Internal("the pack writer is closed".into())),
         }
     }
 

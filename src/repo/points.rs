@@ -257,7 +257,7 @@ impl Repository {
     ) -> Result<PointRecord> {
         let mut rec = self.point_record(vault, point)?;
         if rec.status == PointStatus::Error {
-            return Err(RepoError::Invalid(format!(
+            return Err(RepoError::BadInput(format!(
                 "{vault}/{} is the record of a failed backup: it can only be deleted",
                 rec.name()
             )));

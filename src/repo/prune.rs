@@ -234,12 +234,12 @@ impl View {
         let mut indexes = HashMap::new();
         for o in store.list("index/")? {
             let idx = repo.load_pack_index(&o.key).map_err(|e| {
-                RepoError::Invalid(format!(
+                RepoError::Internal(format!(
                     "prune stopped before changing anything: {e}; run `vaultfs check`"
                 ))
             })?;
             if o.key != idx.pack.index_key() {
-                return Err(RepoError::Invalid(format!(
+                return Err(RepoError::Internal(format!(
                     "prune stopped before changing anything: index object {} describes pack \
                      {}; run `vaultfs check`",
                     o.key,
@@ -255,7 +255,7 @@ impl View {
                 continue;
             };
             let f = repo.load_forward(&id).map_err(|e| {
-                RepoError::Invalid(format!(
+                RepoError::Internal(format!(
                     "prune stopped before changing anything: {e}; run `vaultfs check`"
                 ))
             })?;
@@ -323,7 +323,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
 
     // Mark.
     let stopped = |e: RepoError| {
-        RepoError::Invalid(format!(
+        RepoError::Internal(format!(
             "prune stopped before changing anything: {e}; run `vaultfs check`"
         ))
     };
@@ -357,7 +357,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
         }
     }
     if let Some(r) = missing.first() {
-        return Err(RepoError::Invalid(format!(
+        return Err(RepoError::Internal(format!(
             "prune stopped before changing anything: {} referenced chunk(s) have no copy in \
              an indexed pack, e.g. chunk {} in pack {}; run `vaultfs check`",
             missing.len(),

@@ -243,7 +243,7 @@ fn walk(
                 File::create_new(&path).map_err(|e| RepoError::io(&path, e))?;
                 files
                     .send((path, node))
-                    .map_err(|_| RepoError::Invalid("restore workers stopped".into()))?;
+                    .map_err(|_| RepoError::Internal("restore workers stopped".into()))?;
             }
             NodeKind::Symlink => {
                 remove_existing(&path)?;

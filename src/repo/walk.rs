@@ -74,13 +74,13 @@ impl Excludes {
                 .literal_separator(true)
                 .backslash_escape(true)
                 .build()
-                .map_err(|e| RepoError::Invalid(format!("exclude pattern {p:?}: {e}")))?;
+                .map_err(|e| RepoError::BadInput(format!("exclude pattern {p:?}: {e}")))?;
             b.add(glob);
             kept.push(p.clone());
         }
         let set = b
             .build()
-            .map_err(|e| RepoError::Invalid(format!("exclude patterns: {e}")))?;
+            .map_err(|e| RepoError::BadInput(format!("exclude patterns: {e}")))?;
         Ok(Excludes {
             set,
             patterns: kept,

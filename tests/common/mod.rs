@@ -113,15 +113,31 @@ impl TestRepo {
     /// Starts `vaultfs mount` on a new directory of the temp dir, with `extra` arguments
     /// and `env` variables, and waits until the kernel shows the mount.
     pub fn mount(&self, extra: &[&str], env: &[(&str, &str)]) -> Mount {
+        self.mount_with(extra, env, false)
+    }
+
+    /// Like [`TestRepo::mount`]; with `ignore_signals`, the daemon starts with SIGINT and
+    /// SIGHUP ignored, as a non-interactive shell starts background jobs.
+    pub fn mount_with(&self, extra: &[&str], env: &[(&str, &str)], ignore_signals: bool) -> Mount {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mnt = self.path(&format!("mnt-{n}"));
         fs::create_dir_all(&mnt).unwrap();
         let log = self.path(&format!("mount-{n}.log"));
         let mut cmd = self.cmd();
-        cmd.env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .arg("mount")
+        cmd.env("RUST_LOG", "warn").envs(env.iter().copied());
+        if ignore_signals {
+            let mut sh = Command::new("sh");
+            sh.args(["-c", "trap '' INT HUP; exec \"$0\" \"$@\"", bin()]);
+            for (k, v) in cmd.get_envs() {
+                match v {
+                    Some(v) => sh.env(k, v),
+                    None => sh.env_remove(k),
+                };
+            }
+            cmd = sh;
+        }
+        cmd.arg("mount")
             .arg(&mnt)
             .args(["--refresh-secs", "1"])
             .args(extra)
@@ -133,6 +149,7 @@ impl TestRepo {
             child: Some(child),
             dir: mnt,
             log,
+            started: std::time::Instant::now(),
         };
         m.wait_mounted();
         m
@@ -140,6 +157,31 @@ impl TestRepo {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// One new recovery point of vault `v` with a tree backup of each path.
+    pub fn backup(&self, paths: &[&Path]) {
+        let mut args: Vec<&OsStr> = vec![OsStr::new("backup"), OsStr::new("v")];
+        args.extend(paths.iter().map(|p| p.as_os_str()));
+        self.ok(&args);
+    }
+
+    /// Backs up a directory `src` holding one file `f` with `content`.
+    pub fn backup_one_file(&self, content: &[u8]) {
+        let src = self.path("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("f"), content).unwrap();
+        self.backup(&[&src]);
+    }
+
+    /// The names of vault `v`'s points, oldest first.
+    pub fn point_ids(&self) -> Vec<String> {
+        self.points()
+            .as_array()
+            .expect("a list of points")
+            .iter()
+            .map(|p| p["id"].as_str().expect("an id").to_string())
+            .collect()
     }
 
     pub fn cmd(&self) -> Command {
@@ -578,6 +620,8 @@ pub struct Mount {
     pub child: Option<std::process::Child>,
     pub dir: PathBuf,
     pub log: PathBuf,
+    /// When the daemon was started.
+    pub started: std::time::Instant,
 }
 
 impl Mount {
@@ -603,6 +647,11 @@ impl Mount {
 
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
     }
 
     /// Waits for the daemon to exit by itself (after `fusermount3 -u`) and returns its

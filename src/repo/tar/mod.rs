@@ -101,11 +101,11 @@ fn quoted(path: &[u8]) -> String {
 }
 
 pub fn malformed(what: impl std::fmt::Display) -> RepoError {
-    RepoError::Invalid(format!("malformed archive: {what}"))
+    RepoError::BadInput(format!("malformed archive: {what}"))
 }
 
 pub fn truncated(what: impl std::fmt::Display) -> RepoError {
-    RepoError::Invalid(format!("truncated archive: {what}"))
+    RepoError::BadInput(format!("truncated archive: {what}"))
 }
 
 /// Reads members from a decompressed tar stream.

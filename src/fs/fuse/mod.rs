@@ -1,6 +1,8 @@
 //! The fuser adapter: the only module that knows fuser. Each method converts the request,
 //! asks [`VaultFs`], and converts the typed answer or the error (through the one errno
-//! mapping in `errno.rs`).
+//! mapping in `errno.rs`). [`session`] sets up and runs the fuser session.
+
+pub mod session;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -15,8 +17,8 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::inodes::{Body, Control};
-use super::ops::{Attr, FileKind, FsError, Inval, VaultFs, XattrReply};
+use super::ops::VaultFs;
+use super::reply::{Attr, BLKSIZE, FileKind, FsError, XattrReply};
 
 /// The `Filesystem` fuser drives.
 #[derive(Debug)]
@@ -33,25 +35,10 @@ pub struct FuseFs {
 }
 
 /// What `statfs` reports for an object store, which has no capacity to tell: 1 PiB, all
-/// of it free (a store grows as it is written to), in blocks of [`super::ops::BLKSIZE`].
-const UNBOUNDED_BLOCKS: u64 = (1 << 50) / super::ops::BLKSIZE as u64;
+/// of it free (a store grows as it is written to), in blocks of [`BLKSIZE`].
+const UNBOUNDED_BLOCKS: u64 = (1 << 50) / BLKSIZE as u64;
 /// Inodes reported for an object store: as many as blocks, all free.
 const UNBOUNDED_FILES: u64 = UNBOUNDED_BLOCKS;
-
-impl FuseFs {
-    /// Whether a write of some kind works in this inode, as `access(W_OK)` answers:
-    /// the root (mkdir and rmdir of vaults), `incoming/<vault>/` (new files become
-    /// points), a vault directory with `--allow-delete` (rmdir of a point). Everything
-    /// else is read-only: backups, points, control files, files being ingested (they
-    /// cannot be opened again for writing).
-    fn writable(&self, ino: u64) -> Result<bool, FsError> {
-        Ok(match &self.fs.inode(ino)?.body {
-            Body::Root(_) | Body::Control(Control::IncomingVault(_)) => true,
-            Body::Vault(_) => self.fs.opts.allow_delete,
-            _ => false,
-        })
-    }
-}
 
 fn errno(e: &FsError) -> Errno {
     Errno::from_i32(e.errno())
@@ -92,7 +79,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         uid: a.uid,
         gid: a.gid,
         rdev: a.rdev,
-        blksize: super::ops::BLKSIZE,
+        blksize: BLKSIZE,
         flags: 0,
     }
 }
@@ -103,7 +90,8 @@ fn log_err(op: &str, ino: u64, e: &FsError) {
         FsError::NotFound | FsError::NoXattr | FsError::ReadOnly | FsError::NoData => {
             tracing::trace!(op, ino, "{e}")
         }
-        // Read errors are logged where the chunk and file are known (ops::read_node).
+        // Read errors are logged where the chunk and file are known (file::read,
+        // namespace::load_tree).
         _ => tracing::debug!(op, ino, "{e}"),
     }
 }
@@ -163,6 +151,10 @@ impl Filesystem for FuseFs {
             self.fs.lookup(parent.0, name.as_bytes())
         );
         reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0));
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -233,7 +225,7 @@ impl Filesystem for FuseFs {
         match self.fs.flush(fh.0, req.pid()) {
             Ok(()) => reply.ok(),
             Err(e) => {
-                tracing::warn!(ino = ino.0, "ingest failed: {e}");
+                tracing::warn!(ino = ino.0, "{e}");
                 reply.error(errno(&e));
             }
         }
@@ -281,12 +273,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let listed = self.fs.readdir(ino.0, offset, |child, _, name, next| {
-            // An entry whose attributes cannot be had (a control file of a vanished
-            // point) is left out; its lookup will report the error.
-            let Ok(a) = self.fs.getattr(child) else {
-                return false;
-            };
+        let listed = self.fs.readdirplus(ino.0, offset, |child, name, a, next| {
             reply.add(
                 INodeNo(child),
                 next,
@@ -332,7 +319,7 @@ impl Filesystem for FuseFs {
                 if let Some(Err(e)) = other {
                     tracing::debug!("statfs of the repository directory failed: {e}");
                 }
-                let bs = super::ops::BLKSIZE;
+                let bs = BLKSIZE;
                 reply.statfs(
                     UNBOUNDED_BLOCKS,
                     UNBOUNDED_BLOCKS,
@@ -384,7 +371,7 @@ impl Filesystem for FuseFs {
         // allowed, writing where a write works (see `writable`), EROFS elsewhere.
         let _ = try_reply!(reply, "access", ino.0, self.fs.getattr(ino.0));
         if mask.contains(fuser::AccessFlags::W_OK)
-            && !try_reply!(reply, "access", ino.0, self.writable(ino.0))
+            && !try_reply!(reply, "access", ino.0, self.fs.writable(ino.0))
         {
             reply.error(erofs());
         } else {
@@ -616,26 +603,4 @@ impl Filesystem for FuseFs {
     ) {
         reply.ok();
     }
-}
-
-/// Sends the invalidations the logic asks for, from a thread of its own.
-pub fn spawn_invalidator(notifier: fuser::Notifier) -> crossbeam_channel::Sender<Inval> {
-    let (tx, rx) = crossbeam_channel::bounded::<Inval>(1024);
-    std::thread::Builder::new()
-        .name("invalidator".into())
-        .spawn(move || {
-            while let Ok(i) = rx.recv() {
-                let r = match &i {
-                    Inval::Entry { parent, name } => {
-                        notifier.inval_entry(INodeNo(*parent), OsStr::from_bytes(name))
-                    }
-                    Inval::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
-                };
-                if let Err(e) = r {
-                    tracing::debug!("invalidation {i:?} failed: {e}");
-                }
-            }
-        })
-        .expect("spawning the invalidator thread");
-    tx
 }

@@ -6,11 +6,19 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::*;
+use std::sync::atomic::Ordering;
+
+use super::inodes::{Body, ROOT_INO};
+use super::namespace::encode_dev;
+use super::ops::{FsOptions, VaultFs};
+use super::reply::*;
 use crate::backend::Store;
 use crate::backend::memory::MemoryStore;
+use crate::cache::ChunkCache;
 use crate::repo::InitOptions;
+use crate::repo::Repository;
 use crate::repo::backup::{BackupOptions, Source, backup};
+use crate::repo::format::Extent;
 use crate::repo::format::{ChunkerParams, KdfParams};
 
 fn test_repo(store: Store) -> Arc<Repository> {
@@ -96,7 +104,7 @@ fn walk(fs: &VaultFs, path: &str) -> Result<Entry> {
     for part in path.split('/').filter(|p| !p.is_empty()) {
         if e.attr.kind == FileKind::Symlink {
             let target = fs.readlink(e.attr.ino)?;
-            let parent = fs.inodes.get(e.attr.ino).unwrap().parent;
+            let parent = fs.inodes().get(e.attr.ino).unwrap().parent;
             e = fs.lookup(parent, &target)?;
         }
         e = fs.lookup(e.attr.ino, part.as_bytes())?;
@@ -289,7 +297,7 @@ fn damaged_chunk_fails_that_file_only() {
     let a = walk(&f.fs, "v/latest/tree/a.txt").unwrap().attr.ino;
     let big = walk(&f.fs, "v/latest/tree/big").unwrap().attr.ino;
     // Damage the pack holding a.txt's content.
-    let inode = f.fs.inodes.get(a).unwrap();
+    let inode = f.fs.inodes().get(a).unwrap();
     let Body::Node(t) = &inode.body else { panic!() };
     let Extent::Data(r) = t.node.content[0] else {
         panic!()
@@ -303,7 +311,7 @@ fn damaged_chunk_fails_that_file_only() {
     assert!(e.to_string().contains(&r.id.to_hex()), "{e}");
     // Other files still read (unless they share that pack: then they fail alike).
     let big_shares_pack = {
-        let bi = f.fs.inodes.get(big).unwrap();
+        let bi = f.fs.inodes().get(big).unwrap();
         let Body::Node(bt) = &bi.body else { panic!() };
         bt.node.content.iter().any(|e| matches!(e, Extent::Data(x) if x.pack == r.pack && x.offset <= r.offset + 30 && r.offset + 30 < x.offset + x.stored_len))
     };
@@ -454,7 +462,7 @@ fn sequential_readers_get_readahead_random_readers_do_not() {
     f.fs.cache().start_prefetchers(1, 64);
     let big = walk(&f.fs, "v/latest/tree/big").unwrap().attr.ino;
     let (chunks, distinct_bytes) = {
-        let i = f.fs.inodes.get(big).unwrap();
+        let i = f.fs.inodes().get(big).unwrap();
         let Body::Node(t) = &i.body else { panic!() };
         let mut seen = std::collections::HashMap::new();
         for e in &t.node.content {
@@ -548,7 +556,7 @@ fn damaged_tree_fails_that_listing_only() {
     let f = fixture();
     let sub = walk(&f.fs, "v/latest/tree/sub").unwrap().attr.ino;
     let r = {
-        let i = f.fs.inodes.get(sub).unwrap();
+        let i = f.fs.inodes().get(sub).unwrap();
         let Body::Node(t) = &i.body else { panic!() };
         t.node.subtree.unwrap()
     };
@@ -703,7 +711,7 @@ fn readahead_stays_within_what_the_cache_can_keep() {
     std::fs::write(src.join("big"), &data).unwrap();
     // A 256 KiB budget: the readahead may ask for 128 KiB at most, not --readahead's 32 MiB.
     let fs = prefetching_fs_with(Arc::new(MemoryStore::new()), src, 256 << 10);
-    assert!(fs.readahead_limit() <= 128 << 10);
+    assert!(fs.readahead().limit() <= 128 << 10);
     let big = walk(&fs, "v/latest/one/big").unwrap().attr.ino;
     assert_eq!(read_all(&fs, big).unwrap(), data);
     let stats = &fs.cache().stats;
@@ -815,7 +823,7 @@ fn a_walk_that_reads_files_gets_each_directory_prefetched_as_it_is_listed() {
     }
     // Once the walk has stopped for longer than the linger, listing loads nothing again
     // (d20 was beyond the walk's reach).
-    fs.walk_until_ms.store(0, Ordering::Relaxed);
+    fs.readahead().end_walk();
     let before = queued();
     names(&fs, dirs[20]);
     assert_eq!(queued(), before);
@@ -878,5 +886,104 @@ fn listing_a_directory_loads_its_subdirectories_trees_ahead_in_grouped_reads() {
             .attr
             .ino;
         assert_eq!(read_all(&fs, f).unwrap(), format!("file {i}").as_bytes());
+    }
+}
+
+/// The entries of a directory (not `.` and `..`) as readdirplus hands them to the kernel,
+/// which then holds each once.
+fn held_entries(fs: &VaultFs, ino: u64) -> Vec<(Vec<u8>, u64)> {
+    let mut v = Vec::new();
+    fs.readdirplus(ino, 0, |child, name, _, _| {
+        if name != b"." && name != b".." {
+            v.push((name.to_vec(), child));
+        }
+        false
+    })
+    .unwrap();
+    v
+}
+
+#[test]
+fn forgotten_entries_leave_the_table_and_come_back_under_their_numbers() {
+    let f = fixture();
+    let top = walk(&f.fs, "v/latest/tree").unwrap().attr.ino;
+    let baseline = f.fs.inodes().len();
+    let entries = held_entries(&f.fs, top);
+    let sub = entries.iter().find(|(n, _)| n == b"sub").unwrap().1;
+    let inner = held_entries(&f.fs, sub);
+    let big = entries.iter().find(|(n, _)| n == b"big").unwrap().1;
+    let before = read_all(&f.fs, big).unwrap();
+    let grown = f.fs.inodes().len();
+    assert_eq!(
+        grown,
+        baseline + entries.len() + inner.len() - 1,
+        "hard is a.txt"
+    );
+    // The kernel forgets everything it was handed (children before their directory).
+    for (_, ino) in inner.iter().chain(&entries) {
+        f.fs.forget(*ino, 1);
+    }
+    // Back to the baseline, but for the hardlinked file (pinned: its number is shared by
+    // names in several directories).
+    assert_eq!(f.fs.inodes().len(), baseline + 1);
+    // Looked up again: the same numbers, the same content.
+    for (name, ino) in &entries {
+        assert_eq!(f.fs.lookup(top, name).unwrap().attr.ino, *ino);
+    }
+    assert_eq!(read_all(&f.fs, big).unwrap(), before);
+    assert_eq!(held_entries(&f.fs, top), entries);
+    // A directory whose listing left with it lists again (its entries were held by
+    // nobody, so new numbers are fine, except the pinned hardlink's).
+    let again = held_entries(&f.fs, sub);
+    assert_eq!(again, inner);
+    // An inode still held stays: forgetting one of two lookups keeps it.
+    let rel = entries.iter().find(|(n, _)| n == b"rel").unwrap().1;
+    f.fs.lookup(top, b"rel").unwrap();
+    f.fs.forget(rel, 1);
+    assert!(f.fs.inodes().get(rel).is_some());
+}
+
+#[test]
+fn an_entry_that_did_not_fit_in_a_readdirplus_page_stays_in_the_table() {
+    let f = fixture();
+    let top = walk(&f.fs, "v/latest/tree").unwrap().attr.ino;
+    let s = &f.fs.cache().stats;
+    let loads_before = s.hits.load(Ordering::Relaxed) + s.misses.load(Ordering::Relaxed);
+    // Pages of two entries: the third of each page does not fit and is taken back.
+    let (mut offset, mut seen) = (0, Vec::new());
+    loop {
+        let mut page = 0;
+        f.fs.readdirplus(top, offset, |child, name, _, next| {
+            page += 1;
+            if page > 2 {
+                return true;
+            }
+            seen.push((name.to_vec(), child));
+            offset = next;
+            false
+        })
+        .unwrap();
+        if page <= 2 {
+            break;
+        }
+    }
+    // The entries taken back stayed for their next page: the tree was loaded once, not
+    // again to bring them back.
+    let loads = s.hits.load(Ordering::Relaxed) + s.misses.load(Ordering::Relaxed);
+    let again = held_entries(&f.fs, top);
+    assert_eq!(again.len(), 5);
+    assert_eq!(
+        s.hits.load(Ordering::Relaxed) + s.misses.load(Ordering::Relaxed),
+        loads
+    );
+    // One load: the listing's tree chunk.
+    assert_eq!(
+        s.hits.load(Ordering::Relaxed) + s.misses.load(Ordering::Relaxed),
+        loads_before + 1
+    );
+    let names: Vec<&[u8]> = seen.iter().map(|(n, _)| n.as_slice()).collect();
+    assert_eq!(names.len(), 7, "., .. and five entries: {names:?}");
+    for (name, ino) in &seen[2..] {
+        assert!(f.fs.inodes().get(*ino).is_some(), "{name:?}");
     }
 }

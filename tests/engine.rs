@@ -285,15 +285,28 @@ fn ls_and_cat_find_odd_names() {
     let long = t.ok(&["ls", "-l", "v", "latest", "tree/links"]);
     assert!(long.contains("dangling -> nowhere/at/all"), "{long}");
     let all = t.ok(&["ls", "-R", "v", "latest"]);
-    // Every path of the tree, the tree itself included, as find prints them (both print
-    // the name with a newline as it is, on two lines).
-    let sorted = |text: &str| {
-        let mut v: Vec<String> = text.lines().map(String::from).collect();
-        v.sort();
-        v
-    };
-    let find = sh(&format!("cd '{}' && find tree", t.dir.path().display()));
-    assert_eq!(sorted(&all), sorted(&find));
+    // Every path of the tree, the tree itself included, as find prints them, with their
+    // control characters escaped (a name with a newline stays on one line).
+    let mut listed: Vec<String> = all.lines().map(String::from).collect();
+    listed.sort();
+    let found = std::process::Command::new("find")
+        .arg("tree")
+        .arg("-print0")
+        .current_dir(t.dir.path())
+        .output()
+        .unwrap()
+        .stdout;
+    let mut found: Vec<String> = found
+        .split(|&b| b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| String::from_utf8_lossy(&vaultfs::repo::format::printable_bytes(p)).into_owned())
+        .collect();
+    found.sort();
+    assert_eq!(listed, found);
+    assert!(
+        listed.iter().any(|l| l == "tree/names/new\\x0aline"),
+        "{listed:?}"
+    );
     let cat = t.run(&["cat", "v", "latest", "tree/text.log"]);
     assert!(cat.stdout == fs::read(src.join("text.log")).unwrap());
     let err = t.fails(&["cat", "v", "latest", "tree/missing"]);

@@ -364,3 +364,128 @@ fn a_changed_config_object_fails_authentication() {
     let err = t.fails(&["vault", "list"]);
     assert!(err.contains("failed authentication"), "{err}");
 }
+
+/// A vault's quota: a backup that would take it past fails before its commit with "vault
+/// full" (and leaves an error record), crossing the warning threshold is logged, and the
+/// vault's JSON says how much its points reference.
+#[test]
+fn a_backup_past_the_quota_fails_before_its_commit() {
+    let t = TestRepo::new();
+    t.ok(&["vault", "create", "q", "--quota", "1M", "--warn-at", "50"]);
+    let a = t.path("a");
+    fs::create_dir(&a).unwrap();
+    fs::write(a.join("f"), random_bytes(1, 600 << 10)).unwrap();
+    let out = t.run(&["backup", "q", a.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("past its warning threshold"), "{err}");
+    let v = json(&t.ok(&["vault", "show", "q", "--json"]));
+    let referenced = v["bytes_referenced"].as_u64().unwrap();
+    assert!(referenced > 600 << 10 && referenced < 700 << 10, "{v}");
+    assert_eq!(v["over_warning"], true);
+    assert_eq!(v["quota"], 1 << 20);
+
+    let b = t.path("b");
+    fs::create_dir(&b).unwrap();
+    fs::write(b.join("g"), random_bytes(2, 600 << 10)).unwrap();
+    let err = t.fails(&["backup", "q", b.to_str().unwrap()]);
+    assert!(err.contains("vault \"q\" is full"), "{err}");
+    let points = json(&t.ok(&["points", "q", "--json"]));
+    assert_eq!(points.as_array().unwrap().len(), 1);
+    let errors = json(&t.ok(&["points", "q", "--status", "error", "--json"]));
+    assert!(
+        errors[0]["fail_reason"]
+            .as_str()
+            .unwrap()
+            .contains("is full"),
+        "{errors}"
+    );
+    // Raising the quota lets the same backup in.
+    t.ok(&["vault", "update", "q", "--quota", "2M"]);
+    t.ok(&["backup", "q", b.to_str().unwrap()]);
+    t.ok(&["vault", "update", "q", "--no-quota"]);
+    assert_eq!(
+        json(&t.ok(&["vault", "show", "q", "--json"]))["quota"],
+        Value::Null
+    );
+}
+
+/// `forget --prune` frees what the forgotten points alone held, in one command and one
+/// JSON document; kept points still restore and check passes.
+#[test]
+fn forget_with_prune_frees_the_space_of_removed_points() {
+    let (t, src) = setup();
+    for i in 0..4u64 {
+        fs::write(
+            std::path::Path::new(&src).join("big"),
+            random_bytes(10 + i, 1 << 20),
+        )
+        .unwrap();
+        t.ok(&["backup", "v", &src]);
+    }
+    let size = |t: &TestRepo| -> u64 {
+        t.objects("packs")
+            .iter()
+            .map(|p| fs::metadata(p).unwrap().len())
+            .sum()
+    };
+    let before = size(&t);
+    let out = json(&t.ok(&["forget", "v", "--keep-last", "1", "--prune", "--json"]));
+    assert_eq!(out["removed"], 3);
+    assert!(
+        out["prune"]["bytes_after"].as_u64().unwrap() < before / 2,
+        "{out}"
+    );
+    let after = size(&t);
+    assert!(after < before / 3, "{before} -> {after}");
+    let r = t.path("r");
+    t.ok(&["restore", "v", "latest", r.to_str().unwrap()]);
+    assert_eq!(
+        fs::read(r.join("src/big")).unwrap(),
+        random_bytes(13, 1 << 20)
+    );
+    t.ok(&["check", "--read-data"]);
+}
+
+/// A backup given --lock-wait waits for the writer that holds the lock and then runs; by
+/// default it fails at once naming the holder.
+#[test]
+fn a_backup_waits_for_the_lock_when_asked() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let (t, src) = setup();
+    let mut holder = t
+        .cmd()
+        .args(["backup", "v", "--image", "-", "--name", "held"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the holder's lock", || !t.objects("locks").is_empty());
+    let err = t.fails(&["backup", "v", &src]);
+    assert!(err.contains("is locked by `backup v`"), "{err}");
+    let waiter = t
+        .cmd()
+        .args(["backup", "v", &src, "--lock-wait", "10m"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let the waiter meet the lock, then let the holder finish.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut stdin = holder.stdin.take().unwrap();
+    stdin.write_all(b"image data").unwrap();
+    drop(stdin);
+    assert!(holder.wait().unwrap().success());
+    let out = waiter.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let names: Vec<String> = t
+        .points()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["backups"][0]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, vec!["held".to_string(), "src".to_string()]);
+}

@@ -134,6 +134,11 @@ pub enum Command {
         /// Protect the new point: no delete, forget or prune removes it.
         #[arg(long)]
         protect: bool,
+        /// Wait this long for another writer (a prune, a backup of another process or
+        /// host) to release the repository's lock, e.g. 30s, 10m, 1h; 0 fails at once.
+        #[arg(long, default_value = "0", value_name = "DURATION",
+              value_parser = prune::parse_duration)]
+        lock_wait: std::time::Duration,
         /// Print the new point as JSON (as `points --json` shows it), with the files that
         /// were left out ("skipped").
         #[arg(long)]
@@ -263,9 +268,9 @@ pub enum Command {
         /// Let other users read the mount (the kernel then checks file modes).
         #[arg(long)]
         allow_other: bool,
-        /// Let `rmdir <vault>/<point>` delete a recovery point (EPERM otherwise). Only its
-        /// manifest is deleted: the chunks it alone used stay in the packs, and no command
-        /// reclaims their space yet.
+        /// Let `rmdir <vault>/<point>` delete a recovery point (EPERM otherwise, and for
+        /// a protected point). The chunks it alone used stay in the packs until `vaultfs
+        /// prune`.
         #[arg(long)]
         allow_delete: bool,
         /// Re-read the vault and point lists every this many seconds, in the background.
@@ -440,6 +445,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             description,
             keep_days,
             protect,
+            lock_wait,
             json,
         } => {
             let mut patterns = exclude;
@@ -456,6 +462,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 exclude_caches,
                 one_file_system,
                 attrs: points::backup_attrs(tag, description, keep_days, protect),
+                lock_wait,
                 ..Default::default()
             };
             let source = match (image, tar) {

@@ -532,6 +532,17 @@ pub fn forget(repo: &Arc<Repository>, a: &ForgetArgs) -> Result<i32> {
             repo.delete_points(&plan.vault, &remove, a.dry_run)?;
         }
     }
+    let mut pruned = None;
+    if a.prune && !a.dry_run {
+        // Prune takes the lock exclusively: this one goes first.
+        drop(_lock);
+        let opts = crate::repo::prune::PruneOptions {
+            dry_run: false,
+            max_unused_percent: a.max_unused.clamp(0.0, 100.0),
+            lock_wait: std::time::Duration::from_secs(3600),
+        };
+        pruned = Some(crate::repo::prune::prune(repo, &opts)?);
+    }
     if a.json {
         let rows: Vec<Value> = plans
             .iter()
@@ -548,12 +559,16 @@ pub fn forget(repo: &Arc<Repository>, a: &ForgetArgs) -> Result<i32> {
             })
             .collect();
         let kept: usize = plans.iter().map(|p| p.points.len()).sum::<usize>() - removed;
-        output::print_json(&json!({
+        let mut doc = json!({
             "dry_run": a.dry_run,
             "kept": kept,
             "removed": removed,
             "points": rows,
-        }));
+        });
+        if let Some(r) = &pruned {
+            doc["prune"] = serde_json::to_value(r).expect("JSON encodes");
+        }
+        output::print_json(&doc);
     } else {
         for p in &plans {
             let gone = p.points.iter().filter(|(_, d)| !d.keep).count();
@@ -578,23 +593,14 @@ pub fn forget(repo: &Arc<Repository>, a: &ForgetArgs) -> Result<i32> {
                 );
             }
         }
-    }
-    if a.prune && !a.dry_run {
-        // Prune takes the lock exclusively: this one goes first.
-        drop(_lock);
-        let opts = crate::repo::prune::PruneOptions {
-            dry_run: false,
-            max_unused_percent: a.max_unused.clamp(0.0, 100.0),
-            lock_wait: std::time::Duration::from_secs(3600),
-        };
-        let report = crate::repo::prune::prune(repo, &opts)?;
-        // One JSON document: the forget's decisions above, the prune's report here.
-        super::prune::print_report(&report, a.json);
-        if !report.errors.is_empty() {
-            return Ok(1);
+        if let Some(r) = &pruned {
+            super::prune::print_report(r, false);
         }
     }
-    Ok(0)
+    Ok(match &pruned {
+        Some(r) if !r.errors.is_empty() => 1,
+        _ => 0,
+    })
 }
 
 /// `vaultfs upgrade`.

@@ -28,6 +28,9 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use super::tasks::{Task, TaskRegistry};
 use crate::repo::Repository;
 use crate::repo::backup::{BackupOptions, Source, StreamRead, backup};
+
+/// How long an ingest waits for the writer lock of another process.
+const INGEST_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
 use crate::repo::ingest::{StreamKind, classify};
 
 /// Out-of-order data held while waiting for the bytes before it.
@@ -292,6 +295,9 @@ impl IngestSession {
                 };
                 let opts = BackupOptions {
                     progress: task.progress.clone(),
+                    // A writer that copies into incoming/ during a prune (or another
+                    // host's backup) waits, as a slow disk would make it.
+                    lock_wait: INGEST_LOCK_WAIT,
                     ..Default::default()
                 };
                 let source = Source::Stream {

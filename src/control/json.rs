@@ -64,8 +64,10 @@ pub fn record_json(r: &crate::repo::points::PointRecord) -> Value {
 }
 
 /// A vault as every view shows it (`.vaultfs/vaults/<vault>.json`, the CLI's `vault ...
-/// --json`): settings, retention, capacity, point count, latest point, and usage. Reads
-/// every manifest of the vault (`bytes_used` is the sum of what its points added).
+/// --json`): settings, retention, capacity, point count, latest point, and usage:
+/// `bytes_used` is the sum of what its points added when taken, `bytes_referenced` the
+/// stored bytes its points reference now (true after a prune), `bytes_shared` the part
+/// of those that other vaults reference too (see [`crate::repo::usage`]).
 pub fn vault_json(repo: &crate::repo::Repository, vault: &str) -> crate::repo::Result<Value> {
     let v = repo.load_vault(vault)?;
     let points = repo.list_points(vault)?;
@@ -78,6 +80,9 @@ pub fn vault_json(repo: &crate::repo::Repository, vault: &str) -> crate::repo::R
             .map(|b| b.stats.bytes_stored_new)
             .sum::<u64>();
     }
+    let usage = crate::repo::usage::usage_memo(repo)?;
+    let mine = usage.iter().find(|u| u.vault == vault);
+    let referenced = mine.map_or(0, |u| u.bytes);
     let r = &v.retention;
     let span = |s: &Option<crate::repo::retention::Span>| s.map(|s| s.to_string());
     Ok(json!({
@@ -99,7 +104,11 @@ pub fn vault_json(repo: &crate::repo::Repository, vault: &str) -> crate::repo::R
             "max_age": span(&r.max_age),
             "timezone": r.timezone,
         },
+        "bytes_referenced": referenced,
+        "bytes_shared": mine.map_or(0, |u| u.shared_bytes),
         "quota": v.quota,
+        "quota_used_percent": v.quota.filter(|&q| q > 0).map(|q| referenced as f64 * 100.0 / q as f64),
+        "over_warning": crate::repo::backup::over_warning(&v, referenced),
         "warn_at_percent": v.warn_at,
         "tags": v.tags.iter().map(|(k, val)| (k.clone(), json!(val))).collect::<serde_json::Map<_, _>>(),
     }))

@@ -113,6 +113,9 @@ pub struct BackupOptions {
     pub one_file_system: bool,
     /// The new point's description, tags, protection and expiry.
     pub attrs: PointAttrs,
+    /// How long to wait for another process's writer (a prune, another backup) to
+    /// release the lock; zero fails at once, naming the holder.
+    pub lock_wait: std::time::Duration,
 }
 
 impl Default for BackupOptions {
@@ -125,6 +128,7 @@ impl Default for BackupOptions {
             exclude_caches: false,
             one_file_system: false,
             attrs: PointAttrs::default(),
+            lock_wait: std::time::Duration::ZERO,
         }
     }
 }
@@ -161,7 +165,7 @@ pub fn backup(
 ) -> Result<BackupResult> {
     repo.load_vault(vault)?;
     repo.require_current_format("a backup")?;
-    let _lock = lock::acquire(repo, &format!("backup {vault}"))?;
+    let _lock = lock::acquire_shared_wait(repo, &format!("backup {vault}"), opts.lock_wait)?;
     let start = now_ns();
     take_point(repo, vault, source, opts, start).inspect_err(|e| {
         record_failure(repo, vault, start, opts, e);
@@ -303,6 +307,8 @@ fn take_point(
         }
     }
     let packs = writer.finish()?.packs;
+    let added: u64 = backups.iter().map(|b| b.stats.bytes_stored_new).sum();
+    check_quota(repo, vault, added)?;
     let mut manifest = Manifest {
         vault: vault.to_string(),
         name: String::new(),
@@ -328,6 +334,44 @@ fn take_point(
         skipped,
         packs,
     })
+}
+
+/// Fails with "vault full" when the vault's points would reference more than its quota
+/// once a point adding `added` stored bytes is committed (what it deduplicated against
+/// other vaults' chunks is not counted: the check never refuses a point that fits), and
+/// warns past the vault's warning threshold.
+fn check_quota(repo: &Repository, vault: &str, added: u64) -> Result<()> {
+    let v = repo.load_vault(vault)?;
+    let Some(quota) = v.quota else {
+        return Ok(());
+    };
+    let now = super::usage::usage(repo, &[vault.to_string()])?
+        .into_iter()
+        .find(|u| u.vault == vault)
+        .map_or(0, |u| u.bytes);
+    let would_be = now + added;
+    if would_be > quota {
+        return Err(RepoError::VaultFull {
+            vault: vault.to_string(),
+            quota,
+            would_be,
+        });
+    }
+    if over_warning(&v, would_be) {
+        tracing::warn!(
+            "vault {vault} is past its warning threshold: {would_be} of {quota} bytes ({}%)",
+            would_be * 100 / quota.max(1)
+        );
+    }
+    Ok(())
+}
+
+/// Whether `bytes` is past the vault's warning threshold of its quota.
+pub fn over_warning(v: &Vault, bytes: u64) -> bool {
+    match (v.quota, v.warn_at) {
+        (Some(q), Some(p)) => bytes as u128 * 100 > q as u128 * p as u128,
+        _ => false,
+    }
 }
 
 fn writer_counts(w: &PackWriter) -> (u64, u64) {
@@ -591,7 +635,18 @@ impl<'a> TreeBackup<'a> {
             && p.inode == node.inode
             && p.content.iter().map(Extent::len).sum::<u64>() == p.size
         {
-            self.dirs[d].nodes[n].content = p.content.clone();
+            // The parent's extents, at the chunks' current homes: a prune may have moved
+            // them (the index knows where), and a location kept from before would cost
+            // every later read a detour through a forwarding object.
+            let content = p
+                .content
+                .iter()
+                .map(|e| match e {
+                    Extent::Data(r) => Extent::Data(self.writer.lookup(&r.id).unwrap_or(*r)),
+                    hole => *hole,
+                })
+                .collect();
+            self.dirs[d].nodes[n].content = content;
             self.stats.files_unchanged += 1;
             self.opts.progress.add(1, 0);
             return Ok(());

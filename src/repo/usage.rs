@@ -8,6 +8,7 @@
 //! prune's mark: each distinct tree of a vault is read once.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -70,4 +71,29 @@ pub fn usage(repo: &Repository, vaults: &[String]) -> Result<Vec<VaultUsage>> {
             }
         })
         .collect())
+}
+
+/// The last usage computed in this process, with the points it was computed from.
+type Memo = (String, BTreeMap<String, Vec<String>>, Arc<Vec<VaultUsage>>);
+static LAST: Mutex<Option<Memo>> = Mutex::new(None);
+
+/// [`usage`] of every vault, reused while no vault's list of points changed: one listing
+/// per vault instead of a walk, for views that render it often (the mount's vault JSON).
+pub fn usage_memo(repo: &Repository) -> Result<Arc<Vec<VaultUsage>>> {
+    let mut now: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for v in repo.list_vaults()? {
+        let points = repo.list_points(&v)?;
+        now.insert(v, points);
+    }
+    let location = repo.location();
+    if let Some((l, seen, u)) = LAST.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+        && *l == location
+        && *seen == now
+    {
+        return Ok(u.clone());
+    }
+    let vaults: Vec<String> = now.keys().cloned().collect();
+    let u = Arc::new(usage(repo, &vaults)?);
+    *LAST.lock().unwrap_or_else(|e| e.into_inner()) = Some((location, now, u.clone()));
+    Ok(u)
 }

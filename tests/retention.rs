@@ -465,6 +465,12 @@ fn a_backup_waits_for_the_lock_when_asked() {
     wait_for("the holder's lock", || !t.objects("locks").is_empty());
     let err = t.fails(&["backup", "v", &src]);
     assert!(err.contains("is locked by `backup v`"), "{err}");
+    // The running backup is seen as `creating`, never as a point.
+    let creating = json(&t.ok(&["points", "v", "--status", "creating", "--json"]));
+    assert_eq!(creating.as_array().unwrap().len(), 1, "{creating}");
+    assert_eq!(creating[0]["status"], "creating");
+    assert_eq!(creating[0]["pid"], holder.id());
+    assert!(t.points().as_array().unwrap().is_empty());
     let waiter = t
         .cmd()
         .args(["backup", "v", &src, "--lock-wait", "10m"])

@@ -175,9 +175,10 @@ pub struct PointFilter {
     /// Only points taken on host H.
     #[arg(long, value_name = "H")]
     pub host: Option<String>,
-    /// Only points of status S: available, error (the records of failed backups, not
-    /// listed otherwise) or all.
-    #[arg(long, value_name = "S", value_parser = ["available", "error", "all"])]
+    /// Only points of status S: available, creating (backups running now, on any host:
+    /// not yet points), error (the records of failed backups, not listed otherwise) or
+    /// all.
+    #[arg(long, value_name = "S", value_parser = ["available", "creating", "error", "all"])]
     pub status: Option<String>,
 }
 
@@ -204,12 +205,54 @@ pub fn points(repo: &Repository, vault: &str, filter: &PointFilter, json: bool) 
         .into_iter()
         .filter(|r| filter.matches(r))
         .collect();
+    let creating = if matches!(filter.status.as_deref(), Some("creating" | "all")) {
+        running_backups(repo, vault, filter)?
+    } else {
+        Vec::new()
+    };
     if json {
-        output::print_json(&Value::Array(recs.iter().map(record_json).collect()));
+        let mut rows: Vec<Value> = recs.iter().map(record_json).collect();
+        rows.extend(creating.iter().map(|(_, info)| {
+            json!({
+                "id": null,
+                "vault": vault,
+                "status": "creating",
+                "time": rfc3339(info.time_ns),
+                "hostname": info.hostname,
+                "pid": info.pid,
+                "command": info.command,
+            })
+        }));
+        output::print_json(&Value::Array(rows));
     } else {
         print_records(&recs);
+        for (_, info) in &creating {
+            println!(
+                "{:<24} {:<10} since {} on {} (pid {})",
+                "-",
+                "creating",
+                rfc3339(info.time_ns),
+                info.hostname,
+                info.pid
+            );
+        }
     }
     Ok(0)
+}
+
+/// The backups of `vault` running now, on this host or another: their writer locks
+/// (a point exists only once committed; until then it is this, never a half point).
+fn running_backups(
+    repo: &Repository,
+    vault: &str,
+    filter: &PointFilter,
+) -> Result<Vec<(String, LockInfo)>> {
+    let command = format!("backup {vault}");
+    Ok(lock::list(repo)?
+        .into_iter()
+        .filter(|(_, info)| info.command == command)
+        .filter(|(_, info)| filter.host.as_ref().is_none_or(|h| &info.hostname == h))
+        .collect())
 }
 
 fn expiry(r: &PointRecord) -> String {

@@ -15,6 +15,7 @@
 //! plain OS threads. Backends that are asynchronous inside (S3) own their runtime.
 
 pub mod counting;
+#[cfg(any(test, feature = "fault-injection"))]
 pub mod faulty;
 pub mod local;
 pub mod memory;
@@ -163,14 +164,22 @@ pub fn open(address: &str) -> std::result::Result<Store, String> {
 
 /// Like [`open`], with explicit settings that override the environment's.
 ///
-/// When `VAULTFS_FAULTS` is set, the store is wrapped in a [`faulty::FaultyStore`] with
-/// those rules (`;`-separated, see [`faulty::Rule`]'s `FromStr`): a way to rehearse
-/// failures (slow or failing objects) end to end. Never set it on a real repository.
+/// In builds with the `fault-injection` feature (the tests'), when `VAULTFS_FAULTS` is
+/// set, the store is wrapped in the fault injector (`faulty::FaultyStore`) with those
+/// rules (`;`-separated, see `faulty::Rule`'s `FromStr`): a way to rehearse failures
+/// (slow or failing objects) end to end. Other builds ignore the variable.
 pub fn open_with(address: &str, opts: &OpenOptions) -> std::result::Result<Store, String> {
     let store: Store = match address.strip_prefix("s3://") {
         Some(rest) => open_s3(rest, opts)?,
         None => Arc::new(local::LocalStore::new(address)),
     };
+    with_faults(store)
+}
+
+/// Wraps `store` in the fault injector when `VAULTFS_FAULTS` asks for it (builds with
+/// the `fault-injection` feature only: the tests').
+#[cfg(any(test, feature = "fault-injection"))]
+fn with_faults(store: Store) -> std::result::Result<Store, String> {
     match std::env::var("VAULTFS_FAULTS") {
         Ok(spec) if !spec.trim().is_empty() => {
             let faulty = faulty::FaultyStore::new(store);
@@ -182,6 +191,11 @@ pub fn open_with(address: &str, opts: &OpenOptions) -> std::result::Result<Store
         }
         _ => Ok(store),
     }
+}
+
+#[cfg(not(any(test, feature = "fault-injection")))]
+fn with_faults(store: Store) -> std::result::Result<Store, String> {
+    Ok(store)
 }
 
 fn open_s3(rest: &str, opts: &OpenOptions) -> std::result::Result<Store, String> {

@@ -768,7 +768,7 @@ fn vault_cmd(g: &Global, cmd: VaultCmd) -> Result<i32> {
             settings.apply_to(&mut v);
             repo.create_vault_with(v)?;
             if json {
-                output::print_json(&crate::fs::control::vault_json(&repo, &name)?);
+                output::print_json(&crate::control::json::vault_json(&repo, &name, true)?);
             } else {
                 println!("created vault {name}");
             }
@@ -784,7 +784,7 @@ fn vault_cmd(g: &Global, cmd: VaultCmd) -> Result<i32> {
             if json {
                 let mut rows = Vec::new();
                 for name in names {
-                    rows.push(crate::fs::control::vault_json(&repo, &name)?);
+                    rows.push(crate::control::json::vault_json(&repo, &name, true)?);
                 }
                 output::print_json(&serde_json::Value::Array(rows));
             } else {
@@ -806,7 +806,7 @@ fn vault_cmd(g: &Global, cmd: VaultCmd) -> Result<i32> {
             }
         }
         VaultCmd::Show { name, json } => {
-            let j = crate::fs::control::vault_json(&repo, &name)?;
+            let j = crate::control::json::vault_json(&repo, &name, true)?;
             if json {
                 output::print_json(&j);
             } else {
@@ -846,14 +846,14 @@ fn vault_cmd(g: &Global, cmd: VaultCmd) -> Result<i32> {
             settings.apply_to(&mut v);
             repo.update_vault(&v)?;
             if json {
-                output::print_json(&crate::fs::control::vault_json(&repo, &name)?);
+                output::print_json(&crate::control::json::vault_json(&repo, &name, true)?);
             } else {
                 println!("updated vault {name}");
             }
         }
         VaultCmd::Delete { name, force, json } => {
             let _lock = lock::acquire(&repo, &format!("vault delete {name}"))?;
-            let before = crate::fs::control::vault_json(&repo, &name)?;
+            let before = crate::control::json::vault_json(&repo, &name, true)?;
             repo.delete_vault(&name, force)?;
             if json {
                 output::print_json(&before);

@@ -68,7 +68,16 @@ pub fn record_json(r: &crate::repo::points::PointRecord) -> Value {
 /// `bytes_used` is the sum of what its points added when taken, `bytes_referenced` the
 /// stored bytes its points reference now (true after a prune), `bytes_shared` the part
 /// of those that other vaults reference too (see [`crate::repo::usage`]).
-pub fn vault_json(repo: &crate::repo::Repository, vault: &str) -> crate::repo::Result<Value> {
+///
+/// With `with_usage` false (the mount, which must answer without reading packs: a
+/// stalled store may not stall a control file), `bytes_referenced`, `bytes_shared`,
+/// `quota_used_percent` and `over_warning` are null: `vaultfs vault show` computes them
+/// (a walk of every tree of the repository).
+pub fn vault_json(
+    repo: &crate::repo::Repository,
+    vault: &str,
+    with_usage: bool,
+) -> crate::repo::Result<Value> {
     let v = repo.load_vault(vault)?;
     let points = repo.list_points(vault)?;
     let mut used = 0u64;
@@ -80,9 +89,15 @@ pub fn vault_json(repo: &crate::repo::Repository, vault: &str) -> crate::repo::R
             .map(|b| b.stats.bytes_stored_new)
             .sum::<u64>();
     }
-    let usage = crate::repo::usage::usage_memo(repo)?;
-    let mine = usage.iter().find(|u| u.vault == vault);
-    let referenced = mine.map_or(0, |u| u.bytes);
+    let usage = if with_usage {
+        Some(crate::repo::usage::usage_memo(repo)?)
+    } else {
+        None
+    };
+    let mine = usage
+        .as_ref()
+        .and_then(|u| u.iter().find(|u| u.vault == vault).cloned());
+    let referenced = mine.as_ref().map(|u| u.bytes);
     let r = &v.retention;
     let span = |s: &Option<crate::repo::retention::Span>| s.map(|s| s.to_string());
     Ok(json!({
@@ -105,10 +120,10 @@ pub fn vault_json(repo: &crate::repo::Repository, vault: &str) -> crate::repo::R
             "timezone": r.timezone,
         },
         "bytes_referenced": referenced,
-        "bytes_shared": mine.map_or(0, |u| u.shared_bytes),
+        "bytes_shared": mine.as_ref().map(|u| u.shared_bytes),
         "quota": v.quota,
-        "quota_used_percent": v.quota.filter(|&q| q > 0).map(|q| referenced as f64 * 100.0 / q as f64),
-        "over_warning": crate::repo::backup::over_warning(&v, referenced),
+        "quota_used_percent": v.quota.filter(|&q| q > 0).zip(referenced).map(|(q, r)| r as f64 * 100.0 / q as f64),
+        "over_warning": referenced.map(|r| crate::repo::backup::over_warning(&v, r)),
         "warn_at_percent": v.warn_at,
         "tags": v.tags.iter().map(|(k, val)| (k.clone(), json!(val))).collect::<serde_json::Map<_, _>>(),
     }))

@@ -38,7 +38,7 @@ use super::reply::{FsError, Result as FsResult};
 
 /// `vaults/<vault>.json`: settings and usage (see [`vault_json`]).
 pub fn vault_file(repo: &Repository, vault: &str) -> Result<Vec<u8>> {
-    Ok(render(&vault_json(repo, vault)?))
+    Ok(render(&vault_json(repo, vault, false)?))
 }
 
 pub use crate::control::json::vault_json;

@@ -544,22 +544,12 @@ impl IngestSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::memory::MemoryStore;
-    use crate::repo::InitOptions;
-    use crate::repo::format::{Extent, KdfParams};
+
+    use crate::repo::format::Extent;
     use std::time::Duration;
 
     fn repo() -> Arc<Repository> {
-        let opts = InitOptions {
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-                salt: [1; 16],
-            },
-            ..Default::default()
-        };
-        let r = Repository::init(Arc::new(MemoryStore::new()), b"pw", opts).unwrap();
+        let r = crate::repo::memory_repo();
         r.create_vault("v", "").unwrap();
         r
     }

@@ -240,22 +240,11 @@ pub fn remove(repo: &Repository, all: bool) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::memory::MemoryStore;
-    use crate::repo::InitOptions;
-    use crate::repo::format::KdfParams;
+
     use std::time::{Duration, Instant};
 
     fn repo() -> Arc<Repository> {
-        let opts = InitOptions {
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-                salt: [1; 16],
-            },
-            ..Default::default()
-        };
-        Repository::init(Arc::new(MemoryStore::new()), b"pw", opts).unwrap()
+        crate::repo::memory_repo()
     }
 
     #[test]

@@ -785,6 +785,26 @@ impl Repository {
     }
 }
 
+/// A repository in memory with a cheap password derivation, for unit tests.
+#[cfg(test)]
+pub(crate) fn memory_repo() -> Arc<Repository> {
+    let opts = InitOptions {
+        kdf: KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            salt: [1; 16],
+        },
+        ..Default::default()
+    };
+    Repository::init(
+        Arc::new(crate::backend::memory::MemoryStore::new()),
+        b"pw",
+        opts,
+    )
+    .expect("a memory repository")
+}
+
 /// Sort key of point names: the time part, then the numeric `-N` suffix.
 fn point_order(name: &str) -> (&str, u32) {
     match name.rsplit_once('-') {

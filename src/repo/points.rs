@@ -372,20 +372,11 @@ impl Repository {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::memory::MemoryStore;
+
     use std::sync::Arc;
 
     fn repo() -> Arc<Repository> {
-        let opts = crate::repo::InitOptions {
-            kdf: KdfParams {
-                memory_kib: 8,
-                iterations: 1,
-                parallelism: 1,
-                salt: [0; 16],
-            },
-            ..Default::default()
-        };
-        Repository::init(Arc::new(MemoryStore::new()), b"pw", opts).unwrap()
+        crate::repo::memory_repo()
     }
 
     fn point(repo: &Repository, vault: &str, t: i64, attrs: PointAttrs) -> String {

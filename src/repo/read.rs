@@ -166,21 +166,11 @@ impl Repository {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::memory::MemoryStore;
-    use crate::repo::InitOptions;
-    use crate::repo::format::{ChunkKind, IndexEntry, KdfParams, PackIndex};
+
+    use crate::repo::format::{ChunkKind, IndexEntry, PackIndex};
 
     fn repo() -> Arc<Repository> {
-        let opts = InitOptions {
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-                salt: [1; 16],
-            },
-            ..Default::default()
-        };
-        Repository::init(Arc::new(MemoryStore::new()), b"pw", opts).unwrap()
+        crate::repo::memory_repo()
     }
 
     /// Stores `sealed` at `offset` of a new pack (after filler bytes) with its index.

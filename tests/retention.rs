@@ -495,3 +495,40 @@ fn a_backup_waits_for_the_lock_when_asked() {
         .collect();
     assert_eq!(names, vec!["held".to_string(), "src".to_string()]);
 }
+
+/// The mount's vault JSON shows the usage last recorded by `vault show` (it walks no
+/// trees itself), says when, and says once it is no longer current; point JSON shows the
+/// point's attributes.
+#[test]
+fn the_mount_shows_recorded_usage_and_point_attributes() {
+    if !fuse_available() {
+        return;
+    }
+    let (t, src) = setup();
+    t.ok(&["backup", "v", &src, "--tag", "t1", "--protect"]);
+    let shown = json(&t.ok(&["vault", "show", "v", "--json"]));
+    let m = t.mount(&["--allow-delete"], &[]);
+    let vault = || -> Value {
+        serde_json::from_slice(&fs::read(m.p(".vaultfs/vaults/v.json")).unwrap()).unwrap()
+    };
+    let j = vault();
+    assert_eq!(j["bytes_referenced"], shown["bytes_referenced"], "{j}");
+    assert_eq!(j["usage_current"], true, "{j}");
+    assert!(j["usage_as_of"].is_string(), "{j}");
+    let id = t.points()[0]["id"].as_str().unwrap().to_string();
+    let p: Value =
+        serde_json::from_slice(&fs::read(m.p(&format!(".vaultfs/points/v/{id}.json"))).unwrap())
+            .unwrap();
+    assert_eq!(p["tags"], serde_json::json!(["t1"]));
+    assert_eq!(p["protected"], true);
+    // A protected point cannot be removed through the mount either.
+    let err = fs::remove_dir(m.p(&format!("v/{id}"))).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    t.ok(&["backup", "v", &src]);
+    wait_for("the new point in the mount", || {
+        fs::read_dir(m.p("v")).unwrap().count() == 3
+    });
+    wait_for("the usage to be marked stale", || {
+        vault()["usage_current"] == false
+    });
+}

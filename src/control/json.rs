@@ -70,9 +70,10 @@ pub fn record_json(r: &crate::repo::points::PointRecord) -> Value {
 /// of those that other vaults reference too (see [`crate::repo::usage`]).
 ///
 /// With `with_usage` false (the mount, which must answer without reading packs: a
-/// stalled store may not stall a control file), `bytes_referenced`, `bytes_shared`,
-/// `quota_used_percent` and `over_warning` are null: `vaultfs vault show` computes them
-/// (a walk of every tree of the repository).
+/// stalled store may not stall a control file), the usage figures are the ones last
+/// recorded by a command that computed them (`vault show`, `vault list --json`: a walk of
+/// every tree of the repository), with `usage_as_of` and `usage_current` (false once the
+/// vault's points changed since); null when none was ever recorded.
 pub fn vault_json(
     repo: &crate::repo::Repository,
     vault: &str,
@@ -89,15 +90,17 @@ pub fn vault_json(
             .map(|b| b.stats.bytes_stored_new)
             .sum::<u64>();
     }
-    let usage = if with_usage {
-        Some(crate::repo::usage::usage_memo(repo)?)
+    // (bytes, shared, as of, current)
+    let usage: Option<(u64, u64, Option<i64>, bool)> = if with_usage {
+        let all = crate::repo::usage::usage_memo(repo)?;
+        all.iter()
+            .find(|u| u.vault == vault)
+            .map(|u| (u.bytes, u.shared_bytes, None, true))
     } else {
-        None
+        crate::repo::usage::recorded(repo, vault, &points)?
+            .map(|(r, current)| (r.bytes, r.shared_bytes, Some(r.time_ns), current))
     };
-    let mine = usage
-        .as_ref()
-        .and_then(|u| u.iter().find(|u| u.vault == vault).cloned());
-    let referenced = mine.as_ref().map(|u| u.bytes);
+    let referenced = usage.map(|u| u.0);
     let r = &v.retention;
     let span = |s: &Option<crate::repo::retention::Span>| s.map(|s| s.to_string());
     Ok(json!({
@@ -120,7 +123,9 @@ pub fn vault_json(
             "timezone": r.timezone,
         },
         "bytes_referenced": referenced,
-        "bytes_shared": mine.as_ref().map(|u| u.shared_bytes),
+        "bytes_shared": usage.map(|u| u.1),
+        "usage_as_of": usage.and_then(|u| u.2).map(rfc3339),
+        "usage_current": usage.map(|u| u.3),
         "quota": v.quota,
         "quota_used_percent": v.quota.filter(|&q| q > 0).zip(referenced).map(|(q, r)| r as f64 * 100.0 / q as f64),
         "over_warning": referenced.map(|r| crate::repo::backup::over_warning(&v, r)),

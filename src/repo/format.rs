@@ -457,6 +457,18 @@ pub struct Forward {
     pub moved: Vec<ChunkRef>,
 }
 
+/// The last computed usage of a vault, for views that may not walk trees (the mount).
+/// Key `usage/<vault>`, rewritten by every command that computes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub time_ns: i64,
+    /// The vault's points the figures are of (sorted): current while the list is.
+    pub points: Vec<String>,
+    pub chunks: u64,
+    pub bytes: u64,
+    pub shared_bytes: u64,
+}
+
 /// A writer's lock. Key `locks/<random>`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockInfo {

@@ -603,6 +603,10 @@ impl Repository {
         // Refuses protected points before deleting anything.
         self.delete_points(name, &names, false)?;
         self.finish_deletions(name)?;
+        match self.store.delete(&format!("usage/{name}")) {
+            Err(e) if !e.is_not_found() => return Err(e.into()),
+            _ => {}
+        }
         self.store.delete(&format!("vaults/{name}"))?;
         Ok(())
     }

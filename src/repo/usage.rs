@@ -94,6 +94,43 @@ pub fn usage_memo(repo: &Repository) -> Result<Arc<Vec<VaultUsage>>> {
     }
     let vaults: Vec<String> = now.keys().cloned().collect();
     let u = Arc::new(usage(repo, &vaults)?);
+    if repo.format_version() >= super::format::FORMAT_VERSION {
+        for v in u.iter() {
+            let mut points = now.get(&v.vault).cloned().unwrap_or_default();
+            points.sort();
+            let record = super::format::UsageRecord {
+                time_ns: super::format::now_ns(),
+                points,
+                chunks: v.chunks,
+                bytes: v.bytes,
+                shared_bytes: v.shared_bytes,
+            };
+            // A view's convenience: a store that refuses it costs the view its figures.
+            if let Err(e) = repo.write_record(&format!("usage/{}", v.vault), &record, false) {
+                tracing::warn!("could not record the usage of vault {}: {e}", v.vault);
+            }
+        }
+    }
     *LAST.lock().unwrap_or_else(|e| e.into_inner()) = Some((location, now, u.clone()));
     Ok(u)
+}
+
+/// The usage last recorded for `vault` (by a command that computed it), and whether it is
+/// still current (the vault's points are the ones it was computed of). One small read.
+pub fn recorded(
+    repo: &Repository,
+    vault: &str,
+    points: &[String],
+) -> Result<Option<(super::format::UsageRecord, bool)>> {
+    use super::format::UsageRecord;
+    match repo.read_record::<UsageRecord, UsageRecord>(&format!("usage/{vault}")) {
+        Ok(r) => {
+            let mut now = points.to_vec();
+            now.sort();
+            let current = r.points == now;
+            Ok(Some((r, current)))
+        }
+        Err(super::RepoError::Backend(e)) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
 }

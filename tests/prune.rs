@@ -9,7 +9,7 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -669,4 +669,88 @@ fn vault_usage_counts_distinct_chunks_and_what_other_vaults_share_and_survives_p
     let after = vaultfs::repo::usage::usage(&repo, &names).unwrap();
     assert_eq!(after[1].bytes, v.bytes);
     assert_eq!(after[2], w);
+}
+
+/// A disk that fills during a backup: the backup fails and leaves its packs; prune frees
+/// them, so that the next backup that fits succeeds, and check passes. The repository
+/// lives on a 24 MiB tmpfs (root only; skipped where tmpfs cannot be mounted).
+#[test]
+fn a_full_disk_is_recovered_from_by_prune() {
+    let t = TestRepo::new();
+    let small = t.path("small");
+    fs::create_dir_all(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(small.clone());
+    let repo = small.join("repo");
+    let run = |args: &[&str]| {
+        t.cmd()
+            .env("VAULTFS_REPO", &repo)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["init", "--pack-size-mib", "1"]).status.success());
+    assert!(run(&["vault", "create", "v"]).status.success());
+    let big = t.path("big");
+    fs::create_dir_all(&big).unwrap();
+    for i in 0..4u64 {
+        fs::write(big.join(format!("f{i}")), random_bytes(100 + i, 8 << 20)).unwrap();
+    }
+    let out = run(&["backup", "v", big.to_str().unwrap()]);
+    assert!(!out.status.success(), "a 32 MiB backup fits in 24 MiB?");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("No space left on device"), "{err}");
+    let used = || -> u64 {
+        let out = Command::new("df")
+            .args(["-B1", "--output=used"])
+            .arg(&small)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let full = used();
+    assert!(full > 16 << 20, "{full}");
+
+    let p = run(&["prune", "--json"]);
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    let freed = used();
+    assert!(freed < 2 << 20, "prune left {freed} bytes of {full}");
+
+    let ok = t.path("ok");
+    fs::create_dir_all(&ok).unwrap();
+    fs::write(ok.join("f"), random_bytes(7, 4 << 20)).unwrap();
+    let out = run(&["backup", "v", ok.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let check = run(&["check", "--read-data"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let cat = run(&["cat", "v", "latest", "ok/f"]);
+    assert_eq!(cat.stdout, random_bytes(7, 4 << 20));
 }

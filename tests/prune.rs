@@ -754,3 +754,23 @@ fn a_full_disk_is_recovered_from_by_prune() {
     let cat = run(&["cat", "v", "latest", "ok/f"]);
     assert_eq!(cat.stdout, random_bytes(7, 4 << 20));
 }
+
+/// Temporary files that a killed writer left (older than ten minutes) are removed by
+/// prune and counted in its report; a fresh one (a writer may be at work) stays.
+#[test]
+fn prune_removes_stale_temporary_files() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    write_round(&src, 1);
+    backup(&t, &src);
+    let stale = t.repo.join("index/.tmp-stale-upload");
+    let fresh = t.repo.join("index/.tmp-fresh-upload");
+    fs::write(&stale, b"half an object").unwrap();
+    fs::write(&fresh, b"being written").unwrap();
+    sh(&format!("touch -d '2 hours ago' '{}'", stale.display()));
+    let report = prune_json(&t, &[]);
+    assert_eq!(report["stale_uploads_removed"], 1, "{report}");
+    assert!(!stale.exists());
+    assert!(fresh.exists());
+    check(&t);
+}

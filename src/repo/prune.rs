@@ -87,6 +87,8 @@ pub struct PruneReport {
     pub forwards_removed: usize,
     /// Index objects whose pack was gone.
     pub indexes_removed: usize,
+    /// Temporary files (local) or multipart uploads (S3) left by killed writers.
+    pub stale_uploads_removed: usize,
     /// Objects that could not be deleted (the next prune tries again).
     pub errors: Vec<String>,
     pub seconds: f64,
@@ -425,6 +427,11 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
         return Ok(report);
     }
     repo.require_current_format("prune")?;
+    // No writer runs (the lock is exclusive): what a killed one left half-written goes.
+    // The age bound keeps a writer that runs without a lock (`unlock --all`) safe.
+    report.stale_uploads_removed = repo
+        .store()
+        .clean_stale_uploads(std::time::Duration::from_secs(600))?;
 
     // Copy the live chunks of repacked packs; durable when `finish` returns.
     let mut moved: HashMap<(PackId, u32), ChunkRef> = HashMap::new();

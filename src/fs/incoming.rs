@@ -210,7 +210,7 @@ impl Incoming {
             Ok(point) => {
                 tracing::info!(
                     "ingested {} into {vault}/{point}",
-                    String::from_utf8_lossy(&s.file_name())
+                    crate::repo::format::printable(&s.file_name())
                 );
                 ns.expire_points(&vault);
                 Ok(())

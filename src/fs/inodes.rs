@@ -481,13 +481,14 @@ impl InodeTable {
         self.len() == 0
     }
 
-    /// The path of an inode below the mount, for log lines (`vault/point/backup/a/b`).
+    /// The path of an inode below the mount, for log lines (`vault/point/backup/a/b`), its
+    /// control characters escaped.
     pub fn path(&self, ino: u64) -> String {
         let mut parts = Vec::new();
         let mut cur = ino;
         while cur != ROOT_INO {
             let Some(i) = self.get(cur) else { break };
-            parts.push(String::from_utf8_lossy(&i.name).into_owned());
+            parts.push(crate::repo::format::printable(&i.name));
             cur = i.parent;
             if parts.len() > 4096 {
                 break;

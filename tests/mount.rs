@@ -390,19 +390,24 @@ fn damaged_chunk_is_eio_for_that_file_and_new_points_appear() {
     assert!(m.p("v/latest/victim/other").exists());
     assert!(m.p(&format!("v/{second}/victim/victim")).exists());
 
-    // Damage the first chunk of the victim file: its new pack starts with it.
-    let new_packs: Vec<PathBuf> = pack_files(&r.repo)
-        .into_iter()
-        .filter(|p| !packs_before.contains(p))
-        .collect();
-    assert!(!new_packs.is_empty());
-    for p in &new_packs {
-        let mut data = fs::read(p).unwrap();
-        for b in &mut data[100..132] {
-            *b ^= 0x5a;
-        }
-        fs::write(p, &data).unwrap();
+    // Damage the first chunk of the victim file, found where the point says it is (the
+    // parallel backup decides which chunk a pack starts with).
+    let repo = vaultfs::repo::Repository::open(r.store(), common::PASSWORD.as_bytes()).unwrap();
+    let manifest = repo.load_manifest("v", &second).unwrap();
+    let node = repo.find_node(&manifest, b"victim/victim").unwrap();
+    let vaultfs::repo::format::Extent::Data(c) = node.content[0] else {
+        panic!("the victim starts with a hole");
+    };
+    let pack = r.repo.join(c.pack.key());
+    assert!(
+        !packs_before.contains(&pack),
+        "the victim's chunk is in a new pack"
+    );
+    let mut data = fs::read(&pack).unwrap();
+    for b in &mut data[c.offset as usize + 40..c.offset as usize + 72] {
+        *b ^= 0x5a;
     }
+    fs::write(&pack, &data).unwrap();
     let victim = m.p(&format!("v/{second}/victim/victim"));
     let e = fs::read(&victim).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");

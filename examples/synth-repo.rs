@@ -97,6 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             attrs: PointAttrs::default(),
             skipped: Vec::new(),
             fail_reason: None,
+            skipped_resources: Vec::new(),
         });
     }
     let stats = writer.finish()?;

@@ -532,3 +532,112 @@ fn the_mount_shows_recorded_usage_and_point_attributes() {
         vault()["usage_current"] == false
     });
 }
+
+/// A vault's resources: a tree, an image and a command in one point, one backup each named
+/// after its resource; a failing resource is recorded as skipped (exit 3) while the others
+/// commit; a vault with no resources says how to add some.
+#[test]
+fn backup_with_no_paths_takes_the_vaults_resources() {
+    let (t, src) = setup();
+    let err = t.fails(&["backup", "v"]);
+    assert!(err.contains("has no resources on this host"), "{err}");
+    fs::write(std::path::Path::new(&src).join("skip.log"), b"left out").unwrap();
+    let img = t.path("disk.img");
+    fs::write(&img, random_bytes(5, 300_000)).unwrap();
+    t.ok(&["resource", "add", "v", "files", &src, "--exclude", "*.log"]);
+    t.ok(&[
+        "resource",
+        "add",
+        "v",
+        "disk",
+        "--image",
+        img.to_str().unwrap(),
+    ]);
+    t.ok(&[
+        "resource",
+        "add",
+        "v",
+        "dump",
+        "--command",
+        "printf 'db dump\\n'",
+    ]);
+    t.ok(&[
+        "resource",
+        "add",
+        "v",
+        "etc",
+        "--command",
+        &format!("tar -C '{src}' -cf - a"),
+        "--tar",
+    ]);
+    let err = t.fails(&["resource", "add", "v", "dump", "--command", "true"]);
+    assert!(err.contains("already has a resource"), "{err}");
+    let listed = json(&t.ok(&["resource", "list", "v", "--json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 4, "{listed}");
+    let kinds: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("disk", "image"),
+            ("dump", "command"),
+            ("etc", "command"),
+            ("files", "tree")
+        ]
+    );
+
+    t.ok(&["backup", "v"]);
+    let p = &t.points()[0];
+    let mut names: Vec<&str> = p["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["disk", "dump", "etc", "files"]);
+    assert_eq!(t.ok(&["cat", "v", "latest", "dump"]), "db dump\n");
+    assert_eq!(t.ok(&["cat", "v", "latest", "etc/a"]), "first");
+    assert_eq!(t.ok(&["cat", "v", "latest", "files/a"]), "first");
+    let ls = t.ok(&["ls", "v", "latest", "files"]);
+    assert!(
+        !ls.contains("skip.log"),
+        "the resource's excludes apply: {ls}"
+    );
+    let disk = t.run(&["cat", "v", "latest", "disk"]);
+    assert_eq!(disk.stdout, random_bytes(5, 300_000));
+
+    // A failing command fails only its resource.
+    t.ok(&[
+        "resource",
+        "add",
+        "v",
+        "broken",
+        "--command",
+        "echo partial; exit 7",
+    ]);
+    let out = t.run(&["backup", "v"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("skipped resource broken: command `echo partial; exit 7` failed"),
+        "{err}"
+    );
+    let p = t.points();
+    let last = &p[1];
+    assert_eq!(last["backups"].as_array().unwrap().len(), 4);
+    assert_eq!(last["skipped_resources"][0]["name"], "broken");
+    t.ok(&["resource", "remove", "v", "broken"]);
+    assert_eq!(
+        json(&t.ok(&["resource", "list", "--json"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    t.ok(&["check", "--read-data"]);
+}

@@ -4,6 +4,7 @@
 mod output;
 mod points;
 pub mod prune;
+mod resources;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -89,7 +90,10 @@ pub enum Command {
         /// The vault that gets the new point.
         vault: String,
         /// Directories or files to back up; each becomes a backup named by its basename.
-        #[arg(required_unless_present_any = ["image", "tar"], conflicts_with_all = ["image", "tar"])]
+        /// With none (and no --image or --tar): the vault's resources of this host, one
+        /// backup each (`vaultfs resource add`); one that fails is recorded as skipped
+        /// (exit 3) while the others commit.
+        #[arg(conflicts_with_all = ["image", "tar"])]
         paths: Vec<PathBuf>,
         /// Back up one image file (a volume or disk snapshot); `-` reads stdin.
         #[arg(long, value_name = "FILE", conflicts_with = "tar")]
@@ -158,6 +162,9 @@ pub enum Command {
     /// Show, change or delete one recovery point.
     #[command(subcommand)]
     Point(points::PointCmd),
+    /// Manage what a vault protects on each host (what `backup VAULT` takes with no paths).
+    #[command(subcommand)]
+    Resource(resources::ResourceCmd),
     /// Remove the points that no keep rule keeps (restic's rules, OR'ed), from one vault
     /// or all. Protected points always stay, expired ones always go, and the newest
     /// point of a vault stays unless --allow-empty. With no rule given, the vault's own
@@ -468,6 +475,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             let source = match (image, tar) {
                 (Some(path), _) => Source::Image { path, name },
                 (None, Some(path)) => tar_source(&path, name)?,
+                (None, None) if paths.is_empty() => {
+                    Source::Resources(resources::of_this_host(&repo, &vault)?)
+                }
                 (None, None) => Source::Trees(paths),
             };
             let bar = output::ProgressDisplay::start(progress, None, "backup");
@@ -483,11 +493,16 @@ pub fn run(cli: Cli) -> Result<i32> {
             } else {
                 output::print_backup_summary(&result.manifest);
             }
-            Ok(if result.skipped.is_empty() {
-                0
-            } else {
-                EXIT_PARTIAL
-            })
+            for s in &result.manifest.skipped_resources {
+                eprintln!("warning: skipped resource {}: {}", s.name, s.error);
+            }
+            Ok(
+                if result.skipped.is_empty() && result.manifest.skipped_resources.is_empty() {
+                    0
+                } else {
+                    EXIT_PARTIAL
+                },
+            )
         }
         Command::Points {
             vault,
@@ -495,6 +510,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             json,
         } => points::points(&*open_repo(g)?, &vault, &filter, json),
         Command::Point(cmd) => points::point_cmd(&open_repo(g)?, cmd),
+        Command::Resource(cmd) => resources::run(&open_repo(g)?, cmd),
         Command::Forget(args) => points::forget(&open_repo(g)?, &args),
         Command::Upgrade { json } => points::upgrade(&open_repo(g)?, json),
         Command::Ls {

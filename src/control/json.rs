@@ -57,6 +57,12 @@ pub fn record_json(r: &crate::repo::points::PointRecord) -> Value {
         .iter()
         .map(|s| json!({"path": lossy(&s.path), "error": s.error}))
         .collect();
+    j["skipped_resources"] = r
+        .manifest
+        .skipped_resources
+        .iter()
+        .map(|s| json!({"name": s.name, "error": s.error}))
+        .collect();
     if let Some(reason) = &r.manifest.fail_reason {
         j["fail_reason"] = json!(reason);
     }

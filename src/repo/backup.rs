@@ -44,6 +44,9 @@ pub enum Source {
         name: Arc<Mutex<Vec<u8>>>,
         kind: StreamKind,
     },
+    /// A vault's resources: one backup each, named after it; one that fails is recorded
+    /// as skipped while the others commit.
+    Resources(Vec<Resource>),
 }
 
 /// A snapshot stream: bytes, and holes that cost nothing (the gaps a sparse writer seeks
@@ -188,6 +191,7 @@ fn record_failure(repo: &Repository, vault: &str, start: i64, opts: &BackupOptio
         attrs: opts.attrs.clone(),
         skipped: Vec::new(),
         fail_reason: Some(e.to_string()),
+        skipped_resources: Vec::new(),
     };
     if let Err(w) = repo.commit_record("errors", &mut record) {
         tracing::warn!("could not record the failed backup of vault {vault}: {w}");
@@ -217,6 +221,7 @@ fn take_point(
     let writer = PackWriter::new(repo.clone(), known);
     let mut skipped = Vec::new();
     let mut backups = Vec::new();
+    let mut skipped_resources = Vec::new();
     match source {
         Source::Trees(paths) => {
             let mut names = std::collections::HashSet::new();
@@ -253,6 +258,42 @@ fn take_point(
         }
         Source::Image { path, name } => {
             backups.push(image_backup(&writer, &path, name, opts)?);
+        }
+        Source::Resources(resources) => {
+            for r in &resources {
+                let parent_root = parent.as_ref().and_then(|m| {
+                    m.backups
+                        .iter()
+                        .find(|b| b.name == r.name.as_bytes() && b.kind == BackupKind::Tree)
+                        .and_then(|b| repo.backup_root(b).ok())
+                });
+                match resource_backup(&writer, r, opts, parent_root, &mut skipped) {
+                    Ok(b) => backups.push(b),
+                    Err(e) => {
+                        tracing::warn!("resource {} of vault {vault} skipped: {e}", r.name);
+                        skipped_resources.push(SkippedResource {
+                            name: r.name.clone(),
+                            error: e.to_string(),
+                        });
+                    }
+                }
+            }
+            if backups.is_empty() {
+                let why: Vec<String> = skipped_resources
+                    .iter()
+                    .map(|s| format!("{}: {}", s.name, s.error))
+                    .collect();
+                return Err(RepoError::BadInput(if why.is_empty() {
+                    format!(
+                        "vault {vault:?} has no resources on this host: add some with `vaultfs resource add`, or give paths"
+                    )
+                } else {
+                    format!(
+                        "no resource of vault {vault:?} could be backed up ({})",
+                        why.join("; ")
+                    )
+                }));
+            }
         }
         Source::Stream {
             mut reader,
@@ -327,6 +368,7 @@ fn take_point(
             })
             .collect(),
         fail_reason: None,
+        skipped_resources,
     };
     repo.commit_manifest(&mut manifest)?;
     Ok(BackupResult {
@@ -372,6 +414,104 @@ pub fn over_warning(v: &Vault, bytes: u64) -> bool {
         (Some(q), Some(p)) => bytes as u128 * 100 > q as u128 * p as u128,
         _ => false,
     }
+}
+
+/// One resource's backup, named after it.
+fn resource_backup(
+    writer: &PackWriter,
+    r: &Resource,
+    opts: &BackupOptions,
+    parent_root: Option<Node>,
+    skipped: &mut Vec<Skipped>,
+) -> Result<BackupEntry> {
+    let name = r.name.as_bytes().to_vec();
+    check_backup_name(&name)?;
+    match &r.kind {
+        ResourceKind::Tree { path, excludes } => {
+            let path = PathBuf::from(OsString::from_vec(path.clone()));
+            let own = BackupOptions {
+                workers: opts.workers,
+                progress: opts.progress.clone(),
+                use_parent: opts.use_parent,
+                excludes: Excludes::new(excludes)?,
+                exclude_caches: opts.exclude_caches,
+                one_file_system: opts.one_file_system,
+                attrs: opts.attrs.clone(),
+                lock_wait: opts.lock_wait,
+            };
+            let before = writer_counts(writer);
+            let (root, mut stats) =
+                TreeBackup::new(writer, &own, skipped).run(&path, &name, parent_root)?;
+            let after = writer_counts(writer);
+            stats.chunks_new = after.0 - before.0;
+            stats.bytes_stored_new = after.1 - before.1;
+            Ok(BackupEntry {
+                name,
+                kind: BackupKind::Tree,
+                source: absolute(&path).as_os_str().as_bytes().to_vec(),
+                root,
+                stats,
+            })
+        }
+        ResourceKind::Image { path } => {
+            let path = PathBuf::from(OsString::from_vec(path.clone()));
+            image_backup(writer, &path, Some(r.name.clone()), opts)
+        }
+        ResourceKind::Command { command, tar } => {
+            command_backup(writer, &r.name, command, *tar, opts, skipped)
+        }
+    }
+}
+
+/// A backup of what `sh -c command` writes to its standard output; a command that
+/// exits non-zero (or cannot start) fails it.
+fn command_backup(
+    writer: &PackWriter,
+    name: &str,
+    command: &str,
+    tar: bool,
+    opts: &BackupOptions,
+    skipped: &mut Vec<Skipped>,
+) -> Result<BackupEntry> {
+    let shown = || format!("command `{command}`");
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| RepoError::io(shown(), e))?;
+    let mut out = child.stdout.take().expect("piped");
+    let before = writer_counts(writer);
+    let read = if tar {
+        tar_backup_into(writer, Box::new(&mut out), &opts.progress, skipped)
+            .map(|(root, stats)| (root, stats, BackupKind::Tree))
+    } else {
+        image_from_stream(writer, &mut PlainStream(&mut out), &opts.progress)
+            .map(|(root, stats)| (root, stats, BackupKind::Image))
+    };
+    // What a tar leaves after its end (padding) is read, so that the command is not
+    // stopped by a closed pipe; then its exit status decides.
+    let drained = std::io::copy(&mut out, &mut std::io::sink());
+    drop(out);
+    let status = child.wait().map_err(|e| RepoError::io(shown(), e))?;
+    if !status.success() {
+        return Err(RepoError::BadInput(format!("{} failed: {status}", shown())));
+    }
+    let (mut root, mut stats, kind) = read?;
+    drained.map_err(|e| RepoError::io(shown(), e))?;
+    root.name = name.as_bytes().to_vec();
+    let root = store_root(writer, root)?;
+    let after = writer_counts(writer);
+    stats.chunks_new = after.0 - before.0;
+    stats.bytes_stored_new = after.1 - before.1;
+    Ok(BackupEntry {
+        name: name.as_bytes().to_vec(),
+        kind,
+        source: command.as_bytes().to_vec(),
+        root,
+        stats,
+    })
 }
 
 fn writer_counts(w: &PackWriter) -> (u64, u64) {

@@ -401,6 +401,7 @@ mod tests {
             attrs: PointAttrs::default(),
             skipped: Vec::new(),
             fail_reason: None,
+            skipped_resources: Vec::new(),
         };
         repo.commit_manifest(&mut m).unwrap();
     }

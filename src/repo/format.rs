@@ -342,6 +342,7 @@ impl From<ManifestV1> for Manifest {
             attrs: PointAttrs::default(),
             skipped: Vec::new(),
             fail_reason: None,
+            skipped_resources: Vec::new(),
         }
     }
 }
@@ -372,6 +373,43 @@ pub struct Manifest {
     pub skipped: Vec<SkippedPath>,
     /// Why the backup failed (error records only).
     pub fail_reason: Option<String>,
+    /// Resources of the vault that this point could not back up, with why (the others
+    /// are in `backups`).
+    pub skipped_resources: Vec<SkippedResource>,
+}
+
+/// A resource a point left out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedResource {
+    pub name: String,
+    pub error: String,
+}
+
+/// What a vault protects on one host. Key `resources/<vault>/<name>` (format 2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resource {
+    /// The name of the backup it becomes in each point.
+    pub name: String,
+    pub vault: String,
+    /// Only this host backs it up.
+    pub hostname: String,
+    pub kind: ResourceKind,
+    pub created_ns: i64,
+}
+
+/// The kinds of resource.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResourceKind {
+    /// A directory tree (or one file), with exclude patterns of its own.
+    Tree {
+        path: Vec<u8>,
+        excludes: Vec<String>,
+    },
+    /// A volume or disk image file.
+    Image { path: Vec<u8> },
+    /// The standard output of `sh -c command`: an image, or with `tar` a tar stream
+    /// expanded into a tree. A non-zero exit fails the resource.
+    Command { command: String, tar: bool },
 }
 
 /// Settings of a vault as format 1 wrote them.

@@ -12,6 +12,8 @@
 //! | `attrs/<vault>/<point>/<t>-<r>` | a point's attributes and status after its commit | create-only, newest wins |
 //! | `errors/<vault>/<name>` | the record of a backup that failed once started | create-only |
 //! | `forward/<pack id>` | where prune moved the live chunks of a removed pack | by prune |
+//! | `resources/<vault>/<name>` | what a vault protects on a host | `resource add/remove` |
+//! | `usage/<vault>` | a vault's usage as last computed, for the mount | rewritten |
 //! | `locks/<random>` | a writer's lock (host, pid, time) | while a writer runs |
 //!
 //! Invariants: a manifest only references chunks whose packs and index objects were
@@ -32,6 +34,7 @@ pub mod pack;
 pub mod points;
 pub mod prune;
 pub mod read;
+pub mod resources;
 pub mod restore;
 pub mod retention;
 pub mod tar;

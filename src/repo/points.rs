@@ -392,6 +392,7 @@ mod tests {
             attrs,
             skipped: Vec::new(),
             fail_reason: None,
+            skipped_resources: Vec::new(),
         };
         repo.commit_manifest(&mut m).unwrap()
     }

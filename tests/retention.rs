@@ -641,3 +641,32 @@ fn backup_with_no_paths_takes_the_vaults_resources() {
     );
     t.ok(&["check", "--read-data"]);
 }
+
+/// A resource belongs to the host that added it: another host's resources are listed but
+/// not backed up here.
+#[test]
+fn a_resource_of_another_host_is_not_backed_up_here() {
+    let (t, src) = setup();
+    let c = t.cmd();
+    let prog = c.get_program().to_owned();
+    let mut u = std::process::Command::new("unshare");
+    u.args([
+        "-u",
+        "sh",
+        "-c",
+        "hostname other-host && exec \"$0\" \"$@\"",
+    ])
+    .arg(prog)
+    .args(["resource", "add", "v", "theirs", &src]);
+    for (k, v) in c.get_envs() {
+        if let Some(v) = v {
+            u.env(k, v);
+        }
+    }
+    let out = u.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let listed = json(&t.ok(&["resource", "list", "--json"]));
+    assert_eq!(listed[0]["host"], "other-host");
+    let err = t.fails(&["backup", "v"]);
+    assert!(err.contains("has no resources on this host"), "{err}");
+}

@@ -574,6 +574,8 @@ fn backup_with_no_paths_takes_the_vaults_resources() {
     assert!(err.contains("already has a resource"), "{err}");
     let listed = json(&t.ok(&["resource", "list", "v", "--json"]));
     assert_eq!(listed.as_array().unwrap().len(), 4, "{listed}");
+    let shown = json(&t.ok(&["vault", "show", "v", "--json"]));
+    assert_eq!(shown["resources"].as_array().unwrap().len(), 4, "{shown}");
     let kinds: Vec<(&str, &str)> = listed
         .as_array()
         .unwrap()

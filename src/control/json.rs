@@ -136,6 +136,11 @@ pub fn vault_json(
         "quota_used_percent": v.quota.filter(|&q| q > 0).zip(referenced).map(|(q, r)| r as f64 * 100.0 / q as f64),
         "over_warning": referenced.map(|r| crate::repo::backup::over_warning(&v, r)),
         "warn_at_percent": v.warn_at,
+        "resources": repo
+            .list_resources(Some(vault))?
+            .iter()
+            .map(|r| json!({"name": r.name, "host": r.hostname}))
+            .collect::<Vec<_>>(),
         "tags": v.tags.iter().map(|(k, val)| (k.clone(), json!(val))).collect::<serde_json::Map<_, _>>(),
     }))
 }

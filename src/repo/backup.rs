@@ -775,15 +775,18 @@ impl<'a> TreeBackup<'a> {
             && p.inode == node.inode
             && p.content.iter().map(Extent::len).sum::<u64>() == p.size
         {
-            // The parent's extents, at the chunks' current homes: a prune may have moved
-            // them (the index knows where), and a location kept from before would cost
-            // every later read a detour through a forwarding object.
+            // The parent's extents; a chunk whose pack a prune removed takes its new home
+            // from the index (a location kept from before would cost every later read a
+            // detour through a forwarding object). A pack still there keeps its chunks:
+            // choosing another copy of the same chunk would make two live copies.
             let content = p
                 .content
                 .iter()
                 .map(|e| match e {
-                    Extent::Data(r) => Extent::Data(self.writer.lookup(&r.id).unwrap_or(*r)),
-                    hole => *hole,
+                    Extent::Data(r) if !self.writer.knows_pack(&r.pack) => {
+                        Extent::Data(self.writer.lookup(&r.id).unwrap_or(*r))
+                    }
+                    other => *other,
                 })
                 .collect();
             self.dirs[d].nodes[n].content = content;

@@ -58,12 +58,15 @@ pub struct PackWriter {
     queue: Mutex<Option<Sender<OpenPack>>>,
     uploader: Mutex<Option<JoinHandle<std::result::Result<u64, RepoError>>>>,
     pack_size: usize,
+    /// The packs the index named when this writer started.
+    indexed_packs: std::collections::HashSet<PackId>,
 }
 
 impl PackWriter {
     /// A writer that deduplicates against `known` (usually [`Repository::load_index`]).
     pub fn new(repo: Arc<Repository>, known: HashMap<ChunkId, ChunkRef>) -> Self {
         let pack_size = repo.config().pack_size as usize;
+        let indexed_packs = known.values().map(|r| r.pack).collect();
         let (tx, rx) = bounded::<OpenPack>(0);
         let up_repo = repo.clone();
         let uploader = std::thread::Builder::new()
@@ -98,11 +101,18 @@ impl PackWriter {
             queue: Mutex::new(Some(tx)),
             uploader: Mutex::new(Some(uploader)),
             pack_size,
+            indexed_packs,
         }
     }
 
     pub fn repo(&self) -> &Arc<Repository> {
         &self.repo
+    }
+
+    /// Whether the index named this pack when the writer started (a pack that prune
+    /// removed is not named any more).
+    pub fn knows_pack(&self, pack: &PackId) -> bool {
+        self.indexed_packs.contains(pack)
     }
 
     /// The location of a chunk already stored (or added in this run), if any.

@@ -556,3 +556,24 @@ fn control_characters_in_names_are_escaped_when_printed() {
         "{names:?}"
     );
 }
+
+/// A reader that closes the pipe early (`| head`) ends the JSON output without a panic.
+#[test]
+fn json_into_a_closed_pipe_does_not_panic() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), b"x").unwrap();
+    t.ok(&["backup", "v", src.to_str().unwrap()]);
+    let mut child = t
+        .cmd()
+        .args(["points", "v", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}

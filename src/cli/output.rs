@@ -49,8 +49,17 @@ pub fn human(n: u64) -> String {
     }
 }
 
+/// Prints a JSON document. A reader that closed the pipe (`| head`) ends the output
+/// quietly instead of panicking on the write.
 pub fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).expect("JSON encodes"));
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(v).expect("JSON encodes");
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("vaultfs: writing to stdout: {e}");
+    }
 }
 
 fn lossy(b: &[u8]) -> String {

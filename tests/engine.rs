@@ -606,15 +606,7 @@ fn a_second_writer_is_refused_while_the_lock_is_held_and_stale_locks_are_cleared
     fs::write(src.join("f"), b"x").unwrap();
     // A fifo in the source blocks nothing (it is recorded, not read), so hold the lock
     // with a backup reading from a stdin pipe that we keep open.
-    let mut holder = t
-        .cmd()
-        .args(["backup", "v", "--image", "-", "--name", "held"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the holder's lock", || !t.objects("locks").is_empty());
+    let mut holder = t.hold_lock();
     let err = t.fails(&["backup".as_ref(), "v".as_ref(), src.as_os_str()]);
     assert!(
         err.contains(&format!("is locked by `backup v` (pid {} on ", holder.id())),

@@ -454,15 +454,7 @@ fn a_backup_waits_for_the_lock_when_asked() {
     use std::io::Write;
     use std::process::Stdio;
     let (t, src) = setup();
-    let mut holder = t
-        .cmd()
-        .args(["backup", "v", "--image", "-", "--name", "held"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the holder's lock", || !t.objects("locks").is_empty());
+    let mut holder = t.hold_lock();
     let err = t.fails(&["backup", "v", &src]);
     assert!(err.contains("is locked by `backup v`"), "{err}");
     // The running backup is seen as `creating`, never as a point.

@@ -227,6 +227,22 @@ impl TestRepo {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// Holds the writer lock: a backup of vault `v` reading an image from a stdin pipe
+    /// that stays open until the caller writes and closes it (or kills the child).
+    /// Returns once the lock object exists.
+    pub fn hold_lock(&self) -> std::process::Child {
+        let holder = self
+            .cmd()
+            .args(["backup", "v", "--image", "-", "--name", "held"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("the holder's lock", || !self.objects("locks").is_empty());
+        holder
+    }
+
     /// The JSON list of points of vault `v`.
     pub fn points(&self) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["points", "v", "--json"])).expect("points json")

@@ -503,8 +503,14 @@ fn restore_is_not_led_out_by_symlinks_swapped_in_while_it_runs() {
             attacker.join().unwrap()
         });
         assert!(swapped > 0, "round {round}: the race was never run");
-        let planted: Vec<_> = fs::read_dir(&victim).unwrap().map(|e| e.unwrap().path()).collect();
-        assert!(planted.is_empty(), "round {round}: restore wrote {planted:?}");
+        let planted: Vec<_> = fs::read_dir(&victim)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(
+            planted.is_empty(),
+            "round {round}: restore wrote {planted:?}"
+        );
     }
 }
 

@@ -367,3 +367,43 @@ fn versions_diff_and_find_match_a_model_of_the_source() {
     let d = json(&t.ok(&["find", "v", "--deleted", "b.txt", "--json"]));
     assert_eq!(d.as_array().unwrap().len(), 1, "{d}");
 }
+
+/// Every file of the mount answers `user.vaultfs.content` when asked by name: equal for
+/// equal content in any point, different otherwise; it is not listed, so copies made by
+/// `cp -a` and `getfattr -d` do not carry it.
+#[test]
+fn the_mount_names_each_files_content() {
+    let f = fixture();
+    let m = f.t.mount(&[], &[]);
+    let content = |point: usize, path: &str| {
+        let p = m.dir.join("v").join(&f.points[point]).join(path);
+        let o = std::process::Command::new("getfattr")
+            .args(["--only-values", "-n", "user.vaultfs.content"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{}: {}",
+            p.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    // doc.txt: A at 0 and 12, B at 3 and 18, C at 7.
+    assert_eq!(content(0, "tree/doc.txt"), content(12, "tree/doc.txt"));
+    assert_eq!(content(3, "tree/doc.txt"), content(18, "tree/doc.txt"));
+    assert_ne!(content(0, "tree/doc.txt"), content(3, "tree/doc.txt"));
+    assert_ne!(content(3, "tree/doc.txt"), content(7, "tree/doc.txt"));
+    // The same id as `versions` gives, and equal for two names of one hard link.
+    let v = json(&f.t.ok(&["versions", "v", "tree/doc.txt", "--json"]));
+    assert_eq!(v["versions"][0]["content"], content(0, "tree/doc.txt"));
+    assert_eq!(content(0, "tree/h1"), content(0, "tree/h2"));
+    // Not listed, not copied.
+    let file = m.dir.join("v").join(&f.points[0]).join("tree/doc.txt");
+    let listed = sh(&format!("getfattr -d -m - '{}' 2>&1", file.display()));
+    assert!(!listed.contains("vaultfs"), "{listed}");
+    let copy = f.t.path("copy");
+    sh(&format!("cp -a '{}' '{}'", file.display(), copy.display()));
+    assert!(xattr::get(&copy, "user.vaultfs.content").unwrap().is_none());
+}

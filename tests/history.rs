@@ -407,3 +407,145 @@ fn the_mount_names_each_files_content() {
     sh(&format!("cp -a '{}' '{}'", file.display(), copy.display()));
     assert!(xattr::get(&copy, "user.vaultfs.content").unwrap().is_none());
 }
+
+/// The views of `.vaultfs/`: `versions/` (walked like the tree, a file's versions
+/// readable with their bytes and mtime), `changes/` (what each point added or modified,
+/// in place, and `removed.json`), `deleted/` (the last version of what the latest point
+/// no longer holds), read with real tools.
+#[test]
+fn the_views_across_time_match_the_model() {
+    let f = fixture();
+    let m = f.t.mount(&[], &[]);
+    let views = m.dir.join(".vaultfs");
+    let ls = |p: &Path| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    // versions/: doc.txt has three versions, named by their first point.
+    let doc = views.join("versions/v/tree/doc.txt");
+    let want: Vec<String> = [0, 3, 7]
+        .iter()
+        .map(|&i| format!("doc.{}.txt", f.points[i]))
+        .collect();
+    let mut sorted = want.clone();
+    sorted.sort();
+    assert_eq!(ls(&doc), sorted);
+    for (i, name) in [0usize, 3, 7].iter().zip(&want) {
+        let e = &f.snaps[*i]["tree/doc.txt"];
+        let p = doc.join(name);
+        assert_eq!(fs::read(&p).unwrap(), e.content, "{name}");
+        let md = fs::metadata(&p).unwrap();
+        assert_eq!(md.mtime() * 1_000_000_000 + md.mtime_nsec(), e.mtime_ns);
+        assert_eq!(md.mode() & 0o7777, e.mode);
+    }
+    // The tree's names of every point, deleted ones too; a path that was a file and a
+    // directory holds both its file versions and its entries.
+    let top = ls(&views.join("versions/v/tree"));
+    for n in ["doc.txt", "old", "flip", "link", "names"] {
+        assert!(top.contains(&n.to_string()), "{n}: {top:?}");
+    }
+    let flip = ls(&views.join("versions/v/tree/flip"));
+    assert!(flip.contains(&"child.txt".to_string()), "{flip:?}");
+    assert_eq!(
+        flip.iter().filter(|n| n.starts_with("flip.")).count(),
+        2,
+        "{flip:?}"
+    );
+    assert_eq!(
+        fs::read(
+            views
+                .join("versions/v/tree/old/deep/b.txt")
+                .join(format!("b.{}.txt", f.points[0]))
+        )
+        .unwrap(),
+        b"old b"
+    );
+    // A symlink's versions are symlinks with its targets.
+    let links = ls(&views.join("versions/v/tree/link"));
+    assert_eq!(links.len(), 2);
+    let targets: BTreeSet<String> = links
+        .iter()
+        .map(|l| {
+            fs::read_link(views.join("versions/v/tree/link").join(l))
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(
+        targets,
+        BTreeSet::from(["target-one".into(), "target-two".into()])
+    );
+
+    // changes/: the added and modified files (not directories) of each point, in place.
+    let changes = views.join("changes/v");
+    assert_eq!(ls(&changes), f.points[1..].to_vec());
+    for i in 1..STEPS {
+        let want: BTreeSet<String> = model_diff(&f.snaps[i - 1], &f.snaps[i])
+            .into_iter()
+            .filter(|(c, p)| matches!(c, '+' | 'M') && f.snaps[i][p].kind != "dir")
+            .map(|(_, p)| p)
+            .collect();
+        let dir = changes.join(&f.points[i]);
+        let found = sh(&format!(
+            "cd '{}' && find . ! -type d ! -name removed.json -printf '%P\\0'",
+            dir.display()
+        ));
+        let got: BTreeSet<String> = found.split('\0').map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect();
+        // find prints names raw; the model's are lossy: compare the UTF-8 ones.
+        let utf8 = |s: &BTreeSet<String>| {
+            s.iter()
+                .filter(|p| !p.contains('\u{fffd}') && !p.contains('\n'))
+                .cloned()
+                .collect::<BTreeSet<_>>()
+        };
+        assert_eq!(utf8(&got), utf8(&want), "changes of {}", f.points[i]);
+        let removed: Value = json(&fs::read_to_string(dir.join("removed.json")).unwrap());
+        let want_removed: BTreeSet<String> = model_diff(&f.snaps[i - 1], &f.snaps[i])
+            .into_iter()
+            .filter(|(c, _)| *c == '-')
+            .map(|(_, p)| p)
+            .collect();
+        let got_removed: BTreeSet<String> = removed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["path"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(got_removed, want_removed, "removed in {}", f.points[i]);
+    }
+    // Read with real tools: the modified doc.txt of point 3 is version B.
+    let b = changes.join(&f.points[3]).join("tree/doc.txt");
+    let copy = f.t.path("b-copy");
+    sh(&format!(
+        "cp -a '{}' '{}' && diff '{}' '{}'",
+        b.display(),
+        copy.display(),
+        b.display(),
+        copy.display()
+    ));
+    assert_eq!(fs::read(&copy).unwrap(), b"version B\n");
+
+    // deleted/: old/ whole, as point 10 had it.
+    let deleted = views.join("deleted/v");
+    assert_eq!(fs::read(deleted.join("tree/old/a.txt")).unwrap(), b"old a");
+    assert_eq!(
+        fs::read(deleted.join("tree/old/deep/b.txt")).unwrap(),
+        b"old b"
+    );
+    let sums = sh(&format!(
+        "cd '{}' && sha256sum tree/old/a.txt",
+        deleted.display()
+    ));
+    assert!(sums.contains("tree/old/a.txt"), "{sums}");
+    assert!(
+        !deleted.join("tree/doc.txt").exists(),
+        "doc.txt is in the latest point"
+    );
+}

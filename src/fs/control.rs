@@ -1,6 +1,8 @@
 //! The control files of `.vaultfs/`: the generated directories (`vaults/`, `points/`,
-//! `points/<vault>/`, `incoming/`, `tasks/`) and files (`vaults/<vault>.json`,
-//! `points/<vault>/<point>.json`, `tasks/<id>.json`, `stats.json`).
+//! `points/<vault>/`, `incoming/`, `tasks/`, and the views across time `versions/`,
+//! `changes/`, `deleted/` of `views.rs`) and files (`vaults/<vault>.json`,
+//! `points/<vault>/<point>.json`, `tasks/<id>.json`, `stats.json`,
+//! `changes/<vault>/<point>/removed.json`).
 //!
 //! Invariants:
 //! - Listings answer from the namespace's cached vault and point lists, like the rest of
@@ -57,7 +59,10 @@ fn render(v: &Value) -> Vec<u8> {
 /// Whether a generated file is rendered from the repository's objects (and so reused, see
 /// the module documentation), rather than from memory (tasks, stats: rendered each time).
 fn from_repository(c: &Control) -> bool {
-    matches!(c, Control::VaultJson(_) | Control::PointJson(..))
+    matches!(
+        c,
+        Control::VaultJson(_) | Control::PointJson(..) | Control::RemovedJson(..)
+    )
 }
 
 /// How long one rendering of a generated file answers `getattr` and `open`.
@@ -76,6 +81,8 @@ pub struct ControlFiles {
     pub bytes_served: AtomicU64,
     /// The store's call counts, when the store was wrapped to count them.
     backend_counts: Mutex<Option<Arc<CallCounts>>>,
+    /// The views across time.
+    pub views: super::views::Views,
 }
 
 /// What a generated file is rendered from.
@@ -122,6 +129,9 @@ impl ControlFiles {
                 entry(b"incoming".to_vec(), Control::Incoming),
                 entry(b"tasks".to_vec(), Control::Tasks),
                 entry(b"stats.json".to_vec(), Control::Stats),
+                entry(b"versions".to_vec(), Control::Versions),
+                entry(b"changes".to_vec(), Control::Changes),
+                entry(b"deleted".to_vec(), Control::Deleted),
             ],
             Control::Incoming => vaults()?
                 .into_iter()
@@ -156,8 +166,16 @@ impl ControlFiles {
                     )
                 })
                 .collect(),
+            Control::Versions
+            | Control::VersionsOf(..)
+            | Control::Changes
+            | Control::ChangesOf(_)
+            | Control::ChangesIn(..)
+            | Control::Deleted
+            | Control::DeletedIn(..) => self.views.children(ns.repo(), ns, ino, c, vaults()?)?,
             Control::VaultJson(_)
             | Control::PointJson(..)
+            | Control::RemovedJson(..)
             | Control::IncomingFile(_)
             | Control::TaskJson(_)
             | Control::Stats => return Err(FsError::NotDir),
@@ -199,6 +217,7 @@ impl ControlFiles {
             Control::PointJson(v, p) => point_file(src.repo, v, p)?,
             Control::TaskJson(id) => render(&src.tasks.get(id).ok_or(FsError::NotFound)?.json()),
             Control::Stats => render(&self.stats_json(src)),
+            Control::RemovedJson(v, p) => self.views.removed_json(src.repo, v, p)?,
             _ => return Err(FsError::IsDir),
         })
     }

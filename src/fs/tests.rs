@@ -380,7 +380,10 @@ fn control_files() {
             "points",
             "incoming",
             "tasks",
-            "stats.json"
+            "stats.json",
+            "versions",
+            "changes",
+            "deleted"
         ]
     );
     let vj = walk(&f.fs, ".vaultfs/vaults/v.json").unwrap();

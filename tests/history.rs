@@ -495,7 +495,9 @@ fn the_views_across_time_match_the_model() {
             "cd '{}' && find . ! -type d ! -name removed.json -printf '%P\\0'",
             dir.display()
         ));
-        let got: BTreeSet<String> = found.split('\0').map(str::to_string)
+        let got: BTreeSet<String> = found
+            .split('\0')
+            .map(str::to_string)
             .filter(|l| !l.is_empty())
             .collect();
         // find prints names raw; the model's are lossy: compare the UTF-8 ones.

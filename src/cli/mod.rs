@@ -214,6 +214,20 @@ pub enum Command {
     /// the same content in consecutive points is one line. `--deleted`: paths the latest
     /// point no longer holds.
     Find(history::FindArgs),
+    /// Write a path of a point to stdout: a file as its bytes, a directory as a tar
+    /// archive (pax: long names, ns times, owners, xattrs, hard links, sparse files)
+    /// whose members start with the path's last component, as `tar -C parent name`.
+    Dump {
+        /// The vault that holds the point.
+        vault: String,
+        /// A point name, or `latest`.
+        point: String,
+        /// A path starting with the backup's name, e.g. etc or etc/passwd.
+        path: OsString,
+        /// Archive format (a file is written as an archive too when this is given).
+        #[arg(long, value_enum)]
+        format: Option<DumpFormat>,
+    },
     /// Restore every backup of a point (or one path) under TARGET.
     ///
     /// Each backup becomes TARGET/<backup name>, with modes, times, xattrs, hard links,
@@ -305,6 +319,12 @@ pub enum Command {
               value_parser = clap::value_parser!(u16).range(1..=256))]
         fetchers: u16,
     },
+}
+
+/// Archive formats of `dump`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DumpFormat {
+    Tar,
 }
 
 #[derive(Subcommand, Debug)]
@@ -523,6 +543,37 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Point(cmd) => points::point_cmd(&open_repo(g)?, cmd),
         Command::Resource(cmd) => resources::run(&open_repo(g)?, cmd),
         Command::Forget(args) => points::forget(&open_repo(g)?, &args),
+        Command::Dump {
+            vault,
+            point,
+            path,
+            format,
+        } => {
+            let repo = open_repo(g)?;
+            let point = repo.resolve_point(&vault, &point)?;
+            let m = repo.load_manifest(&vault, &point)?;
+            let node = repo.find_node(&m, path.as_bytes())?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            if node.kind == crate::repo::format::NodeKind::File && format.is_none() {
+                crate::repo::dump::file(&repo, &node, &mut out)?;
+            } else {
+                use std::io::IsTerminal;
+                if std::io::stdout().is_terminal() {
+                    anyhow::bail!(
+                        "refusing to write an archive to a terminal: redirect stdout (> out.tar)"
+                    );
+                }
+                let name = crate::repo::history::split_path(path.as_bytes())
+                    .last()
+                    .map(|s| s.to_vec())
+                    .unwrap_or_default();
+                crate::repo::dump::tar(&repo, &node, &name, &mut out)?;
+            }
+            use std::io::Write;
+            out.flush().context("writing to standard output")?;
+            Ok(0)
+        }
         Command::Versions(args) => history::versions(&*open_repo(g)?, &args),
         Command::Diff(args) => history::diff(&*open_repo(g)?, &args),
         Command::Find(args) => history::find(&*open_repo(g)?, &args),

@@ -27,6 +27,7 @@
 pub mod backup;
 pub mod check;
 pub mod crypto;
+pub mod dump;
 pub mod format;
 pub mod history;
 pub mod ingest;

@@ -467,10 +467,15 @@ pub fn process_tag(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: fields after its last
     // ')' are state (3), ppid (4), ... starttime (22).
-    let start = stat
+    let fields: Vec<&str> = stat
         .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+        .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
+    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+        // A zombie has exited: it only waits for its parent.
+        return None;
+    }
+    let start = fields.get(19).copied().unwrap_or_default();
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     Some(format!("{} {start}", boot.trim()))
 }

@@ -44,7 +44,9 @@ pub struct FsOptions {
     pub readahead_bytes: u64,
     /// Whether `rmdir` of a recovery point deletes it (EPERM otherwise).
     pub allow_delete: bool,
-    /// How long finished tasks stay in `.vaultfs/tasks/`.
+    /// How long the daemon keeps its own finished tasks in memory (the repository keeps
+    /// their records for its retention, see `repo::tasks`; in a repository of an older
+    /// format, which records no tasks, this is how long they stay in `.vaultfs/tasks/`).
     pub task_keep: Duration,
     /// Lists once read are refreshed only by [`VaultFs::refresh_lists`] (the mount runs
     /// it on a thread of its own), never inside a lookup.

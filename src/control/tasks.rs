@@ -375,6 +375,11 @@ pub struct TaskSpec<'a> {
 /// the return value), and finishes it: succeeded (with the point `point_of` finds in the
 /// result), cancelled (the job failed and the flag is set), or failed with the error as
 /// its reason.
+///
+/// A backup polls the flag itself (`BackupOptions::cancel = task.cancel.clone()`). A job
+/// that does not (prune, forget, check, restore) stops when cancelled if its repository
+/// was opened over `repo::cancel::CancellingStore::wrap(store, spec.cancel.clone())`:
+/// its next store call then fails (the CLI does this, see `cli::tasks::as_task`).
 pub fn run<T, E: std::fmt::Display>(
     repo: &Arc<Repository>,
     spec: TaskSpec<'_>,

@@ -396,3 +396,60 @@ fn a_damaged_task_record_is_reported_and_the_others_listed() {
     t.backup_one_file(b"y");
     t.ok(&["check"]);
 }
+
+#[test]
+fn a_task_record_that_cannot_be_written_warns_once_and_the_job_goes_on() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"data").unwrap();
+    let out = t
+        .cmd()
+        .env("VAULTFS_FAULTS", "put:tasks/:error")
+        .env("VAULTFS_TASK_INTERVAL_MS", INTERVAL_MS)
+        .arg("backup")
+        .arg("v")
+        .arg(&src)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        err.matches("could not write the record of task").count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(t.point_ids().len(), 1);
+    assert!(tasks_json(&t, &[]).is_empty());
+}
+
+#[test]
+fn a_repository_of_an_older_format_records_no_tasks() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v1");
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("repo");
+    sh(&format!(
+        "cp -a '{}' '{}'",
+        fixture.display(),
+        copy.display()
+    ));
+    let run = |args: &[&str]| {
+        let out = Command::new(bin())
+            .env("VAULTFS_REPO", &copy)
+            .env("VAULTFS_PASSWORD", "fixture-password")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let target = tmp.path().join("restored");
+    run(&["check"]);
+    run(&["restore", "fixture", "latest", target.to_str().unwrap()]);
+    assert!(!copy.join("tasks").exists());
+    assert_eq!(run(&["tasks", "--json"]).trim(), "[]");
+}

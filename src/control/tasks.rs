@@ -12,8 +12,9 @@
 //! [`run`] wraps any job: it creates the task, runs the job with it (progress, cancel
 //! flag), and finishes the task as succeeded, failed or cancelled. [`TaskRegistry`] is the
 //! mount's view: its own live tasks (fresh progress) over the records of every host,
-//! re-listed in the background at most once per refresh interval and only while someone
-//! looks; a finished record is never rewritten, so it is read once.
+//! listed when someone first looks, then re-listed in the background at most once per
+//! refresh interval and only while someone looks; a finished record is never
+//! rewritten, so it is read once.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -474,13 +475,11 @@ impl TaskRegistry {
     /// A registry whose tasks are persisted in `repo`, and which shows the repository's
     /// tasks of every host, re-listed at most every `refresh`.
     pub fn with_repo(repo: Arc<Repository>, keep: Duration, refresh: Duration) -> Self {
-        let r = TaskRegistry {
+        TaskRegistry {
             repo: Some(repo),
             refresh: refresh.max(Duration::from_millis(200)),
             ..TaskRegistry::new(keep)
-        };
-        r.refresh_soon();
-        r
+        }
     }
 
     /// How long finished tasks are kept.
@@ -561,20 +560,33 @@ impl TaskRegistry {
     }
 
     /// Re-lists the repository's tasks on a thread of its own, unless one runs or the
-    /// last listing is younger than the refresh interval. Records that say they are
-    /// final are read once; the others again at each listing.
+    /// last listing is younger than the refresh interval; the first listing (nothing is
+    /// read before someone looks) is made by the caller, as the namespace's first vault
+    /// list is. Records that say they are final are read once; the others again at each
+    /// listing.
     fn refresh_soon(&self) {
         let Some(repo) = self.repo.clone() else {
             return;
         };
-        {
+        let first = {
             let mut v = lock(&self.view);
             if v.refreshing || v.refreshed.is_some_and(|t| t.elapsed() < self.refresh) {
                 return;
             }
             v.refreshing = true;
-        }
+            v.refreshed.is_none()
+        };
         let view = self.view.clone();
+        if first {
+            let fresh = relist(&repo, &view);
+            let mut v = lock(&view);
+            if let Some(records) = fresh {
+                v.records = records;
+            }
+            v.refreshed = Some(Instant::now());
+            v.refreshing = false;
+            return;
+        }
         let spawned = std::thread::Builder::new()
             .name("task-list".into())
             .spawn(move || {

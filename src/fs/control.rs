@@ -18,8 +18,9 @@
 //!   `.vaultfs/vaults/` from loading every manifest of every vault. Files rendered from
 //!   memory (tasks, `stats.json`) are rendered at each `getattr` and `open`.
 //!
-//! `tasks/` lists the repository's tasks of every host (re-listed in the background at
-//! most once per refresh interval, while someone looks) and this daemon's own with their
+//! `tasks/` lists the repository's tasks of every host (read from the store at its
+//! first listing, as the vault list is, then re-listed in the background at most once
+//! per refresh interval, while someone looks) and this daemon's own with their
 //! current progress. `rm tasks/<id>.json` of a running task cancels it (this daemon's
 //! directly, another's through a `cancels/<id>` request it sees at its next heartbeat);
 //! the file stays and shows `cancelled` once the task stopped. Removing the file of a

@@ -371,6 +371,22 @@ fn every_long_job_leaves_a_task_of_its_kind_and_the_filters_select_them() {
             .contains("does not exist"),
         "{failed:?}"
     );
+    // An image file's size is the task's total.
+    let img = t.path("disk.img");
+    fs::write(&img, random_bytes(3, 300_000)).unwrap();
+    t.ok(&[
+        "backup".as_ref(),
+        "v".as_ref(),
+        "--image".as_ref(),
+        img.as_os_str(),
+    ]);
+    let last = tasks_json(&t, &["--kind", "backup"]).pop().unwrap();
+    assert_eq!(last["progress"]["total_bytes"], 300_000, "{last}");
+    assert_eq!(last["progress"]["bytes"], 300_000, "{last}");
+    assert!(
+        last["name"].as_str().unwrap().contains("disk.img"),
+        "{last}"
+    );
 }
 
 #[test]

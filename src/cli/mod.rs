@@ -521,6 +521,15 @@ pub fn run(cli: Cli) -> Result<i32> {
                         lock_wait,
                         ..Default::default()
                     };
+                    if let Some(len) = image
+                        .as_deref()
+                        .filter(|p| p.as_os_str() != "-")
+                        .and_then(|p| std::fs::metadata(p).ok())
+                        .map(|m| m.len())
+                    {
+                        // An image file's size is known: the task shows a percentage.
+                        task.set_totals(Some(len), Some(1));
+                    }
                     let source = match (image, tar) {
                         (Some(path), _) => Source::Image { path, name },
                         (None, Some(path)) => tar_source(&path, name)?,

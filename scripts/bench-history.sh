@@ -91,7 +91,7 @@ mapfile -t RP < <(restic -q -r "$RREPO" snapshots --json | python3 -c 'import js
 }
 mid=$((POINTS / 2))
 # A name that exists in the tree once (a file of the sample).
-name=$(cd "$TREE" && find . -type f -name '*.py' | sort | head -1 | xargs -r basename)
+name=$(cd "$TREE" && find . -type f -name '*.py' -printf '%f\n' | sort | awk 'NR == 1')
 [ -n "$name" ] || name=history-probe.txt
 
 # median SECONDS of RUNS cold runs of a command; its output goes to $D/last.out

@@ -224,7 +224,8 @@ pub enum Command {
         point: String,
         /// A path starting with the backup's name, e.g. etc or etc/passwd.
         path: OsString,
-        /// Archive format (a file is written as an archive too when this is given).
+        /// Archive format (default tar; a file is written as an archive too when this is
+        /// given). A zip holds directories, files and symlinks, mtimes to two seconds.
         #[arg(long, value_enum)]
         format: Option<DumpFormat>,
     },
@@ -325,6 +326,7 @@ pub enum Command {
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DumpFormat {
     Tar,
+    Zip,
 }
 
 #[derive(Subcommand, Debug)]
@@ -568,7 +570,10 @@ pub fn run(cli: Cli) -> Result<i32> {
                     .last()
                     .map(|s| s.to_vec())
                     .unwrap_or_default();
-                crate::repo::dump::tar(&repo, &node, &name, &mut out)?;
+                match format.unwrap_or(DumpFormat::Tar) {
+                    DumpFormat::Tar => crate::repo::dump::tar(&repo, &node, &name, &mut out)?,
+                    DumpFormat::Zip => crate::repo::dump::zip(&repo, &node, &name, &mut out)?,
+                };
             }
             use std::io::Write;
             out.flush().context("writing to standard output")?;

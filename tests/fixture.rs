@@ -153,3 +153,61 @@ fn format_v1_fixture_upgrades_to_format_2() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+/// A command on a copy of the format-2 fixture (`tests/fixtures/repo-v2`, written by the
+/// last build of format 2: a vault with retention and a label, a protected, tagged point,
+/// a resource record).
+fn v2_copy() -> (tempfile::TempDir, impl Fn(&[&str]) -> std::process::Output) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v2");
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("repo");
+    common::sh(&format!("cp -a '{}' '{}'", repo.display(), copy.display()));
+    let run = move |args: &[&str]| {
+        Command::new(common::bin())
+            .env("VAULTFS_REPO", &copy)
+            .env("VAULTFS_PASSWORD", "fixture-password")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    (tmp, run)
+}
+
+#[test]
+fn format_v2_fixture_still_reads() {
+    let (_tmp, run) = v2_copy();
+    let out = run(&["points", "fixture", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let points: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(points[0]["id"], "2026-12-02T033106Z");
+    assert_eq!(points[0]["tags"][0], "v2");
+    assert_eq!(points[0]["protected"], true);
+    assert_eq!(points[0]["description"], "first point");
+    let hello = run(&["cat", "fixture", "latest", "docs/hello.txt"]);
+    assert_eq!(hello.stdout, b"hello from format version 2\n");
+    let random = run(&["cat", "fixture", "latest", "docs/random.bin"]);
+    assert_eq!(
+        sha256(&random.stdout),
+        "8157323b7342cb1848a0276577fc5729fc569e06cb1c739317ae45008dd9a69a"
+    );
+    let ls = String::from_utf8_lossy(&run(&["ls", "-l", "fixture", "latest", "docs"]).stdout)
+        .into_owned();
+    assert!(ls.contains("docs/link -> hello.txt"), "{ls}");
+    let vault: serde_json::Value =
+        serde_json::from_slice(&run(&["vault", "show", "fixture", "--json"]).stdout).unwrap();
+    assert_eq!(vault["description"], "written by format 2");
+    assert_eq!(vault["retention"]["keep_last"], 5, "{vault}");
+    let resources = String::from_utf8_lossy(&run(&["resource", "list", "fixture"]).stdout)
+        .into_owned();
+    assert!(resources.contains("/nonexistent-fixture-path"), "{resources}");
+    let check = run(&["check", "--read-data"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}

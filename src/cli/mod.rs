@@ -768,7 +768,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             let scheduler = if no_schedule {
                 None
             } else {
-                Some(policy::start_mount_scheduler(repo.clone())?)
+                // A repository of its own: its store traffic is not the mount's
+                // (`.vaultfs/stats.json`).
+                let own = Repository::open(open_store(g)?, &pw)?;
+                Some(policy::start_mount_scheduler(own)?)
             };
             let mounted = crate::fs::mount(repo, &mountpoint, &opts, signals);
             if let Some(stop) = scheduler {

@@ -348,7 +348,14 @@ impl Scheduler {
                 None => v.policy_applied_ns.unwrap_or(now),
             };
             if let Some(slot) = schedule.latest_at_or_before(now).filter(|&s| s > since) {
-                self.start_backup(&vault, &pname, slot, since);
+                // Due times between the last run and this one: missed (no scheduler ran,
+                // or the last run was still going), covered by this one run.
+                let missed = schedule
+                    .next_n(since, 1000)
+                    .into_iter()
+                    .take_while(|&t| t < slot)
+                    .count();
+                self.start_backup(&vault, &pname, slot, missed);
             }
             let upcoming = schedule.next_after(now);
             if let Some(t) = upcoming {
@@ -418,14 +425,13 @@ impl Scheduler {
         }
     }
 
-    fn start_backup(&self, vault: &str, policy: &str, slot: i64, since: i64) {
+    fn start_backup(&self, vault: &str, policy: &str, slot: i64, missed: usize) {
         let (repo, jobs, say) = (self.repo.clone(), self.jobs.clone(), self.say.clone());
         let (vault, policy, host) = (vault.to_string(), policy.to_string(), self.host.clone());
         let key = format!("backup {vault}");
-        let missed = if since > 0 && self.clock.now_ns() - slot > 60_000_000_000 {
-            " (missed while no scheduler ran; once)"
-        } else {
-            ""
+        let missed = match missed {
+            0 => String::new(),
+            n => format!(" ({n} earlier due time(s) missed: one run for all)"),
         };
         let line = format!(
             "vault {vault}: scheduled backup for {} (policy {policy}){missed}",
@@ -472,8 +478,9 @@ impl Scheduler {
                 last_run_end_ns: clock.now_ns(),
                 last_error: error,
             };
-            if let Err(e) = repo.write_schedule_state(&backup_state_key(&vault, &host), &state) {
-                say(&format!("vault {vault}: cannot record the run: {e}"));
+            match repo.write_schedule_state(&backup_state_key(&vault, &host), &state) {
+                Ok(()) => say(&format!("vault {vault}: run done")),
+                Err(e) => say(&format!("vault {vault}: cannot record the run: {e}")),
             }
         });
     }
@@ -529,9 +536,10 @@ impl Scheduler {
             if held.is_none() {
                 match HostLock::try_take(&path) {
                     Ok(Some(l)) => {
-                        if said_idle {
-                            (self.say)("the other scheduler is gone: this one acts now");
-                        }
+                        (self.say)(&format!(
+                            "acting as the scheduler of the repository at {} on this host",
+                            self.repo.location()
+                        ));
                         held = Some(l);
                     }
                     Ok(None) => {

@@ -1,10 +1,14 @@
 //! The control files of `.vaultfs/`: the generated directories (`vaults/`, `points/`,
-//! `points/<vault>/`, `incoming/`, `tasks/`) and files (`vaults/<vault>.json`,
-//! `points/<vault>/<point>.json`, `tasks/<id>.json`, `stats.json`).
+//! `points/<vault>/`, `incoming/`, `tasks/`, `policies/`) and files (`vaults/<vault>.json`,
+//! `points/<vault>/<point>.json`, `tasks/<id>.json`, `policies/<name>.json`,
+//! `stats.json`).
 //!
 //! Invariants:
 //! - Listings answer from the namespace's cached vault and point lists, like the rest of
 //!   the tree: no store call per lookup, so a stalled store stalls no `ls .vaultfs/...`.
+//!   The one exception is `policies/`: its names are listed from the store at most once
+//!   per [`RENDER_REUSE`] (policies are few and change rarely, and the mount keeps no
+//!   other list of them).
 //! - Generated content is never cached by the kernel (zero TTL, direct I/O), and a file's
 //!   content is fixed for one open (rendered at open, see `handles.rs`).
 //! - A file rendered from the repository's objects (a vault's or a point's JSON) is
@@ -57,7 +61,21 @@ fn render(v: &Value) -> Vec<u8> {
 /// Whether a generated file is rendered from the repository's objects (and so reused, see
 /// the module documentation), rather than from memory (tasks, stats: rendered each time).
 fn from_repository(c: &Control) -> bool {
-    matches!(c, Control::VaultJson(_) | Control::PointJson(..))
+    matches!(
+        c,
+        Control::VaultJson(_) | Control::PointJson(..) | Control::PolicyJson(_)
+    )
+}
+
+/// How many due times `policies/<name>.json` shows.
+const SHOWN_RUNS: usize = 5;
+
+/// `policies/<name>.json`: the policy, its vaults and next due times.
+pub fn policy_file(repo: &Repository, name: &str) -> Result<Vec<u8>> {
+    let p = repo.load_policy(name)?;
+    Ok(render(&crate::control::json::policy_json(
+        repo, &p, SHOWN_RUNS,
+    )?))
 }
 
 /// How long one rendering of a generated file answers `getattr` and `open`.
@@ -76,6 +94,8 @@ pub struct ControlFiles {
     pub bytes_served: AtomicU64,
     /// The store's call counts, when the store was wrapped to count them.
     backend_counts: Mutex<Option<Arc<CallCounts>>>,
+    /// The policy names last listed, and when.
+    policies: Mutex<Option<(Instant, Vec<String>)>>,
 }
 
 /// What a generated file is rendered from.
@@ -103,6 +123,7 @@ impl ControlFiles {
     /// into one vault (they belong to `incoming.rs`).
     pub fn children(
         &self,
+        repo: &Repository,
         ns: &Namespace,
         tasks: &TaskRegistry,
         ino: u64,
@@ -121,8 +142,14 @@ impl ControlFiles {
                 entry(b"points".to_vec(), Control::Points),
                 entry(b"incoming".to_vec(), Control::Incoming),
                 entry(b"tasks".to_vec(), Control::Tasks),
+                entry(b"policies".to_vec(), Control::Policies),
                 entry(b"stats.json".to_vec(), Control::Stats),
             ],
+            Control::Policies => self
+                .policy_names(repo)?
+                .into_iter()
+                .map(|p| entry(format!("{p}.json").into_bytes(), Control::PolicyJson(p)))
+                .collect(),
             Control::Incoming => vaults()?
                 .into_iter()
                 .map(|v| entry(v.clone().into_bytes(), Control::IncomingVault(v)))
@@ -160,8 +187,21 @@ impl ControlFiles {
             | Control::PointJson(..)
             | Control::IncomingFile(_)
             | Control::TaskJson(_)
+            | Control::PolicyJson(_)
             | Control::Stats => return Err(FsError::NotDir),
         })
+    }
+
+    /// The policy names, listed again once the last listing is [`RENDER_REUSE`] old.
+    fn policy_names(&self, repo: &Repository) -> Result<Vec<String>> {
+        if let Some((at, names)) = lock(&self.policies).as_ref()
+            && at.elapsed() < RENDER_REUSE
+        {
+            return Ok(names.clone());
+        }
+        let names = repo.list_policies()?;
+        *lock(&self.policies) = Some((Instant::now(), names.clone()));
+        Ok(names)
     }
 
     /// The content of a generated file: a rendering younger than [`RENDER_REUSE`], or a
@@ -197,6 +237,7 @@ impl ControlFiles {
         Ok(match c {
             Control::VaultJson(v) => vault_file(src.repo, v)?,
             Control::PointJson(v, p) => point_file(src.repo, v, p)?,
+            Control::PolicyJson(name) => policy_file(src.repo, name)?,
             Control::TaskJson(id) => render(&src.tasks.get(id).ok_or(FsError::NotFound)?.json()),
             Control::Stats => render(&self.stats_json(src)),
             _ => return Err(FsError::IsDir),

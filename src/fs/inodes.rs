@@ -205,6 +205,10 @@ pub enum Control {
     TaskJson(String),
     /// `.vaultfs/stats.json`
     Stats,
+    /// `.vaultfs/policies`
+    Policies,
+    /// `.vaultfs/policies/<name>.json`
+    PolicyJson(String),
 }
 
 impl Control {
@@ -218,6 +222,7 @@ impl Control {
                 | Control::Incoming
                 | Control::IncomingVault(_)
                 | Control::Tasks
+                | Control::Policies
         )
     }
 }

@@ -616,6 +616,7 @@ impl Repository {
             Err(e) if !e.is_not_found() => return Err(e.into()),
             _ => {}
         }
+        self.delete_schedule_states(name)?;
         self.store.delete(&format!("vaults/{name}"))?;
         Ok(())
     }

@@ -13,7 +13,7 @@
 
 use super::format::{Policy, Retention, ScheduleState, Vault, now_ns};
 use super::retention::KeepRules;
-use super::schedule::{MAX_RULES, Schedule, Zone};
+use super::schedule::{Schedule, Zone};
 use super::{RepoError, Repository, Result, validate_vault_name};
 use crate::backend::BackendError;
 
@@ -73,12 +73,7 @@ pub fn validate(p: &Policy) -> Result<()> {
             p.name
         ))
     })?;
-    if p.schedules.len() > MAX_RULES {
-        return Err(RepoError::BadInput(format!(
-            "{} schedules given: a policy has at most {MAX_RULES}",
-            p.schedules.len()
-        )));
-    }
+    // At most MAX_RULES rules: the schedule checks it.
     backup_schedule(p)?;
     prune_schedule(p)?;
     if let Some(tz) = &p.retention.timezone {

@@ -882,6 +882,21 @@ fn vault_cmd(g: &Global, cmd: VaultCmd) -> Result<i32> {
                 if let Some(last) = j["latest"].as_str() {
                     println!("latest:      {last}");
                 }
+                let resources: Vec<String> = j["resources"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        format!(
+                            "{} ({})",
+                            printable(r["name"].as_str().unwrap_or("").as_bytes()),
+                            printable(r["host"].as_str().unwrap_or("").as_bytes())
+                        )
+                    })
+                    .collect();
+                if !resources.is_empty() {
+                    println!("resources:   {}", resources.join(", "));
+                }
                 println!("policy:      {}", j["policy"].as_str().unwrap_or("-"));
                 println!("next run:    {}", j["next_run"].as_str().unwrap_or("-"));
             }

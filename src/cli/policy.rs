@@ -56,12 +56,15 @@ pub enum PolicyCmd {
     },
     /// List the policies.
     List {
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Show a policy, the vaults it is applied to and its next due times.
     Show {
+        /// The policy.
         name: String,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -71,6 +74,7 @@ pub enum PolicyCmd {
         .long("retention-timezone")
         .help("Time zone of the retention's buckets (IANA name)")))]
     Update {
+        /// The policy.
         name: String,
         /// The new rules (repeatable; replace the old ones).
         #[arg(long = "schedule", value_name = "RRULE")]
@@ -83,6 +87,7 @@ pub enum PolicyCmd {
         /// Time zone of the rules: an IANA name or an offset (UTC+08:00).
         #[arg(long = "timezone", id = "policy_timezone", value_name = "TZ")]
         timezone: Option<String>,
+        /// When prune runs (one RRULE).
         #[arg(long, value_name = "RRULE")]
         prune_schedule: Option<String>,
         /// Let the policy run again.
@@ -91,25 +96,33 @@ pub enum PolicyCmd {
         /// Stop the policy from running (it stays applied).
         #[arg(long)]
         disable: bool,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Delete a policy (refused while it is applied to a vault).
     Delete {
+        /// The policy.
         name: String,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Apply a policy to a vault (in place of the one it had: a vault has at most one).
     Apply {
+        /// The policy.
         name: String,
+        /// The vault that gets it.
         vault: String,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Remove the policy of a vault.
     Remove {
+        /// The vault whose policy goes.
         vault: String,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },

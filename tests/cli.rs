@@ -447,6 +447,73 @@ fn restore_never_follows_a_symlink_it_finds_in_the_target() {
     }
 }
 
+/// A directory of the target swapped for a symlink while the restore runs (a writer
+/// racing it inside the target) does not carry anything out either: everything below the
+/// target is reached through descriptors of the directories restore made, never by path.
+#[test]
+fn restore_is_not_led_out_by_symlinks_swapped_in_while_it_runs() {
+    use std::os::unix::fs::symlink;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let t = TestRepo::new();
+    let victim = t.path("victim");
+    fs::create_dir_all(&victim).unwrap();
+    let src = t.path("src");
+    for d in 0..40 {
+        let dir = src.join(format!("tree/d{d:02}"));
+        fs::create_dir_all(dir.join("inner")).unwrap();
+        for f in 0..25 {
+            fs::write(dir.join(format!("f{f:02}")), format!("{d} {f}")).unwrap();
+            fs::write(dir.join(format!("inner/g{f:02}")), format!("{d} {f}")).unwrap();
+        }
+    }
+    let tree = src.join("tree");
+    t.ok(&["backup", "v", tree.to_str().unwrap()]);
+    let target = t.path("restored");
+    for round in 0..5 {
+        let _ = fs::remove_dir_all(&target);
+        fs::create_dir_all(&target).unwrap();
+        let mut child = t
+            .cmd()
+            .args(["restore", "v", "latest", target.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let done = AtomicBool::new(false);
+        let swapped = std::thread::scope(|s| {
+            let attacker = s.spawn(|| {
+                let mut swapped = 0;
+                while !done.load(Ordering::Relaxed) {
+                    for d in 0..40 {
+                        for sub in ["", "/inner"] {
+                            let p = target.join(format!("tree/d{d:02}{sub}"));
+                            let moved = target.join(format!("moved-{round}-{d}-{}", sub.len()));
+                            let is_dir = fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
+                            if is_dir && fs::rename(&p, &moved).is_ok() {
+                                let _ = symlink(&victim, &p);
+                                swapped += 1;
+                            }
+                        }
+                    }
+                }
+                swapped
+            });
+            let _ = child.wait().unwrap();
+            done.store(true, Ordering::Relaxed);
+            attacker.join().unwrap()
+        });
+        assert!(swapped > 0, "round {round}: the race was never run");
+        let planted: Vec<_> = fs::read_dir(&victim)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(
+            planted.is_empty(),
+            "round {round}: restore wrote {planted:?}"
+        );
+    }
+}
+
 /// `--password-file` beats VAULTFS_PASSWORD, a named file that cannot be read is an
 /// error, and a new repository never gets an empty password.
 #[test]

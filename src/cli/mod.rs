@@ -1,6 +1,7 @@
 //! The command line: clap definitions, password handling, output and progress.
 //! `anyhow` is used here only, for the last mile to a message.
 
+mod history;
 mod output;
 mod points;
 mod policy;
@@ -216,6 +217,16 @@ pub enum Command {
         /// A path starting with the backup's name, e.g. etc/passwd.
         path: OsString,
     },
+    /// The distinct versions of one path across a vault's points (equal content once):
+    /// first and last point holding each, size, mtime, and the points without it.
+    Versions(history::VersionsArgs),
+    /// What changed between two points: `+` added, `-` removed, `M` content (or kind)
+    /// modified, `m` metadata only; unchanged subtrees are skipped unread.
+    Diff(history::DiffArgs),
+    /// Search the points of a vault (or all vaults) by name, time and size; a path with
+    /// the same content in consecutive points is one line. `--deleted`: paths the latest
+    /// point no longer holds.
+    Find(history::FindArgs),
     /// Restore every backup of a point (or one path) under TARGET.
     ///
     /// Each backup becomes TARGET/<backup name>, with modes, times, xattrs, hard links,
@@ -542,6 +553,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             )
         }
         Command::Forget(args) => points::forget(&open_repo(g)?, &args),
+        Command::Versions(args) => history::versions(&*open_repo(g)?, &args),
+        Command::Diff(args) => history::diff(&*open_repo(g)?, &args),
+        Command::Find(args) => history::find(&*open_repo(g)?, &args),
         Command::Upgrade { json } => points::upgrade(&open_repo(g)?, json),
         Command::Ls {
             vault,

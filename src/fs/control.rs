@@ -1,7 +1,8 @@
 //! The control files of `.vaultfs/`: the generated directories (`vaults/`, `points/`,
-//! `points/<vault>/`, `incoming/`, `tasks/`, `policies/`) and files (`vaults/<vault>.json`,
+//! `points/<vault>/`, `incoming/`, `tasks/`, `policies/`, and the views across time
+//! `versions/`, `changes/`, `deleted/` of `views.rs`) and files (`vaults/<vault>.json`,
 //! `points/<vault>/<point>.json`, `tasks/<id>.json`, `policies/<name>.json`,
-//! `stats.json`).
+//! `stats.json`, `changes/<vault>/<point>/removed.json`).
 //!
 //! Invariants:
 //! - Listings answer from the namespace's cached vault and point lists, like the rest of
@@ -63,7 +64,10 @@ fn render(v: &Value) -> Vec<u8> {
 fn from_repository(c: &Control) -> bool {
     matches!(
         c,
-        Control::VaultJson(_) | Control::PointJson(..) | Control::PolicyJson(_)
+        Control::VaultJson(_)
+            | Control::PointJson(..)
+            | Control::PolicyJson(_)
+            | Control::RemovedJson(..)
     )
 }
 
@@ -96,6 +100,8 @@ pub struct ControlFiles {
     backend_counts: Mutex<Option<Arc<CallCounts>>>,
     /// The policy names last listed, and when.
     policies: Mutex<Option<(Instant, Vec<String>)>>,
+    /// The views across time.
+    pub views: super::views::Views,
 }
 
 /// What a generated file is rendered from.
@@ -123,7 +129,6 @@ impl ControlFiles {
     /// into one vault (they belong to `incoming.rs`).
     pub fn children(
         &self,
-        repo: &Repository,
         ns: &Namespace,
         tasks: &TaskRegistry,
         ino: u64,
@@ -144,9 +149,12 @@ impl ControlFiles {
                 entry(b"tasks".to_vec(), Control::Tasks),
                 entry(b"policies".to_vec(), Control::Policies),
                 entry(b"stats.json".to_vec(), Control::Stats),
+                entry(b"versions".to_vec(), Control::Versions),
+                entry(b"changes".to_vec(), Control::Changes),
+                entry(b"deleted".to_vec(), Control::Deleted),
             ],
             Control::Policies => self
-                .policy_names(repo)?
+                .policy_names(ns.repo())?
                 .into_iter()
                 .map(|p| entry(format!("{p}.json").into_bytes(), Control::PolicyJson(p)))
                 .collect(),
@@ -183,8 +191,16 @@ impl ControlFiles {
                     )
                 })
                 .collect(),
+            Control::Versions
+            | Control::VersionsOf(..)
+            | Control::Changes
+            | Control::ChangesOf(_)
+            | Control::ChangesIn(..)
+            | Control::Deleted
+            | Control::DeletedIn(..) => self.views.children(ns.repo(), ns, ino, c, vaults()?)?,
             Control::VaultJson(_)
             | Control::PointJson(..)
+            | Control::RemovedJson(..)
             | Control::IncomingFile(_)
             | Control::TaskJson(_)
             | Control::PolicyJson(_)
@@ -240,6 +256,7 @@ impl ControlFiles {
             Control::PolicyJson(name) => policy_file(src.repo, name)?,
             Control::TaskJson(id) => render(&src.tasks.get(id).ok_or(FsError::NotFound)?.json()),
             Control::Stats => render(&self.stats_json(src)),
+            Control::RemovedJson(v, p) => self.views.removed_json(src.repo, v, p)?,
             _ => return Err(FsError::IsDir),
         })
     }

@@ -95,20 +95,29 @@ pub fn seek(t: &TreeNode, offset: i64, whence: i32) -> Result<i64> {
     }
 }
 
+/// The attribute that names a node's content: equal for equal content in any point,
+/// computed from the chunk list (no data read). Answered when asked by name, never
+/// listed, so `cp -a` and `rsync -X` do not copy it.
+pub const CONTENT_XATTR: &[u8] = b"user.vaultfs.content";
+
 /// The value of extended attribute `name` (sorted as recorded; a linear search covers
-/// backups whose names were not sorted).
+/// backups whose names were not sorted), or of [`CONTENT_XATTR`].
 pub fn getxattr(t: &TreeNode, name: &[u8], size: u32) -> Result<XattrReply> {
     let x = &t.node.xattrs;
     let value = x
         .binary_search_by(|(n, _)| n.as_slice().cmp(name))
-        .map(|i| &x[i].1)
+        .map(|i| x[i].1.clone())
         .or_else(|_| {
             x.iter()
                 .find(|(n, _)| n == name)
-                .map(|(_, v)| v)
+                .map(|(_, v)| v.clone())
                 .ok_or(FsError::NoXattr)
+        })
+        .or_else(|e| match name == CONTENT_XATTR {
+            true => Ok(crate::repo::history::content_id(&t.node).into_bytes()),
+            false => Err(e),
         })?;
-    sized(value.clone(), size)
+    sized(value, size)
 }
 
 /// The names of the extended attributes, each ended by a NUL.

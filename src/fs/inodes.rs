@@ -209,6 +209,23 @@ pub enum Control {
     Policies,
     /// `.vaultfs/policies/<name>.json`
     PolicyJson(String),
+    /// `.vaultfs/versions`
+    Versions,
+    /// `.vaultfs/versions/<vault>/<path>`: a path's versions and entries (`views.rs`);
+    /// the empty path is the vault's directory.
+    VersionsOf(String, Vec<u8>),
+    /// `.vaultfs/changes`
+    Changes,
+    /// `.vaultfs/changes/<vault>`
+    ChangesOf(String),
+    /// `.vaultfs/changes/<vault>/<point>/<path>`
+    ChangesIn(String, String, Vec<u8>),
+    /// `.vaultfs/changes/<vault>/<point>/removed.json`
+    RemovedJson(String, String),
+    /// `.vaultfs/deleted`
+    Deleted,
+    /// `.vaultfs/deleted/<vault>/<path>`
+    DeletedIn(String, Vec<u8>),
 }
 
 impl Control {
@@ -223,6 +240,13 @@ impl Control {
                 | Control::IncomingVault(_)
                 | Control::Tasks
                 | Control::Policies
+                | Control::Versions
+                | Control::VersionsOf(..)
+                | Control::Changes
+                | Control::ChangesOf(_)
+                | Control::ChangesIn(..)
+                | Control::Deleted
+                | Control::DeletedIn(..)
         )
     }
 }
@@ -236,6 +260,13 @@ pub enum Key {
     Hardlink {
         backup: u64,
         group: u64,
+    },
+    /// An entry of a view across time (`views.rs`): one node shown in a generated
+    /// directory, known by its content.
+    ViewLeaf {
+        dir: u64,
+        name: Vec<u8>,
+        content: String,
     },
     /// A backup's top entry in a point (so that a retried listing keeps its number).
     Backup {

@@ -76,6 +76,7 @@ pub mod namespace;
 pub mod ops;
 pub mod readahead;
 pub mod reply;
+pub mod views;
 
 #[cfg(test)]
 mod tests;

@@ -137,6 +137,11 @@ impl Namespace {
         }
     }
 
+    /// The repository served.
+    pub fn repo(&self) -> &Repository {
+        &self.repo
+    }
+
     pub fn inode(&self, ino: u64) -> Result<Arc<Inode>> {
         self.inodes.get(ino).ok_or(FsError::NotFound)
     }

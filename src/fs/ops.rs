@@ -207,7 +207,7 @@ impl VaultFs {
         match &inode.body {
             Body::Control(c) => self
                 .control
-                .children(&self.repo, &self.ns, &self.tasks, inode.ino, c, |v| {
+                .children(&self.ns, &self.tasks, inode.ino, c, |v| {
                     self.incoming.files(v)
                 })
                 .map(Arc::new),

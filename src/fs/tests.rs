@@ -381,7 +381,10 @@ fn control_files() {
             "incoming",
             "tasks",
             "policies",
-            "stats.json"
+            "stats.json",
+            "versions",
+            "changes",
+            "deleted"
         ]
     );
     let vj = walk(&f.fs, ".vaultfs/vaults/v.json").unwrap();

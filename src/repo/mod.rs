@@ -28,6 +28,7 @@ pub mod backup;
 pub mod check;
 pub mod crypto;
 pub mod format;
+pub mod history;
 pub mod ingest;
 pub mod lock;
 pub mod pack;

@@ -3,32 +3,34 @@
 //! The calling thread walks the trees in pre-order and creates directories, symlinks,
 //! special files and empty regular files (hard links are linked to the first member of
 //! their group at once, so they share the inode before any content arrives). File
-//! contents are written by a pool of workers, each one fetching the file's chunks with
-//! one ranged read each and leaving holes as holes (seek, then `set_len`). A file's own
-//! metadata (owner, mode, xattrs, mtime) is applied after its content; directories get
-//! theirs last, deepest first, so writing into them does not disturb their mtime.
-//! Ownership is restored when running as root.
+//! contents are written by a pool of workers, each one given the file already open and
+//! fetching the file's chunks with one ranged read each, leaving holes as holes (seek,
+//! then `set_len`). A file's own metadata (owner, mode, xattrs, mtime) is applied through
+//! its open descriptor after its content; a directory gets its own once everything in it
+//! was created, so creating entries does not disturb its mtime. Ownership is restored
+//! when running as root.
 //!
-//! Restore never follows a symlink that it finds in the target: it works from the target
-//! down, and every directory it enters below the target is one it created or one that
-//! `lstat` shows is a real directory; a symlink (or a file) where the backup has a
-//! directory is removed and replaced by the directory, so a symlink left by an earlier
-//! restore (`x -> /etc`) cannot carry files or modes out of the target. Files, symlinks
-//! and special files are created anew (`O_EXCL`, after removing what was there), so the
-//! last component is never followed either. (A writer racing the restore inside the
-//! target could still swap a directory for a symlink between the check and the use.)
+//! Restore never follows a symlink that it finds in the target, at any depth, even one
+//! swapped in while it runs. Everything below the target is reached through descriptors
+//! of directories it holds open: each directory is opened relative to its parent with
+//! `O_NOFOLLOW | O_DIRECTORY` (a symlink there fails the open instead of being entered),
+//! and every entry is created, linked, changed or removed relative to its parent's
+//! descriptor (`openat(O_CREAT | O_EXCL | O_NOFOLLOW)`, `mkdirat`, `symlinkat`,
+//! `linkat`, `unlinkat`, `fchownat`/`utimensat` with `AT_SYMLINK_NOFOLLOW`). A symlink
+//! (or a file) where the backup has a directory is removed and replaced by the
+//! directory, so a symlink left by an earlier restore (`x -> /etc`) cannot carry files or
+//! modes out of the target. Paths in this module are for messages only.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::bounded;
-use rustix::fs::{AtFlags, CWD, FileType, Mode, Timestamps};
+use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, Timestamps};
 
 use super::format::*;
 use super::walk::Progress;
@@ -111,18 +113,31 @@ pub fn restore(
     Ok(stats)
 }
 
-/// Restores one node (and everything under it) into the directory `into`.
+/// Restores one node (and everything under it) into the existing directory `into` (the
+/// one path this module resolves the usual way: it is the caller's).
 pub fn restore_node(
     repo: &Arc<Repository>,
     root: &Node,
     into: &Path,
     opts: &RestoreOptions,
 ) -> Result<RestoreStats> {
-    let (tx, rx) = bounded::<(PathBuf, Node)>(1024);
+    raise_open_file_limit();
+    let top = open_dir(CWD, into.as_os_str(), false).map_err(|e| RepoError::io(into, e))?;
+    let top = Arc::new(top);
+    let (tx, rx) = bounded::<(PathBuf, File, Node)>(128);
     let mut first_error: Option<RepoError> = None;
     let mut stats = RestoreStats::default();
     let damaged: Mutex<Vec<(PathBuf, Option<u64>, String)>> = Mutex::new(Vec::new());
-    let mut links = HashMap::new();
+    let mut w = Walk {
+        repo,
+        top: top.clone(),
+        into,
+        opts,
+        files: Some(tx),
+        stats: &mut stats,
+        first_of_group: HashMap::new(),
+        names: HashMap::new(),
+    };
     std::thread::scope(|scope| {
         let mut handles = Vec::new();
         for _ in 0..opts.workers.max(1) {
@@ -130,16 +145,18 @@ pub fn restore_node(
             let damaged = &damaged;
             handles.push(scope.spawn(move || -> Result<()> {
                 let mut first = None;
-                for (path, node) in rx {
-                    let r = write_file(repo, &path, &node)
-                        .and_then(|()| apply_meta(&path, &node, opts.owners));
+                for (rel, mut file, node) in rx {
+                    let path = into.join(&rel);
+                    let r = write_file(repo, &mut file, &path, &node)
+                        .and_then(|()| apply_meta_fd(&file, &path, &node, opts.owners));
+                    drop(file);
                     opts.progress.add(1, node.size);
                     match r {
                         Ok(()) => {}
                         Err(e) if is_damage(&e) => {
                             let group = node.hardlink.map(|(g, _)| g);
                             let mut d = damaged.lock().unwrap_or_else(|p| p.into_inner());
-                            d.push((path, group, e.to_string()));
+                            d.push((rel, group, e.to_string()));
                         }
                         Err(e) => {
                             first.get_or_insert(e);
@@ -150,11 +167,19 @@ pub fn restore_node(
             }));
         }
         drop(rx);
-        let walked = walk(repo, root, into, opts, &tx, &mut stats, &mut links);
-        drop(tx);
+        let walked = w.run(&top, root);
+        // Closing the channel lets the workers finish.
+        w.files = None;
         for h in handles {
-            if let Err(e) = h.join().expect("restore worker panicked") {
-                first_error.get_or_insert(e);
+            match h.join() {
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Ok(Ok(())) => {}
+                Err(_) => {
+                    first_error
+                        .get_or_insert(RepoError::Internal("a restore worker panicked".into()));
+                }
             }
         }
         if let Err(e) = walked {
@@ -164,157 +189,284 @@ pub fn restore_node(
     if let Some(e) = first_error {
         return Err(e);
     }
+    let mut names = std::mem::take(&mut w.names);
+    drop(w);
     // A file whose content could not be produced goes, with every name it has.
-    for (path, group, why) in damaged.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        let names = match group.and_then(|g| links.remove(&g)) {
-            Some(names) => names,
-            None => vec![path],
+    for (rel, group, why) in damaged.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        let rels = match group.and_then(|g| names.remove(&g)) {
+            Some(rels) => rels,
+            None => vec![rel],
         };
-        for p in names {
-            match fs::remove_file(&p) {
+        for rel in rels {
+            let path = into.join(&rel);
+            match remove_beneath(&top, &rel) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(RepoError::io(&p, e));
+                    return Err(RepoError::io(&path, e));
                 }
                 _ => {}
             }
             stats.files -= 1;
-            stats.failed.push((p, why.clone()));
+            stats.failed.push((path, why.clone()));
         }
     }
     stats.failed.sort();
     Ok(stats)
 }
 
-fn walk(
-    repo: &Repository,
-    root: &Node,
-    into: &Path,
-    opts: &RestoreOptions,
-    files: &crossbeam_channel::Sender<(PathBuf, Node)>,
-    stats: &mut RestoreStats,
-    names: &mut HashMap<u64, Vec<PathBuf>>,
-) -> Result<()> {
-    let mut links: HashMap<u64, PathBuf> = HashMap::new();
-    // Directories whose metadata is applied at the end, deepest last in this list.
-    let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
-    let mut stack: Vec<(PathBuf, Node)> = vec![(into.join(safe_name(&root.name)?), root.clone())];
-    while let Some((path, mut node)) = stack.pop() {
-        match node.kind {
-            NodeKind::Dir => stats.dirs += 1,
-            NodeKind::File => {
-                stats.files += 1;
-                stats.bytes += node.size;
+/// A directory being filled: its descriptor, its path below the restore's top, its node
+/// (metadata applied when it is done) and the children not yet created.
+struct Frame {
+    dir: Arc<File>,
+    rel: PathBuf,
+    node: Node,
+    children: std::vec::IntoIter<Node>,
+}
+
+/// The state of the walk thread.
+struct Walk<'a> {
+    repo: &'a Repository,
+    /// The directory restored into.
+    top: Arc<File>,
+    into: &'a Path,
+    opts: &'a RestoreOptions,
+    files: Option<crossbeam_channel::Sender<(PathBuf, File, Node)>>,
+    stats: &'a mut RestoreStats,
+    /// Hard-link group -> the first name restored (relative to the top).
+    first_of_group: HashMap<u64, PathBuf>,
+    /// Hard-link group -> every name restored, to remove them all if the content fails.
+    names: HashMap<u64, Vec<PathBuf>>,
+}
+
+impl Walk<'_> {
+    fn run(&mut self, top: &Arc<File>, root: &Node) -> Result<()> {
+        let mut frames: Vec<Frame> = Vec::new();
+        self.entry(top, Path::new(""), root.clone(), &mut frames)?;
+        while let Some(frame) = frames.last_mut() {
+            match frame.children.next() {
+                Some(child) => {
+                    let (dir, rel) = (frame.dir.clone(), frame.rel.clone());
+                    self.entry(&dir, &rel, child, &mut frames)?;
+                }
+                None => {
+                    let f = frames.pop().expect("a frame is there");
+                    let path = self.into.join(&f.rel);
+                    apply_meta_fd(&f.dir, &path, &f.node, self.opts.owners)?;
+                }
             }
-            _ => stats.other += 1,
         }
+        Ok(())
+    }
+
+    /// Creates one entry in `parent`; a directory becomes a new frame.
+    fn entry(
+        &mut self,
+        parent: &Arc<File>,
+        parent_rel: &Path,
+        mut node: Node,
+        frames: &mut Vec<Frame>,
+    ) -> Result<()> {
+        let name = safe_name(&node.name)?;
+        let rel = parent_rel.join(name);
+        let path = self.into.join(&rel);
+        let io = |e: std::io::Error| RepoError::io(&path, e);
+        let owners = self.opts.owners;
         match node.kind {
             NodeKind::Dir => {
-                make_dir(&path)?;
-                if let Some(sub) = node.subtree.take() {
-                    let tree = match repo.load_tree(&sub) {
-                        Ok(t) => t,
+                self.stats.dirs += 1;
+                let dir = make_dir(parent, name).map_err(io)?;
+                let children = match node.subtree.take() {
+                    None => Vec::new(),
+                    Some(sub) => match self.repo.load_tree(&sub) {
+                        Ok(t) => t.nodes,
                         Err(e) if is_damage(&e) => {
                             // What the directory held is unknown: say so, restore the rest.
-                            stats.failed.push((path.clone(), e.to_string()));
-                            dirs.push((path, node));
-                            continue;
+                            self.stats.failed.push((path.clone(), e.to_string()));
+                            Vec::new()
                         }
                         Err(e) => return Err(e),
-                    };
-                    for child in tree.nodes.into_iter().rev() {
-                        let p = path.join(safe_name(&child.name)?);
-                        stack.push((p, child));
-                    }
-                }
-                dirs.push((path, node));
+                    },
+                };
+                frames.push(Frame {
+                    dir: Arc::new(dir),
+                    rel,
+                    node,
+                    children: children.into_iter(),
+                });
             }
             NodeKind::File => {
+                self.stats.files += 1;
+                self.stats.bytes += node.size;
                 if let Some((group, _)) = node.hardlink {
-                    names.entry(group).or_default().push(path.clone());
-                    if let Some(first) = links.get(&group) {
-                        remove_existing(&path)?;
-                        fs::hard_link(first, &path).map_err(|e| RepoError::io(&path, e))?;
-                        opts.progress.add(1, 0);
-                        continue;
+                    self.names.entry(group).or_default().push(rel.clone());
+                    if let Some(first) = self.first_of_group.get(&group) {
+                        remove_existing(parent, name).map_err(io)?;
+                        link_beneath(&self.top, first, parent, name).map_err(io)?;
+                        self.opts.progress.add(1, 0);
+                        return Ok(());
                     }
-                    links.insert(group, path.clone());
+                    self.first_of_group.insert(group, rel.clone());
                 }
-                remove_existing(&path)?;
-                File::create_new(&path).map_err(|e| RepoError::io(&path, e))?;
-                files
-                    .send((path, node))
-                    .map_err(|_| RepoError::Internal("restore workers stopped".into()))?;
+                remove_existing(parent, name).map_err(io)?;
+                let fd = rustix::fs::openat(
+                    &**parent,
+                    name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| io(e.into()))?;
+                self.files
+                    .as_ref()
+                    .and_then(|tx| tx.send((rel, File::from(fd), node)).ok())
+                    .ok_or_else(|| RepoError::Internal("restore workers stopped".into()))?;
             }
             NodeKind::Symlink => {
-                remove_existing(&path)?;
+                self.stats.other += 1;
+                remove_existing(parent, name).map_err(io)?;
                 let target = node.target.as_deref().unwrap_or_default();
-                std::os::unix::fs::symlink(OsStr::from_bytes(target), &path)
-                    .map_err(|e| RepoError::io(&path, e))?;
-                apply_meta(&path, &node, opts.owners)?;
-                opts.progress.add(1, 0);
+                rustix::fs::symlinkat(OsStr::from_bytes(target), &**parent, name)
+                    .map_err(|e| io(e.into()))?;
+                apply_meta_at(parent, name, &path, &node, owners)?;
+                self.opts.progress.add(1, 0);
             }
             NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Socket => {
-                remove_existing(&path)?;
+                self.stats.other += 1;
+                remove_existing(parent, name).map_err(io)?;
                 let ft = match node.kind {
                     NodeKind::Fifo => FileType::Fifo,
                     NodeKind::CharDevice => FileType::CharacterDevice,
                     NodeKind::BlockDevice => FileType::BlockDevice,
                     _ => FileType::Socket,
                 };
-                match rustix::fs::mknodat(CWD, &path, ft, Mode::from_raw_mode(0o600), node.rdev) {
-                    Ok(()) => apply_meta(&path, &node, opts.owners)?,
+                match rustix::fs::mknodat(
+                    &**parent,
+                    name,
+                    ft,
+                    Mode::from_raw_mode(0o600),
+                    node.rdev,
+                ) {
+                    Ok(()) => apply_meta_at(parent, name, &path, &node, owners)?,
                     Err(e) => {
                         // Device nodes need privileges; say so and go on.
                         eprintln!(
                             "warning: {}: cannot create {:?}: {e}",
-                            path.display(),
+                            printable_path(&path),
                             node.kind
                         );
                     }
                 }
-                opts.progress.add(1, 0);
+                self.opts.progress.add(1, 0);
             }
         }
+        Ok(())
     }
-    for (path, node) in dirs.iter().rev() {
-        apply_meta(path, node, opts.owners)?;
-    }
+}
+
+/// Links `parent/name` to `first` (a path relative to the top), resolving `first`
+/// beneath the top without following any symlink.
+fn link_beneath(top: &File, first: &Path, parent: &File, name: &OsStr) -> std::io::Result<()> {
+    let (dir, file) = split_last(first)?;
+    let src = open_beneath(top, dir)?;
+    rustix::fs::linkat(&src, file, parent, name, AtFlags::empty())?;
     Ok(())
 }
 
-/// A real directory at `path`: one already there (never through a symlink), or a new one
-/// in place of a symlink, file or special file that was there.
-fn make_dir(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => return Ok(()),
-        Ok(_) => fs::remove_file(path).map_err(|e| RepoError::io(path, e))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(RepoError::io(path, e)),
-    }
-    fs::create_dir(path).map_err(|e| RepoError::io(path, e))
+/// Removes the file at `rel` (relative to `top`), never through a symlink.
+fn remove_beneath(top: &File, rel: &Path) -> std::io::Result<()> {
+    let (dir, file) = split_last(rel)?;
+    let parent = open_beneath(top, dir)?;
+    rustix::fs::unlinkat(&parent, file, AtFlags::empty())?;
+    Ok(())
 }
 
-fn remove_existing(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Err(RepoError::io(
-            path,
-            std::io::Error::new(
+fn split_last(rel: &Path) -> std::io::Result<(&Path, &OsStr)> {
+    match (rel.parent(), rel.file_name()) {
+        (Some(dir), Some(file)) => Ok((dir, file)),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a path below the target",
+        )),
+    }
+}
+
+/// Opens the directory `rel` below `base`, one component at a time, refusing symlinks.
+fn open_beneath(base: &File, rel: &Path) -> std::io::Result<File> {
+    let mut cur = base.try_clone()?;
+    for c in rel.components() {
+        cur = open_dir(&cur, c.as_os_str(), true)?;
+    }
+    Ok(cur)
+}
+
+/// Opens a directory relative to `dirfd`; with `nofollow`, a symlink fails the open.
+fn open_dir<Fd: rustix::fd::AsFd>(
+    dirfd: Fd,
+    name: &OsStr,
+    nofollow: bool,
+) -> std::io::Result<File> {
+    let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    if nofollow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    Ok(File::from(rustix::fs::openat(
+        dirfd,
+        name,
+        flags,
+        Mode::empty(),
+    )?))
+}
+
+/// A real directory `name` in `parent`, held open: one already there (never through a
+/// symlink), or a new one in place of a symlink, file or special file that was there.
+fn make_dir(parent: &File, name: &OsStr) -> std::io::Result<File> {
+    match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::EXIST) => {
+            let st = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)?;
+            if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+                rustix::fs::unlinkat(parent, name, AtFlags::empty())?;
+                rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700))?;
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    // A symlink swapped in since is refused here (ELOOP), never entered.
+    open_dir(parent, name, true)
+}
+
+/// Makes room for a new non-directory `name` in `parent`.
+fn remove_existing(parent: &File, name: &OsStr) -> std::io::Result<()> {
+    match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+            Err(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
                 "a directory is in the way",
-            ),
-        )),
-        Ok(_) => fs::remove_file(path).map_err(|e| RepoError::io(path, e)),
+            ))
+        }
+        Ok(_) => match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+        },
         Err(_) => Ok(()),
     }
 }
 
+/// Lets a deep tree hold a descriptor per level (and the workers theirs): the soft limit
+/// of open files goes up to the hard one.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        let _ = setrlimit(Resource::Nofile, l);
+    }
+}
+
 /// Writes a file's content, keeping holes.
-fn write_file(repo: &Repository, path: &Path, node: &Node) -> Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| RepoError::io(path, e))?;
+fn write_file(repo: &Repository, f: &mut File, path: &Path, node: &Node) -> Result<()> {
     let mut pos = 0u64;
     let mut seek_needed = false;
     for e in &node.content {
@@ -341,44 +493,108 @@ fn write_file(repo: &Repository, path: &Path, node: &Node) -> Result<()> {
     Ok(())
 }
 
-/// Applies owner, mode, xattrs and mtime, in the order that keeps each one.
-fn apply_meta(path: &Path, node: &Node, owners: bool) -> Result<()> {
-    let is_link = node.kind == NodeKind::Symlink;
-    if owners {
-        rustix::fs::chownat(
-            CWD,
-            path,
-            Some(rustix::fs::Uid::from_raw(node.uid)),
-            Some(rustix::fs::Gid::from_raw(node.gid)),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| RepoError::io(path, e.into()))?;
-    }
-    for (name, value) in &node.xattrs {
-        if let Err(e) = xattr::set(path, OsStr::from_bytes(name), value) {
-            // user.* xattrs are not allowed on symlinks; other failures are worth a word.
-            if !is_link {
-                eprintln!(
-                    "warning: {}: cannot set xattr {}: {e}",
-                    path.display(),
-                    String::from_utf8_lossy(name)
-                );
-            }
-        }
-    }
-    if !is_link {
-        rustix::fs::chmodat(CWD, path, Mode::from_raw_mode(node.mode), AtFlags::empty())
-            .map_err(|e| RepoError::io(path, e.into()))?;
-    }
+fn mtime_of(node: &Node) -> Timestamps {
     let mtime = rustix::fs::Timespec {
         tv_sec: node.mtime_ns.div_euclid(1_000_000_000),
         tv_nsec: node.mtime_ns.rem_euclid(1_000_000_000) as _,
     };
-    let times = Timestamps {
+    Timestamps {
         last_access: mtime,
         last_modification: mtime,
-    };
-    rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)
-        .map_err(|e| RepoError::io(path, e.into()))?;
+    }
+}
+
+fn xattr_warning(path: &Path, name: &[u8], e: &std::io::Error) {
+    eprintln!(
+        "warning: {}: cannot set xattr {}: {e}",
+        printable_path(path),
+        printable(name)
+    );
+}
+
+/// Applies owner, xattrs, mode and mtime through an open file or directory, in the order
+/// that keeps each one (a chown clears set-id bits, so the mode comes after it).
+fn apply_meta_fd(f: &File, path: &Path, node: &Node, owners: bool) -> Result<()> {
+    use xattr::FileExt;
+    let io = |e: rustix::io::Errno| RepoError::io(path, e.into());
+    if owners {
+        rustix::fs::fchown(
+            f,
+            Some(rustix::fs::Uid::from_raw(node.uid)),
+            Some(rustix::fs::Gid::from_raw(node.gid)),
+        )
+        .map_err(io)?;
+    }
+    for (name, value) in &node.xattrs {
+        if let Err(e) = f.set_xattr(OsStr::from_bytes(name), value) {
+            xattr_warning(path, name, &e);
+        }
+    }
+    rustix::fs::fchmod(f, Mode::from_raw_mode(node.mode)).map_err(io)?;
+    rustix::fs::futimens(f, &mtime_of(node)).map_err(io)?;
+    Ok(())
+}
+
+/// Applies the metadata of a symlink or special file `name` in `parent`, without ever
+/// following the entry: owner and times with `AT_SYMLINK_NOFOLLOW`; mode and xattrs of a
+/// special file through an `O_PATH | O_NOFOLLOW` descriptor of the very node (checked to
+/// be what was just made), addressed as `/proc/self/fd/N`.
+fn apply_meta_at(
+    parent: &File,
+    name: &OsStr,
+    path: &Path,
+    node: &Node,
+    owners: bool,
+) -> Result<()> {
+    let io = |e: rustix::io::Errno| RepoError::io(path, e.into());
+    if owners {
+        rustix::fs::chownat(
+            parent,
+            name,
+            Some(rustix::fs::Uid::from_raw(node.uid)),
+            Some(rustix::fs::Gid::from_raw(node.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(io)?;
+    }
+    if node.kind != NodeKind::Symlink {
+        let fd = rustix::fs::openat(
+            parent,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io)?;
+        let st = rustix::fs::fstat(&fd).map_err(io)?;
+        if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+            return Err(RepoError::io(
+                path,
+                std::io::Error::other("replaced by a symlink while restoring"),
+            ));
+        }
+        let proc_path = format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(&fd));
+        for (xname, value) in &node.xattrs {
+            if let Err(e) = xattr::set(&proc_path, OsStr::from_bytes(xname), value) {
+                xattr_warning(path, xname, &e);
+            }
+        }
+        rustix::fs::chmodat(
+            CWD,
+            proc_path.as_str(),
+            Mode::from_raw_mode(node.mode),
+            AtFlags::empty(),
+        )
+        .map_err(io)?;
+    }
+    if node.kind == NodeKind::Symlink {
+        // The parent by descriptor, the entry itself not followed (lsetxattr); user.*
+        // xattrs are not allowed on symlinks, so failures are not worth a word.
+        let at = format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(parent));
+        let at = Path::new(&at).join(name);
+        for (xname, value) in &node.xattrs {
+            let _ = xattr::set(&at, OsStr::from_bytes(xname), value);
+        }
+    }
+    rustix::fs::utimensat(parent, name, &mtime_of(node), AtFlags::SYMLINK_NOFOLLOW).map_err(io)?;
     Ok(())
 }

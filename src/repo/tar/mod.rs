@@ -20,6 +20,7 @@
 //! [`MAX_SPARSE_ENTRIES`] entries. Every error names the member (or the byte offset of
 //! the header) and the reason.
 
+mod acl;
 mod header;
 mod pax;
 
@@ -386,6 +387,24 @@ impl<R: Read> TarReader<R> {
                     }
                     m.push((off, num()?));
                 }
+                b"SCHILY.acl.access" | b"SCHILY.acl.default" => {
+                    let name: &[u8] = if k.ends_with(b"access") {
+                        b"system.posix_acl_access"
+                    } else {
+                        b"system.posix_acl_default"
+                    };
+                    // As GNU tar extracting: an ACL it cannot read is left out, with a word.
+                    match acl::to_xattr(v) {
+                        Ok(x) => {
+                            xattrs.insert(name.to_vec(), x);
+                        }
+                        Err(why) => tracing::warn!(
+                            "{}: {} not restorable ({why}): left out",
+                            name_for_errors,
+                            String::from_utf8_lossy(k)
+                        ),
+                    }
+                }
                 _ => {
                     if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
                         xattrs.insert(name.to_vec(), v.clone());
@@ -473,10 +492,20 @@ impl<R: Read> TarReader<R> {
         if let Some(s) = &sparse {
             check_sparse(s, data_len).map_err(bad)?;
         }
+        let mut mode = (h.mode & 0o7777) as u32;
+        if let Some(bits) = xattrs
+            .get(&b"system.posix_acl_access"[..])
+            .and_then(|x| acl::mode_bits(x))
+        {
+            // Setting an access ACL sets the permission bits (the group's from the mask):
+            // what a file extracted by GNU tar --acls ends with, whatever the header said
+            // (libarchive writes the group:: entry's bits there).
+            mode = (mode & !0o777) | bits;
+        }
         Ok(Member {
             path,
             kind,
-            mode: (h.mode & 0o7777) as u32,
+            mode,
             uid,
             gid,
             mtime_ns,

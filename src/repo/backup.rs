@@ -119,6 +119,8 @@ pub struct BackupOptions {
     /// How long to wait for another process's writer (a prune, another backup) to
     /// release the lock; zero fails at once, naming the holder.
     pub lock_wait: std::time::Duration,
+    /// Who starts the backup: recorded in the manifest.
+    pub trigger: Trigger,
 }
 
 impl Default for BackupOptions {
@@ -132,6 +134,7 @@ impl Default for BackupOptions {
             one_file_system: false,
             attrs: PointAttrs::default(),
             lock_wait: std::time::Duration::ZERO,
+            trigger: Trigger::Manual,
         }
     }
 }
@@ -192,6 +195,7 @@ fn record_failure(repo: &Repository, vault: &str, start: i64, opts: &BackupOptio
         skipped: Vec::new(),
         fail_reason: Some(e.to_string()),
         skipped_resources: Vec::new(),
+        trigger: opts.trigger.clone(),
     };
     if let Err(w) = repo.commit_record("errors", &mut record) {
         tracing::warn!("could not record the failed backup of vault {vault}: {w}");
@@ -369,6 +373,7 @@ fn take_point(
             .collect(),
         fail_reason: None,
         skipped_resources,
+        trigger: opts.trigger.clone(),
     };
     repo.commit_manifest(&mut manifest)?;
     Ok(BackupResult {
@@ -438,6 +443,7 @@ fn resource_backup(
                 one_file_system: opts.one_file_system,
                 attrs: opts.attrs.clone(),
                 lock_wait: opts.lock_wait,
+                trigger: opts.trigger.clone(),
             };
             let before = writer_counts(writer);
             let (root, mut stats) =

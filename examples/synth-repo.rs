@@ -98,6 +98,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             skipped: Vec::new(),
             fail_reason: None,
             skipped_resources: Vec::new(),
+            trigger: Default::default(),
         });
     }
     let stats = writer.finish()?;

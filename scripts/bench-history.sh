@@ -12,6 +12,7 @@
 #   BENCH_POINTS   points taken (each after ~1% of files changed)   default 100
 #   BENCH_RUNS     timed runs of each command (medians)     default 5
 #   VAULTFS_BIN    use this binary instead of `cargo build --release`
+#   BENCH_NO_SCHEDULE  extra mount flag (default --no-schedule; empty for binaries without it)
 #
 # The tree of scripts/bench/dataset.py; between points a seeded ~1% of its files get a
 # line appended (and their mtime moves), so most directories stay the same from point to
@@ -91,7 +92,7 @@ mapfile -t RP < <(restic -q -r "$RREPO" snapshots --json | python3 -c 'import js
 }
 mid=$((POINTS / 2))
 # A name that exists in the tree once (a file of the sample).
-name=$(cd "$TREE" && find . -type f -name '*.py' | sort | head -1 | xargs -r basename)
+name=$(cd "$TREE" && find . -type f -name '*.py' -printf '%f\n' | sort | awk 'NR == 1')
 [ -n "$name" ] || name=history-probe.txt
 
 # median SECONDS of RUNS cold runs of a command; its output goes to $D/last.out
@@ -109,9 +110,29 @@ timed() {
   printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
 }
 
+# median SECONDS of RUNS: a fresh mount each run (nothing cached in the daemon), then a
+# cold `ls` of the versions of the probe file in it.
+timed_versions_ls() {
+  local times=() mnt=$D/mnt
+  mkdir -p "$mnt"
+  for _ in $(seq 1 "$RUNS"); do
+    "$V" --repo "$VREPO" mount "$mnt" ${BENCH_NO_SCHEDULE---no-schedule} >"$D/mount.log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 1 200); do [ -d "$mnt/.vaultfs" ] && break; sleep 0.05; done
+    cold
+    /usr/bin/time -f %e -o "$D/time" ls "$mnt/.vaultfs/versions/bench/tree/history-probe.txt" >"$D/last.out"
+    times+=("$(cat "$D/time")")
+    kill -INT "$pid"
+    wait "$pid" || true
+  done
+  printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+
 echo "tree: $(python3 "$ROOT/scripts/bench/dataset.py" stats "$TREE"), $POINTS points, $RUNS cold runs each"
 v_versions=$(timed "$V" --repo "$VREPO" versions bench tree/history-probe.txt)
 n_versions=$(wc -l <"$D/last.out")
+v_ls=$(timed_versions_ls)
+n_ls=$(wc -l <"$D/last.out")
 v_diff=$(timed "$V" --repo "$VREPO" diff bench "${VP[$((mid - 1))]}" "${VP[$mid]}")
 n_vdiff=$(wc -l <"$D/last.out")
 r_diff=$(timed restic -r "$RREPO" diff "${RP[$((mid - 1))]}" "${RP[$mid]}")
@@ -127,6 +148,7 @@ cat <<EOF
 | question (cold) | vaultfs | restic | restic / vaultfs | output lines (vaultfs / restic) |
 | --- | --- | --- | --- | --- |
 | versions of one file across $POINTS points | ${v_versions} s | - | - | $n_versions |
+| \`ls\` of its \`.vaultfs/versions/\` directory (fresh mount) | ${v_ls} s | - | - | $n_ls |
 | diff of two consecutive points | ${v_diff} s | ${r_diff} s | $(ratio "$r_diff" "$v_diff") | $n_vdiff / $n_rdiff |
 | find of one name across all points (\`$name\`) | ${v_find} s | ${r_find} s | $(ratio "$r_find" "$v_find") | $n_vfind / $n_rfind |
 EOF

@@ -47,6 +47,7 @@ command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v python3 >/dev/null || need+=(python3)
 command -v bsdtar >/dev/null || need+=(libarchive-tools)
 command -v busybox >/dev/null || need+=(busybox)
+command -v unzip >/dev/null || need+=(unzip)
 command -v mkfifo >/dev/null || need+=(coreutils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

@@ -629,6 +629,33 @@ fn dump_is_a_tar_that_gnu_tar_extracts_to_the_source() {
     let r = t.path("restored");
     t.ok(&["restore", "v", "latest", r.to_str().unwrap()]);
     assert_eq!(rsync_diff(&tree, &r.join("again/tree")), "");
+    // A zip of the same tree: unzip lists it, and its files hold the bytes.
+    let zip = t.path("dump.zip");
+    let out = t
+        .cmd()
+        .args(["dump", "v", "latest", "again/tree", "--format", "zip"])
+        .stdout(fs::File::create(&zip).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = sh(&format!("unzip -l '{}'", zip.display()));
+    assert!(listing.contains("tree/random.bin"), "{listing}");
+    assert!(listing.contains("tree/hard/sub/c"), "{listing}");
+    let z = t.path("z");
+    sh(&format!(
+        "unzip -q '{}' -d '{}'",
+        zip.display(),
+        z.display()
+    ));
+    assert_eq!(
+        fs::read(z.join("tree/random.bin")).unwrap(),
+        fs::read(tree.join("random.bin")).unwrap()
+    );
+    assert_eq!(fs::read(z.join("tree/hard/sub/c")).unwrap(), b"shared\n");
     // A file: its bytes.
     let out = t.run(&["dump", "v", "latest", "again/tree/random.bin"]);
     assert!(out.status.success());

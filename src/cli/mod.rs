@@ -4,6 +4,7 @@
 mod history;
 mod output;
 mod points;
+mod policy;
 pub mod prune;
 mod resources;
 mod tasks;
@@ -167,6 +168,18 @@ pub enum Command {
     /// Manage what a vault protects on each host (what `backup VAULT` takes with no paths).
     #[command(subcommand)]
     Resource(resources::ResourceCmd),
+    /// Manage policies: schedules (iCalendar rules) and retention rules applied to vaults.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
+    /// Run the scheduler in the foreground without a mount, until SIGINT or SIGTERM: each
+    /// vault's policy backs up its resources of this host on time, then applies the
+    /// retention, and prunes on the policy's prune schedule. One scheduler per host and
+    /// repository acts; another one says so and idles.
+    Serve {
+        /// Re-read the policies and vaults at least this often, in seconds.
+        #[arg(long, default_value_t = policy::SERVE_REFRESH.as_secs())]
+        refresh_secs: u64,
+    },
     /// Remove the points that no keep rule keeps (restic's rules, OR'ed), from one vault
     /// or all. Protected points always stay, expired ones always go, and the newest
     /// point of a vault stays unless --allow-empty. With no rule given, the vault's own
@@ -225,7 +238,8 @@ pub enum Command {
         point: String,
         /// A path starting with the backup's name, e.g. etc or etc/passwd.
         path: OsString,
-        /// Archive format (a file is written as an archive too when this is given).
+        /// Archive format (default tar; a file is written as an archive too when this is
+        /// given). A zip holds directories, files and symlinks, mtimes to two seconds.
         #[arg(long, value_enum)]
         format: Option<DumpFormat>,
     },
@@ -317,6 +331,9 @@ pub enum Command {
         #[arg(long, default_value_t = crate::fs::DEFAULT_FETCHERS as u16,
               value_parser = clap::value_parser!(u16).range(1..=256))]
         fetchers: u16,
+        /// Do not run the scheduler (see `vaultfs serve`) in the mount.
+        #[arg(long)]
+        no_schedule: bool,
     },
 }
 
@@ -324,6 +341,7 @@ pub enum Command {
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DumpFormat {
     Tar,
+    Zip,
 }
 
 #[derive(Subcommand, Debug)]
@@ -531,15 +549,17 @@ pub fn run(cli: Cli) -> Result<i32> {
                         task.set_totals(Some(len), Some(1));
                     }
                     let source = match (image, tar) {
-                        (Some(path), _) => Source::Image { path, name },
-                        (None, Some(path)) => tar_source(&path, name)?,
-                        (None, None) if paths.is_empty() => {
-                            Source::Resources(resources::of_this_host(repo, &vault)?)
-                        }
-                        (None, None) => Source::Trees(paths),
+                        (Some(path), _) => Some(Source::Image { path, name }),
+                        (None, Some(path)) => Some(tar_source(&path, name)?),
+                        // The vault's resources of this host.
+                        (None, None) if paths.is_empty() => None,
+                        (None, None) => Some(Source::Trees(paths)),
                     };
                     let bar = output::ProgressDisplay::start(progress, None, "backup");
-                    let result = crate::repo::backup::backup(repo, &vault, source, &opts);
+                    let result = match source {
+                        Some(source) => crate::repo::backup::backup(repo, &vault, source, &opts),
+                        None => crate::repo::resources::backup_resources(repo, &vault, &opts),
+                    };
                     bar.finish();
                     Ok((repo.clone(), result?))
                 },
@@ -589,6 +609,18 @@ pub fn run(cli: Cli) -> Result<i32> {
             )?;
             Ok(ran.unwrap_or(tasks::EXIT_CANCELLED))
         }
+        Command::Policy(cmd) => policy::run(&open_repo(g)?, cmd),
+        Command::Serve { refresh_secs } => {
+            let store = open_store(g)?;
+            let pw = read_password(g, false)?;
+            let signals = policy::exit_signals()?;
+            let repo = Repository::open(store, &pw)?;
+            policy::serve(
+                repo,
+                std::time::Duration::from_secs(refresh_secs.max(1)),
+                signals,
+            )
+        }
         Command::Dump {
             vault,
             point,
@@ -614,7 +646,10 @@ pub fn run(cli: Cli) -> Result<i32> {
                     .last()
                     .map(|s| s.to_vec())
                     .unwrap_or_default();
-                crate::repo::dump::tar(&repo, &node, &name, &mut out)?;
+                match format.unwrap_or(DumpFormat::Tar) {
+                    DumpFormat::Tar => crate::repo::dump::tar(&repo, &node, &name, &mut out)?,
+                    DumpFormat::Zip => crate::repo::dump::zip(&repo, &node, &name, &mut out)?,
+                };
             }
             use std::io::Write;
             out.flush().context("writing to standard output")?;
@@ -838,6 +873,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             threads,
             readahead,
             fetchers,
+            no_schedule,
         } => {
             crate::fs::check_mountpoint(&mountpoint)?;
             let pw = read_password(g, false)?;
@@ -862,7 +898,19 @@ pub fn run(cli: Cli) -> Result<i32> {
                     .map(PathBuf::from),
                 backend_counts,
             };
-            crate::fs::mount(repo, &mountpoint, &opts, signals)?;
+            let scheduler = if no_schedule {
+                None
+            } else {
+                // A repository of its own: its store traffic is not the mount's
+                // (`.vaultfs/stats.json`).
+                let own = Repository::open(open_store(g)?, &pw)?;
+                Some(policy::start_mount_scheduler(own)?)
+            };
+            let mounted = crate::fs::mount(repo, &mountpoint, &opts, signals);
+            if let Some(stop) = scheduler {
+                stop();
+            }
+            mounted?;
             Ok(0)
         }
     }
@@ -908,6 +956,8 @@ fn vault_cmd(g: &Global, cmd: VaultCmd) -> Result<i32> {
                 quota: None,
                 warn_at: None,
                 tags: Vec::new(),
+                policy: None,
+                policy_applied_ns: None,
             };
             settings.apply_to(&mut v);
             repo.create_vault_with(v)?;
@@ -965,6 +1015,23 @@ fn vault_cmd(g: &Global, cmd: VaultCmd) -> Result<i32> {
                 if let Some(last) = j["latest"].as_str() {
                     println!("latest:      {last}");
                 }
+                let resources: Vec<String> = j["resources"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        format!(
+                            "{} ({})",
+                            printable(r["name"].as_str().unwrap_or("").as_bytes()),
+                            printable(r["host"].as_str().unwrap_or("").as_bytes())
+                        )
+                    })
+                    .collect();
+                if !resources.is_empty() {
+                    println!("resources:   {}", resources.join(", "));
+                }
+                println!("policy:      {}", j["policy"].as_str().unwrap_or("-"));
+                println!("next run:    {}", j["next_run"].as_str().unwrap_or("-"));
             }
         }
         VaultCmd::Update {

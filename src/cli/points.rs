@@ -541,7 +541,8 @@ pub fn forget(repo: &Arc<Repository>, a: &ForgetArgs) -> Result<i32> {
     let mut plans = Vec::new();
     for vault in &vaults {
         let v = repo.load_vault(vault)?;
-        let mut retention = v.retention.clone();
+        // The policy's rules when it has any, else the vault's own.
+        let mut retention = repo.effective_retention(&v)?;
         if a.rules.any() {
             retention = Retention::default();
             a.rules.apply_to(&mut retention);

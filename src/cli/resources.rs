@@ -168,13 +168,3 @@ pub fn run(repo: &Arc<Repository>, cmd: ResourceCmd) -> Result<i32> {
     }
     Ok(0)
 }
-
-/// The resources of `vault` that this host backs up.
-pub fn of_this_host(repo: &Repository, vault: &str) -> Result<Vec<Resource>> {
-    let host = lock::hostname();
-    Ok(repo
-        .list_resources(Some(vault))?
-        .into_iter()
-        .filter(|r| r.hostname == host)
-        .collect())
-}

@@ -1,9 +1,9 @@
-//! JSON renderings of recovery points, shared by the CLI's `--json` output and the
-//! mount's `.vaultfs/points/<vault>/<point>.json` files, so scripts can use either.
+//! JSON renderings of recovery points, vaults and policies, shared by the CLI's `--json`
+//! output and the mount's `.vaultfs/` files, so scripts can use either.
 
 use serde_json::{Value, json};
 
-use crate::repo::format::{BackupEntry, Manifest, rfc3339};
+use crate::repo::format::{BackupEntry, Manifest, Policy, Retention, Trigger, now_ns, rfc3339};
 
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -38,6 +38,8 @@ pub fn point_json(m: &Manifest) -> Value {
         "size": m.backups.iter().map(|b| b.stats.bytes).sum::<u64>(),
         "bytes_stored": m.backups.iter().map(|b| b.stats.bytes_stored_new).sum::<u64>(),
         "backups": m.backups.iter().map(backup_json).collect::<Vec<_>>(),
+        "auto_trigger": m.trigger != Trigger::Manual,
+        "policy": m.trigger.policy(),
     })
 }
 
@@ -107,8 +109,7 @@ pub fn vault_json(
             .map(|(r, current)| (r.bytes, r.shared_bytes, Some(r.time_ns), current))
     };
     let referenced = usage.map(|u| u.0);
-    let r = &v.retention;
-    let span = |s: &Option<crate::repo::retention::Span>| s.map(|s| s.to_string());
+    let next_run = crate::repo::policy::next_backup(repo, &v, now_ns())?;
     Ok(json!({
         "name": v.name,
         "description": v.description,
@@ -116,18 +117,9 @@ pub fn vault_json(
         "bytes_used": used,
         "point_count": points.len(),
         "latest": points.last(),
-        "retention": {
-            "keep_last": r.last,
-            "keep_hourly": r.hourly,
-            "keep_daily": r.daily,
-            "keep_weekly": r.weekly,
-            "keep_monthly": r.monthly,
-            "keep_yearly": r.yearly,
-            "keep_within": span(&r.within),
-            "keep_tags": r.tags,
-            "max_age": span(&r.max_age),
-            "timezone": r.timezone,
-        },
+        "retention": retention_json(&v.retention),
+        "policy": v.policy,
+        "next_run": next_run.map(rfc3339),
         "bytes_referenced": referenced,
         "bytes_shared": usage.map(|u| u.1),
         "usage_as_of": usage.and_then(|u| u.2).map(rfc3339),
@@ -142,5 +134,55 @@ pub fn vault_json(
             .map(|r| json!({"name": r.name, "host": r.hostname}))
             .collect::<Vec<_>>(),
         "tags": v.tags.iter().map(|(k, val)| (k.clone(), json!(val))).collect::<serde_json::Map<_, _>>(),
+    }))
+}
+
+/// Keep rules, as vaults and policies show them.
+pub fn retention_json(r: &Retention) -> Value {
+    let span = |s: &Option<crate::repo::retention::Span>| s.map(|s| s.to_string());
+    json!({
+        "keep_last": r.last,
+        "keep_hourly": r.hourly,
+        "keep_daily": r.daily,
+        "keep_weekly": r.weekly,
+        "keep_monthly": r.monthly,
+        "keep_yearly": r.yearly,
+        "keep_within": span(&r.within),
+        "keep_tags": r.tags,
+        "max_age": span(&r.max_age),
+        "timezone": r.timezone,
+    })
+}
+
+/// A policy as every view shows it (`policy show --json`, `.vaultfs/policies/<name>.json`):
+/// its settings, the vaults it is applied to, and its next `next` backup times and next
+/// prune (none while disabled).
+pub fn policy_json(
+    repo: &crate::repo::Repository,
+    p: &Policy,
+    next: usize,
+) -> crate::repo::Result<Value> {
+    let now = now_ns();
+    let (runs, prune) = if p.enabled {
+        (
+            crate::repo::policy::backup_schedule(p)?.next_n(now, next),
+            crate::repo::policy::prune_schedule(p)?.next_after(now),
+        )
+    } else {
+        (Vec::new(), None)
+    };
+    Ok(json!({
+        "name": p.name,
+        "schedules": p.schedules,
+        "timezone": p.timezone,
+        "retention": retention_json(&p.retention),
+        "retention_applies": crate::repo::policy::has_rules(&p.retention),
+        "prune_schedule": p.prune_schedule,
+        "enabled": p.enabled,
+        "created": rfc3339(p.created_ns),
+        "updated": rfc3339(p.updated_ns),
+        "vaults": repo.vaults_with_policy(&p.name)?,
+        "next_runs": runs.into_iter().map(rfc3339).collect::<Vec<_>>(),
+        "next_prune": prune.map(rfc3339),
     }))
 }

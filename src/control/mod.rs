@@ -5,4 +5,5 @@
 
 pub mod ingest;
 pub mod json;
+pub mod scheduler;
 pub mod tasks;

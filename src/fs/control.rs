@@ -1,12 +1,15 @@
 //! The control files of `.vaultfs/`: the generated directories (`vaults/`, `points/`,
-//! `points/<vault>/`, `incoming/`, `tasks/`, and the views across time `versions/`,
-//! `changes/`, `deleted/` of `views.rs`) and files (`vaults/<vault>.json`,
-//! `points/<vault>/<point>.json`, `tasks/<id>.json`, `stats.json`,
-//! `changes/<vault>/<point>/removed.json`).
+//! `points/<vault>/`, `incoming/`, `tasks/`, `policies/`, and the views across time
+//! `versions/`, `changes/`, `deleted/` of `views.rs`) and files (`vaults/<vault>.json`,
+//! `points/<vault>/<point>.json`, `tasks/<id>.json`, `policies/<name>.json`,
+//! `stats.json`, `changes/<vault>/<point>/removed.json`).
 //!
 //! Invariants:
 //! - Listings answer from the namespace's cached vault and point lists, like the rest of
 //!   the tree: no store call per lookup, so a stalled store stalls no `ls .vaultfs/...`.
+//!   The one exception is `policies/`: its names are listed from the store at most once
+//!   per [`RENDER_REUSE`] (policies are few and change rarely, and the mount keeps no
+//!   other list of them).
 //! - Generated content is never cached by the kernel (zero TTL, direct I/O), and a file's
 //!   content is fixed for one open (rendered at open, see `handles.rs`).
 //! - A file rendered from the repository's objects (a vault's or a point's JSON) is
@@ -69,8 +72,22 @@ fn render(v: &Value) -> Vec<u8> {
 fn from_repository(c: &Control) -> bool {
     matches!(
         c,
-        Control::VaultJson(_) | Control::PointJson(..) | Control::RemovedJson(..)
+        Control::VaultJson(_)
+            | Control::PointJson(..)
+            | Control::PolicyJson(_)
+            | Control::RemovedJson(..)
     )
+}
+
+/// How many due times `policies/<name>.json` shows.
+const SHOWN_RUNS: usize = 5;
+
+/// `policies/<name>.json`: the policy, its vaults and next due times.
+pub fn policy_file(repo: &Repository, name: &str) -> Result<Vec<u8>> {
+    let p = repo.load_policy(name)?;
+    Ok(render(&crate::control::json::policy_json(
+        repo, &p, SHOWN_RUNS,
+    )?))
 }
 
 /// How long one rendering of a generated file answers `getattr` and `open`.
@@ -89,6 +106,8 @@ pub struct ControlFiles {
     pub bytes_served: AtomicU64,
     /// The store's call counts, when the store was wrapped to count them.
     backend_counts: Mutex<Option<Arc<CallCounts>>>,
+    /// The policy names last listed, and when.
+    policies: Mutex<Option<(Instant, Vec<String>)>>,
     /// The views across time.
     pub views: super::views::Views,
 }
@@ -136,11 +155,17 @@ impl ControlFiles {
                 entry(b"points".to_vec(), Control::Points),
                 entry(b"incoming".to_vec(), Control::Incoming),
                 entry(b"tasks".to_vec(), Control::Tasks),
+                entry(b"policies".to_vec(), Control::Policies),
                 entry(b"stats.json".to_vec(), Control::Stats),
                 entry(b"versions".to_vec(), Control::Versions),
                 entry(b"changes".to_vec(), Control::Changes),
                 entry(b"deleted".to_vec(), Control::Deleted),
             ],
+            Control::Policies => self
+                .policy_names(ns.repo())?
+                .into_iter()
+                .map(|p| entry(format!("{p}.json").into_bytes(), Control::PolicyJson(p)))
+                .collect(),
             Control::Incoming => vaults()?
                 .into_iter()
                 .map(|v| entry(v.clone().into_bytes(), Control::IncomingVault(v)))
@@ -186,8 +211,21 @@ impl ControlFiles {
             | Control::RemovedJson(..)
             | Control::IncomingFile(_)
             | Control::TaskJson(_)
+            | Control::PolicyJson(_)
             | Control::Stats => return Err(FsError::NotDir),
         })
+    }
+
+    /// The policy names, listed again once the last listing is [`RENDER_REUSE`] old.
+    fn policy_names(&self, repo: &Repository) -> Result<Vec<String>> {
+        if let Some((at, names)) = lock(&self.policies).as_ref()
+            && at.elapsed() < RENDER_REUSE
+        {
+            return Ok(names.clone());
+        }
+        let names = repo.list_policies()?;
+        *lock(&self.policies) = Some((Instant::now(), names.clone()));
+        Ok(names)
     }
 
     /// The content of a generated file: a rendering younger than [`RENDER_REUSE`], or a
@@ -223,6 +261,7 @@ impl ControlFiles {
         Ok(match c {
             Control::VaultJson(v) => vault_file(src.repo, v)?,
             Control::PointJson(v, p) => point_file(src.repo, v, p)?,
+            Control::PolicyJson(name) => policy_file(src.repo, name)?,
             Control::TaskJson(id) => render(&crate::control::tasks::record_json(
                 &src.tasks.record(id).ok_or(FsError::NotFound)?,
             )),

@@ -205,6 +205,10 @@ pub enum Control {
     TaskJson(String),
     /// `.vaultfs/stats.json`
     Stats,
+    /// `.vaultfs/policies`
+    Policies,
+    /// `.vaultfs/policies/<name>.json`
+    PolicyJson(String),
     /// `.vaultfs/versions`
     Versions,
     /// `.vaultfs/versions/<vault>/<path>`: a path's versions and entries (`views.rs`);
@@ -235,6 +239,7 @@ impl Control {
                 | Control::Incoming
                 | Control::IncomingVault(_)
                 | Control::Tasks
+                | Control::Policies
                 | Control::Versions
                 | Control::VersionsOf(..)
                 | Control::Changes

@@ -380,6 +380,7 @@ fn control_files() {
             "points",
             "incoming",
             "tasks",
+            "policies",
             "stats.json",
             "versions",
             "changes",

@@ -144,6 +144,8 @@ pub struct BackupOptions {
     /// every file and stream read, and the commit): it then fails with
     /// `RepoError::Cancelled`, records no failure and leaves no point.
     pub cancel: super::cancel::Cancel,
+    /// Who starts the backup: recorded in the manifest.
+    pub trigger: Trigger,
 }
 
 impl Default for BackupOptions {
@@ -158,6 +160,7 @@ impl Default for BackupOptions {
             attrs: PointAttrs::default(),
             lock_wait: std::time::Duration::ZERO,
             cancel: super::cancel::Cancel::default(),
+            trigger: Trigger::Manual,
         }
     }
 }
@@ -222,6 +225,7 @@ fn record_failure(repo: &Repository, vault: &str, start: i64, opts: &BackupOptio
         skipped: Vec::new(),
         fail_reason: Some(e.to_string()),
         skipped_resources: Vec::new(),
+        trigger: opts.trigger.clone(),
     };
     if let Err(w) = repo.commit_record("errors", &mut record) {
         tracing::warn!("could not record the failed backup of vault {vault}: {w}");
@@ -401,6 +405,7 @@ fn take_point(
             .collect(),
         fail_reason: None,
         skipped_resources,
+        trigger: opts.trigger.clone(),
     };
     opts.cancel.check()?;
     repo.commit_manifest(&mut manifest)?;
@@ -472,6 +477,7 @@ fn resource_backup(
                 attrs: opts.attrs.clone(),
                 lock_wait: opts.lock_wait,
                 cancel: opts.cancel.clone(),
+                trigger: opts.trigger.clone(),
             };
             let before = writer_counts(writer);
             let (root, mut stats) =

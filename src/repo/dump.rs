@@ -31,6 +31,83 @@ pub fn tar(repo: &Repository, node: &Node, name: &[u8], out: &mut dyn Write) -> 
     Ok(w.stats)
 }
 
+/// Writes `node` (named `name`) and everything under it as a zip stream: directories,
+/// files (deflated, with their mode and mtime to the two seconds zip keeps), symlinks;
+/// a hard link is stored again under each name, and fifos, devices and sockets, which
+/// zip cannot hold, are left out with a warning. Names that are not UTF-8 are stored
+/// with U+FFFD in place of what is not.
+pub fn zip(repo: &Repository, node: &Node, name: &[u8], out: &mut dyn Write) -> Result<DumpStats> {
+    let mut z = zip::ZipWriter::new_stream(out);
+    let mut stats = DumpStats::default();
+    let mut stack = vec![(name.to_vec(), node.clone())];
+    let zerr = |e: zip::result::ZipError| RepoError::io("standard output", io::Error::other(e));
+    while let Some((path, n)) = stack.pop() {
+        let name = String::from_utf8_lossy(&path).into_owned();
+        let mut opts = zip::write::SimpleFileOptions::default()
+            .unix_permissions(n.mode & 0o7777)
+            .large_file(n.size >= u32::MAX as u64);
+        if let Some(t) = zip_time(n.mtime_ns) {
+            opts = opts.last_modified_time(t);
+        }
+        stats.members += 1;
+        match n.kind {
+            NodeKind::Dir => {
+                z.add_directory(format!("{name}/"), opts).map_err(zerr)?;
+                if let Some(sub) = &n.subtree {
+                    let tree = repo.load_tree(sub)?;
+                    for c in tree.nodes.into_iter().rev() {
+                        let mut p = path.clone();
+                        p.push(b'/');
+                        p.extend_from_slice(&c.name);
+                        stack.push((p, c));
+                    }
+                }
+            }
+            NodeKind::File => {
+                let opts = opts.compression_method(zip::CompressionMethod::Deflated);
+                z.start_file(name, opts).map_err(zerr)?;
+                let mut content = Content::new(repo, &n, false);
+                let r = io::copy(&mut content, &mut z);
+                if let Some(e) = content.error.take() {
+                    return Err(e);
+                }
+                r.map_err(write_err)?;
+                stats.bytes += n.size;
+            }
+            NodeKind::Symlink => {
+                let target =
+                    String::from_utf8_lossy(n.target.as_deref().unwrap_or_default()).into_owned();
+                z.add_symlink(name, target, opts).map_err(zerr)?;
+            }
+            _ => {
+                stats.members -= 1;
+                eprintln!(
+                    "warning: {}: a zip cannot hold a {:?}: left out",
+                    printable(&path),
+                    n.kind
+                );
+            }
+        }
+    }
+    z.finish().map_err(zerr)?;
+    Ok(stats)
+}
+
+/// A zip time (local fields; written as UTC), if the time is in zip's range.
+fn zip_time(ns: i64) -> Option<zip::DateTime> {
+    use chrono::{Datelike, Timelike};
+    let t = chrono::DateTime::from_timestamp(ns.div_euclid(1_000_000_000), 0)?;
+    zip::DateTime::from_date_and_time(
+        u16::try_from(t.year()).ok()?,
+        t.month() as u8,
+        t.day() as u8,
+        t.hour() as u8,
+        t.minute() as u8,
+        t.second() as u8,
+    )
+    .ok()
+}
+
 /// Writes a file node's bytes (holes as zeros).
 pub fn file(repo: &Repository, node: &Node, out: &mut dyn Write) -> Result<()> {
     let mut r = Content::new(repo, node, false);

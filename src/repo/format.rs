@@ -12,17 +12,20 @@ use serde::{Deserialize, Serialize};
 /// First bytes of the `config` object.
 pub const MAGIC: &[u8; 8] = b"VAULTFS\x01";
 /// The repository format version this build writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this build reads (and upgrades with `vaultfs upgrade`).
 pub const OLDEST_FORMAT: u32 = 1;
 /// Version byte in front of the plaintext of encrypted metadata objects whose layout
 /// has not changed since format 1: trees, index objects, locks, forwarding objects.
 pub const OBJECT_VERSION: u8 = 1;
-/// Version byte of the records whose layout format 2 changed or added: manifests,
-/// vaults, point updates. A version-1 manifest or vault still decodes (as its format-1
-/// layout, with the new fields empty).
-pub const RECORD_VERSION: u8 = 2;
-/// Length of the authentication code that ends a format-2 `config` object.
+/// Version byte of the records written by this build (manifests, vaults, point updates,
+/// resources, usage records, policies, schedule states). A record of version 1 or 2
+/// still decodes, in the layout that version wrote (see [`Record`]), with the fields
+/// added since then empty.
+pub const RECORD_VERSION: u8 = 3;
+/// The version byte of records written by format 2.
+pub const RECORD_VERSION_2: u8 = 2;
+/// Length of the authentication code that ends a `config` object of format 2 or later.
 pub const CONFIG_MAC_LEN: usize = 32;
 
 /// A chunk id: keyed BLAKE3 of the chunk's plaintext.
@@ -343,6 +346,64 @@ impl From<ManifestV1> for Manifest {
             skipped: Vec::new(),
             fail_reason: None,
             skipped_resources: Vec::new(),
+            trigger: Trigger::Manual,
+        }
+    }
+}
+
+/// A recovery point as format 2 wrote it: [`Manifest`] without `trigger`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestV2 {
+    pub vault: String,
+    pub name: String,
+    pub time_ns: i64,
+    pub end_ns: i64,
+    pub hostname: String,
+    pub status: PointStatus,
+    pub parent: Option<String>,
+    pub backups: Vec<BackupEntry>,
+    pub attrs: PointAttrs,
+    pub skipped: Vec<SkippedPath>,
+    pub fail_reason: Option<String>,
+    pub skipped_resources: Vec<SkippedResource>,
+}
+
+impl From<ManifestV2> for Manifest {
+    fn from(m: ManifestV2) -> Manifest {
+        Manifest {
+            vault: m.vault,
+            name: m.name,
+            time_ns: m.time_ns,
+            end_ns: m.end_ns,
+            hostname: m.hostname,
+            status: m.status,
+            parent: m.parent,
+            backups: m.backups,
+            attrs: m.attrs,
+            skipped: m.skipped,
+            fail_reason: m.fail_reason,
+            skipped_resources: m.skipped_resources,
+            trigger: Trigger::Manual,
+        }
+    }
+}
+
+/// What started a backup (Huawei's `auto_trigger`): a person or a script, or the
+/// scheduler running the vault's policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Trigger {
+    #[default]
+    Manual,
+    /// The scheduler, at a due time of the named policy.
+    Policy(String),
+}
+
+impl Trigger {
+    /// The policy that started it, if the scheduler did.
+    pub fn policy(&self) -> Option<&str> {
+        match self {
+            Trigger::Manual => None,
+            Trigger::Policy(p) => Some(p),
         }
     }
 }
@@ -376,6 +437,8 @@ pub struct Manifest {
     /// Resources of the vault that this point could not back up, with why (the others
     /// are in `backups`).
     pub skipped_resources: Vec<SkippedResource>,
+    /// Who took it: by hand, or the scheduler for a policy (format 3).
+    pub trigger: Trigger,
 }
 
 /// A resource a point left out.
@@ -430,6 +493,36 @@ impl From<VaultV1> for Vault {
             quota: None,
             warn_at: None,
             tags: Vec::new(),
+            policy: None,
+            policy_applied_ns: None,
+        }
+    }
+}
+
+/// Settings of a vault as format 2 wrote them: [`Vault`] without `policy`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultV2 {
+    pub name: String,
+    pub description: String,
+    pub created_ns: i64,
+    pub retention: Retention,
+    pub quota: Option<u64>,
+    pub warn_at: Option<u8>,
+    pub tags: Vec<(String, String)>,
+}
+
+impl From<VaultV2> for Vault {
+    fn from(v: VaultV2) -> Vault {
+        Vault {
+            name: v.name,
+            description: v.description,
+            created_ns: v.created_ns,
+            retention: v.retention,
+            quota: v.quota,
+            warn_at: v.warn_at,
+            tags: v.tags,
+            policy: None,
+            policy_applied_ns: None,
         }
     }
 }
@@ -464,6 +557,73 @@ pub struct Vault {
     pub warn_at: Option<u8>,
     /// `key=value` labels, sorted by key.
     pub tags: Vec<(String, String)>,
+    /// The policy applied to the vault, at most one (format 3).
+    pub policy: Option<String>,
+    /// When it was applied: a scheduler that never ran the vault's backups on its host
+    /// counts due times from then (format 3).
+    pub policy_applied_ns: Option<i64>,
+}
+
+/// A schedule plus retention rules, applied to vaults. Key `policies/<name>` (format 3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub name: String,
+    /// When backups run: iCalendar RRULE strings (see `repo::schedule`), 1 to 24.
+    pub schedules: Vec<String>,
+    /// The time zone the rules are evaluated in: an IANA name, or `UTC`, `UTC+08:00`.
+    pub timezone: String,
+    /// What forget applies after each scheduled backup (when it has no rule, the vault's
+    /// own retention is applied instead).
+    pub retention: Retention,
+    /// When prune runs (one RRULE, same time zone).
+    pub prune_schedule: String,
+    /// A disabled policy runs nothing.
+    pub enabled: bool,
+    pub created_ns: i64,
+    pub updated_ns: i64,
+}
+
+/// What the scheduler of one host last did for one job. Key
+/// `schedule/backup/<vault>/<host>` (the vault's backups) or
+/// `schedule/prune/<policy>/<host>` (the policy's prunes), format 3. Rewritten after
+/// every run; a scheduler that starts and finds a due time after `last_slot_ns` (one or
+/// many, missed while none ran) runs the job once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleState {
+    /// The due time (nanoseconds since the epoch) of the last run made.
+    pub last_slot_ns: i64,
+    /// When that run ended, and how: `None` when it succeeded.
+    pub last_run_end_ns: i64,
+    pub last_error: Option<String>,
+}
+
+/// A record's older layouts: what version-2 bytes decode as (version-1 bytes name their
+/// layout at each read, see [`decode_record`]). Records that format 3 left unchanged
+/// (and those it added) are their own version-2 layout.
+pub trait Record: for<'a> Deserialize<'a> {
+    type V2: for<'a> Deserialize<'a> + Into<Self>;
+}
+
+impl Record for Manifest {
+    type V2 = ManifestV2;
+}
+impl Record for Vault {
+    type V2 = VaultV2;
+}
+impl Record for PointUpdate {
+    type V2 = PointUpdate;
+}
+impl Record for Resource {
+    type V2 = Resource;
+}
+impl Record for UsageRecord {
+    type V2 = UsageRecord;
+}
+impl Record for Policy {
+    type V2 = Policy;
+}
+impl Record for ScheduleState {
+    type V2 = ScheduleState;
 }
 
 /// One entry of an index object.
@@ -600,7 +760,7 @@ pub fn decode_config(data: &[u8]) -> Result<ConfigFile, ConfigError> {
     let version = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
     let (body, mac) = match version {
         1 => (&data[12..], None),
-        2 => {
+        2 | 3 => {
             let Some(signed) = data.len().checked_sub(CONFIG_MAC_LEN).filter(|&n| n >= 12) else {
                 return Err(ConfigError::Tampered);
             };
@@ -617,22 +777,26 @@ pub fn decode_config(data: &[u8]) -> Result<ConfigFile, ConfigError> {
     })
 }
 
-/// The plaintext of a format-2 record (manifest, vault, point update).
+/// The plaintext of a record (manifest, vault, point update, resource, usage, policy,
+/// schedule state): [`RECORD_VERSION`], then postcard.
 pub fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![RECORD_VERSION];
     postcard::to_io(value, &mut out).expect("in-memory encoding cannot fail");
     out
 }
 
-/// Decodes a record written by format 2 (`RECORD_VERSION`) or, as its format-1 layout
-/// `Old`, by format 1.
+/// Decodes a record written by this format (`RECORD_VERSION`), by format 2 (as
+/// `T::V2`) or, as its format-1 layout `Old`, by format 1.
 pub fn decode_record<Old, T>(data: &[u8]) -> Result<T, String>
 where
     Old: for<'a> Deserialize<'a> + Into<T>,
-    T: for<'a> Deserialize<'a>,
+    T: Record,
 {
     match data.split_first() {
         Some((&OBJECT_VERSION, rest)) => postcard::from_bytes::<Old>(rest)
+            .map(Into::into)
+            .map_err(|e| format!("undecodable ({e})")),
+        Some((&RECORD_VERSION_2, rest)) => postcard::from_bytes::<T::V2>(rest)
             .map(Into::into)
             .map_err(|e| format!("undecodable ({e})")),
         Some((&RECORD_VERSION, rest)) => {

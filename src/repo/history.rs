@@ -26,6 +26,9 @@ use super::format::*;
 use super::points::PointRecord;
 use super::{Repository, Result};
 
+/// Lookups in flight at once when a path is looked up in many points.
+const LOOKUP_THREADS: usize = 8;
+
 /// Trees kept in memory by one [`History`].
 pub const TREE_CACHE: usize = 4096;
 
@@ -211,8 +214,25 @@ impl History<'_> {
     pub fn versions(&self, points: &[PointRecord], path: &[u8]) -> Result<Versions> {
         let mut out = Versions::default();
         let mut index: HashMap<String, usize> = HashMap::new();
-        for p in points {
-            match self.lookup(&p.manifest, path)? {
+        // The lookups wait on the store, not on the processor: several at once.
+        let found: Vec<Result<Option<Node>>> = match rayon::ThreadPoolBuilder::new()
+            .num_threads(LOOKUP_THREADS.min(points.len().max(1)))
+            .build()
+        {
+            Ok(pool) => pool.install(|| {
+                use rayon::prelude::*;
+                points
+                    .par_iter()
+                    .map(|p| self.lookup(&p.manifest, path))
+                    .collect()
+            }),
+            Err(_) => points
+                .iter()
+                .map(|p| self.lookup(&p.manifest, path))
+                .collect(),
+        };
+        for (p, found) in points.iter().zip(found) {
+            match found? {
                 None => out.absent.push(p.name().to_string()),
                 Some(node) => {
                     let id = content_id(&node);

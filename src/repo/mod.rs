@@ -37,11 +37,13 @@ pub mod ingest;
 pub mod lock;
 pub mod pack;
 pub mod points;
+pub mod policy;
 pub mod prune;
 pub mod read;
 pub mod resources;
 pub mod restore;
 pub mod retention;
+pub mod schedule;
 pub mod tar;
 pub mod tasks;
 pub mod usage;
@@ -363,10 +365,11 @@ impl Repository {
         }))
     }
 
-    /// Rewrites a format-1 `config` object as format 2 (the one object `init` does not
-    /// write only once); returns the version it had. Nothing else changes: format 2 reads
-    /// every object of format 1. vaultfs builds that read only format 1 then refuse the
-    /// repository with a clear error instead of misreading what format 2 adds.
+    /// Rewrites a `config` object of an older format (1 or 2) as the current one (the one
+    /// object `init` does not write only once); returns the version it had. Nothing else
+    /// changes: this format reads every object of the older ones. vaultfs builds that
+    /// read only an older format then refuse the repository with a clear error instead
+    /// of misreading what the newer one adds (a scheduled point, a vault's policy).
     pub fn upgrade(&self) -> Result<u32> {
         if self.format < FORMAT_VERSION {
             self.store
@@ -493,16 +496,17 @@ impl Repository {
         decode_object(&self.read_plain(key)?).map_err(|e| RepoError::damaged(key, e))
     }
 
-    /// Reads a record of format 2, or of format 1 in its old layout `Old`.
+    /// Reads a record of this format, of format 2 (its `T::V2` layout), or of format 1
+    /// in its old layout `Old`.
     pub(crate) fn read_record<Old, T>(&self, key: &str) -> Result<T>
     where
         Old: for<'a> serde::Deserialize<'a> + Into<T>,
-        T: for<'a> serde::Deserialize<'a>,
+        T: format::Record,
     {
         decode_record::<Old, T>(&self.read_plain(key)?).map_err(|e| RepoError::damaged(key, e))
     }
 
-    /// Writes a format-2 record; `create_only` uses the store's create-if-absent write.
+    /// Writes a record of this format; `create_only` uses the store's create-if-absent write.
     pub(crate) fn write_record<T: serde::Serialize>(
         &self,
         key: &str,
@@ -569,6 +573,8 @@ impl Repository {
             quota: None,
             warn_at: None,
             tags: Vec::new(),
+            policy: None,
+            policy_applied_ns: None,
         })
     }
 
@@ -619,6 +625,7 @@ impl Repository {
             Err(e) if !e.is_not_found() => return Err(e.into()),
             _ => {}
         }
+        self.delete_schedule_states(name)?;
         self.store.delete(&format!("vaults/{name}"))?;
         Ok(())
     }

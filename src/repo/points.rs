@@ -393,6 +393,7 @@ mod tests {
             skipped: Vec::new(),
             fail_reason: None,
             skipped_resources: Vec::new(),
+            trigger: Trigger::Manual,
         };
         repo.commit_manifest(&mut m).unwrap()
     }

@@ -86,4 +86,31 @@ impl Repository {
             Some(_) => Ok(self.store().delete(&key)?),
         }
     }
+
+    /// The resources of `vault` that this host backs up.
+    pub fn resources_of_this_host(&self, vault: &str) -> Result<Vec<Resource>> {
+        let host = lock::hostname();
+        Ok(self
+            .list_resources(Some(vault))?
+            .into_iter()
+            .filter(|r| r.hostname == host)
+            .collect())
+    }
+}
+
+/// Backs up the resources of `vault` that this host has into one recovery point, one
+/// backup per resource (what `backup VAULT` with no paths does, and the scheduler). A
+/// resource that fails is recorded in the point as skipped; none at all is an error.
+pub fn backup_resources(
+    repo: &std::sync::Arc<Repository>,
+    vault: &str,
+    opts: &super::backup::BackupOptions,
+) -> Result<super::backup::BackupResult> {
+    let resources = repo.resources_of_this_host(vault)?;
+    super::backup::backup(
+        repo,
+        vault,
+        super::backup::Source::Resources(resources),
+        opts,
+    )
 }

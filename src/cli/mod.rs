@@ -7,6 +7,7 @@ mod points;
 mod policy;
 pub mod prune;
 mod resources;
+mod tasks;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -21,7 +22,7 @@ use crate::backend;
 use crate::repo::backup::{BackupOptions, Source};
 use crate::repo::format::*;
 use crate::repo::restore::RestoreOptions;
-use crate::repo::walk::{Excludes, Progress};
+use crate::repo::walk::Excludes;
 use crate::repo::{InitOptions, Repository, check, lock};
 
 /// A backup repository you can mount: vaults, recovery points and backups as files.
@@ -273,14 +274,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List the tasks (ingests) of a running mount: its `.vaultfs/tasks/` files.
-    Tasks {
-        /// The mount point of a running `vaultfs mount`.
-        mountpoint: PathBuf,
-        /// Print the tasks as a JSON array (the task files' contents).
-        #[arg(long)]
-        json: bool,
-    },
+    /// List the tasks (backups, restores, forgets, prunes, checks, ingests) of every
+    /// host, from the repository: kind, status, progress, point, fail reason.
+    Tasks(tasks::TasksArgs),
+    /// Show or cancel one task.
+    #[command(subcommand)]
+    Task(tasks::TaskCmd),
     /// Free the space of chunks no recovery point references: delete unused packs,
     /// repack mostly unused ones (FORMAT.md, "Prune"). Waits for running backups.
     Prune(prune::PruneArgs),
@@ -509,32 +508,65 @@ pub fn run(cli: Cli) -> Result<i32> {
                 patterns.extend(Excludes::read_file(f)?);
             }
             let excludes = Excludes::new(&patterns)?;
-            let repo = open_repo(g)?;
-            let progress = Arc::new(Progress::default());
-            let opts = BackupOptions {
-                progress: progress.clone(),
-                use_parent: !no_parent,
-                excludes,
-                exclude_caches,
-                one_file_system,
-                attrs: points::backup_attrs(tag, description, keep_days, protect),
-                lock_wait,
-                ..Default::default()
+            let what = match (&image, &tar) {
+                (Some(p), _) => format!("image {}", printable_path(p)),
+                (None, Some(p)) => format!("tar {}", printable_path(p)),
+                (None, None) if paths.is_empty() => "the vault's resources".to_string(),
+                (None, None) => paths
+                    .iter()
+                    .map(|p| printable_path(p))
+                    .collect::<Vec<_>>()
+                    .join(" "),
             };
-            let source = match (image, tar) {
-                (Some(path), _) => Some(Source::Image { path, name }),
-                (None, Some(path)) => Some(tar_source(&path, name)?),
-                // The vault's resources of this host.
-                (None, None) if paths.is_empty() => None,
-                (None, None) => Some(Source::Trees(paths)),
+            let ran = tasks::as_task(
+                g,
+                crate::repo::tasks::TaskKind::Backup,
+                Some(&vault),
+                what,
+                |r: &(Arc<Repository>, crate::repo::backup::BackupResult)| {
+                    Some(r.1.manifest.name.clone())
+                },
+                |repo, task| {
+                    let progress = task.progress.clone();
+                    let opts = BackupOptions {
+                        progress: progress.clone(),
+                        cancel: task.cancel.clone(),
+                        use_parent: !no_parent,
+                        excludes,
+                        exclude_caches,
+                        one_file_system,
+                        attrs: points::backup_attrs(tag, description, keep_days, protect),
+                        lock_wait,
+                        ..Default::default()
+                    };
+                    if let Some(len) = image
+                        .as_deref()
+                        .filter(|p| p.as_os_str() != "-")
+                        .and_then(|p| std::fs::metadata(p).ok())
+                        .map(|m| m.len())
+                    {
+                        // An image file's size is known: the task shows a percentage.
+                        task.set_totals(Some(len), Some(1));
+                    }
+                    let source = match (image, tar) {
+                        (Some(path), _) => Some(Source::Image { path, name }),
+                        (None, Some(path)) => Some(tar_source(&path, name)?),
+                        // The vault's resources of this host.
+                        (None, None) if paths.is_empty() => None,
+                        (None, None) => Some(Source::Trees(paths)),
+                    };
+                    let bar = output::ProgressDisplay::start(progress, None, "backup");
+                    let result = match source {
+                        Some(source) => crate::repo::backup::backup(repo, &vault, source, &opts),
+                        None => crate::repo::resources::backup_resources(repo, &vault, &opts),
+                    };
+                    bar.finish();
+                    Ok((repo.clone(), result?))
+                },
+            )?;
+            let Some((repo, result)) = ran else {
+                return Ok(tasks::EXIT_CANCELLED);
             };
-            let bar = output::ProgressDisplay::start(progress, None, "backup");
-            let result = match source {
-                Some(source) => crate::repo::backup::backup(&repo, &vault, source, &opts),
-                None => crate::repo::resources::backup_resources(&repo, &vault, &opts),
-            };
-            bar.finish();
-            let result = result?;
             for s in &result.skipped {
                 eprintln!("warning: skipped {}: {}", printable_path(&s.path), s.error);
             }
@@ -562,6 +594,21 @@ pub fn run(cli: Cli) -> Result<i32> {
         } => points::points(&*open_repo(g)?, &vault, &filter, json),
         Command::Point(cmd) => points::point_cmd(&open_repo(g)?, cmd),
         Command::Resource(cmd) => resources::run(&open_repo(g)?, cmd),
+        Command::Forget(args) => {
+            let description = match &args.vault {
+                Some(v) => format!("forget {v}"),
+                None => "forget --all".to_string(),
+            };
+            let ran = tasks::as_task(
+                g,
+                crate::repo::tasks::TaskKind::Forget,
+                args.vault.as_deref(),
+                description,
+                |_| None,
+                |repo, _| points::forget(repo, &args),
+            )?;
+            Ok(ran.unwrap_or(tasks::EXIT_CANCELLED))
+        }
         Command::Policy(cmd) => policy::run(&open_repo(g)?, cmd),
         Command::Serve { refresh_secs } => {
             let store = open_store(g)?;
@@ -574,7 +621,6 @@ pub fn run(cli: Cli) -> Result<i32> {
                 signals,
             )
         }
-        Command::Forget(args) => points::forget(&open_repo(g)?, &args),
         Command::Dump {
             vault,
             point,
@@ -650,30 +696,48 @@ pub fn run(cli: Cli) -> Result<i32> {
             no_owners,
             json,
         } => {
-            let repo = open_repo(g)?;
-            let point = repo.resolve_point(&vault, &point)?;
-            let m = repo.load_manifest(&vault, &point)?;
-            let progress = Arc::new(Progress::default());
-            let mut opts = RestoreOptions {
-                progress: progress.clone(),
-                ..Default::default()
+            let description = format!("{vault}/{point} to {}", printable_path(&target));
+            let ran = tasks::as_task(
+                g,
+                crate::repo::tasks::TaskKind::Restore,
+                Some(&vault),
+                description,
+                |_| None,
+                |repo, task| {
+                    let point = repo.resolve_point(&vault, &point)?;
+                    let m = repo.load_manifest(&vault, &point)?;
+                    let progress = task.progress.clone();
+                    let mut opts = RestoreOptions {
+                        progress: progress.clone(),
+                        ..Default::default()
+                    };
+                    if no_owners {
+                        opts.owners = false;
+                    }
+                    let total: u64 = m.backups.iter().map(|b| b.stats.bytes).sum();
+                    let files: u64 = m.backups.iter().map(|b| b.stats.files).sum();
+                    task.set_totals(Some(total), path.is_none().then_some(files));
+                    let bar =
+                        output::ProgressDisplay::start(progress.clone(), Some(total), "restore");
+                    let r = match &path {
+                        Some(p) => {
+                            let node = repo.find_node(&m, p.as_bytes())?;
+                            std::fs::create_dir_all(&target)
+                                .with_context(|| format!("creating {}", target.display()))?;
+                            crate::repo::restore::restore_node(repo, &node, &target, &opts)
+                        }
+                        None => crate::repo::restore::restore(repo, &m, &target, &opts),
+                    };
+                    bar.finish();
+                    let stats = r?;
+                    // A cancelled restore stops at its next read: what it skipped is not a result.
+                    task.cancel.check()?;
+                    Ok((point, stats))
+                },
+            )?;
+            let Some((point, stats)) = ran else {
+                return Ok(tasks::EXIT_CANCELLED);
             };
-            if no_owners {
-                opts.owners = false;
-            }
-            let total: u64 = m.backups.iter().map(|b| b.stats.bytes).sum();
-            let bar = output::ProgressDisplay::start(progress.clone(), Some(total), "restore");
-            let r = match &path {
-                Some(p) => {
-                    let node = repo.find_node(&m, p.as_bytes())?;
-                    std::fs::create_dir_all(&target)
-                        .with_context(|| format!("creating {}", target.display()))?;
-                    crate::repo::restore::restore_node(&repo, &node, &target, &opts)
-                }
-                None => crate::repo::restore::restore(&repo, &m, &target, &opts),
-            };
-            bar.finish();
-            let stats = r?;
             for (p, why) in &stats.failed {
                 eprintln!("error: {}: not restored: {why}", printable_path(p));
             }
@@ -711,8 +775,27 @@ pub fn run(cli: Cli) -> Result<i32> {
             })
         }
         Command::Check { read_data, json } => {
-            let repo = open_repo(g)?;
-            let report = check::check(&repo, read_data)?;
+            let ran = tasks::as_task(
+                g,
+                crate::repo::tasks::TaskKind::Check,
+                None,
+                if read_data {
+                    "check --read-data"
+                } else {
+                    "check"
+                }
+                .to_string(),
+                |_| None,
+                |repo, task| {
+                    let report = check::check(repo, read_data)?;
+                    // A cancelled check's store calls failed: its errors say nothing.
+                    task.cancel.check()?;
+                    Ok(report)
+                },
+            )?;
+            let Some(report) = ran else {
+                return Ok(tasks::EXIT_CANCELLED);
+            };
             if json {
                 output::print_json(&serde_json::json!({
                     "ok": report.ok(),
@@ -751,44 +834,24 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(if report.ok() { 0 } else { 1 })
         }
-        Command::Tasks { mountpoint, json } => {
-            let dir = mountpoint.join(".vaultfs/tasks");
-            let mut tasks = Vec::new();
-            let entries = std::fs::read_dir(&dir)
-                .with_context(|| format!("{}: not a vaultfs mount", mountpoint.display()))?;
-            for e in entries {
-                let path = e?.path();
-                let text =
-                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                tasks.push(serde_json::from_slice::<serde_json::Value>(&text)?);
-            }
-            tasks.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-            if json {
-                output::print_json(&serde_json::Value::Array(tasks));
+        Command::Tasks(args) => tasks::list(g, &args),
+        Command::Task(cmd) => tasks::task_cmd(g, cmd),
+        Command::Prune(args) => {
+            let description = if args.dry_run {
+                "prune --dry-run"
             } else {
-                println!(
-                    "{:<36} {:<10} {:<12} {:>10}  {:<22} DETAIL",
-                    "TASK", "STATUS", "VAULT", "BYTES", "POINT"
-                );
-                for t in &tasks {
-                    let detail = t["fail_reason"]
-                        .as_str()
-                        .or(t["name"].as_str())
-                        .unwrap_or("");
-                    println!(
-                        "{:<36} {:<10} {:<12} {:>10}  {:<22} {}",
-                        t["id"].as_str().unwrap_or(""),
-                        t["status"].as_str().unwrap_or(""),
-                        t["vault"].as_str().unwrap_or(""),
-                        output::human(t["progress"]["bytes"].as_u64().unwrap_or(0)),
-                        t["point"].as_str().unwrap_or("-"),
-                        detail
-                    );
-                }
-            }
-            Ok(0)
+                "prune"
+            };
+            let ran = tasks::as_task(
+                g,
+                crate::repo::tasks::TaskKind::Prune,
+                None,
+                description.to_string(),
+                |_| None,
+                |repo, _| prune::run(repo, &args),
+            )?;
+            Ok(ran.unwrap_or(tasks::EXIT_CANCELLED))
         }
-        Command::Prune(args) => prune::run(&open_repo(g)?, &args),
         Command::Unlock { all, json } => {
             let repo = open_repo(g)?;
             let n = lock::remove(&repo, all)?;

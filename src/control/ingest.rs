@@ -72,6 +72,25 @@ struct ChannelReader {
     pos: usize,
     /// A hole received while data was asked for: `read` says 0 until it is taken.
     hole: u64,
+    /// The task's cancel flag: a reader waiting for the writer stops once it is set.
+    cancel: crate::repo::cancel::Cancel,
+}
+
+impl ChannelReader {
+    /// The next piece (None: the writer is done), waiting for the writer in steps so
+    /// that a cancelled task stops even while the writer is idle.
+    fn next(&self) -> std::io::Result<Option<Piece>> {
+        loop {
+            match self.rx.recv_timeout(std::time::Duration::from_millis(200)) {
+                Ok(p) => return Ok(Some(p)),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) if self.cancel.is_set() => {
+                    return Err(std::io::Error::other("cancelled"));
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(None),
+            }
+        }
+    }
 }
 
 impl Read for ChannelReader {
@@ -80,14 +99,14 @@ impl Read for ChannelReader {
             if self.hole > 0 {
                 return Ok(0);
             }
-            match self.rx.recv() {
-                Ok(Piece::Data(v)) => {
+            match self.next()? {
+                Some(Piece::Data(v)) => {
                     self.buf = v;
                     self.pos = 0;
                 }
-                Ok(Piece::Hole(n)) => self.hole = n,
-                Ok(Piece::Abort(msg)) => return Err(std::io::Error::other(msg)),
-                Err(_) => return Ok(0),
+                Some(Piece::Hole(n)) => self.hole = n,
+                Some(Piece::Abort(msg)) => return Err(std::io::Error::other(msg)),
+                None => return Ok(0),
             }
         }
         let n = out.len().min(self.buf.len() - self.pos);
@@ -114,7 +133,7 @@ impl StreamRead for ChannelReader {
                     Err(crossbeam_channel::TryRecvError::Disconnected) => None,
                 }
             } else {
-                self.rx.recv().ok()
+                self.next()?
             };
             match next {
                 Some(Piece::Hole(n)) => hole += n,
@@ -187,7 +206,11 @@ impl IngestSession {
         file_name: &[u8],
         tasks: &TaskRegistry,
     ) -> Arc<Self> {
-        let task = tasks.create("ingest", vault, &String::from_utf8_lossy(file_name));
+        let task = tasks.create(
+            super::tasks::TaskKind::Ingest,
+            vault,
+            &String::from_utf8_lossy(file_name),
+        );
         Arc::new(IngestSession {
             repo,
             vault: vault.to_string(),
@@ -292,12 +315,14 @@ impl IngestSession {
                     buf: Vec::new(),
                     pos: 0,
                     hole: 0,
+                    cancel: task.cancel.clone(),
                 };
                 let opts = BackupOptions {
                     progress: task.progress.clone(),
                     // A writer that copies into incoming/ during a prune (or another
                     // host's backup) waits, as a slow disk would make it.
                     lock_wait: INGEST_LOCK_WAIT,
+                    cancel: task.cancel.clone(),
                     ..Default::default()
                 };
                 let source = Source::Stream {
@@ -315,6 +340,13 @@ impl IngestSession {
                             r.manifest.name
                         );
                         Ok(r.manifest.name)
+                    }
+                    Err(crate::repo::RepoError::Cancelled) => {
+                        task.cancelled();
+                        tracing::warn!("ingest {} into {vault} cancelled", task.id);
+                        Err(IngestError::Backup(Arc::new(
+                            crate::repo::RepoError::Cancelled,
+                        )))
                     }
                     Err(e) => {
                         let reason = e.to_string();

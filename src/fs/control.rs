@@ -21,6 +21,14 @@
 //!   `.vaultfs/vaults/` from loading every manifest of every vault. Files rendered from
 //!   memory (tasks, `stats.json`) are rendered at each `getattr` and `open`.
 //!
+//! `tasks/` lists the repository's tasks of every host (read from the store at its
+//! first listing, as the vault list is, then re-listed in the background at most once
+//! per refresh interval, while someone looks) and this daemon's own with their
+//! current progress. `rm tasks/<id>.json` of a running task cancels it (this daemon's
+//! directly, another's through a `cancels/<id>` request it sees at its next heartbeat);
+//! the file stays and shows `cancelled` once the task stopped. Removing the file of a
+//! finished task is refused (EPERM): old records are removed by retention.
+//!
 //! Field names of the JSON follow the CLI's `--json` output, so scripts can use either.
 
 use serde_json::Value;
@@ -164,12 +172,12 @@ impl ControlFiles {
                 .collect(),
             Control::IncomingVault(v) => incoming(v),
             Control::Tasks => tasks
-                .list()
+                .records()
                 .into_iter()
                 .map(|t| {
                     entry(
                         format!("{}.json", t.id).into_bytes(),
-                        Control::TaskJson(t.id.clone()),
+                        Control::TaskJson(t.id),
                     )
                 })
                 .collect(),
@@ -254,7 +262,9 @@ impl ControlFiles {
             Control::VaultJson(v) => vault_file(src.repo, v)?,
             Control::PointJson(v, p) => point_file(src.repo, v, p)?,
             Control::PolicyJson(name) => policy_file(src.repo, name)?,
-            Control::TaskJson(id) => render(&src.tasks.get(id).ok_or(FsError::NotFound)?.json()),
+            Control::TaskJson(id) => render(&crate::control::tasks::record_json(
+                &src.tasks.record(id).ok_or(FsError::NotFound)?,
+            )),
             Control::Stats => render(&self.stats_json(src)),
             Control::RemovedJson(v, p) => self.views.removed_json(src.repo, v, p)?,
             _ => return Err(FsError::IsDir),

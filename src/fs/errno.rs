@@ -52,6 +52,8 @@ impl FsError {
                 // The disk or quota of the repository is full: the writer can free space
                 // and try again.
                 IngestError::Backup(e) if storage_full(e) => libc::ENOSPC,
+                // Cancelled (`task cancel`, `rm .vaultfs/tasks/<id>.json`): no point made.
+                IngestError::Backup(e) if matches!(**e, RepoError::Cancelled) => libc::ECANCELED,
                 // Any other failure of the backup (a malformed archive, a store that
                 // failed, a vault deleted meanwhile) and a stopped ingest: close() says
                 // "input/output error", the reason is in the task file and the log.
@@ -106,6 +108,8 @@ pub fn repo_errno(e: &RepoError) -> i32 {
         RepoError::Protected { .. } => libc::EPERM,
         // A repository of an older format takes no writes until upgraded.
         RepoError::OldFormat { .. } => libc::EROFS,
+        // A job stopped by `task cancel` or `rm .vaultfs/tasks/<id>.json`.
+        RepoError::Cancelled => libc::ECANCELED,
     }
 }
 

@@ -44,7 +44,9 @@ pub struct FsOptions {
     pub readahead_bytes: u64,
     /// Whether `rmdir` of a recovery point deletes it (EPERM otherwise).
     pub allow_delete: bool,
-    /// How long finished tasks stay in `.vaultfs/tasks/`.
+    /// How long the daemon keeps its own finished tasks in memory (the repository keeps
+    /// their records for its retention, see `repo::tasks`; in a repository of an older
+    /// format, which records no tasks, this is how long they stay in `.vaultfs/tasks/`).
     pub task_keep: Duration,
     /// Lists once read are refreshed only by [`VaultFs::refresh_lists`] (the mount runs
     /// it on a thread of its own), never inside a lookup.
@@ -110,7 +112,7 @@ impl VaultFs {
             readahead: Readahead::new(cache.clone(), opts.readahead_bytes, opts.walk_linger),
             incoming: Incoming::new(repo.clone(), opts.uid, opts.allow_delete),
             control: ControlFiles::default(),
-            tasks: TaskRegistry::new(opts.task_keep),
+            tasks: TaskRegistry::with_repo(repo.clone(), opts.task_keep, opts.refresh),
             repo,
             cache,
         }
@@ -521,7 +523,37 @@ impl VaultFs {
     }
 
     pub fn unlink(&self, parent: u64, name: &[u8], uid: u32) -> Result<()> {
+        if let Some(id) = self.task_file(parent, name) {
+            return self.cancel_task(&id, uid);
+        }
         self.incoming.unlink(&self.ns, parent, name, uid)
+    }
+
+    /// The task id of `.vaultfs/tasks/<id>.json`, when `parent` is that directory.
+    fn task_file(&self, parent: u64, name: &[u8]) -> Option<String> {
+        let inode = self.ns.inodes.get(parent)?;
+        if !matches!(&inode.body, Body::Control(Control::Tasks)) {
+            return None;
+        }
+        let name = std::str::from_utf8(name).ok()?;
+        Some(name.strip_suffix(".json").unwrap_or(name).to_string())
+    }
+
+    /// `rm .vaultfs/tasks/<id>.json`: cancels a running task (see `control.rs`). Only
+    /// the mount's owner and root may; a finished task's file is not removed (EPERM).
+    fn cancel_task(&self, id: &str, uid: u32) -> Result<()> {
+        if uid != 0 && uid != rustix::process::getuid().as_raw() {
+            return Err(FsError::Access);
+        }
+        match self.tasks.cancel(id) {
+            Ok(true) => {
+                tracing::info!("task {id}: cancel requested through the mount");
+                Ok(())
+            }
+            Ok(false) if self.tasks.record(id).is_none() => Err(FsError::NotFound),
+            Ok(false) => Err(FsError::NotPermitted),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// `mkdir` at the root creates a vault.

@@ -73,6 +73,27 @@ impl<R: Read + Send> StreamRead for PlainStream<R> {
     }
 }
 
+/// A stream whose reads fail once the backup is cancelled.
+struct CancelStream {
+    inner: Box<dyn StreamRead>,
+    cancel: super::cancel::Cancel,
+}
+
+impl Read for CancelStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.is_set() {
+            return Err(std::io::Error::other("cancelled"));
+        }
+        self.inner.read(buf)
+    }
+}
+
+impl StreamRead for CancelStream {
+    fn take_hole(&mut self) -> std::io::Result<u64> {
+        self.inner.take_hole()
+    }
+}
+
 /// A stream's holes as zeros, for readers that need every byte (a tar parser).
 struct HolesAsZeros<'a> {
     inner: &'a mut dyn StreamRead,
@@ -119,6 +140,10 @@ pub struct BackupOptions {
     /// How long to wait for another process's writer (a prune, another backup) to
     /// release the lock; zero fails at once, naming the holder.
     pub lock_wait: std::time::Duration,
+    /// Set to stop the backup before its commit (checked before every entry walked,
+    /// every file and stream read, and the commit): it then fails with
+    /// `RepoError::Cancelled`, records no failure and leaves no point.
+    pub cancel: super::cancel::Cancel,
     /// Who starts the backup: recorded in the manifest.
     pub trigger: Trigger,
 }
@@ -134,6 +159,7 @@ impl Default for BackupOptions {
             one_file_system: false,
             attrs: PointAttrs::default(),
             lock_wait: std::time::Duration::ZERO,
+            cancel: super::cancel::Cancel::default(),
             trigger: Trigger::Manual,
         }
     }
@@ -173,8 +199,12 @@ pub fn backup(
     repo.require_current_format("a backup")?;
     let _lock = lock::acquire_shared_wait(repo, &format!("backup {vault}"), opts.lock_wait)?;
     let start = now_ns();
-    take_point(repo, vault, source, opts, start).inspect_err(|e| {
-        record_failure(repo, vault, start, opts, e);
+    take_point(repo, vault, source, opts, start).map_err(|e| {
+        if opts.cancel.is_set() {
+            return RepoError::Cancelled;
+        }
+        record_failure(repo, vault, start, opts, &e);
+        e
     })
 }
 
@@ -265,6 +295,7 @@ fn take_point(
         }
         Source::Resources(resources) => {
             for r in &resources {
+                opts.cancel.check()?;
                 let parent_root = parent.as_ref().and_then(|m| {
                     m.backups
                         .iter()
@@ -299,11 +330,11 @@ fn take_point(
                 }));
             }
         }
-        Source::Stream {
-            mut reader,
-            name,
-            kind,
-        } => {
+        Source::Stream { reader, name, kind } => {
+            let mut reader: Box<dyn StreamRead> = Box::new(CancelStream {
+                inner: reader,
+                cancel: opts.cancel.clone(),
+            });
             let before = writer_counts(&writer);
             let mut zeros = HolesAsZeros {
                 inner: &mut *reader,
@@ -351,6 +382,7 @@ fn take_point(
             });
         }
     }
+    opts.cancel.check()?;
     let packs = writer.finish()?.packs;
     let added: u64 = backups.iter().map(|b| b.stats.bytes_stored_new).sum();
     check_quota(repo, vault, added)?;
@@ -375,6 +407,7 @@ fn take_point(
         skipped_resources,
         trigger: opts.trigger.clone(),
     };
+    opts.cancel.check()?;
     repo.commit_manifest(&mut manifest)?;
     Ok(BackupResult {
         manifest,
@@ -443,6 +476,7 @@ fn resource_backup(
                 one_file_system: opts.one_file_system,
                 attrs: opts.attrs.clone(),
                 lock_wait: opts.lock_wait,
+                cancel: opts.cancel.clone(),
                 trigger: opts.trigger.clone(),
             };
             let before = writer_counts(writer);
@@ -487,7 +521,10 @@ fn command_backup(
         .stdout(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| RepoError::io(shown(), e))?;
-    let mut out = child.stdout.take().expect("piped");
+    let mut out = super::cancel::CancelRead {
+        inner: child.stdout.take().expect("piped"),
+        cancel: opts.cancel.clone(),
+    };
     let before = writer_counts(writer);
     let read = if tar {
         tar_backup_into(writer, Box::new(&mut out), &opts.progress, skipped)
@@ -616,7 +653,8 @@ impl<'a> TreeBackup<'a> {
                 let done_tx: Sender<FileDone> = done_tx.clone();
                 let writer = self.writer;
                 let progress = &self.opts.progress;
-                scope.spawn(move || file_worker(writer, job_rx, done_tx, progress));
+                let cancel = &self.opts.cancel;
+                scope.spawn(move || file_worker(writer, job_rx, done_tx, progress, cancel));
             }
             drop(done_tx);
             let walked = self.walk(path, meta, parent_root, &repo, &job_tx, &done_rx);
@@ -653,6 +691,7 @@ impl<'a> TreeBackup<'a> {
             stack.push((0, 0, path.to_path_buf(), parent_sub));
         }
         while let Some((pd, pn, dir_path, parent_sub)) = stack.pop() {
+            self.opts.cancel.check()?;
             while let Ok(d) = done.try_recv() {
                 self.apply(d);
             }
@@ -677,6 +716,7 @@ impl<'a> TreeBackup<'a> {
             self.stats.dirs += 1;
             let mut subdirs = Vec::new();
             for name in names {
+                self.opts.cancel.check()?;
                 let child = dir_path.join(&name);
                 if !self.opts.excludes.is_empty() {
                     let rel = child.strip_prefix(path).unwrap_or(&child);
@@ -909,9 +949,14 @@ fn file_worker(
     jobs: Receiver<FileJob>,
     done: Sender<FileDone>,
     progress: &Progress,
+    cancel: &super::cancel::Cancel,
 ) {
     let mut chunker = Chunker::new(writer);
     for job in jobs {
+        if cancel.is_set() {
+            // The backup fails before its commit: drain the queue without reading.
+            continue;
+        }
         // O_NONBLOCK: a file that would block forever (/proc/kmsg) fails with EAGAIN and
         // is skipped with a warning; regular files of real file systems ignore the flag.
         let open = |flags| {
@@ -1011,8 +1056,11 @@ fn image_backup(
     check_backup_name(&name)?;
     let before = writer_counts(writer);
     let (root, mut stats) = if stdin {
-        let (mut node, stats) =
-            image_from_stream(writer, &mut PlainStream(std::io::stdin()), &opts.progress)?;
+        let stdin = super::cancel::CancelRead {
+            inner: std::io::stdin(),
+            cancel: opts.cancel.clone(),
+        };
+        let (mut node, stats) = image_from_stream(writer, &mut PlainStream(stdin), &opts.progress)?;
         node.name = name.clone();
         (store_root(writer, node)?, stats)
     } else {

@@ -226,7 +226,10 @@ impl History<'_> {
                     .map(|p| self.lookup(&p.manifest, path))
                     .collect()
             }),
-            Err(_) => points.iter().map(|p| self.lookup(&p.manifest, path)).collect(),
+            Err(_) => points
+                .iter()
+                .map(|p| self.lookup(&p.manifest, path))
+                .collect(),
         };
         for (p, found) in points.iter().zip(found) {
             match found? {

@@ -15,6 +15,8 @@
 //! | `resources/<vault>/<name>` | what a vault protects on a host | `resource add/remove` |
 //! | `usage/<vault>` | a vault's usage as last computed, for the mount | rewritten |
 //! | `locks/<random>` | a writer's lock (host, pid, time) | while a writer runs |
+//! | `tasks/<id>` | a task's record: kind, status, progress, heartbeat | by its process while it runs |
+//! | `cancels/<id>` | a request that a running task stop | `task cancel` |
 //!
 //! Invariants: a manifest only references chunks whose packs and index objects were
 //! durably written before it; nothing except vault settings and locks is ever rewritten;
@@ -25,6 +27,7 @@
 //! manifests carry the pack location of every chunk they reference.
 
 pub mod backup;
+pub mod cancel;
 pub mod check;
 pub mod crypto;
 pub mod dump;
@@ -42,6 +45,7 @@ pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod tar;
+pub mod tasks;
 pub mod usage;
 pub mod walk;
 
@@ -118,6 +122,8 @@ pub enum RepoError {
     /// Something failed inside vaultfs (a worker thread that stopped, a load abandoned):
     /// not the user's doing.
     Internal(String),
+    /// The job was cancelled (`vaultfs task cancel`) and stopped before finishing.
+    Cancelled,
 }
 
 impl std::fmt::Display for RepoError {
@@ -177,6 +183,7 @@ impl std::fmt::Display for RepoError {
                 "the repository at {location} has format version {version}; {what} needs version {FORMAT_VERSION}: run `vaultfs upgrade` first (vaultfs builds older than format {FORMAT_VERSION} then no longer open it)"
             ),
             RepoError::PathNotFound { path } => write!(f, "{path}: not found in the backup"),
+            RepoError::Cancelled => f.write_str("cancelled"),
         }
     }
 }

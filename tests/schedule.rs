@@ -174,6 +174,31 @@ fn serve_runs_a_due_policy_and_its_retention_and_a_second_one_idles() {
         "{log}"
     );
     assert_scheduled_run(&t, &manual);
+    // Both jobs ran as tasks, seen from another process: the backup with its point.
+    let tasks: Value = serde_json::from_str(&t.ok(&["tasks", "--vault", "v", "--json"])).unwrap();
+    let latest = t.points();
+    let point = scheduled(&latest)[0]["id"].as_str().unwrap().to_string();
+    let of_kind = |k: &str| -> Vec<Value> {
+        tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| {
+                x["kind"] == k
+                    && x["name"]
+                        .as_str()
+                        .is_some_and(|d| d.starts_with("scheduled"))
+            })
+            .cloned()
+            .collect()
+    };
+    let backups = of_kind("backup");
+    assert_eq!(backups.len(), 1, "{tasks}");
+    assert_eq!(backups[0]["status"], "succeeded", "{tasks}");
+    assert_eq!(backups[0]["point"], point.as_str());
+    let forgets = of_kind("forget");
+    assert_eq!(forgets.len(), 1, "{tasks}");
+    assert_eq!(forgets[0]["status"], "succeeded", "{tasks}");
     // The idle one did nothing.
     assert!(
         !second.log().contains("scheduled backup"),

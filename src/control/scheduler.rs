@@ -7,7 +7,10 @@
 //! [`Repository::effective_retention`]); a host without resources of the vault skips it
 //! with a log line. On each due time of a policy's prune schedule it prunes the
 //! repository. Each of these runs through one function of its kind: [`backup_job`],
-//! [`forget_job`], [`prune_job`].
+//! [`forget_job`], [`prune_job`], and each is a task (`control::tasks::run`): seen by
+//! `vaultfs tasks` and in every mount's `.vaultfs/tasks/`, cancellable like any other
+//! (a backup polls its flag; forget and prune run over the store wrapped so that a
+//! cancel stops their next call).
 //!
 //! Invariants:
 //! - **A missed run is made once.** After a run, the due time it was for is stored in
@@ -33,7 +36,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use crate::control::tasks::{self, TaskFailure, TaskKind, TaskSpec};
 use crate::repo::backup::BackupOptions;
+use crate::repo::cancel::{Cancel, CancellingStore};
 use crate::repo::format::{Policy, ScheduleState, Trigger, now_ns, rfc3339};
 use crate::repo::policy::{self, backup_state_key, prune_state_key};
 use crate::repo::{RepoError, Repository, lock};
@@ -104,21 +109,79 @@ pub fn backup_job(
     if repo.resources_of_this_host(vault)?.is_empty() {
         return Ok(BackupOutcome::NoResources);
     }
-    let opts = BackupOptions {
-        lock_wait: LOCK_WAIT,
-        trigger: Trigger::Policy(policy.to_string()),
-        ..Default::default()
+    let spec = TaskSpec {
+        kind: TaskKind::Backup,
+        vault: Some(vault),
+        description: format!("scheduled backup of {vault}'s resources (policy {policy})"),
+        cancel: Cancel::default(),
     };
-    let r = crate::repo::resources::backup_resources(repo, vault, &opts)?;
+    let r = tasks::run(
+        repo,
+        spec,
+        |r: &crate::repo::backup::BackupResult| Some(r.manifest.name.clone()),
+        |task| {
+            let opts = BackupOptions {
+                lock_wait: LOCK_WAIT,
+                trigger: Trigger::Policy(policy.to_string()),
+                progress: task.progress.clone(),
+                cancel: task.cancel.clone(),
+                ..Default::default()
+            };
+            crate::repo::resources::backup_resources(repo, vault, &opts)
+        },
+    )
+    .map_err(task_error)?;
     Ok(BackupOutcome::Point {
         name: r.manifest.name,
         skipped: r.manifest.skipped_resources.len(),
     })
 }
 
+/// A task's failure as the scheduler logs it.
+fn task_error(e: TaskFailure<RepoError>) -> RepoError {
+    match e {
+        TaskFailure::Failed(e) => e,
+        TaskFailure::Cancelled { id } => {
+            tracing::info!("task {id} was cancelled");
+            RepoError::Cancelled
+        }
+    }
+}
+
+/// Runs a job that does not poll its cancel flag as a task: over the repository's store
+/// wrapped so that a cancel stops the job's next store call.
+fn as_task<T>(
+    repo: &Arc<Repository>,
+    kind: TaskKind,
+    vault: Option<&str>,
+    description: String,
+    job: impl FnOnce(&Arc<Repository>) -> Result<T, RepoError>,
+) -> Result<T, RepoError> {
+    let cancel = Cancel::default();
+    let wrapped = repo.over_store(CancellingStore::wrap(repo.store().clone(), cancel.clone()));
+    let spec = TaskSpec {
+        kind,
+        vault,
+        description,
+        cancel,
+    };
+    tasks::run(repo, spec, |_| None, |_| job(&wrapped)).map_err(task_error)
+}
+
 /// The vault's retention after a scheduled backup: what `forget VAULT` with no rules
 /// does (the newest point always stays). Returns the points removed.
 pub fn forget_job(repo: &Arc<Repository>, vault: &str) -> Result<Vec<String>, RepoError> {
+    let v = repo.load_vault(vault)?;
+    if !policy::has_rules(&repo.effective_retention(&v)?) {
+        return Ok(Vec::new());
+    }
+    let description = format!("scheduled retention of {vault}");
+    as_task(repo, TaskKind::Forget, Some(vault), description, |repo| {
+        forget_now(repo, vault)
+    })
+}
+
+fn forget_now(repo: &Arc<Repository>, vault: &str) -> Result<Vec<String>, RepoError> {
     let v = repo.load_vault(vault)?;
     let retention = repo.effective_retention(&v)?;
     if !policy::has_rules(&retention) {
@@ -151,7 +214,10 @@ pub fn prune_job(repo: &Arc<Repository>) -> Result<(), RepoError> {
         max_unused_percent: 10.0,
         lock_wait: LOCK_WAIT,
     };
-    crate::repo::prune::prune(repo, &opts).map(|_| ())
+    let description = "scheduled prune".to_string();
+    as_task(repo, TaskKind::Prune, None, description, |repo| {
+        crate::repo::prune::prune(repo, &opts).map(|_| ())
+    })
 }
 
 /// The jobs on a repository.

@@ -379,6 +379,18 @@ impl Repository {
     }
 
     /// The repository's format version.
+    /// The same repository (keys, settings) over another store: e.g. the store wrapped
+    /// so that a task's cancel flag stops its next call. No key derivation again.
+    pub fn over_store(&self, store: Store) -> Arc<Repository> {
+        Arc::new(Repository {
+            store,
+            keys: self.keys.clone(),
+            config: self.config.clone(),
+            forwards: Default::default(),
+            format: self.format,
+        })
+    }
+
     pub fn format_version(&self) -> u32 {
         self.format
     }

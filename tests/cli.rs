@@ -429,7 +429,13 @@ fn restore_never_follows_a_symlink_it_finds_in_the_target() {
             .file_type()
             .is_symlink()
     );
-    t.ok(&["restore", "v", points[1], target.to_str().unwrap()]);
+    t.ok(&[
+        "restore",
+        "v",
+        points[1],
+        target.to_str().unwrap(),
+        "--overwrite",
+    ]);
     // The victim is as it was: no file planted, no mode changed, its file intact.
     let after = sh(&format!(
         "cd '{}' && find . -printf '%p %m %s %n %T@\\n' | sort",
@@ -643,4 +649,165 @@ fn json_into_a_closed_pipe_does_not_panic() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Restore into a target that holds files: refused by default (naming them, nothing
+/// written), `--skip-existing` keeps them, `--overwrite` replaces them (hard links
+/// included, directory times kept) and `--verify` reads everything back; `--at` picks the
+/// newest point at or before a time, and `--path` may be given twice.
+#[test]
+fn restore_modes_over_an_existing_target() {
+    use std::os::unix::fs::MetadataExt;
+    let t = TestRepo::new();
+    let src = t.path("src");
+    fs::create_dir_all(src.join("tree/sub")).unwrap();
+    fs::write(src.join("tree/a"), b"first a").unwrap();
+    fs::write(src.join("tree/sub/b"), b"first b").unwrap();
+    t.ok(&["backup", "v", src.join("tree").to_str().unwrap()]);
+    let first = t.points()[0]["id"].as_str().unwrap().to_string();
+    let first_time = t.points()[0]["time"].as_str().unwrap().to_string();
+    fs::write(src.join("tree/a"), b"second a").unwrap();
+    fs::write(src.join("tree/new"), b"new file").unwrap();
+    fs::hard_link(src.join("tree/a"), src.join("tree/sub/a-link")).unwrap();
+    sh(&format!(
+        "touch -d '2010-01-01' '{0}/tree/sub' '{0}/tree'",
+        src.display()
+    ));
+    t.ok(&["backup", "v", src.join("tree").to_str().unwrap()]);
+
+    let target = t.path("target");
+    t.ok(&["restore", "v", &first, target.to_str().unwrap()]);
+    fs::write(target.join("tree/a"), b"edited here").unwrap();
+    // Refused: names the file, writes nothing (not even the new file).
+    let o = t.run(&["restore", "v", "latest", target.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("tree/a") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert!(!target.join("tree/new").exists());
+    // Skipped: the edited file stays, what is missing comes.
+    let j: serde_json::Value = serde_json::from_str(&t.ok(&[
+        "restore",
+        "v",
+        "latest",
+        target.to_str().unwrap(),
+        "--skip-existing",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(fs::read(target.join("tree/a")).unwrap(), b"edited here");
+    assert_eq!(fs::read(target.join("tree/new")).unwrap(), b"new file");
+    assert!(j["kept"].as_u64().unwrap() >= 2, "{j}");
+    // Overwritten and verified: the target is the backup, hard link and times included.
+    t.ok(&[
+        "restore",
+        "v",
+        "latest",
+        target.to_str().unwrap(),
+        "--overwrite",
+        "--verify",
+    ]);
+    assert_eq!(rsync_diff(&src.join("tree"), &target.join("tree")), "");
+    let (a, l) = (
+        fs::metadata(target.join("tree/a")).unwrap(),
+        fs::metadata(target.join("tree/sub/a-link")).unwrap(),
+    );
+    assert_eq!(a.ino(), l.ino());
+    assert_eq!(a.nlink(), 2);
+    let leftovers = sh(&format!(
+        "find '{}' -name '.vaultfs-restore-*'",
+        target.display()
+    ));
+    assert_eq!(leftovers, "");
+    // --at: the newest point at or before the first point's time is the first point.
+    let at = t.path("at");
+    t.ok(&["restore", "v", "--at", &first_time, at.to_str().unwrap()]);
+    assert_eq!(fs::read(at.join("tree/a")).unwrap(), b"first a");
+    let o = t.run(&[
+        "restore",
+        "v",
+        "--at",
+        "2001-01-01",
+        t.path("none").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no point taken at or before"));
+    // Two --path.
+    let two = t.path("two");
+    t.ok(&[
+        "restore",
+        "v",
+        "latest",
+        two.to_str().unwrap(),
+        "--path",
+        "tree/new",
+        "--path",
+        "tree/sub",
+    ]);
+    assert_eq!(fs::read(two.join("new")).unwrap(), b"new file");
+    assert_eq!(fs::read(two.join("sub/b")).unwrap(), b"first b");
+    assert!(!two.join("a").exists());
+}
+
+/// `--overwrite` killed while it writes a large file leaves the old file whole under its
+/// name (the new one was being written under a temporary name).
+#[test]
+fn an_overwrite_killed_midway_leaves_the_old_file() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let big = random_bytes(7, 96 << 20);
+    fs::write(src.join("big"), &big).unwrap();
+    t.ok(&["backup", "v", src.to_str().unwrap()]);
+    let target = t.path("target");
+    fs::create_dir_all(target.join("src")).unwrap();
+    let old = random_bytes(8, 1 << 20);
+    fs::write(target.join("src/big"), &old).unwrap();
+    let mut child = t
+        .cmd()
+        .args([
+            "restore",
+            "v",
+            "latest",
+            target.to_str().unwrap(),
+            "--overwrite",
+        ])
+        .env("VAULTFS_FAULTS", "get_range:packs/:delay=300")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once the new file is being written under its temporary name.
+    let started = std::time::Instant::now();
+    loop {
+        let tmp = sh(&format!(
+            "find '{}' -name '.vaultfs-restore-*' -size +0",
+            target.display()
+        ));
+        if !tmp.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "no temporary file appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore ended before it was killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(fs::read(target.join("src/big")).unwrap(), old);
+    // Re-run: the new file, whole.
+    t.ok(&[
+        "restore",
+        "v",
+        "latest",
+        target.to_str().unwrap(),
+        "--overwrite",
+    ]);
+    assert_eq!(fs::read(target.join("src/big")).unwrap(), big);
 }

@@ -246,18 +246,35 @@ pub enum Command {
     /// Restore every backup of a point (or one path) under TARGET.
     ///
     /// Each backup becomes TARGET/<backup name>, with modes, times, xattrs, hard links,
-    /// holes and, when running as root, owners. Existing files of the same names are
-    /// replaced; directories are merged into.
+    /// holes and, when running as root, owners. Directories are merged into; an existing
+    /// file is an error (nothing written) unless --overwrite or --skip-existing.
     Restore {
         /// The vault that holds the point.
         vault: String,
-        /// A point name, or `latest`.
-        point: String,
+        /// A point name, or `latest` (not with --at).
+        point: Option<String>,
         /// The directory to restore into (created if missing).
-        target: PathBuf,
-        /// Restore only this path (starting with the backup's name).
+        target: Option<PathBuf>,
+        /// Instead of POINT: the newest point taken at or before TIME (RFC 3339, a date, a
+        /// point name, or a span back from now: 2d); a time covers its last unit (a
+        /// point name its second).
+        #[arg(long, value_name = "TIME", value_parser = points::parse_time)]
+        at: Option<i64>,
+        /// Restore only this path (starting with the backup's name); repeatable.
         #[arg(long, value_name = "PATH")]
-        path: Option<OsString>,
+        path: Vec<OsString>,
+        /// Replace existing entries, each new one written under a temporary name and
+        /// renamed over the old (a failure leaves the old one or the new one, never a
+        /// torn file). Without --overwrite or --skip-existing, an existing file is an
+        /// error naming it, before anything is written.
+        #[arg(long, conflicts_with = "skip_existing")]
+        overwrite: bool,
+        /// Keep existing entries as they are; restore only what is missing.
+        #[arg(long)]
+        skip_existing: bool,
+        /// Read every file back once written and compare it with the backup's chunk ids.
+        #[arg(long)]
+        verify: bool,
         /// Do not restore owners even when running as root.
         #[arg(long)]
         no_owners: bool,
@@ -692,11 +709,26 @@ pub fn run(cli: Cli) -> Result<i32> {
             vault,
             point,
             target,
+            at,
             path,
+            overwrite,
+            skip_existing,
+            verify,
             no_owners,
             json,
         } => {
-            let description = format!("{vault}/{point} to {}", printable_path(&target));
+            // With --at, clap takes the one positional after VAULT as POINT: it is TARGET.
+            let (point, target) = match (point, target, at) {
+                (Some(p), Some(t), None) => (p, t),
+                (Some(t), None, Some(_)) => (String::new(), PathBuf::from(t)),
+                (None, Some(t), Some(_)) => (String::new(), t),
+                _ => anyhow::bail!("restore needs VAULT POINT TARGET, or VAULT --at TIME TARGET"),
+            };
+            let shown = match at {
+                Some(t) => format!("at {}", crate::repo::format::rfc3339(t)),
+                None => point.clone(),
+            };
+            let description = format!("{vault}/{shown} to {}", printable_path(&target));
             let ran = tasks::as_task(
                 g,
                 crate::repo::tasks::TaskKind::Restore,
@@ -704,11 +736,33 @@ pub fn run(cli: Cli) -> Result<i32> {
                 description,
                 |_| None,
                 |repo, task| {
-                    let point = repo.resolve_point(&vault, &point)?;
+                    let point = match at {
+                        None => repo.resolve_point(&vault, &point)?,
+                        Some(t) => repo
+                            .point_records(&vault, false)?
+                            .into_iter()
+                            .rev()
+                            .find(|p| p.manifest.time_ns <= end_of_unit(t))
+                            .map(|p| p.name().to_string())
+                            .ok_or_else(|| {
+                                anyhow::anyhow!(
+                                    "vault {vault} has no point taken at or before {}",
+                                    crate::repo::format::rfc3339(t)
+                                )
+                            })?,
+                    };
                     let m = repo.load_manifest(&vault, &point)?;
                     let progress = task.progress.clone();
                     let mut opts = RestoreOptions {
                         progress: progress.clone(),
+                        verify,
+                        existing: if overwrite {
+                            crate::repo::restore::Existing::Overwrite
+                        } else if skip_existing {
+                            crate::repo::restore::Existing::Skip
+                        } else {
+                            crate::repo::restore::Existing::Refuse
+                        },
                         ..Default::default()
                     };
                     if no_owners {
@@ -716,17 +770,43 @@ pub fn run(cli: Cli) -> Result<i32> {
                     }
                     let total: u64 = m.backups.iter().map(|b| b.stats.bytes).sum();
                     let files: u64 = m.backups.iter().map(|b| b.stats.files).sum();
-                    task.set_totals(Some(total), path.is_none().then_some(files));
+                    task.set_totals(Some(total), path.is_empty().then_some(files));
                     let bar =
                         output::ProgressDisplay::start(progress.clone(), Some(total), "restore");
-                    let r = match &path {
-                        Some(p) => {
-                            let node = repo.find_node(&m, p.as_bytes())?;
-                            std::fs::create_dir_all(&target)
-                                .with_context(|| format!("creating {}", target.display()))?;
-                            crate::repo::restore::restore_node(repo, &node, &target, &opts)
+                    let r = if path.is_empty() {
+                        crate::repo::restore::restore(repo, &m, &target, &opts)
+                    } else {
+                        let mut nodes = Vec::new();
+                        for p in &path {
+                            nodes.push(repo.find_node(&m, p.as_bytes())?);
                         }
-                        None => crate::repo::restore::restore(repo, &m, &target, &opts),
+                        std::fs::create_dir_all(&target)
+                            .with_context(|| format!("creating {}", target.display()))?;
+                        if opts.existing == crate::repo::restore::Existing::Refuse {
+                            crate::repo::restore::refuse_existing(repo, &nodes, &target)?;
+                        }
+                        let mut all = crate::repo::restore::RestoreStats::default();
+                        let mut opts_each = RestoreOptions {
+                            existing: opts.existing,
+                            ..opts
+                        };
+                        // Checked for all paths at once above.
+                        if opts_each.existing == crate::repo::restore::Existing::Refuse {
+                            opts_each.existing = crate::repo::restore::Existing::Skip;
+                        }
+                        let mut result = Ok(());
+                        for node in &nodes {
+                            match crate::repo::restore::restore_node(
+                                repo, node, &target, &opts_each,
+                            ) {
+                                Ok(s) => all.add(s),
+                                Err(e) => {
+                                    result = Err(e);
+                                    break;
+                                }
+                            }
+                        }
+                        result.map(|()| all)
                     };
                     bar.finish();
                     let stats = r?;
@@ -750,6 +830,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                     "dirs": stats.dirs,
                     "other": stats.other,
                     "size": stats.bytes,
+                    "kept": stats.skipped,
                     "failed": stats.failed.iter().map(|(p, why)| serde_json::json!({
                         "path": p.to_string_lossy(),
                         "error": why,
@@ -761,6 +842,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                     printable_path(&target),
                     output::counts(stats.files, stats.dirs, stats.other, stats.bytes)
                 );
+                if stats.skipped > 0 {
+                    println!("{} existing entries kept as they were", stats.skipped);
+                }
                 if !stats.failed.is_empty() {
                     println!(
                         "{} path(s) could not be restored (listed above; damaged files were removed, not left short)",
@@ -1074,6 +1158,19 @@ fn vault_cmd(g: &Global, cmd: VaultCmd) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// The last nanosecond a time as written covers: a time given to the second (a point
+/// name) covers its whole second, one given to the millisecond (as the JSON shows
+/// times) its millisecond.
+fn end_of_unit(t: i64) -> i64 {
+    if t.rem_euclid(1_000_000_000) == 0 {
+        t + 999_999_999
+    } else if t.rem_euclid(1_000_000) == 0 {
+        t + 999_999
+    } else {
+        t
+    }
 }
 
 pub fn open_store(g: &Global) -> Result<backend::Store> {

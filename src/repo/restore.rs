@@ -20,6 +20,14 @@
 //! (or a file) where the backup has a directory is removed and replaced by the
 //! directory, so a symlink left by an earlier restore (`x -> /etc`) cannot carry files or
 //! modes out of the target. Paths in this module are for messages only.
+//!
+//! What is already in the target ([`Existing`]): by default an entry in the way of a
+//! non-directory is an error found by a read-only pass before anything is written;
+//! `Skip` leaves such entries alone; `Overwrite` writes each new entry under a temporary
+//! name in the same directory and renames it over the old one once it is whole (for a
+//! file, after its content, metadata and the optional read-back check; other names of a
+//! hard-linked file are linked to it under temporary names and renamed once every file
+//! is written), then puts the directory's mtime back.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -41,6 +49,26 @@ pub struct RestoreOptions {
     pub progress: Arc<Progress>,
     /// Restore owners (defaults to "when running as root").
     pub owners: bool,
+    /// What happens to an entry of the target where the backup has one.
+    pub existing: Existing,
+    /// Read each file back once written and compare it with its chunks' ids.
+    pub verify: bool,
+}
+
+/// What a restore does with what is already in its target (directories are merged in
+/// every mode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Existing {
+    /// An existing file (or a file where the backup has a directory) is an error that
+    /// names it, found before anything is written.
+    #[default]
+    Refuse,
+    /// Existing entries stay as they are; only what is missing is restored.
+    Skip,
+    /// Existing entries are replaced, each new one written under a temporary name and
+    /// renamed over the old: a failure leaves the old entry or the new one, never a torn
+    /// file.
+    Overwrite,
 }
 
 impl Default for RestoreOptions {
@@ -49,8 +77,55 @@ impl Default for RestoreOptions {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()) + 1,
             progress: Arc::default(),
             owners: rustix::process::geteuid().is_root(),
+            existing: Existing::Refuse,
+            verify: false,
         }
     }
+}
+
+/// Where a pre-existing entry is in the way of a restore.
+fn conflicts_below(
+    repo: &Repository,
+    node: &Node,
+    path: &Path,
+    out: &mut Vec<PathBuf>,
+) -> Result<()> {
+    if out.len() >= 20 {
+        return Ok(());
+    }
+    let Ok(m) = fs::symlink_metadata(path) else {
+        // Nothing there: nothing below it either.
+        return Ok(());
+    };
+    match (node.kind, m.is_dir()) {
+        (NodeKind::Dir, true) => {
+            if let Some(sub) = &node.subtree {
+                for c in repo.load_tree(sub)?.nodes {
+                    conflicts_below(repo, &c, &path.join(safe_name(&c.name)?), out)?;
+                }
+            }
+        }
+        _ => out.push(path.to_path_buf()),
+    }
+    Ok(())
+}
+
+/// With [`Existing::Refuse`]: fails, naming them, when entries of the target are in the
+/// way of `nodes` restored into `into`.
+pub fn refuse_existing(repo: &Repository, nodes: &[Node], into: &Path) -> Result<()> {
+    let mut found = Vec::new();
+    for n in nodes {
+        conflicts_below(repo, n, &into.join(safe_name(&n.name)?), &mut found)?;
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = found.iter().map(|p| printable_path(p)).collect();
+    Err(RepoError::BadInput(format!(
+        "the target already holds {}{}: nothing was written (--overwrite replaces, --skip-existing keeps them)",
+        names.join(", "),
+        if found.len() >= 20 { ", ..." } else { "" }
+    )))
 }
 
 /// What a restore wrote, counted as a backup counts what it read ([`BackupStats`]):
@@ -67,15 +142,18 @@ pub struct RestoreStats {
     pub other: u64,
     pub bytes: u64,
     pub failed: Vec<(PathBuf, String)>,
+    /// Entries left as they were (`Existing::Skip`).
+    pub skipped: u64,
 }
 
 impl RestoreStats {
-    fn add(&mut self, o: RestoreStats) {
+    pub fn add(&mut self, o: RestoreStats) {
         self.files += o.files;
         self.dirs += o.dirs;
         self.other += o.other;
         self.bytes += o.bytes;
         self.failed.extend(o.failed);
+        self.skipped += o.skipped;
     }
 }
 
@@ -105,10 +183,16 @@ pub fn restore(
     opts: &RestoreOptions,
 ) -> Result<RestoreStats> {
     fs::create_dir_all(target).map_err(|e| RepoError::io(target, e))?;
-    let mut stats = RestoreStats::default();
+    let mut roots = Vec::new();
     for b in &manifest.backups {
-        let root = repo.backup_root(b)?;
-        stats.add(restore_node(repo, &root, target, opts)?);
+        roots.push(repo.backup_root(b)?);
+    }
+    if opts.existing == Existing::Refuse {
+        refuse_existing(repo, &roots, target)?;
+    }
+    let mut stats = RestoreStats::default();
+    for root in &roots {
+        stats.add(restore_node_checked(repo, root, target, opts)?);
     }
     Ok(stats)
 }
@@ -121,10 +205,22 @@ pub fn restore_node(
     into: &Path,
     opts: &RestoreOptions,
 ) -> Result<RestoreStats> {
+    if opts.existing == Existing::Refuse {
+        refuse_existing(repo, std::slice::from_ref(root), into)?;
+    }
+    restore_node_checked(repo, root, into, opts)
+}
+
+fn restore_node_checked(
+    repo: &Arc<Repository>,
+    root: &Node,
+    into: &Path,
+    opts: &RestoreOptions,
+) -> Result<RestoreStats> {
     raise_open_file_limit();
     let top = open_dir(CWD, into.as_os_str(), false).map_err(|e| RepoError::io(into, e))?;
     let top = Arc::new(top);
-    let (tx, rx) = bounded::<(PathBuf, File, Node)>(128);
+    let (tx, rx) = bounded::<Job>(128);
     let mut first_error: Option<RepoError> = None;
     let mut stats = RestoreStats::default();
     let damaged: Mutex<Vec<(PathBuf, Option<u64>, String)>> = Mutex::new(Vec::new());
@@ -137,6 +233,8 @@ pub fn restore_node(
         stats: &mut stats,
         first_of_group: HashMap::new(),
         names: HashMap::new(),
+        first_tmp: HashMap::new(),
+        deferred: Vec::new(),
     };
     std::thread::scope(|scope| {
         let mut handles = Vec::new();
@@ -145,11 +243,29 @@ pub fn restore_node(
             let damaged = &damaged;
             handles.push(scope.spawn(move || -> Result<()> {
                 let mut first = None;
-                for (rel, mut file, node) in rx {
+                for Job {
+                    rel,
+                    mut file,
+                    node,
+                    rename,
+                } in rx
+                {
                     let path = into.join(&rel);
                     let r = write_file(repo, &mut file, &path, &node)
-                        .and_then(|()| apply_meta_fd(&file, &path, &node, opts.owners));
+                        .and_then(|()| apply_meta_fd(&file, &path, &node, opts.owners))
+                        .and_then(|()| match opts.verify {
+                            true => verify_file(repo, &file, &path, &node),
+                            false => Ok(()),
+                        });
                     drop(file);
+                    let r = match (r, &rename) {
+                        (Ok(()), Some(t)) => t.finish().map_err(|e| RepoError::io(&path, e)),
+                        (Err(e), Some(t)) => {
+                            t.abandon();
+                            Err(e)
+                        }
+                        (r, None) => r,
+                    };
                     opts.progress.add(1, node.size);
                     match r {
                         Ok(()) => {}
@@ -190,7 +306,14 @@ pub fn restore_node(
         return Err(e);
     }
     let mut names = std::mem::take(&mut w.names);
+    let renames = std::mem::take(&mut w.deferred);
     drop(w);
+    // Other names of hard-linked files replaced in place: renamed now that their
+    // content is whole, their directory's time put back.
+    for t in renames {
+        let path = into.join(&t.rel);
+        t.finish().map_err(|e| RepoError::io(&path, e))?;
+    }
     // A file whose content could not be produced goes, with every name it has.
     for (rel, group, why) in damaged.into_inner().unwrap_or_else(|p| p.into_inner()) {
         let rels = match group.and_then(|g| names.remove(&g)) {
@@ -229,23 +352,79 @@ struct Walk<'a> {
     top: Arc<File>,
     into: &'a Path,
     opts: &'a RestoreOptions,
-    files: Option<crossbeam_channel::Sender<(PathBuf, File, Node)>>,
+    files: Option<crossbeam_channel::Sender<Job>>,
     stats: &'a mut RestoreStats,
     /// Hard-link group -> the first name restored (relative to the top).
     first_of_group: HashMap<u64, PathBuf>,
     /// Hard-link group -> every name restored, to remove them all if the content fails.
     names: HashMap<u64, Vec<PathBuf>>,
+    /// Hard-link group -> the temporary name of its first member while it is written
+    /// (replacing an existing file).
+    first_tmp: HashMap<u64, PathBuf>,
+    /// Renames done once every file is written, with the mtime of their directory.
+    deferred: Vec<TempName>,
+}
+
+/// A file for a worker to write.
+struct Job {
+    rel: PathBuf,
+    file: File,
+    node: Node,
+    /// Renamed over the old entry once written and verified.
+    rename: Option<TempName>,
+}
+
+/// A new entry written under a temporary name, to replace `name` in `dir`.
+struct TempName {
+    dir: Arc<File>,
+    /// The directory's own mtime, put back after the rename.
+    dir_mtime: Option<i64>,
+    tmp: std::ffi::OsString,
+    name: std::ffi::OsString,
+    rel: PathBuf,
+}
+
+impl TempName {
+    fn new(dir: &Arc<File>, dir_mtime: Option<i64>, name: &OsStr, rel: &Path) -> TempName {
+        let mut r = [0u8; 8];
+        let _ = getrandom::getrandom(&mut r);
+        TempName {
+            dir: dir.clone(),
+            dir_mtime,
+            tmp: format!(".vaultfs-restore-{}", hex::encode(r)).into(),
+            name: name.to_os_string(),
+            rel: rel.to_path_buf(),
+        }
+    }
+
+    fn finish(&self) -> std::io::Result<()> {
+        rustix::fs::renameat(&*self.dir, &self.tmp, &*self.dir, &self.name)?;
+        // The rename changed the directory's mtime, which may already have been set.
+        if let Some(m) = self.dir_mtime {
+            rustix::fs::futimens(&*self.dir, &mtime_ns_of(m))?;
+        }
+        Ok(())
+    }
+
+    fn abandon(&self) {
+        let _ = rustix::fs::unlinkat(&*self.dir, &self.tmp, AtFlags::empty());
+    }
+
+    fn tmp_rel(&self) -> PathBuf {
+        self.rel.with_file_name(&self.tmp)
+    }
 }
 
 impl Walk<'_> {
     fn run(&mut self, top: &Arc<File>, root: &Node) -> Result<()> {
         let mut frames: Vec<Frame> = Vec::new();
-        self.entry(top, Path::new(""), root.clone(), &mut frames)?;
+        self.entry(top, Path::new(""), root.clone(), &mut frames, None)?;
         while let Some(frame) = frames.last_mut() {
             match frame.children.next() {
                 Some(child) => {
                     let (dir, rel) = (frame.dir.clone(), frame.rel.clone());
-                    self.entry(&dir, &rel, child, &mut frames)?;
+                    let mtime = Some(frame.node.mtime_ns);
+                    self.entry(&dir, &rel, child, &mut frames, mtime)?;
                 }
                 None => {
                     let f = frames.pop().expect("a frame is there");
@@ -264,12 +443,31 @@ impl Walk<'_> {
         parent_rel: &Path,
         mut node: Node,
         frames: &mut Vec<Frame>,
+        parent_mtime: Option<i64>,
     ) -> Result<()> {
         let name = safe_name(&node.name)?;
         let rel = parent_rel.join(name);
         let path = self.into.join(&rel);
         let io = |e: std::io::Error| RepoError::io(&path, e);
         let owners = self.opts.owners;
+        let existing = rustix::fs::statat(&**parent, name, AtFlags::SYMLINK_NOFOLLOW)
+            .ok()
+            .map(|st| FileType::from_raw_mode(st.st_mode));
+        if let Some(ft) = existing
+            && self.opts.existing == Existing::Skip
+            && !(node.kind == NodeKind::Dir && ft == FileType::Directory)
+        {
+            // Kept as it is (a directory where the backup has one is merged into).
+            self.stats.skipped += 1;
+            self.opts.progress.add(1, 0);
+            return Ok(());
+        }
+        // Replacing an existing non-directory: the new entry goes under a temporary name.
+        let replace = (existing.is_some_and(|ft| ft != FileType::Directory)
+            && self.opts.existing == Existing::Overwrite
+            && node.kind != NodeKind::Dir)
+            .then(|| TempName::new(parent, parent_mtime, name, &rel));
+        let at: &OsStr = replace.as_ref().map_or(name, |t| t.tmp.as_os_str());
         match node.kind {
             NodeKind::Dir => {
                 self.stats.dirs += 1;
@@ -299,42 +497,72 @@ impl Walk<'_> {
                 if let Some((group, _)) = node.hardlink {
                     self.names.entry(group).or_default().push(rel.clone());
                     if let Some(first) = self.first_of_group.get(&group) {
-                        remove_existing(parent, name).map_err(io)?;
-                        link_beneath(&self.top, first, parent, name).map_err(io)?;
+                        if replace.is_none() {
+                            remove_existing(parent, name).map_err(io)?;
+                        }
+                        // The first name may still be under its temporary name.
+                        let linked = match self.first_tmp.get(&group) {
+                            Some(tmp) => link_beneath(&self.top, tmp, parent, at)
+                                .or_else(|_| link_beneath(&self.top, first, parent, at)),
+                            None => link_beneath(&self.top, first, parent, at),
+                        };
+                        linked.map_err(io)?;
+                        if let Some(t) = replace {
+                            self.deferred.push(t);
+                        }
                         self.opts.progress.add(1, 0);
                         return Ok(());
                     }
                     self.first_of_group.insert(group, rel.clone());
+                    if let Some(t) = &replace {
+                        self.first_tmp.insert(group, t.tmp_rel());
+                    }
                 }
-                remove_existing(parent, name).map_err(io)?;
+                if replace.is_none() {
+                    remove_existing(parent, name).map_err(io)?;
+                }
+                let access = if self.opts.verify {
+                    OFlags::RDWR
+                } else {
+                    OFlags::WRONLY
+                };
                 let fd = rustix::fs::openat(
                     &**parent,
-                    name,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
+                    at,
+                    access | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(|e| io(e.into()))?;
+                let job = Job {
+                    rel,
+                    file: File::from(fd),
+                    node,
+                    rename: replace,
+                };
                 self.files
                     .as_ref()
-                    .and_then(|tx| tx.send((rel, File::from(fd), node)).ok())
+                    .and_then(|tx| tx.send(job).ok())
                     .ok_or_else(|| RepoError::Internal("restore workers stopped".into()))?;
             }
             NodeKind::Symlink => {
                 self.stats.other += 1;
-                remove_existing(parent, name).map_err(io)?;
+                if replace.is_none() {
+                    remove_existing(parent, name).map_err(io)?;
+                }
                 let target = node.target.as_deref().unwrap_or_default();
-                rustix::fs::symlinkat(OsStr::from_bytes(target), &**parent, name)
+                rustix::fs::symlinkat(OsStr::from_bytes(target), &**parent, at)
                     .map_err(|e| io(e.into()))?;
-                apply_meta_at(parent, name, &path, &node, owners)?;
+                apply_meta_at(parent, at, &path, &node, owners)?;
+                if let Some(t) = replace {
+                    t.finish().map_err(io)?;
+                }
                 self.opts.progress.add(1, 0);
             }
             NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Socket => {
                 self.stats.other += 1;
-                remove_existing(parent, name).map_err(io)?;
+                if replace.is_none() {
+                    remove_existing(parent, name).map_err(io)?;
+                }
                 let ft = match node.kind {
                     NodeKind::Fifo => FileType::Fifo,
                     NodeKind::CharDevice => FileType::CharacterDevice,
@@ -494,14 +722,69 @@ fn write_file(repo: &Repository, f: &mut File, path: &Path, node: &Node) -> Resu
 }
 
 fn mtime_of(node: &Node) -> Timestamps {
+    mtime_ns_of(node.mtime_ns)
+}
+
+fn mtime_ns_of(ns: i64) -> Timestamps {
     let mtime = rustix::fs::Timespec {
-        tv_sec: node.mtime_ns.div_euclid(1_000_000_000),
-        tv_nsec: node.mtime_ns.rem_euclid(1_000_000_000) as _,
+        tv_sec: ns.div_euclid(1_000_000_000),
+        tv_nsec: ns.rem_euclid(1_000_000_000) as _,
     };
     Timestamps {
         last_access: mtime,
         last_modification: mtime,
     }
+}
+
+/// Reads a written file back and compares each piece with the backup: a chunk's bytes
+/// hash to its id, a hole reads as zeros.
+fn verify_file(repo: &Repository, f: &File, path: &Path, node: &Node) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut pos = 0u64;
+    let mut buf = Vec::new();
+    for e in &node.content {
+        let len = e.len();
+        let differs = |what: &str| {
+            RepoError::io(
+                path,
+                std::io::Error::other(format!(
+                    "read back, it differs from the backup ({what} at offset {pos})"
+                )),
+            )
+        };
+        match e {
+            Extent::Data(r) => {
+                buf.resize(len as usize, 0);
+                f.read_exact_at(&mut buf, pos)
+                    .map_err(|e| RepoError::io(path, e))?;
+                if repo.keys().chunk_id(&buf) != r.id {
+                    return Err(differs("data"));
+                }
+            }
+            Extent::Hole(_) => {
+                // Only what the file system stored in the hole's range is read.
+                let end = pos + len;
+                let mut off = match rustix::fs::seek(f, rustix::fs::SeekFrom::Data(pos)) {
+                    Ok(d) => d.min(end),
+                    Err(_) => end,
+                };
+                let mut left = end - off;
+                while left > 0 {
+                    let n = left.min(1 << 20) as usize;
+                    buf.resize(n, 0);
+                    f.read_exact_at(&mut buf, off)
+                        .map_err(|e| RepoError::io(path, e))?;
+                    if buf.iter().any(|&b| b != 0) {
+                        return Err(differs("a hole"));
+                    }
+                    left -= n as u64;
+                    off += n as u64;
+                }
+            }
+        }
+        pos += len;
+    }
+    Ok(())
 }
 
 fn xattr_warning(path: &Path, name: &[u8], e: &std::io::Error) {

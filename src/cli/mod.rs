@@ -782,31 +782,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                         }
                         std::fs::create_dir_all(&target)
                             .with_context(|| format!("creating {}", target.display()))?;
-                        if opts.existing == crate::repo::restore::Existing::Refuse {
-                            crate::repo::restore::refuse_existing(repo, &nodes, &target)?;
-                        }
-                        let mut all = crate::repo::restore::RestoreStats::default();
-                        let mut opts_each = RestoreOptions {
-                            existing: opts.existing,
-                            ..opts
-                        };
-                        // Checked for all paths at once above.
-                        if opts_each.existing == crate::repo::restore::Existing::Refuse {
-                            opts_each.existing = crate::repo::restore::Existing::Skip;
-                        }
-                        let mut result = Ok(());
-                        for node in &nodes {
-                            match crate::repo::restore::restore_node(
-                                repo, node, &target, &opts_each,
-                            ) {
-                                Ok(s) => all.add(s),
-                                Err(e) => {
-                                    result = Err(e);
-                                    break;
-                                }
-                            }
-                        }
-                        result.map(|()| all)
+                        crate::repo::restore::restore_nodes(repo, &nodes, &target, &opts)
                     };
                     bar.finish();
                     let stats = r?;

@@ -145,21 +145,6 @@ impl RuleArgs {
     }
 }
 
-fn rules_of(r: &Retention, allow_empty: bool) -> KeepRules {
-    KeepRules {
-        last: r.last,
-        hourly: r.hourly,
-        daily: r.daily,
-        weekly: r.weekly,
-        monthly: r.monthly,
-        yearly: r.yearly,
-        within: r.within,
-        tags: r.tags.clone(),
-        max_age: r.max_age,
-        allow_empty,
-    }
-}
-
 /// The point filters of `points`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct PointFilter {
@@ -553,7 +538,7 @@ pub fn forget(repo: &Arc<Repository>, a: &ForgetArgs) -> Result<i32> {
             Some(name) => parse_tz(name).map_err(|e| anyhow!("vault {vault}: {e}"))?,
             None => Tz::UTC,
         };
-        let rules = rules_of(&retention, a.allow_empty);
+        let rules = KeepRules::of(&retention, a.allow_empty);
         if !a.dry_run {
             repo.finish_deletions(vault)?;
         }

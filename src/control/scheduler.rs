@@ -172,21 +172,21 @@ fn as_task<T>(
 /// does (the newest point always stays). Returns the points removed.
 pub fn forget_job(repo: &Arc<Repository>, vault: &str) -> Result<Vec<String>, RepoError> {
     let v = repo.load_vault(vault)?;
-    if !policy::has_rules(&repo.effective_retention(&v)?) {
-        return Ok(Vec::new());
-    }
-    let description = format!("scheduled retention of {vault}");
-    as_task(repo, TaskKind::Forget, Some(vault), description, |repo| {
-        forget_now(repo, vault)
-    })
-}
-
-fn forget_now(repo: &Arc<Repository>, vault: &str) -> Result<Vec<String>, RepoError> {
-    let v = repo.load_vault(vault)?;
     let retention = repo.effective_retention(&v)?;
     if !policy::has_rules(&retention) {
         return Ok(Vec::new());
     }
+    let description = format!("scheduled retention of {vault}");
+    as_task(repo, TaskKind::Forget, Some(vault), description, |repo| {
+        forget_now(repo, vault, &retention)
+    })
+}
+
+fn forget_now(
+    repo: &Arc<Repository>,
+    vault: &str,
+    retention: &crate::repo::format::Retention,
+) -> Result<Vec<String>, RepoError> {
     let tz = match &retention.timezone {
         Some(name) => name
             .parse::<chrono_tz::Tz>()
@@ -195,7 +195,7 @@ fn forget_now(repo: &Arc<Repository>, vault: &str) -> Result<Vec<String>, RepoEr
     };
     let _lock = lock::acquire_shared_wait(repo, &format!("forget {vault}"), LOCK_WAIT)?;
     repo.finish_deletions(vault)?;
-    let plan = repo.forget_plan(vault, &policy::keep_rules(&retention), tz, now_ns())?;
+    let plan = repo.forget_plan(vault, &policy::keep_rules(retention), tz, now_ns())?;
     let remove: Vec<String> = plan
         .iter()
         .filter(|(_, d)| !d.keep)

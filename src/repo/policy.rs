@@ -22,31 +22,12 @@ pub const DEFAULT_PRUNE_SCHEDULE: &str = "FREQ=WEEKLY;BYDAY=SU;BYHOUR=3;BYMINUTE
 
 /// The keep rules of a retention (`forget`'s, with the newest point always kept).
 pub fn keep_rules(r: &Retention) -> KeepRules {
-    KeepRules {
-        last: r.last,
-        hourly: r.hourly,
-        daily: r.daily,
-        weekly: r.weekly,
-        monthly: r.monthly,
-        yearly: r.yearly,
-        within: r.within,
-        tags: r.tags.clone(),
-        max_age: r.max_age,
-        allow_empty: false,
-    }
+    KeepRules::of(r, false)
 }
 
 /// Whether a retention has any rule (else it keeps everything).
 pub fn has_rules(r: &Retention) -> bool {
-    r.last > 0
-        || r.hourly > 0
-        || r.daily > 0
-        || r.weekly > 0
-        || r.monthly > 0
-        || r.yearly > 0
-        || r.within.is_some()
-        || !r.tags.is_empty()
-        || r.max_age.is_some()
+    keep_rules(r).keeps_something() || r.max_age.is_some()
 }
 
 /// The backup schedule of a policy.

@@ -112,7 +112,7 @@ fn conflicts_below(
 
 /// With [`Existing::Refuse`]: fails, naming them, when entries of the target are in the
 /// way of `nodes` restored into `into`.
-pub fn refuse_existing(repo: &Repository, nodes: &[Node], into: &Path) -> Result<()> {
+fn refuse_existing(repo: &Repository, nodes: &[Node], into: &Path) -> Result<()> {
     let mut found = Vec::new();
     for n in nodes {
         conflicts_below(repo, n, &into.join(safe_name(&n.name)?), &mut found)?;
@@ -147,7 +147,7 @@ pub struct RestoreStats {
 }
 
 impl RestoreStats {
-    pub fn add(&mut self, o: RestoreStats) {
+    fn add(&mut self, o: RestoreStats) {
         self.files += o.files;
         self.dirs += o.dirs;
         self.other += o.other;
@@ -187,12 +187,23 @@ pub fn restore(
     for b in &manifest.backups {
         roots.push(repo.backup_root(b)?);
     }
+    restore_nodes(repo, &roots, target, opts)
+}
+
+/// Restores several nodes (each with everything under it) into the existing directory
+/// `into`; with [`Existing::Refuse`], what is in the way of any of them is found first.
+pub fn restore_nodes(
+    repo: &Arc<Repository>,
+    nodes: &[Node],
+    into: &Path,
+    opts: &RestoreOptions,
+) -> Result<RestoreStats> {
     if opts.existing == Existing::Refuse {
-        refuse_existing(repo, &roots, target)?;
+        refuse_existing(repo, nodes, into)?;
     }
     let mut stats = RestoreStats::default();
-    for root in &roots {
-        stats.add(restore_node_checked(repo, root, target, opts)?);
+    for n in nodes {
+        stats.add(restore_node_checked(repo, n, into, opts)?);
     }
     Ok(stats)
 }
@@ -205,10 +216,7 @@ pub fn restore_node(
     into: &Path,
     opts: &RestoreOptions,
 ) -> Result<RestoreStats> {
-    if opts.existing == Existing::Refuse {
-        refuse_existing(repo, std::slice::from_ref(root), into)?;
-    }
-    restore_node_checked(repo, root, into, opts)
+    restore_nodes(repo, std::slice::from_ref(root), into, opts)
 }
 
 fn restore_node_checked(

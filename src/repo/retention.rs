@@ -127,6 +127,22 @@ pub struct KeepRules {
 
 impl KeepRules {
     /// Whether any rule that keeps points is set (`max_age` only removes).
+    /// The rules of a stored retention (a vault's or a policy's).
+    pub fn of(r: &crate::repo::format::Retention, allow_empty: bool) -> KeepRules {
+        KeepRules {
+            last: r.last,
+            hourly: r.hourly,
+            daily: r.daily,
+            weekly: r.weekly,
+            monthly: r.monthly,
+            yearly: r.yearly,
+            within: r.within,
+            tags: r.tags.clone(),
+            max_age: r.max_age,
+            allow_empty,
+        }
+    }
+
     pub fn keeps_something(&self) -> bool {
         self.last > 0
             || self.hourly > 0

@@ -93,8 +93,8 @@ pub enum PolicyCmd {
         /// Let the policy run again.
         #[arg(long, conflicts_with = "disable")]
         enable: bool,
-        /// Stop the policy from running (it stays applied).
-        #[arg(long)]
+        /// Stop the policy from running (it stays applied); `--disabled` as at create.
+        #[arg(long, visible_alias = "disabled")]
         disable: bool,
         /// Print the result as JSON.
         #[arg(long)]

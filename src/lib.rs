@@ -13,12 +13,15 @@
 //! backend  the ObjectStore trait: local directory, S3, in-memory, fault injection
 //! ```
 //!
-//! `sync` holds the one way a lock is taken.
+//! `sync` holds the one way a lock is taken; `metrics` the Prometheus registry and its
+//! HTTP endpoint (FUSE operations counted by the adapter, the rest read from the same
+//! counters `.vaultfs/stats.json` shows).
 
 pub mod backend;
 pub mod cache;
 pub mod cli;
 pub mod control;
 pub mod fs;
+pub mod metrics;
 pub mod repo;
 pub mod sync;

@@ -563,3 +563,105 @@ fn completions_and_man_pages() {
         "{text}"
     );
 }
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The value of one sample line `name{labels} value` of a scrape.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+}
+
+fn scrape(port: u16) -> String {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("http://127.0.0.1:{port}/metrics")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl: {}", stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+fn metrics_count_what_is_read_and_what_fails() {
+    if !fuse_available() {
+        return;
+    }
+    let (t, content) = repo_with_a_file();
+    let port = free_port();
+    let m = t.mount(
+        &["--no-schedule", "--metrics", &format!("127.0.0.1:{port}")],
+        &[],
+    );
+    wait_for("the metrics endpoint", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let before = scrape(port);
+    let served = sample(&before, "vaultfs_bytes_served_total");
+    assert_eq!(fs::read(m.p("v/latest/src/f")).unwrap(), content);
+    let after = scrape(port);
+    assert_eq!(
+        sample(&after, "vaultfs_bytes_served_total") - served,
+        content.len() as f64,
+        "the bytes counted are the bytes read"
+    );
+    assert!(sample(&after, "vaultfs_fuse_operations_total{op=\"read\"}") >= 1.0);
+    assert!(
+        after.contains("vaultfs_fuse_operation_seconds_bucket{"),
+        "{after}"
+    );
+    assert!(sample(&after, "vaultfs_store_requests_total{op=\"get_range\"}") >= 1.0);
+    assert!(sample(&after, "vaultfs_cache_misses_total") >= 1.0);
+    let stats: serde_json::Value =
+        serde_json::from_slice(&fs::read(m.p(".vaultfs/stats.json")).unwrap()).unwrap();
+    assert_eq!(
+        stats["cache_misses"].as_f64(),
+        Some(sample(&scrape(port), "vaultfs_cache_misses_total")),
+        "stats.json and the metrics show the same counters"
+    );
+
+    // A store call that fails shows in the error counter, and the read fails with EIO.
+    let src = t.path("src2");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("g"), random_bytes(9, 200_000)).unwrap();
+    t.backup(&[&src]);
+    let errors = sample(&scrape(port), "vaultfs_store_errors_total");
+    // The tree is loaded (and kept) first; then the packs are cut short, the file's
+    // data with them.
+    wait_for("the new point in the mount", || {
+        m.p("v/latest/src2/g").exists()
+    });
+    for p in t.objects("packs") {
+        fs::write(p, b"").unwrap();
+    }
+    assert!(fs::read(m.p("v/latest/src2/g")).is_err());
+    let after = scrape(port);
+    assert!(
+        sample(&after, "vaultfs_store_errors_total") > errors,
+        "{after}"
+    );
+    assert!(
+        sample(&after, "vaultfs_fuse_errors_total{op=\"read\"}") >= 1.0,
+        "{after}"
+    );
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://127.0.0.1:{port}/other"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "404");
+}

@@ -193,6 +193,10 @@ pub enum Command {
         /// Re-read the policies and vaults at least this often, in seconds.
         #[arg(long, default_value_t = policy::SERVE_REFRESH.as_secs())]
         refresh_secs: u64,
+        /// Serve Prometheus metrics at http://ADDR/metrics (store calls and bytes, tasks
+        /// by kind and status), e.g. 127.0.0.1:9464.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Remove the points that no keep rule keeps (restic's rules, OR'ed), from one vault
     /// or all. Protected points always stay, expired ones always go, and the newest
@@ -620,11 +624,23 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(ran.unwrap_or(tasks::EXIT_CANCELLED))
         }
         Command::Policy(cmd) => policy::run(&open_repo(g)?, cmd),
-        Command::Serve { refresh_secs } => {
+        Command::Serve {
+            refresh_secs,
+            metrics,
+        } => {
             let store = open_store(g)?;
             let pw = read_password(g, false)?;
             let signals = policy::exit_signals()?;
-            let repo = Repository::open(store, &pw)?;
+            let counting = crate::backend::counting::CountingStore::new(store);
+            let counts = counting.counts();
+            let repo = Repository::open(Arc::new(counting), &pw)?;
+            if let Some(addr) = metrics {
+                let m = policy::serve_metrics(repo.clone(), counts);
+                let bound = m
+                    .serve(addr)
+                    .with_context(|| format!("serving metrics on {addr}"))?;
+                eprintln!("vaultfs: metrics on http://{bound}/metrics");
+            }
             policy::serve(
                 repo,
                 std::time::Duration::from_secs(refresh_secs.max(1)),

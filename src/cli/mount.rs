@@ -67,6 +67,10 @@ pub struct MountArgs {
     /// Do not run the scheduler (see `vaultfs serve`) in the mount.
     #[arg(long)]
     pub no_schedule: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464: FUSE
+    /// operations and latencies, cache, store calls and bytes, tasks.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Return once the mount answers (exit 0), leaving it served by a daemon in the
     /// background; exit non-zero with the reason when it cannot start.
     #[arg(long)]
@@ -146,6 +150,7 @@ fn serve(g: &Global, a: &MountArgs, daemon_password: Option<Vec<u8>>) -> Result<
             .map(PathBuf::from),
         backend_counts,
         ready: daemon.then_some(ready_tx),
+        metrics: a.metrics,
     };
     let pid_file = a.pid_file.clone();
     if daemon {

@@ -414,3 +414,33 @@ pub fn log_line(line: &str) {
     let now = crate::repo::format::rfc3339(crate::repo::format::now_ns());
     eprintln!("{now} vaultfs: {line}");
 }
+
+/// The metrics of `vaultfs serve --metrics`: the store's calls, and the repository's
+/// tasks by kind and status (listed at most every [`SERVE_REFRESH`]: each task is one
+/// object to read).
+pub fn serve_metrics(
+    repo: Arc<Repository>,
+    counts: Arc<crate::backend::counting::CallCounts>,
+) -> Arc<crate::metrics::Metrics> {
+    let listed: std::sync::Mutex<Option<(std::time::Instant, Value)>> = Default::default();
+    crate::metrics::Metrics::new(Box::new(move || {
+        let mut cached = crate::sync::lock(&listed);
+        let fresh = cached
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < SERVE_REFRESH);
+        if !fresh {
+            let records: Vec<_> = crate::repo::tasks::list(&repo)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|l| l.record.ok())
+                .map(|r| r.effective_here())
+                .collect();
+            let tasks = crate::metrics::task_counts(
+                records.iter().map(|r| (r.kind.as_str(), r.status.as_str())),
+            );
+            *cached = Some((std::time::Instant::now(), tasks));
+        }
+        let tasks = cached.as_ref().map(|(_, t)| t.clone()).unwrap_or_default();
+        json!({"backend": counts.json(), "tasks": tasks})
+    }))
+}

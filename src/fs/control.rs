@@ -286,6 +286,13 @@ impl ControlFiles {
         o.insert("open_files".into(), src.handles.len().into());
         o.insert("rss_bytes".into(), rss_bytes().into());
         o.insert("pid".into(), std::process::id().into());
+        let records = src.tasks.records();
+        o.insert(
+            "tasks".into(),
+            crate::metrics::task_counts(
+                records.iter().map(|r| (r.kind.as_str(), r.status.as_str())),
+            ),
+        );
         o.insert("ingests_running".into(), src.incoming.running().into());
         if let Some(c) = lock(&self.backend_counts).as_ref() {
             o.insert("backend".into(), c.json());

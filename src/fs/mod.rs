@@ -124,6 +124,8 @@ pub struct MountOptions {
     pub backend_counts: Option<Arc<crate::backend::counting::CallCounts>>,
     /// Told once the session serves requests (`mount --daemon` waits for it).
     pub ready: Option<crossbeam_channel::Sender<()>>,
+    /// Serve Prometheus metrics on this address (`--metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Default for MountOptions {
@@ -141,6 +143,7 @@ impl Default for MountOptions {
             local_dir: None,
             backend_counts: None,
             ready: None,
+            metrics: None,
         }
     }
 }
@@ -162,6 +165,11 @@ pub enum MountError {
     #[error("mounting at {path}: {error} (is /dev/fuse available and fusermount3 installed?)")]
     Mount {
         path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("serving metrics on {addr}: {error}")]
+    Metrics {
+        addr: std::net::SocketAddr,
         error: std::io::Error,
     },
     #[error("the FUSE session at {path} ended with an error: {error}")]
@@ -302,7 +310,22 @@ pub fn mount(
         path: mnt.clone(),
         error,
     })?;
-    fuse::session::serve(vfs.clone(), &repo.location(), &mnt, opts, signals)?;
+    let metrics = match opts.metrics {
+        Some(addr) => {
+            let weak = Arc::downgrade(&vfs);
+            let m = crate::metrics::Metrics::new(Box::new(move || {
+                weak.upgrade()
+                    .map_or(serde_json::Value::Null, |v| v.stats_json())
+            }));
+            let bound = m
+                .serve(addr)
+                .map_err(|error| MountError::Metrics { addr, error })?;
+            tracing::info!("metrics on http://{bound}/metrics");
+            Some(m.fuse.clone())
+        }
+        None => None,
+    };
+    fuse::session::serve(vfs.clone(), &repo.location(), &mnt, opts, signals, metrics)?;
     let s = &vfs.cache().stats;
     tracing::info!(
         "unmounted {}: {} chunk fetches, {} cache hits",

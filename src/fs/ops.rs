@@ -156,7 +156,7 @@ impl VaultFs {
         }
     }
 
-    /// `.vaultfs/stats.json`'s content.
+    /// `.vaultfs/stats.json`'s content (also what `--metrics` scrapes read).
     pub fn stats_json(&self) -> serde_json::Value {
         self.control.stats_json(&self.sources())
     }

@@ -32,6 +32,8 @@ pub struct FuseFs {
     pub space_of: Option<std::path::PathBuf>,
     /// Told when the session ends (fuser calls `destroy` as its loop ends, however).
     pub session_end: Option<crossbeam_channel::Sender<()>>,
+    /// Counts and times of the operations, for `--metrics`.
+    pub metrics: Option<Arc<crate::metrics::FuseMetrics>>,
 }
 
 /// What `statfs` reports for an object store, which has no capacity to tell: 1 PiB, all
@@ -84,6 +86,29 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// One FUSE operation being served: counted and timed when metrics are on.
+struct Op {
+    name: &'static str,
+    timer: Option<crate::metrics::OpTimer>,
+}
+
+impl Op {
+    fn failed(&self) {
+        if let Some(t) = &self.timer {
+            t.failed();
+        }
+    }
+}
+
+impl FuseFs {
+    fn op(&self, name: &'static str) -> Op {
+        Op {
+            name,
+            timer: self.metrics.as_ref().map(|m| m.start(name)),
+        }
+    }
+}
+
 fn log_err(op: &str, ino: u64, e: &FsError) {
     match e {
         // Expected answers, not incidents.
@@ -101,7 +126,8 @@ macro_rules! try_reply {
         match $e {
             Ok(v) => v,
             Err(e) => {
-                log_err($op, $ino, &e);
+                $op.failed();
+                log_err($op.name, $ino, &e);
                 $reply.error(errno(&e));
                 return;
             }
@@ -144,9 +170,10 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _op = self.op("lookup");
         let e = try_reply!(
             reply,
-            "lookup",
+            _op,
             parent.0,
             self.fs.lookup(parent.0, name.as_bytes())
         );
@@ -158,17 +185,20 @@ impl Filesystem for FuseFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let e = try_reply!(reply, "getattr", ino.0, self.fs.getattr(ino.0));
+        let _op = self.op("getattr");
+        let e = try_reply!(reply, _op, ino.0, self.fs.getattr(ino.0));
         reply.attr(&e.ttl, &file_attr(&e.attr));
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let t = try_reply!(reply, "readlink", ino.0, self.fs.readlink(ino.0));
+        let _op = self.op("readlink");
+        let t = try_reply!(reply, _op, ino.0, self.fs.readlink(ino.0));
         reply.data(&t);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let o = try_reply!(reply, "open", ino.0, self.fs.open(ino.0, flags.0));
+        let _op = self.op("open");
+        let o = try_reply!(reply, _op, ino.0, self.fs.open(ino.0, flags.0));
         let mut f = FopenFlags::empty();
         if o.keep_cache {
             f |= FopenFlags::FOPEN_KEEP_CACHE;
@@ -190,12 +220,8 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let data = try_reply!(
-            reply,
-            "read",
-            ino.0,
-            self.fs.read(ino.0, fh.0, offset, size)
-        );
+        let _op = self.op("read");
+        let data = try_reply!(reply, _op, ino.0, self.fs.read(ino.0, fh.0, offset, size));
         reply.data(&data);
     }
 
@@ -209,6 +235,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _op = self.op("release");
         self.fs.release(fh.0);
         reply.ok();
     }
@@ -221,10 +248,12 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _op = self.op("flush");
         // For a file in incoming/ this waits for the commit: close() gets the outcome.
         match self.fs.flush(fh.0, req.pid()) {
             Ok(()) => reply.ok(),
             Err(e) => {
+                _op.failed();
                 tracing::warn!(ino = ino.0, "{e}");
                 reply.error(errno(&e));
             }
@@ -232,11 +261,12 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _op = self.op("opendir");
         if self.no_opendir {
             reply.error(Errno::ENOSYS);
             return;
         }
-        try_reply!(reply, "opendir", ino.0, self.fs.opendir(ino.0));
+        try_reply!(reply, _op, ino.0, self.fs.opendir(ino.0));
         let flags = if self.fs.dir_is_immutable(ino.0) {
             FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
         } else {
@@ -253,6 +283,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _op = self.op("readdir");
         let listed = self.fs.readdir(ino.0, offset, |child, kind, name, next| {
             reply.add(
                 INodeNo(child),
@@ -261,7 +292,7 @@ impl Filesystem for FuseFs {
                 OsStr::from_bytes(name),
             )
         });
-        try_reply!(reply, "readdir", ino.0, listed);
+        try_reply!(reply, _op, ino.0, listed);
         reply.ok();
     }
 
@@ -273,6 +304,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _op = self.op("readdirplus");
         let listed = self.fs.readdirplus(ino.0, offset, |child, name, a, next| {
             reply.add(
                 INodeNo(child),
@@ -283,7 +315,7 @@ impl Filesystem for FuseFs {
                 Generation(0),
             )
         });
-        try_reply!(reply, "readdirplus", ino.0, listed);
+        try_reply!(reply, _op, ino.0, listed);
         reply.ok();
     }
 
@@ -295,6 +327,7 @@ impl Filesystem for FuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _op = self.op("releasedir");
         reply.ok();
     }
 
@@ -303,6 +336,7 @@ impl Filesystem for FuseFs {
     /// has no capacity to report, 1 PiB free ([`UNBOUNDED_BLOCKS`]). Names are up to 255
     /// bytes either way.
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _op = self.op("statfs");
         const NAME_MAX: u32 = 255;
         match self.space_of.as_deref().map(rustix::fs::statvfs) {
             Some(Ok(s)) => reply.statfs(
@@ -335,9 +369,10 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _op = self.op("getxattr");
         match try_reply!(
             reply,
-            "getxattr",
+            _op,
             ino.0,
             self.fs.getxattr(ino.0, name.as_bytes(), size)
         ) {
@@ -347,7 +382,8 @@ impl Filesystem for FuseFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match try_reply!(reply, "listxattr", ino.0, self.fs.listxattr(ino.0, size)) {
+        let _op = self.op("listxattr");
+        match try_reply!(reply, _op, ino.0, self.fs.listxattr(ino.0, size)) {
             XattrReply::Size(n) => reply.size(n),
             XattrReply::Data(d) => reply.data(&d),
         }
@@ -362,16 +398,18 @@ impl Filesystem for FuseFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let o = try_reply!(reply, "lseek", ino.0, self.fs.lseek(ino.0, offset, whence));
+        let _op = self.op("lseek");
+        let o = try_reply!(reply, _op, ino.0, self.fs.lseek(ino.0, offset, whence));
         reply.offset(o);
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        let _op = self.op("access");
         // Called only without default_permissions (the owner's private mount): reading is
         // allowed, writing where a write works (see `writable`), EROFS elsewhere.
-        let _ = try_reply!(reply, "access", ino.0, self.fs.getattr(ino.0));
+        let _ = try_reply!(reply, _op, ino.0, self.fs.getattr(ino.0));
         if mask.contains(fuser::AccessFlags::W_OK)
-            && !try_reply!(reply, "access", ino.0, self.fs.writable(ino.0))
+            && !try_reply!(reply, _op, ino.0, self.fs.writable(ino.0))
         {
             reply.error(erofs());
         } else {
@@ -399,12 +437,8 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let e = try_reply!(
-            reply,
-            "setattr",
-            ino.0,
-            self.fs.setattr_incoming(ino.0, size)
-        );
+        let _op = self.op("setattr");
+        let e = try_reply!(reply, _op, ino.0, self.fs.setattr_incoming(ino.0, size));
         reply.attr(&e.ttl, &file_attr(&e.attr));
     }
 
@@ -418,6 +452,7 @@ impl Filesystem for FuseFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _op = self.op("mknod");
         reply.error(erofs());
     }
 
@@ -430,9 +465,10 @@ impl Filesystem for FuseFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        let _op = self.op("mkdir");
         let e = try_reply!(
             reply,
-            "mkdir",
+            _op,
             parent.0,
             self.fs.mkdir(parent.0, name.as_bytes(), req.uid())
         );
@@ -440,9 +476,10 @@ impl Filesystem for FuseFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _op = self.op("unlink");
         try_reply!(
             reply,
-            "unlink",
+            _op,
             parent.0,
             self.fs.unlink(parent.0, name.as_bytes(), req.uid())
         );
@@ -450,9 +487,10 @@ impl Filesystem for FuseFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _op = self.op("rmdir");
         try_reply!(
             reply,
-            "rmdir",
+            _op,
             parent.0,
             self.fs.rmdir(parent.0, name.as_bytes(), req.uid())
         );
@@ -467,6 +505,7 @@ impl Filesystem for FuseFs {
         _target: &Path,
         reply: ReplyEntry,
     ) {
+        let _op = self.op("symlink");
         reply.error(erofs());
     }
 
@@ -480,9 +519,10 @@ impl Filesystem for FuseFs {
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _op = self.op("rename");
         try_reply!(
             reply,
-            "rename",
+            _op,
             parent.0,
             self.fs.rename(
                 parent.0,
@@ -503,6 +543,7 @@ impl Filesystem for FuseFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _op = self.op("link");
         reply.error(erofs());
     }
 
@@ -518,9 +559,10 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _op = self.op("write");
         let n = try_reply!(
             reply,
-            "write",
+            _op,
             ino.0,
             self.fs.write(fh.0, offset, data, req.pid())
         );
@@ -537,10 +579,12 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _op = self.op("setxattr");
         reply.error(erofs());
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        let _op = self.op("removexattr");
         reply.error(erofs());
     }
 
@@ -554,9 +598,10 @@ impl Filesystem for FuseFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        let _op = self.op("create");
         let (e, opened) = try_reply!(
             reply,
-            "create",
+            _op,
             parent.0,
             self.fs.create(parent.0, name.as_bytes(), req.uid())
         );
@@ -579,9 +624,10 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _op = self.op("fallocate");
         try_reply!(
             reply,
-            "fallocate",
+            _op,
             ino.0,
             self.fs.fallocate(fh.0, offset, length, mode)
         );
@@ -601,6 +647,7 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _op = self.op("fsync");
         reply.ok();
     }
 }

@@ -46,6 +46,7 @@ pub fn serve(
     mnt: &Path,
     opts: &MountOptions,
     signals: SigSet,
+    metrics: Option<Arc<crate::metrics::FuseMetrics>>,
 ) -> Result<(), MountError> {
     let session_error = |error| MountError::Session {
         path: mnt.to_path_buf(),
@@ -58,6 +59,7 @@ pub fn serve(
             no_opendir: false,
             space_of: opts.local_dir.clone(),
             session_end: Some(session_end),
+            metrics,
         },
         mnt,
         &config(location, opts),

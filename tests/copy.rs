@@ -295,7 +295,7 @@ fn copy_between_local_repositories_with_other_keys() {
     );
 
     // A repository that holds the files from its own backup gets the latest point for
-    // the cost of its trees: no data chunk is uploaded.
+    // at most the cost of its trees: no data chunk is uploaded.
     let own = TestRepo::create(Target::Local, 1);
     own.ok(&["vault", "create", "mine"]);
     own.ok(&["backup", "mine", tree.to_str().unwrap()]);
@@ -304,7 +304,9 @@ fn copy_between_local_repositories_with_other_keys() {
     assert_eq!(r["points_copied"].as_array().unwrap().len(), 1, "{r}");
     assert_eq!(r["chunks_uploaded"], 0, "{r}");
     assert!(r["chunks_skipped"].as_u64().unwrap() > 10, "{r}");
-    assert!(r["trees_uploaded"].as_u64().unwrap() > 0, "{r}");
+    // Its trees may even be the ones that backup wrote (same chunks, same locations).
+    let trees = r["trees_uploaded"].as_u64().unwrap() + r["trees_skipped"].as_u64().unwrap();
+    assert!(trees > 0, "{r}");
     let out = own.path("latest");
     restore(&own, "latest", &out);
     assert_eq!(rsync_diff(&tree, &out.join("tricky")), "");

@@ -536,3 +536,54 @@ fn copy_local_to_s3_and_back_keeps_the_points() {
     check_read_data(&back);
     check_read_data(&s3);
 }
+
+#[test]
+fn a_cancelled_copy_stops_before_its_commit() {
+    let src = TestRepo::new();
+    let image = src.path("disk.img");
+    fs::write(&image, random_bytes(31, 24 << 20)).unwrap();
+    src.ok(&["backup", "v", "--image", image.to_str().unwrap()]);
+    let dst = empty_repo(1);
+    let from = src.location();
+    let mut c = from_cmd(
+        &dst,
+        &[
+            "copy".as_ref(),
+            "--from".as_ref(),
+            from.as_os_str(),
+            "v".as_ref(),
+        ],
+    );
+    c.env("VAULTFS_FAULTS", "put:packs/:delay=300")
+        .env("VAULTFS_TASK_INTERVAL_MS", "200")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    wait_for("a pack of the copy", || !dst.objects("packs").is_empty());
+    let running: serde_json::Value = serde_json::from_str(
+        &dst.ok(&["tasks", "--kind", "copy", "--status", "running", "--json"]),
+    )
+    .unwrap();
+    let id = running[0]["id"]
+        .as_str()
+        .expect("a running copy task")
+        .to_string();
+    dst.ok(&["task", "cancel", &id]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("copy cancelled"));
+    assert!(out.stdout.is_empty());
+    assert!(
+        dst.point_ids().is_empty(),
+        "a cancelled copy commits no point"
+    );
+    let task: serde_json::Value =
+        serde_json::from_str(&dst.ok(&["task", "show", &id, "--json"])).unwrap();
+    assert_eq!(task["status"], "cancelled");
+    check_read_data(&dst);
+}

@@ -195,6 +195,10 @@ pub fn copy(
     Ok(report)
 }
 
+/// Trees below one another that a copy follows at most: a path of at most 4095 bytes
+/// has at most 2048 components.
+const MAX_DEPTH: usize = 2100;
+
 /// Plaintext whose id tells whether two repositories share their id key.
 const ID_PROBE: &[u8] = b"vaultfs: do these repositories share their id key?";
 
@@ -282,11 +286,14 @@ impl Copier<'_> {
         let writer = PackWriter::new(self.dst.clone(), HashMap::new());
         let mut backups = Vec::with_capacity(m.backups.len());
         for b in &m.backups {
-            let root = self.tree(&writer, &b.root)?;
+            let root = self.tree(&writer, &b.root, 0)?;
             backups.push(BackupEntry { root, ..b.clone() });
         }
         self.opts.cancel.check()?;
-        let packs = writer.finish()?.packs;
+        let stats = writer.finish()?;
+        self.counts
+            .bytes_uploaded
+            .fetch_add(stats.bytes_new, Ordering::Relaxed);
         self.opts.cancel.check()?;
         let manifest = Manifest {
             vault: vault.to_string(),
@@ -305,14 +312,21 @@ impl Copier<'_> {
             Err(e) => return Err(e),
         }
         set_attrs(&self.dst, vault, &m.name, &m.attrs, &rec.attrs)?;
-        Ok(packs)
+        Ok(stats.packs)
     }
 
     /// The destination tree for source tree `r`, written (children first) unless it was
     /// written before in this copy or the destination holds it.
-    fn tree(&self, writer: &PackWriter, r: &ChunkRef) -> Result<ChunkRef> {
+    fn tree(&self, writer: &PackWriter, r: &ChunkRef, depth: usize) -> Result<ChunkRef> {
         if let Some(d) = self.trees.lock().unwrap().get(&r.id) {
             return Ok(*d);
+        }
+        if depth > MAX_DEPTH {
+            // Deeper than any path a file system holds: a tree that names an ancestor.
+            return Err(RepoError::damaged(
+                format!("tree {} of the source", r.id),
+                format!("more than {MAX_DEPTH} directories deep"),
+            ));
         }
         self.opts.cancel.check()?;
         let mut tree = self.src.load_tree(r)?;
@@ -344,7 +358,7 @@ impl Copier<'_> {
                 }
             }
             if let Some(sub) = n.subtree {
-                n.subtree = Some(self.tree(writer, &sub)?);
+                n.subtree = Some(self.tree(writer, &sub, depth + 1)?);
             }
         }
         let data = encode_object(&tree);
@@ -409,13 +423,8 @@ impl Copier<'_> {
 
     /// Stores a chunk in the destination (the writer dedups within this point).
     fn store(&self, writer: &PackWriter, kind: ChunkKind, data: &[u8]) -> Result<ChunkRef> {
-        let before = writer.counts().bytes_new;
         let level = self.dst.config().zstd_level;
         let d = with_compressor(level, |c| writer.store_chunk(kind, data, c))?;
-        let added = writer.counts().bytes_new.saturating_sub(before);
-        self.counts
-            .bytes_uploaded
-            .fetch_add(added, Ordering::Relaxed);
         self.known.lock().unwrap().insert(d.id, d);
         Ok(d)
     }
@@ -480,6 +489,14 @@ mod tests {
             assert_eq!(r.points_copied, vec![p1.clone()]);
             assert!(r.chunks_uploaded >= 2 && r.chunks_skipped == 0, "{r:?}");
             assert_eq!(dst.load_vault("v").unwrap().description, "laptop");
+            let stored: u64 = dst
+                .store()
+                .list("packs/")
+                .unwrap()
+                .iter()
+                .map(|o| o.size)
+                .sum();
+            assert_eq!(r.bytes_uploaded, stored);
             assert_eq!(content(&dst, "v", &p1, b"t/big"), big);
             assert_eq!(content(&dst, "v", &p1, b"t/d/small"), b"small");
             let a = src.load_manifest("v", &p1).unwrap();
@@ -515,13 +532,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_point_the_destination_holds_under_another_content_is_refused() {
-        let src = memory(None);
-        src.create_vault("v", "").unwrap();
-        let dst = memory(None);
-        dst.create_vault("v", "").unwrap();
-        let mut m = Manifest {
+    fn manifest(roots: Vec<BackupEntry>) -> Manifest {
+        Manifest {
             vault: "v".into(),
             name: String::new(),
             time_ns: 1_700_000_000_000_000_000,
@@ -529,13 +541,74 @@ mod tests {
             hostname: "a".into(),
             status: PointStatus::Available,
             parent: None,
-            backups: Vec::new(),
+            backups: roots,
             attrs: PointAttrs::default(),
             skipped: Vec::new(),
             fail_reason: None,
             skipped_resources: Vec::new(),
             trigger: Trigger::Manual,
-        };
+        }
+    }
+
+    /// A point whose backup is `depth` directories, one in another, each named `d`.
+    fn deep_point(repo: &Arc<Repository>, depth: usize) -> String {
+        let w = PackWriter::new(repo.clone(), HashMap::new());
+        let mut sub = None;
+        for _ in 0..depth {
+            let mut n = Node::empty(b"d".to_vec(), NodeKind::Dir);
+            n.subtree = sub;
+            let data = encode_object(&Tree { nodes: vec![n] });
+            sub = Some(with_compressor(3, |c| w.store_chunk(ChunkKind::Tree, &data, c)).unwrap());
+        }
+        w.finish().unwrap();
+        let mut m = manifest(vec![BackupEntry {
+            name: b"d".to_vec(),
+            kind: BackupKind::Tree,
+            source: b"/d".to_vec(),
+            root: sub.unwrap(),
+            stats: BackupStats::default(),
+        }]);
+        repo.commit_manifest(&mut m).unwrap()
+    }
+
+    #[test]
+    fn trees_as_deep_as_paths_go_are_copied_and_deeper_ones_refused() {
+        let src = memory(None);
+        src.create_vault("v", "").unwrap();
+        let p = deep_point(&src, 2048);
+        let dst = memory(None);
+        // On a thread with a stack no larger than the main thread's.
+        let (s, d) = (src.clone(), dst.clone());
+        std::thread::Builder::new()
+            .stack_size(8 << 20)
+            .spawn(move || copy(&s, &d, "v", &[], &CopyOptions::default()).unwrap())
+            .unwrap()
+            .join()
+            .unwrap();
+        let path = vec!["d"; 2048].join("/");
+        let m = dst.load_manifest("v", &p).unwrap();
+        assert_eq!(dst.find_node(&m, path.as_bytes()).unwrap().subtree, None);
+
+        let src = memory(None);
+        src.create_vault("v", "").unwrap();
+        deep_point(&src, MAX_DEPTH + 5);
+        let dst = memory(None);
+        let e = std::thread::Builder::new()
+            .stack_size(8 << 20)
+            .spawn(move || copy(&src, &dst, "v", &[], &CopyOptions::default()).unwrap_err())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(e.to_string().contains("directories deep"), "{e}");
+    }
+
+    #[test]
+    fn a_point_the_destination_holds_under_another_content_is_refused() {
+        let src = memory(None);
+        src.create_vault("v", "").unwrap();
+        let dst = memory(None);
+        dst.create_vault("v", "").unwrap();
+        let mut m = manifest(Vec::new());
         src.commit_manifest(&mut m.clone()).unwrap();
         m.hostname = "b".into();
         dst.commit_manifest(&mut m).unwrap();

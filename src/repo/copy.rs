@@ -7,8 +7,10 @@
 //! Each data chunk is read from the source (opened, decompressed), hashed under the
 //! destination's id key, and stored only when the destination's index lacks that id:
 //! a second copy, or a point whose files the destination already holds from its own
-//! backups, uploads no data. With a shared id key the source id is the destination id
-//! (checked against the hash), so a chunk the destination holds is not even read.
+//! backups, uploads no data. With a shared id key the source id is the destination id,
+//! so a chunk the destination holds is not even read, and one it lacks is opened and
+//! sealed again under the destination's key as it is stored (compressed), with no zstd
+//! round trip (`check --read-data` hashes it, as every chunk).
 //!
 //! Trees carry chunk locations, so they are written anew, children first, naming where
 //! each chunk lives in the destination. The manifest is written last, create-only, under
@@ -390,17 +392,38 @@ impl Copier<'_> {
             return Ok(());
         }
         self.opts.cancel.check()?;
+        if self.same_ids {
+            // The id stays: the sealed payload (compressed or not) is opened and sealed
+            // again under the destination's key as it is, with no zstd round trip.
+            let stored = self.src.read_sealed(r)?;
+            let name = || format!("chunk {} in pack {} of the source", r.id, r.pack.to_hex());
+            let payload = self
+                .src
+                .keys()
+                .open(&stored, &r.id.0)
+                .map_err(|_| RepoError::damaged(name(), "authentication failed"))?;
+            if !matches!(
+                payload.first(),
+                Some(&super::CHUNK_RAW | &super::CHUNK_ZSTD)
+            ) {
+                return Err(RepoError::damaged(name(), "unknown chunk encoding"));
+            }
+            self.counts
+                .bytes_read
+                .fetch_add(payload.len() as u64, Ordering::Relaxed);
+            let sealed = self.dst.keys().seal(&payload, &r.id.0);
+            let d = writer.add(r.id, ChunkKind::Data, r.raw_len, &sealed)?;
+            self.known.lock().unwrap().insert(d.id, d);
+            self.counts.chunks_uploaded.fetch_add(1, Ordering::Relaxed);
+            progress.add(1, r.raw_len as u64);
+            self.data.lock().unwrap().insert(r.id, d);
+            return Ok(());
+        }
         let plain = self.src.read_chunk(r)?;
         self.counts
             .bytes_read
             .fetch_add(plain.len() as u64, Ordering::Relaxed);
         let id = self.dst.keys().chunk_id(&plain);
-        if self.same_ids && id != r.id {
-            return Err(RepoError::damaged(
-                format!("chunk {} in pack {} of the source", r.id, r.pack.to_hex()),
-                "its content does not hash to its id",
-            ));
-        }
         let d = match self.lookup(&id) {
             Some(d) => {
                 self.counts.chunks_skipped.fetch_add(1, Ordering::Relaxed);

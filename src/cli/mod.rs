@@ -2,6 +2,7 @@
 //! `anyhow` is used here only, for the last mile to a message.
 
 mod config;
+mod copy;
 mod history;
 mod mount;
 mod output;
@@ -94,7 +95,23 @@ pub enum Command {
         /// Print the new repository's settings as JSON.
         #[arg(long)]
         json: bool,
+        /// Share chunk ids with this repository (its id key and chunker parameters; a new
+        /// encryption key and password), so that `copy` keeps chunk and content ids.
+        #[arg(long, value_name = "REPO2")]
+        from: Option<String>,
+        /// The password file of the --from repository (else env VAULTFS_FROM_PASSWORD).
+        #[arg(long, value_name = "F", requires = "from")]
+        from_password_file: Option<PathBuf>,
     },
+    /// Write a sealed record of a point (JSON) to stdout: `import-record` brings the
+    /// point back from it after its manifest was deleted, until prune reclaims its data.
+    ExportRecord(copy::ExportArgs),
+    /// Bring a point back from its record (`export-record`), after checking that every
+    /// chunk it references is still in the repository.
+    ImportRecord(copy::ImportArgs),
+    /// Copy points, with their attributes, from another repository (--from), uploading
+    /// only the chunks this one lacks; the vault is created when missing.
+    Copy(copy::CopyArgs),
     /// Manage vaults: named series of recovery points.
     #[command(subcommand)]
     Vault(VaultCmd),
@@ -473,6 +490,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             kdf_memory_mib,
             kdf_passes,
             json,
+            from,
+            from_password_file,
         } => {
             let store = open_store_with(g, true)?;
             let pw = read_password(g, true)?;
@@ -490,7 +509,19 @@ pub fn run(cli: Cli) -> Result<i32> {
                 },
                 ..Default::default()
             };
-            let repo = Repository::init(store, &pw, opts)?;
+            let repo = match from {
+                Some(from) => copy::init_from(
+                    g,
+                    store,
+                    &pw,
+                    opts,
+                    &copy::FromArgs {
+                        from,
+                        from_password_file,
+                    },
+                )?,
+                None => Repository::init(store, &pw, opts)?,
+            };
             if json {
                 output::print_json(&output::repo_json(&repo));
             } else {
@@ -499,6 +530,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Vault(cmd) => vault_cmd(g, cmd),
+        Command::ExportRecord(a) => copy::export(g, &a),
+        Command::ImportRecord(a) => copy::import(g, &a),
+        Command::Copy(a) => copy::copy(g, &a),
         Command::Backup {
             vault,
             paths,

@@ -43,6 +43,14 @@ impl Keys {
         k
     }
 
+    /// New keys sharing `other`'s id key (a fresh encryption key): a repository made
+    /// with them gives every chunk the id `other`'s repository gives it (`init --from`).
+    pub fn sharing_ids_of(other: &Keys) -> Self {
+        let mut k = Keys::generate();
+        k.id = other.id;
+        k
+    }
+
     /// The keyed BLAKE3 id of a chunk's plaintext.
     pub fn chunk_id(&self, data: &[u8]) -> ChunkId {
         ChunkId(*blake3::keyed_hash(&self.id, data).as_bytes())

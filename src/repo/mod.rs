@@ -29,8 +29,10 @@
 pub mod backup;
 pub mod cancel;
 pub mod check;
+pub mod copy;
 pub mod crypto;
 pub mod dump;
+pub mod export;
 pub mod format;
 pub mod history;
 pub mod ingest;
@@ -305,10 +307,20 @@ pub fn validate_vault_name(name: &str) -> Result<()> {
 impl Repository {
     /// Creates a new repository in an empty store.
     pub fn init(store: Store, password: &[u8], opts: InitOptions) -> Result<Arc<Repository>> {
+        Repository::init_with_keys(store, password, opts, Keys::generate())
+    }
+
+    /// [`Repository::init`] with given master keys (`init --from`: the id key of another
+    /// repository, so that both give equal chunks equal ids).
+    pub fn init_with_keys(
+        store: Store,
+        password: &[u8],
+        opts: InitOptions,
+        keys: Keys,
+    ) -> Result<Arc<Repository>> {
         if store.head("config")?.is_some() {
             return Err(RepoError::AlreadyInitialized(store.location()));
         }
-        let keys = Keys::generate();
         let mut repo_id = [0u8; 16];
         getrandom::getrandom(&mut repo_id).expect("the OS random source failed");
         let config = Config {

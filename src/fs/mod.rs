@@ -65,6 +65,7 @@
 //! (`fusermount3 -u`, `umount`: then there is nothing left to unmount, and nothing is
 //! tried). Either way `mount` returns `Ok` and the command exits 0.
 
+pub mod access;
 pub mod control;
 pub mod errno;
 pub mod file;
@@ -288,6 +289,7 @@ pub fn mount(
         refresh: opts.refresh,
         allow_delete: opts.allow_delete,
         background_refresh: true,
+        access_control: opts.allow_other,
         ..Default::default()
     };
     let vfs = Arc::new(ops::VaultFs::new(repo.clone(), cache, fs_opts));

@@ -9,6 +9,7 @@
 //! | [`Readahead`] (`readahead.rs`) | what is loaded before it is asked (hooks at open, read and listing) |
 //! | [`Incoming`] (`incoming.rs`) | ingest sessions in `.vaultfs/incoming/`, vault mkdir/rmdir, point rmdir |
 //! | [`ControlFiles`] (`control.rs`) | the generated files and directories of `.vaultfs/` |
+//! | [`Access`] (`access.rs`) | who may see which vault, on a mount with `--allow-other`: the `*_for` operations and [`VaultFs::permit`] take the caller |
 //!
 //! A file of a backup is answered from its node by [`super::file`] (the data path of a
 //! read, lseek, xattrs).

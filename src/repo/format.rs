@@ -1000,6 +1000,51 @@ mod tests {
     }
 
     #[test]
+    fn vault_records_of_format_3_decode_without_members() {
+        let v3 = VaultV3 {
+            name: "prod".into(),
+            description: "d".into(),
+            created_ns: 5,
+            retention: Retention {
+                last: 3,
+                ..Default::default()
+            },
+            quota: Some(9),
+            warn_at: None,
+            tags: vec![("k".into(), "v".into())],
+            policy: Some("nightly".into()),
+            policy_applied_ns: Some(6),
+        };
+        let mut bytes = vec![RECORD_VERSION_3];
+        bytes.extend(postcard::to_stdvec(&v3).unwrap());
+        let v: Vault = decode_record::<VaultV1, Vault>(&bytes).unwrap();
+        assert_eq!(v, Vault::from(v3));
+        assert_eq!(v.policy.as_deref(), Some("nightly"));
+        assert!(v.members.is_empty());
+        // Format 4 writes the members, and reads them back.
+        let mut shared = v;
+        shared.members = Members {
+            uids: vec![1000],
+            gids: vec![100],
+        };
+        let enc = encode_record(&shared);
+        assert_eq!(enc[0], RECORD_VERSION);
+        assert_eq!(decode_record::<VaultV1, Vault>(&enc).unwrap(), shared);
+        // Other records' version-3 bytes are their current layout.
+        let state = ScheduleState {
+            last_slot_ns: 1,
+            last_run_end_ns: 2,
+            last_error: None,
+        };
+        let mut bytes = vec![RECORD_VERSION_3];
+        bytes.extend(postcard::to_stdvec(&state).unwrap());
+        assert_eq!(
+            decode_record::<ScheduleState, ScheduleState>(&bytes).unwrap(),
+            state
+        );
+    }
+
+    #[test]
     fn config_roundtrip_and_bad_magic() {
         let c = Config {
             repo_id: [1; 16],

@@ -48,6 +48,7 @@ command -v python3 >/dev/null || need+=(python3)
 command -v bsdtar >/dev/null || need+=(libarchive-tools)
 command -v busybox >/dev/null || need+=(busybox)
 command -v unzip >/dev/null || need+=(unzip)
+command -v man >/dev/null || need+=(man-db)
 command -v mkfifo >/dev/null || need+=(coreutils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

@@ -3,6 +3,14 @@ use std::os::unix::process::CommandExt;
 use clap::Parser;
 
 fn main() {
+    let argv = match vaultfs::cli::prepare_args(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("vaultfs: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let cli = vaultfs::cli::Cli::parse_from(argv);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -12,8 +20,7 @@ fn main() {
         // Colours only for a person at a terminal: a log file or a pipe gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = vaultfs::cli::Cli::parse();
-    if matches!(cli.command, vaultfs::cli::Command::Mount { .. }) {
+    if matches!(cli.command, vaultfs::cli::Command::Mount(_)) {
         one_malloc_arena();
     }
     match vaultfs::cli::run(cli) {

@@ -1,8 +1,10 @@
 //! The command line: clap definitions, password handling, output and progress.
 //! `anyhow` is used here only, for the last mile to a message.
 
+mod config;
 mod history;
 mod key;
+mod mount;
 mod output;
 mod points;
 mod policy;
@@ -42,10 +44,22 @@ pub struct Global {
     /// Repository: a directory, or s3://bucket/prefix.
     #[arg(long, short = 'r', env = "VAULTFS_REPO", global = true)]
     pub repo: Option<String>,
-    /// Read the password from this file (its first line); it beats env VAULTFS_PASSWORD,
-    /// and a file that cannot be read is an error.
-    #[arg(long, env = "VAULTFS_PASSWORD_FILE", global = true)]
+    /// Read the password from this file (its first line; env VAULTFS_PASSWORD_FILE); it
+    /// beats env VAULTFS_PASSWORD, and a file that cannot be read is an error.
+    #[arg(long, global = true, conflicts_with = "password_command")]
     pub password_file: Option<PathBuf>,
+    /// Run this command (with `sh -c`) and take the first line it prints as the password
+    /// (env VAULTFS_PASSWORD_COMMAND); a command that fails is an error.
+    #[arg(long, value_name = "CMD", global = true)]
+    pub password_command: Option<String>,
+    /// The config file (env VAULTFS_CONFIG; default: $XDG_CONFIG_HOME/vaultfs/config.toml,
+    /// else /etc/vaultfs/config.toml, when one exists). Flags and environment beat it.
+    #[arg(long, value_name = "FILE", env = "VAULTFS_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Use the config file's profile NAME (its settings over the top-level ones; env
+    /// VAULTFS_PROFILE).
+    #[arg(long, value_name = "NAME", env = "VAULTFS_PROFILE", global = true)]
+    pub profile: Option<String>,
     /// S3 endpoint URL for non-AWS stores, e.g. http://127.0.0.1:7480 (env VAULTFS_S3_ENDPOINT).
     #[arg(long, global = true)]
     pub s3_endpoint: Option<String>,
@@ -314,48 +328,27 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Serve the repository at MOUNTPOINT until unmounted or interrupted (exit 0).
+    /// Serve the repository at MOUNTPOINT until unmounted or interrupted (exit 0), or
+    /// with --daemon in the background.
     ///
     /// Backups are read-only. New backups are taken by writing files into
     /// `.vaultfs/incoming/<vault>/`; `mkdir` and `rmdir` of a vault directory create and
     /// remove vaults; `rmdir <vault>/<point>` deletes a point with --allow-delete.
-    Mount {
-        /// An empty directory to mount on.
-        mountpoint: PathBuf,
-        /// Memory budget of the mount, e.g. 256M or 1G: decompressed chunks, the inode
-        /// table and buffers in flight.
-        #[arg(long, default_value = "256M", value_parser = output::parse_size)]
-        cache_size: u64,
-        /// Keep fetched chunks (still encrypted) in this directory across mounts.
-        #[arg(long, value_name = "DIR")]
-        disk_cache: Option<PathBuf>,
-        /// Size bound of the disk cache.
-        #[arg(long, default_value = "4G", value_parser = output::parse_size)]
-        disk_cache_size: u64,
-        /// Let other users read the mount (the kernel then checks file modes).
-        #[arg(long)]
-        allow_other: bool,
-        /// Let `rmdir <vault>/<point>` delete a recovery point (EPERM otherwise, and for
-        /// a protected point). The chunks it alone used stay in the packs until `vaultfs
-        /// prune`.
-        #[arg(long)]
-        allow_delete: bool,
-        /// Re-read the vault and point lists every this many seconds, in the background.
-        #[arg(long, default_value_t = 2)]
-        refresh_secs: u64,
-        /// FUSE session threads (requests served in parallel).
-        #[arg(long, default_value_t = 8)]
-        threads: usize,
-        /// How far ahead of a sequential reader chunks are loaded, e.g. 32M (0: none).
-        #[arg(long, default_value = "32M", value_parser = output::parse_size)]
-        readahead: u64,
-        /// Chunk loads in the background at once; more keeps a distant store busier.
-        #[arg(long, default_value_t = crate::fs::DEFAULT_FETCHERS as u16,
-              value_parser = clap::value_parser!(u16).range(1..=256))]
-        fetchers: u16,
-        /// Do not run the scheduler (see `vaultfs serve`) in the mount.
-        #[arg(long)]
-        no_schedule: bool,
+    /// `mount -t fuse.vaultfs REPO DIR -o opts` and fstab lines run it too (README).
+    Mount(mount::MountArgs),
+    /// Unmount a vaultfs mount: waits for backups being written into incoming/ and for
+    /// the daemon to exit.
+    Umount(mount::UmountArgs),
+    /// Print a shell completion script: `source <(vaultfs completions bash)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write a man page for vaultfs and each subcommand (vaultfs.1, vaultfs-backup.1, ...)
+    /// into DIR.
+    Man {
+        /// The directory to write into (created if missing).
+        dir: PathBuf,
     },
 }
 
@@ -933,55 +926,18 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Mount {
-            mountpoint,
-            cache_size,
-            disk_cache,
-            disk_cache_size,
-            allow_other,
-            allow_delete,
-            refresh_secs,
-            threads,
-            readahead,
-            fetchers,
-            no_schedule,
-        } => {
-            crate::fs::check_mountpoint(&mountpoint)?;
-            let pw = read_password(g, false)?;
-            let signals = crate::fs::block_exit_signals();
-            let store = crate::backend::counting::CountingStore::new(open_store(g)?);
-            let backend_counts = Some(store.counts());
-            let repo = Repository::open(Arc::new(store), &pw)?;
-            let opts = crate::fs::MountOptions {
-                cache_size,
-                disk_cache,
-                disk_cache_size,
-                allow_other,
-                allow_delete,
-                refresh: std::time::Duration::from_secs(refresh_secs),
-                threads,
-                readahead,
-                fetchers: usize::from(fetchers),
-                local_dir: g
-                    .repo
-                    .as_deref()
-                    .filter(|a| !a.starts_with("s3://"))
-                    .map(PathBuf::from),
-                backend_counts,
-            };
-            let scheduler = if no_schedule {
-                None
-            } else {
-                // A repository of its own: its store traffic is not the mount's
-                // (`.vaultfs/stats.json`).
-                let own = Repository::open(open_store(g)?, &pw)?;
-                Some(policy::start_mount_scheduler(own)?)
-            };
-            let mounted = crate::fs::mount(repo, &mountpoint, &opts, signals);
-            if let Some(stop) = scheduler {
-                stop();
-            }
-            mounted?;
+        Command::Mount(a) => mount::mount(g, a),
+        Command::Umount(a) => mount::umount(a),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "vaultfs", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man { dir } => {
+            use clap::CommandFactory;
+            let n = write_man_pages(&Cli::command(), &dir)?;
+            println!("wrote {n} man pages into {}", dir.display());
             Ok(0)
         }
     }
@@ -1185,20 +1141,36 @@ fn open_store_with(g: &Global, create: bool) -> Result<backend::Store> {
     backend::open_with(addr, &opts).map_err(|e| anyhow!(e))
 }
 
-/// Reads the password: from the file that `--password-file` (or env
-/// VAULTFS_PASSWORD_FILE) names, which beats env VAULTFS_PASSWORD; a named file that
-/// cannot be read is an error, never a reason to look elsewhere. Otherwise
-/// VAULTFS_PASSWORD, or a prompt on a terminal. A new repository (`confirm`) never gets
-/// an empty password, whatever its source.
+/// Reads the password, from the first source given of: `--password-file`,
+/// `--password-command` (the config file's settings arrive as these flags, see
+/// [`config`]), env VAULTFS_PASSWORD_FILE, VAULTFS_PASSWORD_COMMAND, VAULTFS_PASSWORD, a
+/// prompt on a terminal. A named file that cannot be read, or a command that fails, is an
+/// error, never a reason to look elsewhere. A new repository (`confirm`) never gets an
+/// empty password, whatever its source.
 pub fn read_password(g: &Global, confirm: bool) -> Result<Vec<u8>> {
-    let pw = if let Some(f) = &g.password_file {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let file = g
+        .password_file
+        .clone()
+        .or_else(|| var("VAULTFS_PASSWORD_FILE").map(PathBuf::from));
+    let command = g
+        .password_command
+        .clone()
+        .map(OsString::from)
+        .or_else(|| var("VAULTFS_PASSWORD_COMMAND"));
+    let flag_command = g.password_command.is_some();
+    let pw = if let (Some(f), false) = (&file, flag_command) {
         let text = std::fs::read(f).map_err(|e| anyhow!("password file {}: {e}", f.display()))?;
-        let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
-        line.strip_suffix(b"\r").unwrap_or(line).to_vec()
+        first_line(&text)
+    } else if let Some(c) = command {
+        password_from_command(&c)?
     } else if let Ok(p) = std::env::var("VAULTFS_PASSWORD") {
         p.into_bytes()
     } else if !std::io::stdin().is_terminal() {
-        bail!("no password: set VAULTFS_PASSWORD, use --password-file, or run on a terminal");
+        bail!(
+            "no password: set VAULTFS_PASSWORD, use --password-file or --password-command \
+             (or the config file), or run on a terminal"
+        );
     } else {
         let p = rpassword::prompt_password("repository password: ")?;
         if confirm {
@@ -1213,6 +1185,85 @@ pub fn read_password(g: &Global, confirm: bool) -> Result<Vec<u8>> {
         bail!("an empty password is not allowed");
     }
     Ok(pw)
+}
+
+fn first_line(text: &[u8]) -> Vec<u8> {
+    let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+    line.strip_suffix(b"\r").unwrap_or(line).to_vec()
+}
+
+/// The first line a password command prints; its stderr goes to ours (it may prompt).
+fn password_from_command(cmd: &std::ffi::OsStr) -> Result<Vec<u8>> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| anyhow!("running the password command: {e}"))?;
+    if !out.status.success() {
+        bail!("the password command failed ({})", out.status);
+    }
+    Ok(first_line(&out.stdout))
+}
+
+/// The command line this process acts on: `mount.fuse.vaultfs`'s arguments translated,
+/// the config file's settings added (see [`prepare_args`]).
+static ARGS: std::sync::OnceLock<Vec<OsString>> = std::sync::OnceLock::new();
+
+/// Translates the arguments of a run as `mount.fuse.vaultfs` (mount(8)'s helper for
+/// `-t fuse.vaultfs`), adds the config file's settings, and keeps the result for
+/// [`effective_args`].
+pub fn prepare_args(argv: Vec<OsString>) -> Result<Vec<OsString>> {
+    let name = argv
+        .first()
+        .map(|a| {
+            std::path::Path::new(a)
+                .file_name()
+                .unwrap_or_default()
+                .to_os_string()
+        })
+        .unwrap_or_default();
+    let argv = if name == mount::HELPER_NAME {
+        mount::helper_args(&argv).map_err(|e| anyhow!(e))?
+    } else {
+        argv
+    };
+    let argv = config::apply(argv)?;
+    Ok(ARGS.get_or_init(|| argv).clone())
+}
+
+/// The command line [`prepare_args`] made (the process's own when it was not called).
+pub fn effective_args() -> Vec<OsString> {
+    ARGS.get()
+        .cloned()
+        .unwrap_or_else(|| std::env::args_os().collect())
+}
+
+/// Writes `vaultfs.1` and one page per subcommand (`vaultfs-vault-create.1`, ...).
+fn write_man_pages(cmd: &clap::Command, dir: &std::path::Path) -> Result<usize> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut n = 0;
+    let mut stack = vec![(cmd.clone().name("vaultfs"), "vaultfs".to_string())];
+    while let Some((c, name)) = stack.pop() {
+        for sub in c.get_subcommands() {
+            if sub.get_name() != "help" {
+                stack.push((sub.clone(), format!("{name}-{}", sub.get_name())));
+            }
+        }
+        let mut page = Vec::new();
+        clap_mangen::Man::new(
+            c.clone()
+                .name(name.clone())
+                .bin_name(name.replace('-', " ")),
+        )
+        .render(&mut page)
+        .context("rendering a man page")?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 pub fn open_repo(g: &Global) -> Result<Arc<Repository>> {

@@ -119,6 +119,7 @@ pub struct Sources<'a> {
     pub tasks: &'a TaskRegistry,
     pub cache: &'a ChunkCache,
     pub handles: &'a super::handles::Handles,
+    pub incoming: &'a super::incoming::Incoming,
 }
 
 impl ControlFiles {
@@ -284,6 +285,8 @@ impl ControlFiles {
         o.insert("inodes".into(), src.ns.inodes.len().into());
         o.insert("open_files".into(), src.handles.len().into());
         o.insert("rss_bytes".into(), rss_bytes().into());
+        o.insert("pid".into(), std::process::id().into());
+        o.insert("ingests_running".into(), src.incoming.running().into());
         if let Some(c) = lock(&self.backend_counts).as_ref() {
             o.insert("backend".into(), c.json());
         }

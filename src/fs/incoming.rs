@@ -95,6 +95,14 @@ impl Incoming {
         v
     }
 
+    /// Ingests not yet committed or failed (`vaultfs umount` waits for them).
+    pub fn running(&self) -> usize {
+        lock(&self.sessions)
+            .values()
+            .filter(|s| !s.is_finished())
+            .count()
+    }
+
     fn may_write(&self, uid: u32) -> Result<()> {
         if uid == 0 || uid == self.owner {
             Ok(())

@@ -128,6 +128,8 @@ pub struct MountOptions {
     /// Call counts of the store, shown in `.vaultfs/stats.json` (see
     /// [`crate::backend::counting::CountingStore`]).
     pub backend_counts: Option<Arc<crate::backend::counting::CallCounts>>,
+    /// Told once the session serves requests (`mount --daemon` waits for it).
+    pub ready: Option<crossbeam_channel::Sender<()>>,
 }
 
 impl Default for MountOptions {
@@ -144,6 +146,7 @@ impl Default for MountOptions {
             fetchers: DEFAULT_FETCHERS,
             local_dir: None,
             backend_counts: None,
+            ready: None,
         }
     }
 }

@@ -232,6 +232,7 @@ impl VaultFs {
             tasks: &self.tasks,
             cache: &self.cache,
             handles: &self.handles,
+            incoming: &self.incoming,
         }
     }
 

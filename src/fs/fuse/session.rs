@@ -80,6 +80,9 @@ pub fn serve(
         })
         .map_err(session_error)?;
     let background = session.spawn().map_err(session_error)?;
+    if let Some(ready) = &opts.ready {
+        let _ = ready.send(());
+    }
 
     eprintln!("vaultfs: mounted {location} at {}", mnt.display());
     let signal = crossbeam_channel::select! {

@@ -4,12 +4,14 @@
 mod config;
 mod copy;
 mod history;
+mod key;
 mod mount;
 mod output;
 mod points;
 mod policy;
 pub mod prune;
 mod resources;
+mod share;
 mod tasks;
 
 use std::ffi::OsString;
@@ -115,6 +117,9 @@ pub enum Command {
     /// Manage vaults: named series of recovery points.
     #[command(subcommand)]
     Vault(VaultCmd),
+    /// Manage the keys (passwords) that open the repository: list, add, remove, passwd.
+    #[command(subcommand)]
+    Key(key::KeyCmd),
     /// Take a recovery point: one tree backup per PATH, or one image or tar backup.
     ///
     /// Files unchanged since the vault's latest point (same size, mtime, ctime and inode)
@@ -430,6 +435,11 @@ pub enum VaultCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Let local users or groups read the vault through a mount with --allow-other
+    /// (besides the mount's owner and root, who always may).
+    Share(share::ShareArgs),
+    /// Withdraw what `vault share` gave.
+    Unshare(share::ShareArgs),
     /// Delete a vault (refused while it holds recovery points, unless --force).
     Delete {
         /// The vault to delete.
@@ -533,6 +543,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::ExportRecord(a) => copy::export(g, &a),
         Command::ImportRecord(a) => copy::import(g, &a),
         Command::Copy(a) => copy::copy(g, &a),
+        Command::Key(cmd) => key::run(g, cmd),
         Command::Backup {
             vault,
             paths,
@@ -1024,6 +1035,7 @@ fn vault_cmd(g: &Global, cmd: VaultCmd) -> Result<i32> {
                 tags: Vec::new(),
                 policy: None,
                 policy_applied_ns: None,
+                members: Members::default(),
             };
             settings.apply_to(&mut v);
             repo.create_vault_with(v)?;
@@ -1098,6 +1110,8 @@ fn vault_cmd(g: &Global, cmd: VaultCmd) -> Result<i32> {
                 }
                 println!("policy:      {}", j["policy"].as_str().unwrap_or("-"));
                 println!("next run:    {}", j["next_run"].as_str().unwrap_or("-"));
+                let members = share::members_of_json(&j["members"]);
+                println!("members:     {}", share::members_text(&members));
             }
         }
         VaultCmd::Update {
@@ -1128,6 +1142,8 @@ fn vault_cmd(g: &Global, cmd: VaultCmd) -> Result<i32> {
                 println!("updated vault {name}");
             }
         }
+        VaultCmd::Share(args) => return share::run(&repo, args, true),
+        VaultCmd::Unshare(args) => return share::run(&repo, args, false),
         VaultCmd::Delete { name, force, json } => {
             let _lock = lock::acquire(&repo, &format!("vault delete {name}"))?;
             let before = crate::control::json::vault_json(&repo, &name, true)?;

@@ -134,6 +134,8 @@ pub fn vault_json(
             .map(|r| json!({"name": r.name, "host": r.hostname}))
             .collect::<Vec<_>>(),
         "tags": v.tags.iter().map(|(k, val)| (k.clone(), json!(val))).collect::<serde_json::Map<_, _>>(),
+        // Who besides the mount's owner and root may read it (`vault share`).
+        "members": {"uids": v.members.uids, "gids": v.members.gids},
     }))
 }
 

@@ -23,6 +23,8 @@
 //! - [`readahead`]: what is loaded before it is asked, with hooks at open, read, listing;
 //! - [`incoming`]: ingest sessions in `.vaultfs/incoming/`, vault mkdir/rmdir;
 //! - [`control`]: the generated files and directories of `.vaultfs/`;
+//! - [`access`]: who may see which vault on a mount with `--allow-other` (asked by
+//!   [`ops`] at each request);
 //! - [`errno`]: the one errno mapping; [`fuse`]: the only fuser user (the adapter, and
 //!   the session in [`fuse::session`]).
 //!
@@ -55,6 +57,9 @@
 //! Directories are listed by inode and offset, without handles: the daemon asks for
 //! `FUSE_NO_OPENDIR_SUPPORT`, so a walk pays no OPENDIR/RELEASEDIR round trips (on kernels
 //! without it, OPENDIR answers handle 0 with `FOPEN_CACHE_DIR` for backup directories).
+//! A mount with `--allow-other` does not ask for it: its root and generated listings
+//! differ from caller to caller ([`access`]), and only OPENDIR's flags keep the kernel
+//! from caching them.
 //! Listings use readdirplus, so a walk needs no LOOKUP per entry either.
 //!
 //! # Exit
@@ -65,6 +70,7 @@
 //! (`fusermount3 -u`, `umount`: then there is nothing left to unmount, and nothing is
 //! tried). Either way `mount` returns `Ok` and the command exits 0.
 
+pub mod access;
 pub mod control;
 pub mod errno;
 pub mod file;
@@ -299,6 +305,7 @@ pub fn mount(
         refresh: opts.refresh,
         allow_delete: opts.allow_delete,
         background_refresh: true,
+        access_control: opts.allow_other,
         ..Default::default()
     };
     let vfs = Arc::new(ops::VaultFs::new(repo.clone(), cache, fs_opts));

@@ -9,6 +9,7 @@
 //! | [`Readahead`] (`readahead.rs`) | what is loaded before it is asked (hooks at open, read and listing) |
 //! | [`Incoming`] (`incoming.rs`) | ingest sessions in `.vaultfs/incoming/`, vault mkdir/rmdir, point rmdir |
 //! | [`ControlFiles`] (`control.rs`) | the generated files and directories of `.vaultfs/` |
+//! | [`Access`] (`access.rs`) | who may see which vault, on a mount with `--allow-other`: the `*_for` operations and [`VaultFs::permit`] take the caller |
 //!
 //! A file of a backup is answered from its node by [`super::file`] (the data path of a
 //! read, lseek, xattrs).
@@ -21,6 +22,7 @@ use crate::control::tasks::TaskRegistry;
 use crate::repo::Repository;
 use crate::repo::format::{NodeKind, now_ns};
 
+use super::access::{Access, Caller, Scope, scope_of, vault_top};
 use super::control::{ControlFiles, Sources};
 use super::file;
 use super::handles::{Handles, Open};
@@ -56,6 +58,8 @@ pub struct FsOptions {
     pub base_memory: u64,
     /// How long a tree walk that reads files counts as under way after its last sign.
     pub walk_linger: Duration,
+    /// Judge each request by who sent it (`access.rs`): the mount lets other users in.
+    pub access_control: bool,
 }
 
 impl Default for FsOptions {
@@ -70,6 +74,7 @@ impl Default for FsOptions {
             background_refresh: false,
             base_memory: 0,
             walk_linger: WALK_LINGER,
+            access_control: false,
         }
     }
 }
@@ -83,6 +88,8 @@ pub struct VaultFs {
     readahead: Readahead,
     incoming: Incoming,
     control: ControlFiles,
+    /// Who may see which vault (`access.rs`).
+    access: Access,
     /// Tasks of this daemon (`.vaultfs/tasks`).
     pub tasks: TaskRegistry,
 }
@@ -112,6 +119,7 @@ impl VaultFs {
             readahead: Readahead::new(cache.clone(), opts.readahead_bytes, opts.walk_linger),
             incoming: Incoming::new(repo.clone(), opts.uid, opts.allow_delete),
             control: ControlFiles::default(),
+            access: Access::new(opts.access_control, opts.uid),
             tasks: TaskRegistry::with_repo(repo.clone(), opts.task_keep, opts.refresh),
             repo,
             cache,
@@ -143,6 +151,78 @@ impl VaultFs {
     /// See [`Namespace::refresh_lists`].
     pub fn refresh_lists(&self) {
         self.ns.refresh_lists();
+        self.access.refresh(&self.repo);
+    }
+
+    // ---- who may see what (see access.rs) ----
+
+    /// Whether requests are judged by who sent them: listings then differ from caller to
+    /// caller, and must not be cached by the kernel across callers.
+    pub fn listings_per_caller(&self) -> bool {
+        self.access.enabled()
+    }
+
+    fn sees(&self, inode: &Arc<Inode>, who: &Caller) -> bool {
+        self.access
+            .allows(&self.repo, &scope_of(&self.ns, &self.tasks, inode), who)
+    }
+
+    /// EACCES unless `who` may see inode `ino`.
+    pub fn permit(&self, ino: u64, who: &Caller) -> Result<()> {
+        if self.access.privileged(who) {
+            return Ok(());
+        }
+        if self.sees(&self.ns.inode(ino)?, who) {
+            Ok(())
+        } else {
+            Err(FsError::Access)
+        }
+    }
+
+    /// [`VaultFs::lookup`] for `who`: EACCES for a directory or an entry it may not see.
+    pub fn lookup_for(&self, who: &Caller, parent: u64, name: &[u8]) -> Result<Entry> {
+        self.permit(parent, who)?;
+        let e = self.lookup(parent, name)?;
+        if !self.access.privileged(who)
+            && !self
+                .ns
+                .inodes
+                .get(e.attr.ino)
+                .is_some_and(|i| self.sees(&i, who))
+        {
+            // The kernel is not answered with this entry: it holds no lookup of it.
+            self.forget(e.attr.ino, 1);
+            return Err(FsError::Access);
+        }
+        Ok(e)
+    }
+
+    /// [`VaultFs::readdir`] for `who`: refused for a directory it may not see, without
+    /// the entries it may not see.
+    pub fn readdir_for(
+        &self,
+        who: &Caller,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, FileKind, &[u8], u64) -> bool,
+    ) -> Result<()> {
+        self.permit(ino, who)?;
+        self.list(ino, offset, false, Some(who), |child, inode, name, next| {
+            let kind = inode.map_or(FileKind::File, |i| kind_of(&i));
+            add(child, kind, name, next)
+        })
+    }
+
+    /// [`VaultFs::readdirplus`] for `who`, as [`VaultFs::readdir_for`].
+    pub fn readdirplus_for(
+        &self,
+        who: &Caller,
+        ino: u64,
+        offset: u64,
+        add: impl FnMut(u64, &[u8], &Entry, u64) -> bool,
+    ) -> Result<()> {
+        self.permit(ino, who)?;
+        self.listplus(ino, offset, Some(who), add)
     }
 
     fn sources(&self) -> Sources<'_> {
@@ -166,6 +246,18 @@ impl VaultFs {
     /// Attributes of an inode. A generated file is rendered (or its rendering of the last
     /// second reused) unless `render` is false (see `control.rs`).
     fn attr(&self, inode: &Inode, render: bool) -> Result<Entry> {
+        let mut e = self.attr_as_stored(inode, render)?;
+        if self.access.enabled()
+            && let Some(vault) = vault_top(inode)
+        {
+            // Every path walk through a vault asks the daemon (see access.rs).
+            self.access.shape(&self.repo, vault, &mut e.attr);
+            e.ttl = Duration::ZERO;
+        }
+        Ok(e)
+    }
+
+    fn attr_as_stored(&self, inode: &Inode, render: bool) -> Result<Entry> {
         let ino = inode.ino;
         let Body::Control(c) = &inode.body else {
             return self.ns.attr_of(inode);
@@ -306,7 +398,7 @@ impl VaultFs {
         offset: u64,
         mut add: impl FnMut(u64, FileKind, &[u8], u64) -> bool,
     ) -> Result<()> {
-        self.list(ino, offset, false, |child, inode, name, next| {
+        self.list(ino, offset, false, None, |child, inode, name, next| {
             let kind = inode.map_or(FileKind::File, |i| kind_of(&i));
             add(child, kind, name, next)
         })
@@ -320,9 +412,19 @@ impl VaultFs {
         &self,
         ino: u64,
         offset: u64,
+        add: impl FnMut(u64, &[u8], &Entry, u64) -> bool,
+    ) -> Result<()> {
+        self.listplus(ino, offset, None, add)
+    }
+
+    fn listplus(
+        &self,
+        ino: u64,
+        offset: u64,
+        who: Option<&Caller>,
         mut add: impl FnMut(u64, &[u8], &Entry, u64) -> bool,
     ) -> Result<()> {
-        self.list(ino, offset, true, |child, inode, name, next| {
+        self.list(ino, offset, true, who, |child, inode, name, next| {
             let Some(inode) = inode else { return false };
             let Ok(e) = self.attr(&inode, false) else {
                 if name != b"." && name != b".." {
@@ -340,11 +442,14 @@ impl VaultFs {
 
     /// Walks a listing from `offset`: `visit(ino, inode, name, next)` until it returns
     /// true. With `hold`, each entry but `.` and `..` is passed held (see `inodes.rs`).
+    /// With `who`, the entries of a directory of all vaults (the root, `.vaultfs/...`)
+    /// that `who` may not see are left out (their offsets stay unused).
     fn list(
         &self,
         ino: u64,
         offset: u64,
         hold: bool,
+        who: Option<&Caller>,
         mut visit: impl FnMut(u64, Option<Arc<Inode>>, &[u8], u64) -> bool,
     ) -> Result<()> {
         let inode = self.ns.inode(ino)?;
@@ -352,6 +457,10 @@ impl VaultFs {
             return Err(FsError::NotDir);
         }
         let children = self.children(&inode)?;
+        // Inside a vault, everything is the vault's: judged once, by the caller.
+        let filter = who.filter(|w| {
+            !self.access.privileged(w) && scope_of(&self.ns, &self.tasks, &inode) == Scope::Common
+        });
         if offset == 0 && matches!(inode.body, Body::Node(_)) {
             self.readahead.on_list(&self.ns, &inode, &children);
         }
@@ -371,6 +480,11 @@ impl VaultFs {
                     let Some((name, child)) = children.get(i - 2) else {
                         break;
                     };
+                    if let Some(w) = filter
+                        && !self.ns.inodes.get(*child).is_some_and(|c| self.sees(&c, w))
+                    {
+                        continue;
+                    }
                     let c = self.ns.child(&inode, *child, hold).ok();
                     visit(*child, c, name, next)
                 }

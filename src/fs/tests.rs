@@ -991,3 +991,114 @@ fn an_entry_that_did_not_fit_in_a_readdirplus_page_stays_in_the_table() {
         assert!(f.fs.inodes().get(*ino).is_some(), "{name:?}");
     }
 }
+
+/// Vault sharing without a kernel (`access.rs`): on a mount that lets others in, a vault
+/// is seen by the owner, root and its members only: in listings of the root and of
+/// `.vaultfs/`, on lookups, and on the entries inside it (backup files, views).
+#[test]
+fn shared_vaults_are_judged_per_caller() {
+    use super::access::Caller;
+    use super::inodes::CONTROL_INO;
+    let f = fixture();
+    f.repo.create_vault("w", "").unwrap();
+    backup(
+        &f.repo,
+        "w",
+        Source::Trees(vec![f.src.clone()]),
+        &BackupOptions::default(),
+    )
+    .unwrap();
+    let mut w = f.repo.load_vault("w").unwrap();
+    w.members.uids = vec![1000];
+    f.repo.update_vault(&w).unwrap();
+    let cache = ChunkCache::new(f.repo.clone(), 64 << 20, None);
+    let fs = VaultFs::new(
+        f.repo.clone(),
+        cache,
+        FsOptions {
+            refresh: Duration::ZERO,
+            uid: 0,
+            gid: 0,
+            access_control: true,
+            ..Default::default()
+        },
+    );
+    let owner = Caller {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+    };
+    let member = Caller { uid: 1000, ..owner };
+    let other = Caller { uid: 2000, ..owner };
+    let list = |who: &Caller, ino: u64| {
+        let mut v = Vec::new();
+        fs.readdir_for(who, ino, 0, |_, _, name, _| {
+            v.push(String::from_utf8_lossy(name).into_owned());
+            false
+        })
+        .map(|()| v)
+    };
+    assert_eq!(
+        list(&owner, ROOT_INO).unwrap(),
+        [".", "..", ".vaultfs", "v", "w"]
+    );
+    assert_eq!(
+        list(&member, ROOT_INO).unwrap(),
+        [".", "..", ".vaultfs", "w"]
+    );
+    assert_eq!(list(&other, ROOT_INO).unwrap(), [".", "..", ".vaultfs"]);
+    // A vault's entry: no TTL, and mode bits that say who may enter.
+    let v = fs.lookup_for(&owner, ROOT_INO, b"v").unwrap();
+    assert_eq!((v.attr.perm, v.ttl), (0o500, Duration::ZERO));
+    let wv = fs.lookup_for(&member, ROOT_INO, b"w").unwrap();
+    assert_eq!(wv.attr.perm, 0o555);
+    assert!(matches!(
+        fs.lookup_for(&member, ROOT_INO, b"v"),
+        Err(FsError::Access)
+    ));
+    assert!(matches!(
+        fs.lookup_for(&other, ROOT_INO, b"w"),
+        Err(FsError::Access)
+    ));
+    assert!(matches!(
+        fs.readdir_for(&other, wv.attr.ino, 0, |_, _, _, _| false),
+        Err(FsError::Access)
+    ));
+    // Inside a vault: a file of a backup, reached by the owner, is the vault's.
+    let file = walk(&fs, "v/latest/tree/a.txt").unwrap().attr.ino;
+    fs.permit(file, &owner).unwrap();
+    assert!(matches!(fs.permit(file, &member), Err(FsError::Access)));
+    let wfile = walk(&fs, "w/latest/tree/sub/hard").unwrap().attr.ino;
+    fs.permit(wfile, &member).unwrap();
+    assert!(matches!(fs.permit(wfile, &other), Err(FsError::Access)));
+    // `.vaultfs/`: the listings of all vaults leave out the others', and a view's
+    // entries are its vault's.
+    for dir in [
+        "vaults", "points", "incoming", "versions", "changes", "deleted",
+    ] {
+        let d = fs.lookup_for(&member, CONTROL_INO, dir.as_bytes()).unwrap();
+        let names = list(&member, d.attr.ino).unwrap();
+        let want = if dir == "vaults" { "w.json" } else { "w" };
+        assert_eq!(names, [".", "..", want], "{dir}");
+        assert_eq!(list(&other, d.attr.ino).unwrap(), [".", ".."], "{dir}");
+    }
+    let versions = fs.lookup_for(&owner, CONTROL_INO, b"versions").unwrap();
+    let vv = fs.lookup_for(&owner, versions.attr.ino, b"v").unwrap();
+    let tree = fs.lookup_for(&owner, vv.attr.ino, b"tree").unwrap();
+    let a = fs.lookup_for(&owner, tree.attr.ino, b"a.txt").unwrap();
+    let version = list(&owner, a.attr.ino).unwrap().pop().unwrap();
+    let leaf = fs
+        .lookup_for(&owner, a.attr.ino, version.as_bytes())
+        .unwrap();
+    assert_eq!(read_all(&fs, leaf.attr.ino).unwrap(), b"hello\n");
+    assert!(matches!(
+        fs.permit(leaf.attr.ino, &member),
+        Err(FsError::Access)
+    ));
+    // Unshared: the next refresh applies it.
+    w.members.uids.clear();
+    f.repo.update_vault(&w).unwrap();
+    fs.refresh_lists();
+    assert!(matches!(fs.permit(wfile, &member), Err(FsError::Access)));
+    assert_eq!(list(&member, ROOT_INO).unwrap(), [".", "..", ".vaultfs"]);
+}

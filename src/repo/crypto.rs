@@ -1,9 +1,12 @@
 //! Keys, sealing and chunk ids.
 //!
 //! A repository has two random 32-byte master keys: `enc` for XChaCha20-Poly1305 and `id`
-//! for keyed BLAKE3 chunk ids. They are sealed in the `config` object under a key derived
-//! from the password with Argon2id; a wrong password fails authentication, never yields
-//! garbage keys. Every sealed blob is `nonce (24) || ciphertext || tag (16)`, with
+//! for keyed BLAKE3 chunk ids. Each password of the repository has its own sealed copy of
+//! them (in the `config` object, or in a key object `keys/<id>`, see `repo::keys`), under
+//! a [`PasswordKey`] derived from the password with Argon2id and that copy's own salt; a
+//! wrong password fails authentication, never yields garbage keys. Argon2id parameters
+//! read from storage are checked against [`check_kdf`]'s bounds before use, so a damaged
+//! object is an error, never a panic or a runaway allocation. Every sealed blob is `nonce (24) || ciphertext || tag (16)`, with
 //! associated data that binds it to its place (the chunk id for chunks, the object key for
 //! metadata objects), so a blob moved or swapped fails to open.
 
@@ -84,29 +87,106 @@ impl Keys {
         open_with(&self.enc, blob, aad)
     }
 
-    /// Seals the keys under a password.
-    pub fn seal_with_password(&self, password: &[u8], kdf: &KdfParams) -> Vec<u8> {
-        let mut wrapping = derive(password, kdf);
-        let plain = postcard::to_stdvec(self).expect("keys encode");
-        let out = seal_with(&wrapping, &plain, b"vaultfs master keys");
-        wrapping.zeroize();
-        out
+    /// Seals the keys under a password (Argon2id with `kdf`).
+    pub fn seal_with_password(
+        &self,
+        password: &[u8],
+        kdf: &KdfParams,
+    ) -> Result<Vec<u8>, KdfError> {
+        Ok(self.seal_under(&PasswordKey::derive(password, kdf)?))
     }
 
-    /// Opens sealed keys; `AuthError` means the password is wrong (or the config damaged).
+    /// Opens sealed keys; `AuthError` means the password is wrong (or the copy damaged,
+    /// or its parameters unusable).
     pub fn open_with_password(
         sealed: &[u8],
         password: &[u8],
         kdf: &KdfParams,
     ) -> Result<Keys, AuthError> {
-        let mut wrapping = derive(password, kdf);
-        let plain = open_with(&wrapping, sealed, b"vaultfs master keys");
-        wrapping.zeroize();
-        let mut plain = plain?;
+        let key = PasswordKey::derive(password, kdf).map_err(|_| AuthError)?;
+        Keys::open_under(sealed, &key)
+    }
+
+    /// Seals the keys under a key derived from a password: one copy of the master keys.
+    pub fn seal_under(&self, key: &PasswordKey) -> Vec<u8> {
+        let mut plain = postcard::to_stdvec(self).expect("keys encode");
+        let out = seal_with(&key.0, &plain, MASTER_KEYS_AAD);
+        plain.zeroize();
+        out
+    }
+
+    /// Opens a copy of the master keys sealed by [`Keys::seal_under`].
+    pub fn open_under(sealed: &[u8], key: &PasswordKey) -> Result<Keys, AuthError> {
+        let mut plain = open_with(&key.0, sealed, MASTER_KEYS_AAD)?;
         let keys = postcard::from_bytes(&plain).map_err(|_| AuthError);
         plain.zeroize();
         keys
     }
+}
+
+/// Associated data of every sealed copy of the master keys.
+const MASTER_KEYS_AAD: &[u8] = b"vaultfs master keys";
+
+/// A 32-byte key derived from a password with Argon2id: it seals and opens one copy of
+/// the master keys. Zeroed when dropped.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct PasswordKey([u8; 32]);
+
+impl PasswordKey {
+    /// Derives the key (one Argon2id run: its memory and time are what `kdf` says, once
+    /// [`check_kdf`] accepted them).
+    pub fn derive(password: &[u8], kdf: &KdfParams) -> Result<PasswordKey, KdfError> {
+        check_kdf(kdf)?;
+        let params = Params::new(kdf.memory_kib, kdf.iterations, kdf.parallelism, Some(32))
+            .map_err(|e| KdfError(format!("Argon2id parameters refused: {e}")))?;
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let mut out = PasswordKey([0u8; 32]);
+        argon
+            .hash_password_into(password, &kdf.salt, &mut out.0)
+            .map_err(|e| KdfError(format!("Argon2id failed: {e}")))?;
+        Ok(out)
+    }
+}
+
+/// Argon2id memory this build accepts, in KiB: 8 KiB (Argon2's floor, for tests) to
+/// 4 GiB (what `init --kdf-memory-mib` allows).
+pub const KDF_MEMORY_KIB: std::ops::RangeInclusive<u32> = 8..=4 * 1024 * 1024;
+/// Argon2id passes this build accepts (`init --kdf-passes` allows 1 to 64).
+pub const KDF_PASSES: std::ops::RangeInclusive<u32> = 1..=64;
+/// Argon2id lanes this build accepts (vaultfs writes 1).
+pub const KDF_LANES: std::ops::RangeInclusive<u32> = 1..=16;
+
+/// Argon2id parameters that cannot be used: out of bounds, or refused by Argon2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct KdfError(String);
+
+/// Checks Argon2id parameters (read from storage, or asked for) against the bounds
+/// above, before anything is allocated for them.
+pub fn check_kdf(kdf: &KdfParams) -> Result<(), KdfError> {
+    let bad = |what: &str, v: u32, r: &std::ops::RangeInclusive<u32>| {
+        KdfError(format!(
+            "Argon2id {what} {v} is outside {}..={}",
+            r.start(),
+            r.end()
+        ))
+    };
+    if !KDF_MEMORY_KIB.contains(&kdf.memory_kib) {
+        return Err(bad("memory (KiB)", kdf.memory_kib, &KDF_MEMORY_KIB));
+    }
+    if !KDF_PASSES.contains(&kdf.iterations) {
+        return Err(bad("passes", kdf.iterations, &KDF_PASSES));
+    }
+    if !KDF_LANES.contains(&kdf.parallelism) {
+        return Err(bad("lanes", kdf.parallelism, &KDF_LANES));
+    }
+    if kdf.memory_kib < 8 * kdf.parallelism {
+        return Err(KdfError(format!(
+            "Argon2id memory {} KiB is below 8 KiB per lane ({} lanes)",
+            kdf.memory_kib, kdf.parallelism
+        )));
+    }
+    Ok(())
 }
 
 /// Default Argon2id parameters: 64 MiB, 1 pass, 1 lane (about 0.06 s here; OWASP asks for
@@ -120,17 +200,6 @@ pub fn default_kdf() -> KdfParams {
         parallelism: 1,
         salt,
     }
-}
-
-fn derive(password: &[u8], kdf: &KdfParams) -> [u8; 32] {
-    let params = Params::new(kdf.memory_kib, kdf.iterations, kdf.parallelism, Some(32))
-        .expect("valid Argon2 parameters");
-    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
-    let mut out = [0u8; 32];
-    argon
-        .hash_password_into(password, &kdf.salt, &mut out)
-        .expect("Argon2 with valid parameters");
-    out
 }
 
 fn seal_with(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
@@ -197,10 +266,53 @@ mod tests {
     fn password_wrapping() {
         let k = Keys::generate();
         let kdf = fast_kdf();
-        let sealed = k.seal_with_password(b"pw", &kdf);
+        let sealed = k.seal_with_password(b"pw", &kdf).unwrap();
         let k2 = Keys::open_with_password(&sealed, b"pw", &kdf).unwrap();
         assert_eq!(k.chunk_id(b"x"), k2.chunk_id(b"x"));
         assert!(Keys::open_with_password(&sealed, b"wrong", &kdf).is_err());
+        // Another salt, another key: the copy does not open.
+        let other = KdfParams {
+            salt: [8; 16],
+            ..kdf
+        };
+        assert!(Keys::open_with_password(&sealed, b"pw", &other).is_err());
+    }
+
+    #[test]
+    fn kdf_parameters_from_storage_are_bounded() {
+        let ok = fast_kdf();
+        check_kdf(&ok).unwrap();
+        for bad in [
+            KdfParams {
+                memory_kib: 0,
+                ..ok
+            },
+            KdfParams {
+                memory_kib: u32::MAX,
+                ..ok
+            },
+            KdfParams {
+                iterations: 0,
+                ..ok
+            },
+            KdfParams {
+                iterations: 1 << 20,
+                ..ok
+            },
+            KdfParams {
+                parallelism: 0,
+                ..ok
+            },
+            KdfParams {
+                parallelism: 16,
+                memory_kib: 64,
+                ..ok
+            },
+        ] {
+            assert!(check_kdf(&bad).is_err(), "{bad:?}");
+            assert!(PasswordKey::derive(b"pw", &bad).is_err());
+            assert!(Keys::open_with_password(&[0; 80], b"pw", &bad).is_err());
+        }
     }
 
     #[test]

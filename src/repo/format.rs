@@ -12,17 +12,19 @@ use serde::{Deserialize, Serialize};
 /// First bytes of the `config` object.
 pub const MAGIC: &[u8; 8] = b"VAULTFS\x01";
 /// The repository format version this build writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format version this build reads (and upgrades with `vaultfs upgrade`).
 pub const OLDEST_FORMAT: u32 = 1;
 /// Version byte in front of the plaintext of encrypted metadata objects whose layout
 /// has not changed since format 1: trees, index objects, locks, forwarding objects.
 pub const OBJECT_VERSION: u8 = 1;
 /// Version byte of the records written by this build (manifests, vaults, point updates,
-/// resources, usage records, policies, schedule states). A record of version 1 or 2
+/// resources, usage records, policies, schedule states). A record of version 1, 2 or 3
 /// still decodes, in the layout that version wrote (see [`Record`]), with the fields
 /// added since then empty.
-pub const RECORD_VERSION: u8 = 3;
+pub const RECORD_VERSION: u8 = 4;
+/// The version byte of records written by format 3.
+pub const RECORD_VERSION_3: u8 = 3;
 /// The version byte of records written by format 2.
 pub const RECORD_VERSION_2: u8 = 2;
 /// Length of the authentication code that ends a `config` object of format 2 or later.
@@ -495,6 +497,7 @@ impl From<VaultV1> for Vault {
             tags: Vec::new(),
             policy: None,
             policy_applied_ns: None,
+            members: Members::default(),
         }
     }
 }
@@ -523,7 +526,55 @@ impl From<VaultV2> for Vault {
             tags: v.tags,
             policy: None,
             policy_applied_ns: None,
+            members: Members::default(),
         }
+    }
+}
+
+/// Settings of a vault as format 3 wrote them: [`Vault`] without `members`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultV3 {
+    pub name: String,
+    pub description: String,
+    pub created_ns: i64,
+    pub retention: Retention,
+    pub quota: Option<u64>,
+    pub warn_at: Option<u8>,
+    pub tags: Vec<(String, String)>,
+    pub policy: Option<String>,
+    pub policy_applied_ns: Option<i64>,
+}
+
+impl From<VaultV3> for Vault {
+    fn from(v: VaultV3) -> Vault {
+        Vault {
+            name: v.name,
+            description: v.description,
+            created_ns: v.created_ns,
+            retention: v.retention,
+            quota: v.quota,
+            warn_at: v.warn_at,
+            tags: v.tags,
+            policy: v.policy,
+            policy_applied_ns: v.policy_applied_ns,
+            members: Members::default(),
+        }
+    }
+}
+
+/// Who besides the mount's owner and root may read a vault through a mount with
+/// `--allow-other` (format 4): local user ids, and group ids (a process is a member of
+/// a group when it is its group or one of its supplementary groups). Both sorted,
+/// without repeats.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Members {
+    pub uids: Vec<u32>,
+    pub gids: Vec<u32>,
+}
+
+impl Members {
+    pub fn is_empty(&self) -> bool {
+        self.uids.is_empty() && self.gids.is_empty()
     }
 }
 
@@ -562,6 +613,8 @@ pub struct Vault {
     /// When it was applied: a scheduler that never ran the vault's backups on its host
     /// counts due times from then (format 3).
     pub policy_applied_ns: Option<i64>,
+    /// Who may read the vault through a mount with `--allow-other` (format 4).
+    pub members: Members,
 }
 
 /// A schedule plus retention rules, applied to vaults. Key `policies/<name>` (format 3).
@@ -602,6 +655,11 @@ pub struct ScheduleState {
 /// (and those it added) are their own version-2 layout.
 pub trait Record: for<'a> Deserialize<'a> {
     type V2: for<'a> Deserialize<'a> + Into<Self>;
+    /// Decodes version-3 bytes: in the current layout, unless format 4 changed the
+    /// record's layout (a vault's `members`).
+    fn from_v3(bytes: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes(bytes)
+    }
 }
 
 impl Record for Manifest {
@@ -609,6 +667,9 @@ impl Record for Manifest {
 }
 impl Record for Vault {
     type V2 = VaultV2;
+    fn from_v3(bytes: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes::<VaultV3>(bytes).map(Into::into)
+    }
 }
 impl Record for PointUpdate {
     type V2 = PointUpdate;
@@ -685,6 +746,21 @@ pub struct KdfParams {
     pub salt: [u8; 16],
 }
 
+/// One password's copy of the master keys: key `keys/<id>` (format 4), plaintext, framed
+/// as `KEY_MAGIC || u8 KEY_LAYOUT || postcard(KeyFile)` then a 32-byte code (see
+/// `repo::keys`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyFile {
+    /// Argon2id parameters and this copy's own random salt.
+    pub kdf: KdfParams,
+    /// The master keys sealed under the password-derived key: nonce || ciphertext || tag.
+    pub sealed_keys: Vec<u8>,
+    pub created_ns: i64,
+    /// Where and by whom the key was added, for `key list`.
+    pub hostname: String,
+    pub username: String,
+}
+
 /// FastCDC parameters, fixed for the life of a repository (changing them would defeat
 /// deduplication).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -711,6 +787,8 @@ pub struct Config {
     pub created_ns: i64,
     pub kdf: KdfParams,
     /// The master keys, sealed with the password-derived key: nonce || ciphertext || tag.
+    /// Empty in format 4 once this copy was removed (`key remove config`, `key passwd`):
+    /// the key objects `keys/<id>` then hold every copy.
     pub sealed_keys: Vec<u8>,
     pub chunker: ChunkerParams,
     /// Target size of pack objects in bytes.
@@ -760,7 +838,7 @@ pub fn decode_config(data: &[u8]) -> Result<ConfigFile, ConfigError> {
     let version = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
     let (body, mac) = match version {
         1 => (&data[12..], None),
-        2 | 3 => {
+        2..=4 => {
             let Some(signed) = data.len().checked_sub(CONFIG_MAC_LEN).filter(|&n| n >= 12) else {
                 return Err(ConfigError::Tampered);
             };
@@ -785,8 +863,9 @@ pub fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-/// Decodes a record written by this format (`RECORD_VERSION`), by format 2 (as
-/// `T::V2`) or, as its format-1 layout `Old`, by format 1.
+/// Decodes a record written by this format (`RECORD_VERSION`), by format 3 (as
+/// [`Record::from_v3`] says), by format 2 (as `T::V2`) or, as its format-1 layout `Old`,
+/// by format 1.
 pub fn decode_record<Old, T>(data: &[u8]) -> Result<T, String>
 where
     Old: for<'a> Deserialize<'a> + Into<T>,
@@ -799,6 +878,9 @@ where
         Some((&RECORD_VERSION_2, rest)) => postcard::from_bytes::<T::V2>(rest)
             .map(Into::into)
             .map_err(|e| format!("undecodable ({e})")),
+        Some((&RECORD_VERSION_3, rest)) => {
+            T::from_v3(rest).map_err(|e| format!("undecodable ({e})"))
+        }
         Some((&RECORD_VERSION, rest)) => {
             postcard::from_bytes(rest).map_err(|e| format!("undecodable ({e})"))
         }
@@ -915,6 +997,51 @@ mod tests {
         let b = point_name(1_700_000_001_000_000_000);
         assert_eq!(a, "2023-11-14T221320Z");
         assert!(a < b);
+    }
+
+    #[test]
+    fn vault_records_of_format_3_decode_without_members() {
+        let v3 = VaultV3 {
+            name: "prod".into(),
+            description: "d".into(),
+            created_ns: 5,
+            retention: Retention {
+                last: 3,
+                ..Default::default()
+            },
+            quota: Some(9),
+            warn_at: None,
+            tags: vec![("k".into(), "v".into())],
+            policy: Some("nightly".into()),
+            policy_applied_ns: Some(6),
+        };
+        let mut bytes = vec![RECORD_VERSION_3];
+        bytes.extend(postcard::to_stdvec(&v3).unwrap());
+        let v: Vault = decode_record::<VaultV1, Vault>(&bytes).unwrap();
+        assert_eq!(v, Vault::from(v3));
+        assert_eq!(v.policy.as_deref(), Some("nightly"));
+        assert!(v.members.is_empty());
+        // Format 4 writes the members, and reads them back.
+        let mut shared = v;
+        shared.members = Members {
+            uids: vec![1000],
+            gids: vec![100],
+        };
+        let enc = encode_record(&shared);
+        assert_eq!(enc[0], RECORD_VERSION);
+        assert_eq!(decode_record::<VaultV1, Vault>(&enc).unwrap(), shared);
+        // Other records' version-3 bytes are their current layout.
+        let state = ScheduleState {
+            last_slot_ns: 1,
+            last_run_end_ns: 2,
+            last_error: None,
+        };
+        let mut bytes = vec![RECORD_VERSION_3];
+        bytes.extend(postcard::to_stdvec(&state).unwrap());
+        assert_eq!(
+            decode_record::<ScheduleState, ScheduleState>(&bytes).unwrap(),
+            state
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! | `locks/<random>` | a writer's lock (host, pid, time) | while a writer runs |
 //! | `tasks/<id>` | a task's record: kind, status, progress, heartbeat | by its process while it runs |
 //! | `cancels/<id>` | a request that a running task stop | `task cancel` |
+//! | `keys/<id>` | one more password's copy of the master keys (format 4, see [`keys`]) | `key add`, `key passwd` |
 //!
 //! Invariants: a manifest only references chunks whose packs and index objects were
 //! durably written before it; nothing except vault settings and locks is ever rewritten;
@@ -36,6 +37,7 @@ pub mod export;
 pub mod format;
 pub mod history;
 pub mod ingest;
+pub mod keys;
 pub mod lock;
 pub mod pack;
 pub mod points;
@@ -327,7 +329,9 @@ impl Repository {
             repo_id,
             created_ns: now_ns(),
             kdf: opts.kdf,
-            sealed_keys: keys.seal_with_password(password, &opts.kdf),
+            sealed_keys: keys
+                .seal_with_password(password, &opts.kdf)
+                .map_err(|e| RepoError::BadInput(format!("init: {e}")))?,
             chunker: opts.chunker,
             pack_size: opts.pack_size,
             zstd_level: opts.zstd_level,
@@ -350,6 +354,12 @@ impl Repository {
 
     /// Opens an existing repository.
     pub fn open(store: Store, password: &[u8]) -> Result<Arc<Repository>> {
+        Self::open_with_key(store, password).map(|(repo, _)| repo)
+    }
+
+    /// Opens an existing repository with whichever of its keys the password opens (see
+    /// [`keys`]), and says which one.
+    pub fn open_with_key(store: Store, password: &[u8]) -> Result<(Arc<Repository>, keys::KeyId)> {
         let raw = match store.get("config") {
             Ok(raw) => raw,
             Err(e) if e.is_not_found() => return Err(RepoError::NotARepository(store.location())),
@@ -360,21 +370,18 @@ impl Repository {
             error,
         };
         let file = decode_config(&raw).map_err(config_error)?;
-        let config = file.config;
-        let keys = Keys::open_with_password(&config.sealed_keys, password, &config.kdf)
-            .map_err(|_| RepoError::WrongPassword(store.location()))?;
-        if let Some((mac, signed)) = file.mac
-            && keys.mac(CONFIG_MAC_PURPOSE, &raw[..signed]) != mac
-        {
-            return Err(config_error(ConfigError::Tampered));
-        }
-        Ok(Arc::new(Repository {
-            store,
-            keys,
-            config,
-            format: file.version,
-            forwards: read::ForwardCache::default(),
-        }))
+        // Checks the config's code too: a key that opens is one of this repository's.
+        let (keys, used) = keys::unlock(&store, &file, &raw, password)?;
+        Ok((
+            Arc::new(Repository {
+                store,
+                keys,
+                config: file.config,
+                format: file.version,
+                forwards: read::ForwardCache::default(),
+            }),
+            used,
+        ))
     }
 
     /// Rewrites a `config` object of an older format (1 or 2) as the current one (the one
@@ -599,6 +606,7 @@ impl Repository {
             tags: Vec::new(),
             policy: None,
             policy_applied_ns: None,
+            members: Members::default(),
         })
     }
 

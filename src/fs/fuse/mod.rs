@@ -17,6 +17,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use super::access::Caller;
 use super::ops::VaultFs;
 use super::reply::{Attr, BLKSIZE, FileKind, FsError, XattrReply};
 
@@ -41,6 +42,15 @@ pub struct FuseFs {
 const UNBOUNDED_BLOCKS: u64 = (1 << 50) / BLKSIZE as u64;
 /// Inodes reported for an object store: as many as blocks, all free.
 const UNBOUNDED_FILES: u64 = UNBOUNDED_BLOCKS;
+
+/// Who sent a request (what `access.rs` judges on a mount with `--allow-other`).
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+    }
+}
 
 fn errno(e: &FsError) -> Errno {
     Errno::from_i32(e.errno())
@@ -154,9 +164,12 @@ impl Filesystem for FuseFs {
         // Directories are listed by inode and offset, so OPENDIR and RELEASEDIR are two
         // round trips per directory for nothing: a cold `find` takes a third less time
         // without them.
-        self.no_opendir = config
-            .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
-            .is_ok();
+        // Not when listings differ from caller to caller (`--allow-other`, see
+        // `access.rs`): the kernel would cache one caller's listing for all of them.
+        self.no_opendir = !self.fs.listings_per_caller()
+            && config
+                .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
+                .is_ok();
         // Let the kernel keep many reads in flight, so that session threads stay busy.
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
@@ -169,13 +182,13 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _op = self.op("lookup");
         let e = try_reply!(
             reply,
             _op,
             parent.0,
-            self.fs.lookup(parent.0, name.as_bytes())
+            self.fs.lookup_for(&caller(req), parent.0, name.as_bytes())
         );
         reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0));
     }
@@ -184,20 +197,23 @@ impl Filesystem for FuseFs {
         self.fs.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _op = self.op("getattr");
+        try_reply!(reply, _op, ino.0, self.fs.permit(ino.0, &caller(req)));
         let e = try_reply!(reply, _op, ino.0, self.fs.getattr(ino.0));
         reply.attr(&e.ttl, &file_attr(&e.attr));
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let _op = self.op("readlink");
+        try_reply!(reply, _op, ino.0, self.fs.permit(ino.0, &caller(req)));
         let t = try_reply!(reply, _op, ino.0, self.fs.readlink(ino.0));
         reply.data(&t);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _op = self.op("open");
+        try_reply!(reply, _op, ino.0, self.fs.permit(ino.0, &caller(req)));
         let o = try_reply!(reply, _op, ino.0, self.fs.open(ino.0, flags.0));
         let mut f = FopenFlags::empty();
         if o.keep_cache {
@@ -260,12 +276,13 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let _op = self.op("opendir");
         if self.no_opendir {
             reply.error(Errno::ENOSYS);
             return;
         }
+        try_reply!(reply, _op, ino.0, self.fs.permit(ino.0, &caller(req)));
         try_reply!(reply, _op, ino.0, self.fs.opendir(ino.0));
         let flags = if self.fs.dir_is_immutable(ino.0) {
             FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
@@ -277,44 +294,50 @@ impl Filesystem for FuseFs {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         let _op = self.op("readdir");
-        let listed = self.fs.readdir(ino.0, offset, |child, kind, name, next| {
-            reply.add(
-                INodeNo(child),
-                next,
-                file_type(kind),
-                OsStr::from_bytes(name),
-            )
-        });
+        let who = caller(req);
+        let listed = self
+            .fs
+            .readdir_for(&who, ino.0, offset, |child, kind, name, next| {
+                reply.add(
+                    INodeNo(child),
+                    next,
+                    file_type(kind),
+                    OsStr::from_bytes(name),
+                )
+            });
         try_reply!(reply, _op, ino.0, listed);
         reply.ok();
     }
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         let _op = self.op("readdirplus");
-        let listed = self.fs.readdirplus(ino.0, offset, |child, name, a, next| {
-            reply.add(
-                INodeNo(child),
-                next,
-                OsStr::from_bytes(name),
-                &a.ttl,
-                &file_attr(&a.attr),
-                Generation(0),
-            )
-        });
+        let who = caller(req);
+        let listed = self
+            .fs
+            .readdirplus_for(&who, ino.0, offset, |child, name, a, next| {
+                reply.add(
+                    INodeNo(child),
+                    next,
+                    OsStr::from_bytes(name),
+                    &a.ttl,
+                    &file_attr(&a.attr),
+                    Generation(0),
+                )
+            });
         try_reply!(reply, _op, ino.0, listed);
         reply.ok();
     }
@@ -368,8 +391,9 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let _op = self.op("getxattr");
+        try_reply!(reply, _op, ino.0, self.fs.permit(ino.0, &caller(req)));
         match try_reply!(
             reply,
             _op,
@@ -381,8 +405,9 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let _op = self.op("listxattr");
+        try_reply!(reply, _op, ino.0, self.fs.permit(ino.0, &caller(req)));
         match try_reply!(reply, _op, ino.0, self.fs.listxattr(ino.0, size)) {
             XattrReply::Size(n) => reply.size(n),
             XattrReply::Data(d) => reply.data(&d),

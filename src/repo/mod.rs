@@ -33,6 +33,7 @@ pub mod crypto;
 pub mod dump;
 pub mod format;
 pub mod history;
+pub mod image_restore;
 pub mod ingest;
 pub mod lock;
 pub mod pack;

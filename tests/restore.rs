@@ -394,6 +394,23 @@ fn an_image_restores_onto_a_new_file_a_used_file_and_a_loop_device() {
         "holes were written: {} bytes allocated",
         allocated(&new)
     );
+    // Written under a temporary name, renamed once whole: none is left; a relative
+    // --to works as well.
+    let o = t
+        .cmd()
+        .current_dir(t.dir.path())
+        .args([
+            "restore", "v", &point, "--image", "disk.img", "--to", "rel.img",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sha256(&t.path("rel.img")), want);
+    let left = sh(&format!(
+        "find '{}' -maxdepth 1 -name '.vaultfs-restore-*'",
+        t.dir.path().display()
+    ));
+    assert_eq!(left, "");
 
     // A file full of junk: without --zero-holes only data is written...
     let used = t.path("used.img");

@@ -9,9 +9,12 @@
 //!   hold at least the image; bytes past the image are not touched.
 //! - an existing regular file, treated as a disk: at least the image's size, written in
 //!   place, its length kept; an empty one is a fresh target like a new file.
-//! - a missing regular file: created (mode, owner and mtime of the image applied), its
-//!   length set to the image's at once, so it is sparse where the image has holes. A
-//!   restore that fails removes the file it created.
+//! - a missing regular file: created under a temporary name beside it
+//!   (`.vaultfs-restore-<16 hex digits>`, as tree restores name theirs), its length set
+//!   to the image's at once, so it is sparse where the image has holes; once written,
+//!   given the image's mode, owner and mtime and fsynced, it is renamed to its name
+//!   (never over a file that appeared meanwhile) and the directory fsynced. A failure
+//!   removes the temporary; a kill leaves it, never a short file under the name.
 //! - anything else (a directory, a character device, a fifo) is refused.
 //!
 //! Every check happens before the first write: a target that is too small is refused
@@ -147,7 +150,7 @@ fn size_text(n: u64) -> String {
 
 /// The target, open for writing, checked against the image's `size` (see the module
 /// documentation).
-fn open_target(to: &Path, size: u64, verify: bool) -> Result<(File, TargetKind, u64)> {
+fn open_target(to: &Path, tmp: &Path, size: u64, verify: bool) -> Result<(File, TargetKind, u64)> {
     let io = |e: std::io::Error| RepoError::io(to, e);
     let mut o = OpenOptions::new();
     o.write(true).read(verify).custom_flags(libc::O_CLOEXEC);
@@ -172,7 +175,8 @@ fn open_target(to: &Path, size: u64, verify: bool) -> Result<(File, TargetKind, 
             )));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let f = o.create_new(true).mode(0o600).open(to).map_err(io)?;
+            // Written under a temporary name beside it, renamed once whole.
+            let f = o.create_new(true).mode(0o600).open(tmp).map_err(io)?;
             (f, TargetKind::NewFile)
         }
         Err(e) => return Err(io(e)),
@@ -209,14 +213,48 @@ pub fn restore_image(
             "an image backup whose root is not a file",
         ));
     }
-    let (file, kind, have) = open_target(to, node.size, opts.verify)?;
+    let tmp = temporary_beside(to)?;
+    let (file, kind, have) = open_target(to, &tmp, node.size, opts.verify)?;
     let r = write_image(repo, &file, kind, have, &node, to, opts);
-    if r.is_err() && kind == TargetKind::NewFile {
-        // A file this restore made is not left short.
-        drop(file);
-        let _ = std::fs::remove_file(to);
+    if kind != TargetKind::NewFile {
+        return r;
+    }
+    drop(file);
+    // A new file appears whole under its name, or not at all.
+    let r = r.and_then(|stats| {
+        let dir = match tmp.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let d = File::open(dir).map_err(|e| RepoError::io(dir, e))?;
+        rustix::fs::renameat_with(
+            &d,
+            tmp.file_name().unwrap_or_default(),
+            &d,
+            to.file_name().unwrap_or_default(),
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .map_err(|e| RepoError::io(to, e.into()))?;
+        d.sync_all().map_err(|e| RepoError::io(dir, e))?;
+        Ok(stats)
+    });
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
     r
+}
+
+/// A temporary name in the directory of `to` (the tree restore's pattern).
+fn temporary_beside(to: &Path) -> Result<std::path::PathBuf> {
+    if to.file_name().is_none() {
+        return Err(RepoError::BadInput(format!(
+            "{} does not name a file",
+            printable_path(to)
+        )));
+    }
+    let mut r = [0u8; 8];
+    getrandom::getrandom(&mut r).map_err(|e| RepoError::Internal(format!("random: {e}")))?;
+    Ok(to.with_file_name(format!("{}{}", super::restore::TEMP_PREFIX, hex::encode(r))))
 }
 
 fn write_image(
@@ -421,9 +459,12 @@ mod tests {
     #[test]
     fn a_small_target_is_refused_with_both_sizes_and_an_empty_one_is_fresh() {
         let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().join("tmp");
         let small = tmp.path().join("small");
         std::fs::write(&small, vec![1u8; 1000]).unwrap();
-        let e = open_target(&small, 5 << 20, false).unwrap_err().to_string();
+        let e = open_target(&small, &t, 5 << 20, false)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("1000 bytes") && e.contains("5242880 bytes"),
             "{e}"
@@ -432,13 +473,16 @@ mod tests {
         assert_eq!(std::fs::read(&small).unwrap(), vec![1u8; 1000]);
         let empty = tmp.path().join("empty");
         std::fs::write(&empty, b"").unwrap();
-        assert_eq!(open_target(&empty, 5 << 20, false).unwrap().2, 0);
-        let e = open_target(tmp.path(), 1, false).unwrap_err().to_string();
+        assert_eq!(open_target(&empty, &t, 5 << 20, false).unwrap().2, 0);
+        let e = open_target(tmp.path(), &t, 1, false)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("neither a block device nor a regular file"),
             "{e}"
         );
-        let (_, kind, _) = open_target(&tmp.path().join("new"), 1, false).unwrap();
+        let (_, kind, _) = open_target(&tmp.path().join("new"), &t, 1, false).unwrap();
         assert_eq!(kind, TargetKind::NewFile);
+        assert!(t.exists() && !tmp.path().join("new").exists());
     }
 }

@@ -278,7 +278,8 @@ fn print_trees(a: &RestoreArgs, point: &str, target: &std::path::Path, s: &Resto
             println!("{} existing entries kept as they were", s.skipped);
         }
         if s.deleted > 0 {
-            println!("{} entries the backup does not hold deleted", s.deleted);
+            let what = if s.deleted == 1 { "entry" } else { "entries" };
+            println!("{} {what} the backup does not hold deleted", s.deleted);
         }
         if s.temporaries > 0 {
             println!(

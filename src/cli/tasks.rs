@@ -157,12 +157,12 @@ pub fn list(g: &Global, a: &TasksArgs) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "{:<42} {:<8} {:<10} {:<14} {:>16}  {:<24} DETAIL",
+        "{:<42} {:<8} {:<15} {:<14} {:>16}  {:<24} DETAIL",
         "TASK", "KIND", "STATUS", "VAULT", "PROGRESS", "STARTED"
     );
     for t in &rows {
         println!(
-            "{:<42} {:<8} {:<10} {:<14} {:>16}  {:<24} {}",
+            "{:<42} {:<8} {:<15} {:<14} {:>16}  {:<24} {}",
             text(&t["id"]),
             text(&t["kind"]),
             text(&t["status"]),

@@ -292,14 +292,15 @@ fn the_next_restore_removes_the_temporaries_of_a_killed_overwrite() {
     fs::create_dir_all(target.join("src")).unwrap();
     let old = random_bytes(12, 1 << 20);
     fs::write(target.join("src/big"), &old).unwrap();
-    let mut child = t
-        .cmd()
-        .args(["restore", "v", "latest", s(&target), "--overwrite"])
-        .env("VAULTFS_FAULTS", "get_range:packs/:delay=300")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Killed(
+        t.cmd()
+            .args(["restore", "v", "latest", s(&target), "--overwrite"])
+            .env("VAULTFS_FAULTS", "get_range:packs/:delay=300")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let find_tmp = || {
         sh(&format!(
             "find '{}' -regextype posix-extended -regex '.*/\\.vaultfs-restore-[0-9a-f]{{16}}' -size +0",
@@ -308,13 +309,12 @@ fn the_next_restore_removes_the_temporaries_of_a_killed_overwrite() {
     };
     wait_for("a temporary being written", || {
         assert!(
-            child.try_wait().unwrap().is_none(),
+            child.0.try_wait().unwrap().is_none(),
             "the restore ended before it was killed"
         );
         !find_tmp().is_empty()
     });
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     assert_eq!(fs::read(target.join("src/big")).unwrap(), old);
     let left = find_tmp();
     assert_eq!(left.lines().count(), 1, "{left}");
@@ -558,16 +558,28 @@ fn an_image_restores_onto_a_new_file_a_used_file_and_a_loop_device() {
     assert!(!t.path("x").exists());
 }
 
+/// A child process killed (and reaped) on drop, should the test fail before it does.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A restore blocked on its first chunk read, in the background.
-fn stalled_restore(t: &TestRepo, target: &Path) -> Child {
-    t.cmd()
+fn stalled_restore(t: &TestRepo, target: &Path) -> Killed {
+    let child = t
+        .cmd()
         .args(["restore", "v", "latest", s(target)])
         .env("VAULTFS_FAULTS", "get_range:packs/:stall=600000")
         .env("VAULTFS_TASK_INTERVAL_MS", "100")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Killed(child)
 }
 
 fn status_of(t: &TestRepo, point: &str) -> String {
@@ -593,7 +605,7 @@ fn a_point_shows_restoring_while_restored_and_a_failed_restore_error_restoring()
     let point = t.point_ids()[0].clone();
     let mount = fuse_available().then(|| t.mount(&[], &[]));
 
-    let mut child = stalled_restore(&t, &t.path("target"));
+    let child = stalled_restore(&t, &t.path("target"));
     wait_for("the point to show restoring", || {
         status_of(&t, &point) == "restoring"
     });
@@ -622,8 +634,7 @@ fn a_point_shows_restoring_while_restored_and_a_failed_restore_error_restoring()
 
     // Killed: the task failed (interrupted), shown as error_restoring; the point is
     // available again.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     let tasks = restore_tasks(&t);
     assert_eq!(tasks[0]["status"], "error_restoring", "{tasks:?}");
     assert_eq!(tasks[0]["fail_reason"], "interrupted", "{tasks:?}");

@@ -11,6 +11,7 @@ mod points;
 mod policy;
 pub mod prune;
 mod resources;
+mod restore;
 mod share;
 mod tasks;
 
@@ -26,7 +27,6 @@ use clap::{Args, Parser, Subcommand};
 use crate::backend;
 use crate::repo::backup::{BackupOptions, Source};
 use crate::repo::format::*;
-use crate::repo::restore::RestoreOptions;
 use crate::repo::walk::Excludes;
 use crate::repo::{InitOptions, Repository, check, lock};
 
@@ -283,45 +283,13 @@ pub enum Command {
         #[arg(long, value_enum)]
         format: Option<DumpFormat>,
     },
-    /// Restore every backup of a point (or one path) under TARGET.
+    /// Restore every backup of a point (or some paths) under TARGET, or an image backup
+    /// onto a block device or a file (--image NAME --to DEV|FILE).
     ///
     /// Each backup becomes TARGET/<backup name>, with modes, times, xattrs, hard links,
     /// holes and, when running as root, owners. Directories are merged into; an existing
     /// file is an error (nothing written) unless --overwrite or --skip-existing.
-    Restore {
-        /// The vault that holds the point.
-        vault: String,
-        /// A point name, or `latest` (not with --at).
-        point: Option<String>,
-        /// The directory to restore into (created if missing).
-        target: Option<PathBuf>,
-        /// Instead of POINT: the newest point taken at or before TIME (RFC 3339, a date, a
-        /// point name, or a span back from now: 2d); a time covers its last unit (a
-        /// point name its second).
-        #[arg(long, value_name = "TIME", value_parser = points::parse_time)]
-        at: Option<i64>,
-        /// Restore only this path (starting with the backup's name); repeatable.
-        #[arg(long, value_name = "PATH")]
-        path: Vec<OsString>,
-        /// Replace existing entries, each new one written under a temporary name and
-        /// renamed over the old (a failure leaves the old one or the new one, never a
-        /// torn file). Without --overwrite or --skip-existing, an existing file is an
-        /// error naming it, before anything is written.
-        #[arg(long, conflicts_with = "skip_existing")]
-        overwrite: bool,
-        /// Keep existing entries as they are; restore only what is missing.
-        #[arg(long)]
-        skip_existing: bool,
-        /// Read every file back once written and compare it with the backup's chunk ids.
-        #[arg(long)]
-        verify: bool,
-        /// Do not restore owners even when running as root.
-        #[arg(long)]
-        no_owners: bool,
-        /// Print what was restored as JSON (files, dirs, other, size).
-        #[arg(long)]
-        json: bool,
-    },
+    Restore(restore::RestoreArgs),
     /// Verify the repository; exit status 1 when anything is damaged.
     Check {
         /// Also read, decrypt and hash every chunk.
@@ -759,135 +727,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             std::io::Write::flush(&mut out).context("writing to stdout")?;
             Ok(0)
         }
-        Command::Restore {
-            vault,
-            point,
-            target,
-            at,
-            path,
-            overwrite,
-            skip_existing,
-            verify,
-            no_owners,
-            json,
-        } => {
-            // With --at, clap takes the one positional after VAULT as POINT: it is TARGET.
-            let (point, target) = match (point, target, at) {
-                (Some(p), Some(t), None) => (p, t),
-                (Some(t), None, Some(_)) => (String::new(), PathBuf::from(t)),
-                (None, Some(t), Some(_)) => (String::new(), t),
-                _ => anyhow::bail!("restore needs VAULT POINT TARGET, or VAULT --at TIME TARGET"),
-            };
-            let shown = match at {
-                Some(t) => format!("at {}", crate::repo::format::rfc3339(t)),
-                None => point.clone(),
-            };
-            let description = format!("{vault}/{shown} to {}", printable_path(&target));
-            let ran = tasks::as_task(
-                g,
-                crate::repo::tasks::TaskKind::Restore,
-                Some(&vault),
-                description,
-                |_| None,
-                |repo, task| {
-                    let point = match at {
-                        None => repo.resolve_point(&vault, &point)?,
-                        Some(t) => repo
-                            .point_records(&vault, false)?
-                            .into_iter()
-                            .rev()
-                            .find(|p| p.manifest.time_ns <= end_of_unit(t))
-                            .map(|p| p.name().to_string())
-                            .ok_or_else(|| {
-                                anyhow::anyhow!(
-                                    "vault {vault} has no point taken at or before {}",
-                                    crate::repo::format::rfc3339(t)
-                                )
-                            })?,
-                    };
-                    let m = repo.load_manifest(&vault, &point)?;
-                    let progress = task.progress.clone();
-                    let mut opts = RestoreOptions {
-                        progress: progress.clone(),
-                        verify,
-                        existing: if overwrite {
-                            crate::repo::restore::Existing::Overwrite
-                        } else if skip_existing {
-                            crate::repo::restore::Existing::Skip
-                        } else {
-                            crate::repo::restore::Existing::Refuse
-                        },
-                        ..Default::default()
-                    };
-                    if no_owners {
-                        opts.owners = false;
-                    }
-                    let total: u64 = m.backups.iter().map(|b| b.stats.bytes).sum();
-                    let files: u64 = m.backups.iter().map(|b| b.stats.files).sum();
-                    task.set_totals(Some(total), path.is_empty().then_some(files));
-                    let bar =
-                        output::ProgressDisplay::start(progress.clone(), Some(total), "restore");
-                    let r = if path.is_empty() {
-                        crate::repo::restore::restore(repo, &m, &target, &opts)
-                    } else {
-                        let mut nodes = Vec::new();
-                        for p in &path {
-                            nodes.push(repo.find_node(&m, p.as_bytes())?);
-                        }
-                        std::fs::create_dir_all(&target)
-                            .with_context(|| format!("creating {}", target.display()))?;
-                        crate::repo::restore::restore_nodes(repo, &nodes, &target, &opts)
-                    };
-                    bar.finish();
-                    let stats = r?;
-                    // A cancelled restore stops at its next read: what it skipped is not a result.
-                    task.cancel.check()?;
-                    Ok((point, stats))
-                },
-            )?;
-            let Some((point, stats)) = ran else {
-                return Ok(tasks::EXIT_CANCELLED);
-            };
-            for (p, why) in &stats.failed {
-                eprintln!("error: {}: not restored: {why}", printable_path(p));
-            }
-            if json {
-                output::print_json(&serde_json::json!({
-                    "vault": vault,
-                    "point": point,
-                    "target": target.to_string_lossy(),
-                    "files": stats.files,
-                    "dirs": stats.dirs,
-                    "other": stats.other,
-                    "size": stats.bytes,
-                    "kept": stats.skipped,
-                    "failed": stats.failed.iter().map(|(p, why)| serde_json::json!({
-                        "path": p.to_string_lossy(),
-                        "error": why,
-                    })).collect::<Vec<_>>(),
-                }));
-            } else {
-                println!(
-                    "restored {vault}/{point} to {}: {}",
-                    printable_path(&target),
-                    output::counts(stats.files, stats.dirs, stats.other, stats.bytes)
-                );
-                if stats.skipped > 0 {
-                    println!("{} existing entries kept as they were", stats.skipped);
-                }
-                if !stats.failed.is_empty() {
-                    println!(
-                        "{} path(s) could not be restored (listed above; damaged files were removed, not left short)",
-                        stats.failed.len()
-                    );
-                }
-            }
-            Ok(if stats.failed.is_empty() {
-                0
-            } else {
-                EXIT_PARTIAL
-            })
-        }
+        Command::Restore(args) => restore::run(g, args),
         Command::Check { read_data, json } => {
             let ran = tasks::as_task(
                 g,

@@ -160,10 +160,12 @@ pub struct PointFilter {
     /// Only points taken on host H.
     #[arg(long, value_name = "H")]
     pub host: Option<String>,
-    /// Only points of status S: available, creating (backups running now, on any host:
-    /// not yet points), error (the records of failed backups, not listed otherwise) or
-    /// all.
-    #[arg(long, value_name = "S", value_parser = ["available", "creating", "error", "all"])]
+    /// Only points of status S: available, restoring (being restored now, on any host),
+    /// creating (backups running now, on any host: not yet points), error (the records
+    /// of failed backups, not listed otherwise) or all. Without it: available and
+    /// restoring.
+    #[arg(long, value_name = "S",
+          value_parser = ["available", "restoring", "creating", "error", "all"])]
     pub status: Option<String>,
 }
 
@@ -175,7 +177,9 @@ impl PointFilter {
             && self.until.is_none_or(|t| m.time_ns <= t)
             && self.host.as_ref().is_none_or(|h| &m.hostname == h)
             && match self.status.as_deref() {
-                None | Some("available") => r.status == PointStatus::Available,
+                None => matches!(r.status, PointStatus::Available | PointStatus::Restoring),
+                Some("available") => r.status == PointStatus::Available,
+                Some("restoring") => r.status == PointStatus::Restoring,
                 Some("error") => r.status == PointStatus::Error,
                 _ => true,
             }
@@ -185,9 +189,14 @@ impl PointFilter {
 /// `vaultfs points VAULT [filters]`.
 pub fn points(repo: &Repository, vault: &str, filter: &PointFilter, json: bool) -> Result<i32> {
     let errors = matches!(filter.status.as_deref(), Some("error" | "all"));
+    let restoring = being_restored(repo, vault);
     let recs: Vec<PointRecord> = repo
         .point_records(vault, errors)?
         .into_iter()
+        .map(|mut r| {
+            crate::repo::restore::mark_restoring(&mut r, &restoring);
+            r
+        })
         .filter(|r| filter.matches(r))
         .collect();
     let creating = if matches!(filter.status.as_deref(), Some("creating" | "all")) {
@@ -223,6 +232,15 @@ pub fn points(repo: &Repository, vault: &str, filter: &PointFilter, json: bool) 
         }
     }
     Ok(0)
+}
+
+/// The points of `vault` that restores are restoring now (see `repo::restore`); a task
+/// listing that fails costs the `restoring` status only, with a warning.
+fn being_restored(repo: &Repository, vault: &str) -> std::collections::BTreeSet<String> {
+    crate::repo::restore::points_being_restored(repo, vault).unwrap_or_else(|e| {
+        eprintln!("warning: could not read the restore tasks: {e}");
+        Default::default()
+    })
 }
 
 /// The backups of `vault` running now, on this host or another: their writer locks
@@ -356,7 +374,8 @@ pub fn keep_days(n: u32) -> i64 {
 pub fn point_cmd(repo: &Arc<Repository>, cmd: PointCmd) -> Result<i32> {
     match cmd {
         PointCmd::Show { vault, point, json } => {
-            let r = repo.point_record(&vault, &point)?;
+            let mut r = repo.point_record(&vault, &point)?;
+            crate::repo::restore::mark_restoring(&mut r, &being_restored(repo, &vault));
             if json {
                 output::print_json(&record_json(&r));
             } else {

@@ -31,7 +31,8 @@ pub struct TasksArgs {
     /// Only tasks of this kind: backup, restore, forget, prune, check, ingest.
     #[arg(long, value_name = "K", value_parser = parse_kind)]
     pub kind: Option<TaskKind>,
-    /// Only tasks of this status: queued, running, succeeded, failed, cancelled.
+    /// Only tasks of this status: queued, running, succeeded, failed (failed restores,
+    /// shown as error_restoring, too), cancelled.
     #[arg(long, value_name = "S", value_parser = parse_status)]
     pub status: Option<TaskStatus>,
     /// Only tasks of this vault.
@@ -156,12 +157,12 @@ pub fn list(g: &Global, a: &TasksArgs) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "{:<42} {:<8} {:<10} {:<14} {:>16}  {:<24} DETAIL",
+        "{:<42} {:<8} {:<15} {:<14} {:>16}  {:<24} DETAIL",
         "TASK", "KIND", "STATUS", "VAULT", "PROGRESS", "STARTED"
     );
     for t in &rows {
         println!(
-            "{:<42} {:<8} {:<10} {:<14} {:>16}  {:<24} {}",
+            "{:<42} {:<8} {:<15} {:<14} {:>16}  {:<24} {}",
             text(&t["id"]),
             text(&t["kind"]),
             text(&t["status"]),
@@ -215,7 +216,10 @@ fn keep_json(j: &Value, a: &TasksArgs) -> bool {
             .is_some_and(|c| c >= t)
     });
     a.kind.is_none_or(|k| j["kind"] == k.as_str())
-        && a.status.is_none_or(|s| j["status"] == s.as_str())
+        && a.status.is_none_or(|s| {
+            j["status"] == s.as_str()
+                || (s == TaskStatus::Failed && j["status"] == records::ERROR_RESTORING)
+        })
         && a.vault.as_ref().is_none_or(|v| j["vault"] == v.as_str())
         && since_ok
 }

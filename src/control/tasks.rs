@@ -149,6 +149,12 @@ impl Task {
         lock(&self.state).name = name.to_string();
     }
 
+    /// The recovery point the task works on, shown while it runs (a restore names the
+    /// point it restores; it keeps it whatever its end).
+    pub fn set_point(&self, point: &str) {
+        lock(&self.state).point = Some(point.to_string());
+    }
+
     /// The totals, where known (for a percentage and an ETA).
     pub fn set_totals(&self, bytes: Option<u64>, files: Option<u64>) {
         if let Some(b) = bytes {
@@ -194,7 +200,9 @@ impl Task {
                 return;
             }
             s.status = status;
-            s.point = point.map(str::to_string);
+            if let Some(p) = point {
+                s.point = Some(p.to_string());
+            }
             s.fail_reason = reason.map(str::to_string);
             s.ended_ns = Some(now_ns());
             s.ended_at = Some(Instant::now());
@@ -420,7 +428,7 @@ pub fn record_json(r: &TaskRecord) -> Value {
         "kind": r.kind,
         "vault": r.vault,
         "name": r.description,
-        "status": r.status,
+        "status": r.status_word(),
         "progress": {
             "bytes": r.bytes,
             "files": r.files,

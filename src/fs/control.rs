@@ -56,9 +56,17 @@ pub fn vault_file(repo: &Repository, vault: &str) -> Result<Vec<u8>> {
 
 pub use crate::control::json::vault_json;
 
-/// `points/<vault>/<point>.json`.
-pub fn point_file(repo: &Repository, vault: &str, point: &str) -> Result<Vec<u8>> {
-    Ok(render(&record_json(&repo.point_record(vault, point)?)))
+/// `points/<vault>/<point>.json` (`restoring` while a live task restores it).
+pub fn point_file(
+    repo: &Repository,
+    tasks: &TaskRegistry,
+    vault: &str,
+    point: &str,
+) -> Result<Vec<u8>> {
+    let mut r = repo.point_record(vault, point)?;
+    let restoring = crate::repo::restore::restoring_among(&tasks.records(), vault);
+    crate::repo::restore::mark_restoring(&mut r, &restoring);
+    Ok(render(&record_json(&r)))
 }
 
 fn render(v: &Value) -> Vec<u8> {
@@ -261,7 +269,7 @@ impl ControlFiles {
     fn render(&self, src: &Sources<'_>, c: &Control) -> FsResult<Vec<u8>> {
         Ok(match c {
             Control::VaultJson(v) => vault_file(src.repo, v)?,
-            Control::PointJson(v, p) => point_file(src.repo, v, p)?,
+            Control::PointJson(v, p) => point_file(src.repo, src.tasks, v, p)?,
             Control::PolicyJson(name) => policy_file(src.repo, name)?,
             Control::TaskJson(id) => render(&crate::control::tasks::record_json(
                 &src.tasks.record(id).ok_or(FsError::NotFound)?,

@@ -36,6 +36,7 @@ pub mod dump;
 pub mod export;
 pub mod format;
 pub mod history;
+pub mod image_restore;
 pub mod ingest;
 pub mod keys;
 pub mod lock;

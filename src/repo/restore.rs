@@ -27,22 +27,42 @@
 //! name in the same directory and renames it over the old one once it is whole (for a
 //! file, after its content, metadata and the optional read-back check; other names of a
 //! hard-linked file are linked to it under temporary names and renamed once every file
-//! is written), then puts the directory's mtime back.
+//! is written), then puts the directory's mtime back. The temporaries a killed restore
+//! left (`.vaultfs-restore-` and 16 hex digits) are removed by the next restore from
+//! every existing directory it enters, and from the directory it restores into.
+//!
+//! What is taken from the point: `--path` chooses the roots, [`Selection`] the entries
+//! under them (`--include`/`--exclude`, see `select`). With [`RestoreOptions::delete`],
+//! each restored directory that already existed loses the entries the backup does not
+//! hold (`rsync --delete`), except those the selection leaves out, before its new
+//! entries are made; a directory in the way of a non-directory is removed too (see
+//! `tidy`). The directory restored into is never cleaned: only what is under a restored
+//! directory is.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::bounded;
-use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, Timestamps};
+use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
 
 use super::format::*;
 use super::walk::Progress;
 use super::{RepoError, Repository, Result};
+
+mod select;
+mod status;
+mod tidy;
+mod write;
+
+pub use select::{Pick, Selection};
+pub use status::{mark_restoring, points_being_restored, restoring_among};
+pub use tidy::{TEMP_PREFIX, is_temp_name};
+pub(crate) use write::apply_meta_fd;
+use write::{apply_meta_at, mtime_ns_of, verify_file, write_file};
 
 pub struct RestoreOptions {
     pub workers: usize,
@@ -53,6 +73,10 @@ pub struct RestoreOptions {
     pub existing: Existing,
     /// Read each file back once written and compare it with its chunks' ids.
     pub verify: bool,
+    /// Which entries are restored (`--include`, `--exclude`; default: all).
+    pub selection: Selection,
+    /// Remove what restored directories hold and the backup does not (`--delete`).
+    pub delete: bool,
 }
 
 /// What a restore does with what is already in its target (directories are merged in
@@ -79,18 +103,26 @@ impl Default for RestoreOptions {
             owners: rustix::process::geteuid().is_root(),
             existing: Existing::Refuse,
             verify: false,
+            selection: Selection::default(),
+            delete: false,
         }
     }
 }
 
-/// Where a pre-existing entry is in the way of a restore.
+/// Where a pre-existing entry is in the way of a restore: `node`, at `point` inside the
+/// point, restored to `path`.
 fn conflicts_below(
     repo: &Repository,
-    node: &Node,
+    sel: &Selection,
+    (node, point, under_all): (&Node, &Path, bool),
     path: &Path,
     out: &mut Vec<PathBuf>,
 ) -> Result<()> {
     if out.len() >= 20 {
+        return Ok(());
+    }
+    let pick = sel.pick(point, node.kind == NodeKind::Dir, under_all);
+    if pick == Pick::Skip {
         return Ok(());
     }
     let Ok(m) = fs::symlink_metadata(path) else {
@@ -101,7 +133,9 @@ fn conflicts_below(
         (NodeKind::Dir, true) => {
             if let Some(sub) = &node.subtree {
                 for c in repo.load_tree(sub)?.nodes {
-                    conflicts_below(repo, &c, &path.join(safe_name(&c.name)?), out)?;
+                    let name = safe_name(&c.name)?;
+                    let child = (&c, &*point.join(name), pick == Pick::All);
+                    conflicts_below(repo, sel, child, &path.join(name), out)?;
                 }
             }
         }
@@ -111,11 +145,13 @@ fn conflicts_below(
 }
 
 /// With [`Existing::Refuse`]: fails, naming them, when entries of the target are in the
-/// way of `nodes` restored into `into`.
-fn refuse_existing(repo: &Repository, nodes: &[Node], into: &Path) -> Result<()> {
+/// way of `roots` restored into `into`.
+fn refuse_existing(repo: &Repository, sel: &Selection, roots: &[Root], into: &Path) -> Result<()> {
     let mut found = Vec::new();
-    for n in nodes {
-        conflicts_below(repo, n, &into.join(safe_name(&n.name)?), &mut found)?;
+    for r in roots {
+        let target = into.join(safe_name(&r.node.name)?);
+        let root = (&r.node, &*r.point, false);
+        conflicts_below(repo, sel, root, &target, &mut found)?;
     }
     if found.is_empty() {
         return Ok(());
@@ -144,6 +180,11 @@ pub struct RestoreStats {
     pub failed: Vec<(PathBuf, String)>,
     /// Entries left as they were (`Existing::Skip`).
     pub skipped: u64,
+    /// Entries of the target removed by [`RestoreOptions::delete`] (a directory and
+    /// each entry under it count one).
+    pub deleted: u64,
+    /// Temporaries of an interrupted `--overwrite` removed.
+    pub temporaries: u64,
 }
 
 impl RestoreStats {
@@ -154,6 +195,8 @@ impl RestoreStats {
         self.bytes += o.bytes;
         self.failed.extend(o.failed);
         self.skipped += o.skipped;
+        self.deleted += o.deleted;
+        self.temporaries += o.temporaries;
     }
 }
 
@@ -175,7 +218,15 @@ fn safe_name(name: &[u8]) -> Result<&OsStr> {
     Ok(OsStr::from_bytes(name))
 }
 
-/// Restores every backup of `manifest` under `target/<backup name>`.
+/// One node restored with everything under it, and its path inside the point (the
+/// backup's name first), which the selection matches.
+struct Root {
+    point: PathBuf,
+    node: Node,
+}
+
+/// Restores every backup of `manifest` under `target/<backup name>` (created if
+/// missing).
 pub fn restore(
     repo: &Arc<Repository>,
     manifest: &Manifest,
@@ -185,43 +236,89 @@ pub fn restore(
     fs::create_dir_all(target).map_err(|e| RepoError::io(target, e))?;
     let mut roots = Vec::new();
     for b in &manifest.backups {
-        roots.push(repo.backup_root(b)?);
+        let node = repo.backup_root(b)?;
+        let point = PathBuf::from(safe_name(&node.name)?);
+        roots.push(Root { point, node });
     }
-    restore_nodes(repo, &roots, target, opts)
+    restore_roots(repo, roots, target, opts)
 }
 
-/// Restores several nodes (each with everything under it) into the existing directory
-/// `into`; with [`Existing::Refuse`], what is in the way of any of them is found first.
+/// Restores each of `paths` (inside the point, starting with a backup's name: `etc/ssh`)
+/// with everything under it into `into` (created if missing), as `into/<last
+/// component>`.
+pub fn restore_paths(
+    repo: &Arc<Repository>,
+    manifest: &Manifest,
+    paths: &[&[u8]],
+    into: &Path,
+    opts: &RestoreOptions,
+) -> Result<RestoreStats> {
+    let mut roots = Vec::new();
+    for p in paths {
+        let node = repo.find_node(manifest, p)?;
+        let mut point = PathBuf::new();
+        for c in p.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            point.push(safe_name(c)?);
+        }
+        roots.push(Root { point, node });
+    }
+    fs::create_dir_all(into).map_err(|e| RepoError::io(into, e))?;
+    restore_roots(repo, roots, into, opts)
+}
+
+/// Restores several nodes of the top of a point (each with everything under it) into
+/// the existing directory `into`.
 pub fn restore_nodes(
     repo: &Arc<Repository>,
     nodes: &[Node],
     into: &Path,
     opts: &RestoreOptions,
 ) -> Result<RestoreStats> {
+    let mut roots = Vec::new();
+    for n in nodes {
+        let point = PathBuf::from(safe_name(&n.name)?);
+        roots.push(Root {
+            point,
+            node: n.clone(),
+        });
+    }
+    restore_roots(repo, roots, into, opts)
+}
+
+/// Restores `roots` into the existing directory `into` (the one path this module
+/// resolves the usual way: it is the caller's): the selection's directories are found,
+/// then with [`Existing::Refuse`] what is in the way of any root, before anything is
+/// written.
+fn restore_roots(
+    repo: &Arc<Repository>,
+    roots: Vec<Root>,
+    into: &Path,
+    opts: &RestoreOptions,
+) -> Result<RestoreStats> {
+    let mut sel = opts.selection.clone();
+    let pairs: Vec<(PathBuf, Node)> = roots
+        .iter()
+        .map(|r| (r.point.clone(), r.node.clone()))
+        .collect();
+    sel.prepare(repo, &pairs)?;
+    drop(pairs);
     if opts.existing == Existing::Refuse {
-        refuse_existing(repo, nodes, into)?;
+        refuse_existing(repo, &sel, &roots, into)?;
     }
     let mut stats = RestoreStats::default();
-    for n in nodes {
-        stats.add(restore_node_checked(repo, n, into, opts)?);
+    let top = open_dir(CWD, into.as_os_str(), false).map_err(|e| RepoError::io(into, e))?;
+    stats.temporaries += tidy::remove_temporaries(&top).map_err(|e| RepoError::io(into, e))?;
+    drop(top);
+    for r in &roots {
+        stats.add(restore_root(repo, &sel, r, into, opts)?);
     }
     Ok(stats)
 }
 
-/// Restores one node (and everything under it) into the existing directory `into` (the
-/// one path this module resolves the usual way: it is the caller's).
-pub fn restore_node(
+fn restore_root(
     repo: &Arc<Repository>,
-    root: &Node,
-    into: &Path,
-    opts: &RestoreOptions,
-) -> Result<RestoreStats> {
-    restore_nodes(repo, std::slice::from_ref(root), into, opts)
-}
-
-fn restore_node_checked(
-    repo: &Arc<Repository>,
-    root: &Node,
+    sel: &Selection,
+    root: &Root,
     into: &Path,
     opts: &RestoreOptions,
 ) -> Result<RestoreStats> {
@@ -237,6 +334,12 @@ fn restore_node_checked(
         top: top.clone(),
         into,
         opts,
+        sel,
+        point_base: root
+            .point
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
         files: Some(tx),
         stats: &mut stats,
         first_of_group: HashMap::new(),
@@ -291,7 +394,7 @@ fn restore_node_checked(
             }));
         }
         drop(rx);
-        let walked = w.run(&top, root);
+        let walked = w.run(&top, &root.node);
         // Closing the channel lets the workers finish.
         w.files = None;
         for h in handles {
@@ -345,12 +448,14 @@ fn restore_node_checked(
 }
 
 /// A directory being filled: its descriptor, its path below the restore's top, its node
-/// (metadata applied when it is done) and the children not yet created.
+/// (metadata applied when it is done), the children not yet created, and whether it was
+/// taken whole by the selection ([`Pick::All`]).
 struct Frame {
     dir: Arc<File>,
     rel: PathBuf,
     node: Node,
     children: std::vec::IntoIter<Node>,
+    all: bool,
 }
 
 /// The state of the walk thread.
@@ -360,6 +465,10 @@ struct Walk<'a> {
     top: Arc<File>,
     into: &'a Path,
     opts: &'a RestoreOptions,
+    /// What is taken (prepared).
+    sel: &'a Selection,
+    /// The path inside the point of the directory restored into (the root's parent).
+    point_base: PathBuf,
     files: Option<crossbeam_channel::Sender<Job>>,
     stats: &'a mut RestoreStats,
     /// Hard-link group -> the first name restored (relative to the top).
@@ -399,7 +508,7 @@ impl TempName {
         TempName {
             dir: dir.clone(),
             dir_mtime,
-            tmp: format!(".vaultfs-restore-{}", hex::encode(r)).into(),
+            tmp: format!("{TEMP_PREFIX}{}", hex::encode(r)).into(),
             name: name.to_os_string(),
             rel: rel.to_path_buf(),
         }
@@ -426,13 +535,13 @@ impl TempName {
 impl Walk<'_> {
     fn run(&mut self, top: &Arc<File>, root: &Node) -> Result<()> {
         let mut frames: Vec<Frame> = Vec::new();
-        self.entry(top, Path::new(""), root.clone(), &mut frames, None)?;
+        self.entry(top, Path::new(""), root.clone(), &mut frames, (None, false))?;
         while let Some(frame) = frames.last_mut() {
             match frame.children.next() {
                 Some(child) => {
                     let (dir, rel) = (frame.dir.clone(), frame.rel.clone());
-                    let mtime = Some(frame.node.mtime_ns);
-                    self.entry(&dir, &rel, child, &mut frames, mtime)?;
+                    let parent = (Some(frame.node.mtime_ns), frame.all);
+                    self.entry(&dir, &rel, child, &mut frames, parent)?;
                 }
                 None => {
                     let f = frames.pop().expect("a frame is there");
@@ -444,23 +553,41 @@ impl Walk<'_> {
         Ok(())
     }
 
-    /// Creates one entry in `parent`; a directory becomes a new frame.
+    /// Creates one entry in `parent` (`parent_mtime`: the parent's mtime to put back
+    /// after a rename in it; `parent_all`: whether the parent was taken whole); a
+    /// directory becomes a new frame.
     fn entry(
         &mut self,
         parent: &Arc<File>,
         parent_rel: &Path,
         mut node: Node,
         frames: &mut Vec<Frame>,
-        parent_mtime: Option<i64>,
+        (parent_mtime, parent_all): (Option<i64>, bool),
     ) -> Result<()> {
         let name = safe_name(&node.name)?;
         let rel = parent_rel.join(name);
+        let point = self.point_base.join(&rel);
+        let pick = self
+            .sel
+            .pick(&point, node.kind == NodeKind::Dir, parent_all);
+        if pick == Pick::Skip {
+            return Ok(());
+        }
         let path = self.into.join(&rel);
         let io = |e: std::io::Error| RepoError::io(&path, e);
         let owners = self.opts.owners;
-        let existing = rustix::fs::statat(&**parent, name, AtFlags::SYMLINK_NOFOLLOW)
+        let mut existing = rustix::fs::statat(&**parent, name, AtFlags::SYMLINK_NOFOLLOW)
             .ok()
             .map(|st| FileType::from_raw_mode(st.st_mode));
+        if self.opts.delete
+            && existing == Some(FileType::Directory)
+            && node.kind != NodeKind::Dir
+            && self.opts.existing != Existing::Skip
+        {
+            // A directory where the backup has something else: it goes whole.
+            self.stats.deleted += tidy::remove_tree(parent, name, &path).map_err(io)?;
+            existing = None;
+        }
         if let Some(ft) = existing
             && self.opts.existing == Existing::Skip
             && !(node.kind == NodeKind::Dir && ft == FileType::Directory)
@@ -480,6 +607,7 @@ impl Walk<'_> {
             NodeKind::Dir => {
                 self.stats.dirs += 1;
                 let dir = make_dir(parent, name).map_err(io)?;
+                let mut known = true;
                 let children = match node.subtree.take() {
                     None => Vec::new(),
                     Some(sub) => match self.repo.load_tree(&sub) {
@@ -487,16 +615,23 @@ impl Walk<'_> {
                         Err(e) if is_damage(&e) => {
                             // What the directory held is unknown: say so, restore the rest.
                             self.stats.failed.push((path.clone(), e.to_string()));
+                            known = false;
                             Vec::new()
                         }
                         Err(e) => return Err(e),
                     },
                 };
+                let all = pick == Pick::All;
+                if existing == Some(FileType::Directory) {
+                    // Before anything of this restore is made in it.
+                    self.tidy(&dir, &path, &point, all, known.then_some(&children))?;
+                }
                 frames.push(Frame {
                     dir: Arc::new(dir),
                     rel,
                     node,
                     children: children.into_iter(),
+                    all,
                 });
             }
             NodeKind::File => {
@@ -601,6 +736,46 @@ impl Walk<'_> {
     }
 }
 
+impl Walk<'_> {
+    /// Cleans an existing directory being restored into: the temporaries a killed
+    /// restore left, and with [`RestoreOptions::delete`] the entries the backup does not
+    /// hold (`children`; None when its tree is damaged: then nothing is deleted) and the
+    /// selection does not protect.
+    fn tidy(
+        &mut self,
+        dir: &File,
+        path: &Path,
+        point: &Path,
+        all: bool,
+        children: Option<&Vec<Node>>,
+    ) -> Result<()> {
+        let io = |e: std::io::Error| RepoError::io(path, e);
+        self.stats.temporaries += tidy::remove_temporaries(dir).map_err(io)?;
+        let Some(children) = children.filter(|_| self.opts.delete) else {
+            return Ok(());
+        };
+        let held: std::collections::HashSet<&[u8]> =
+            children.iter().map(|c| c.name.as_slice()).collect();
+        for (name, ft) in tidy::entries(dir).map_err(io)? {
+            if held.contains(name.as_bytes()) || is_temp_name(name.as_bytes()) {
+                continue;
+            }
+            let ft = match ft {
+                Some(ft) => Some(ft),
+                None => tidy::type_at(dir, &name).map_err(io)?,
+            };
+            let is_dir = ft == Some(FileType::Directory);
+            if self.sel.pick(&point.join(&name), is_dir, all) == Pick::Skip {
+                continue;
+            }
+            let p = path.join(&name);
+            self.stats.deleted +=
+                tidy::remove_tree(dir, &name, &p).map_err(|e| RepoError::io(&p, e))?;
+        }
+        Ok(())
+    }
+}
+
 /// Links `parent/name` to `first` (a path relative to the top), resolving `first`
 /// beneath the top without following any symlink.
 fn link_beneath(top: &File, first: &Path, parent: &File, name: &OsStr) -> std::io::Result<()> {
@@ -699,193 +874,4 @@ fn raise_open_file_limit() {
         l.current = l.maximum;
         let _ = setrlimit(Resource::Nofile, l);
     }
-}
-
-/// Writes a file's content, keeping holes.
-fn write_file(repo: &Repository, f: &mut File, path: &Path, node: &Node) -> Result<()> {
-    let mut pos = 0u64;
-    let mut seek_needed = false;
-    for e in &node.content {
-        match e {
-            Extent::Hole(n) => {
-                pos += n;
-                seek_needed = true;
-            }
-            Extent::Data(r) => {
-                let data = repo.read_chunk(r)?;
-                if seek_needed {
-                    f.seek(SeekFrom::Start(pos))
-                        .map_err(|e| RepoError::io(path, e))?;
-                    seek_needed = false;
-                }
-                f.write_all(&data).map_err(|e| RepoError::io(path, e))?;
-                pos += data.len() as u64;
-            }
-        }
-    }
-    if seek_needed {
-        f.set_len(pos).map_err(|e| RepoError::io(path, e))?;
-    }
-    Ok(())
-}
-
-fn mtime_of(node: &Node) -> Timestamps {
-    mtime_ns_of(node.mtime_ns)
-}
-
-fn mtime_ns_of(ns: i64) -> Timestamps {
-    let mtime = rustix::fs::Timespec {
-        tv_sec: ns.div_euclid(1_000_000_000),
-        tv_nsec: ns.rem_euclid(1_000_000_000) as _,
-    };
-    Timestamps {
-        last_access: mtime,
-        last_modification: mtime,
-    }
-}
-
-/// Reads a written file back and compares each piece with the backup: a chunk's bytes
-/// hash to its id, a hole reads as zeros.
-fn verify_file(repo: &Repository, f: &File, path: &Path, node: &Node) -> Result<()> {
-    use std::os::unix::fs::FileExt;
-    let mut pos = 0u64;
-    let mut buf = Vec::new();
-    for e in &node.content {
-        let len = e.len();
-        let differs = |what: &str| {
-            RepoError::io(
-                path,
-                std::io::Error::other(format!(
-                    "read back, it differs from the backup ({what} at offset {pos})"
-                )),
-            )
-        };
-        match e {
-            Extent::Data(r) => {
-                buf.resize(len as usize, 0);
-                f.read_exact_at(&mut buf, pos)
-                    .map_err(|e| RepoError::io(path, e))?;
-                if repo.keys().chunk_id(&buf) != r.id {
-                    return Err(differs("data"));
-                }
-            }
-            Extent::Hole(_) => {
-                // Only what the file system stored in the hole's range is read.
-                let end = pos + len;
-                let mut off = match rustix::fs::seek(f, rustix::fs::SeekFrom::Data(pos)) {
-                    Ok(d) => d.min(end),
-                    Err(_) => end,
-                };
-                let mut left = end - off;
-                while left > 0 {
-                    let n = left.min(1 << 20) as usize;
-                    buf.resize(n, 0);
-                    f.read_exact_at(&mut buf, off)
-                        .map_err(|e| RepoError::io(path, e))?;
-                    if buf.iter().any(|&b| b != 0) {
-                        return Err(differs("a hole"));
-                    }
-                    left -= n as u64;
-                    off += n as u64;
-                }
-            }
-        }
-        pos += len;
-    }
-    Ok(())
-}
-
-fn xattr_warning(path: &Path, name: &[u8], e: &std::io::Error) {
-    eprintln!(
-        "warning: {}: cannot set xattr {}: {e}",
-        printable_path(path),
-        printable(name)
-    );
-}
-
-/// Applies owner, xattrs, mode and mtime through an open file or directory, in the order
-/// that keeps each one (a chown clears set-id bits, so the mode comes after it).
-fn apply_meta_fd(f: &File, path: &Path, node: &Node, owners: bool) -> Result<()> {
-    use xattr::FileExt;
-    let io = |e: rustix::io::Errno| RepoError::io(path, e.into());
-    if owners {
-        rustix::fs::fchown(
-            f,
-            Some(rustix::fs::Uid::from_raw(node.uid)),
-            Some(rustix::fs::Gid::from_raw(node.gid)),
-        )
-        .map_err(io)?;
-    }
-    for (name, value) in &node.xattrs {
-        if let Err(e) = f.set_xattr(OsStr::from_bytes(name), value) {
-            xattr_warning(path, name, &e);
-        }
-    }
-    rustix::fs::fchmod(f, Mode::from_raw_mode(node.mode)).map_err(io)?;
-    rustix::fs::futimens(f, &mtime_of(node)).map_err(io)?;
-    Ok(())
-}
-
-/// Applies the metadata of a symlink or special file `name` in `parent`, without ever
-/// following the entry: owner and times with `AT_SYMLINK_NOFOLLOW`; mode and xattrs of a
-/// special file through an `O_PATH | O_NOFOLLOW` descriptor of the very node (checked to
-/// be what was just made), addressed as `/proc/self/fd/N`.
-fn apply_meta_at(
-    parent: &File,
-    name: &OsStr,
-    path: &Path,
-    node: &Node,
-    owners: bool,
-) -> Result<()> {
-    let io = |e: rustix::io::Errno| RepoError::io(path, e.into());
-    if owners {
-        rustix::fs::chownat(
-            parent,
-            name,
-            Some(rustix::fs::Uid::from_raw(node.uid)),
-            Some(rustix::fs::Gid::from_raw(node.gid)),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(io)?;
-    }
-    if node.kind != NodeKind::Symlink {
-        let fd = rustix::fs::openat(
-            parent,
-            name,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(io)?;
-        let st = rustix::fs::fstat(&fd).map_err(io)?;
-        if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
-            return Err(RepoError::io(
-                path,
-                std::io::Error::other("replaced by a symlink while restoring"),
-            ));
-        }
-        let proc_path = format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(&fd));
-        for (xname, value) in &node.xattrs {
-            if let Err(e) = xattr::set(&proc_path, OsStr::from_bytes(xname), value) {
-                xattr_warning(path, xname, &e);
-            }
-        }
-        rustix::fs::chmodat(
-            CWD,
-            proc_path.as_str(),
-            Mode::from_raw_mode(node.mode),
-            AtFlags::empty(),
-        )
-        .map_err(io)?;
-    }
-    if node.kind == NodeKind::Symlink {
-        // The parent by descriptor, the entry itself not followed (lsetxattr); user.*
-        // xattrs are not allowed on symlinks, so failures are not worth a word.
-        let at = format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(parent));
-        let at = Path::new(&at).join(name);
-        for (xname, value) in &node.xattrs {
-            let _ = xattr::set(&at, OsStr::from_bytes(xname), value);
-        }
-    }
-    rustix::fs::utimensat(parent, name, &mtime_of(node), AtFlags::SYMLINK_NOFOLLOW).map_err(io)?;
-    Ok(())
 }

@@ -41,6 +41,8 @@ pub const KEEP_COUNT: usize = 1000;
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 /// The reason shown for a task whose process died.
 pub const INTERRUPTED: &str = "interrupted";
+/// The status word shown for a restore task that failed.
+pub const ERROR_RESTORING: &str = "error_restoring";
 
 /// The heartbeat and progress interval: env `VAULTFS_TASK_INTERVAL_MS`, else 5 s.
 pub fn interval() -> Duration {
@@ -180,6 +182,17 @@ impl TaskRecord {
     /// The status, when it is one this build knows.
     pub fn status(&self) -> Option<TaskStatus> {
         TaskStatus::parse(&self.status)
+    }
+
+    /// The status as shown (JSON, `vaultfs tasks`): the stored status, except that a
+    /// restore that failed (or was interrupted) says `error_restoring`, as the backup
+    /// services name it; filters still take it as `failed`.
+    pub fn status_word(&self) -> &str {
+        if self.kind == TaskKind::Restore.as_str() && self.status() == Some(TaskStatus::Failed) {
+            ERROR_RESTORING
+        } else {
+            &self.status
+        }
     }
 
     /// Whether the record says the task is over (an unknown status counts as over).

@@ -330,6 +330,7 @@ pub enum Command {
     Umount(mount::UmountArgs),
     /// Print a shell completion script: `source <(vaultfs completions bash)`.
     Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },

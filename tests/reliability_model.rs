@@ -476,7 +476,7 @@ fn check_meta(path: &Path, st: &fs::Metadata, m: &Meta, xattrs: bool) -> Result<
                 .unwrap_or_default();
             got.insert(k.as_bytes().to_vec(), v);
         }
-        if &got != &m.xattrs {
+        if got != m.xattrs {
             return Err(format!("{d}: xattrs {got:?}, want {:?}", m.xattrs));
         }
     }
@@ -983,7 +983,7 @@ fn model_fio_verify_only() {
     assert!(have("fio"), "install fio (scripts/test.sh does)");
     let started = std::time::Instant::now();
     let jobs = 16;
-    let per_job_mib = if ext() { 64 } else { 16 };
+    let per_job_mib = if ext() { 64 } else { 8 };
     let r = TestRepo::new();
     let src = r.path("fio");
     fs::create_dir_all(&src).unwrap();

@@ -15,7 +15,7 @@ from collections import defaultdict
 TIMED = [
     ("mount_cat_big_cold", "cat big.bin, cold (s)"),
     ("mount_cat_big_warm", "cat big.bin, warm (s)"),
-    ("mount_find_cold", "`find tree | wc -l`, cold (s)"),
+    ("mount_find_cold", "`find tree \\| wc -l`, cold (s)"),
     ("mount_lsR_cold", "`ls -lR tree`, cold (s)"),
     ("mount_par4_cold", "4 parallel readers of big.bin, cold (s)"),
     ("mount_cp_tree_cold", "cp -a tree out, cold (s)"),

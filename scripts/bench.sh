@@ -20,6 +20,11 @@
 #   BENCH_EXTRA_CSV earlier results CSV(s) of the same dataset to merge into the report
 #   BENCH_RAND_READS     random 4 KiB reads per pass (mount)   default 2000
 #   BENCH_MOUNT_TOOLS    tools of the mount section  default "ref vaultfs restic borg squashfuse bindfs"
+#   BENCH_VAULTFS_OLD_BIN  a second vaultfs binary (e.g. a release build of an older commit),
+#                   measured in the mount section as the tool `vaultfs-old` beside `vaultfs`
+#                   (added to BENCH_MOUNT_TOOLS unless that names it already); each binary
+#                   mounts a repository made by itself; `scripts/bench/before-after.py CSV`
+#                   prints the before/after table
 #   BENCH_SYNTH_BIN generator of the synthetic repository (mount; the row is skipped
 #                   without it)             default target/release/examples/synth-repo
 #
@@ -108,7 +113,16 @@ build_vaultfs() {
   rm -f "$D"/bin/vaultfs-*
   cp "$VFS" "$D/bin/vaultfs-$STAMP"
   VFS=$D/bin/vaultfs-$STAMP
+  VFS_OLD=
+  if [ -n "${BENCH_VAULTFS_OLD_BIN:-}" ]; then
+    [ -x "$BENCH_VAULTFS_OLD_BIN" ] || die "no vaultfs binary at $BENCH_VAULTFS_OLD_BIN (BENCH_VAULTFS_OLD_BIN)"
+    cp "$BENCH_VAULTFS_OLD_BIN" "$D/bin/vaultfs-old-$STAMP"
+    VFS_OLD=$D/bin/vaultfs-old-$STAMP
+  fi
 }
+
+# vfs_for TOOL: the vaultfs binary of TOOL (vaultfs or vaultfs-old).
+vfs_for() { if [ "$1" = vaultfs-old ]; then echo "$VFS_OLD"; else echo "$VFS"; fi; }
 
 build_dataset() {
   mkdir -p "$DATA"
@@ -190,7 +204,11 @@ tool_init() {
   local tool=$1 repo=$2
   rm -rf "$repo"
   case $tool in
-    vaultfs) VAULTFS_REPO=$repo "$VFS" init >/dev/null && VAULTFS_REPO=$repo "$VFS" vault create bench >/dev/null ;;
+    vaultfs | vaultfs-old)
+      local b
+      b=$(vfs_for "$tool")
+      VAULTFS_REPO=$repo "$b" init >/dev/null && VAULTFS_REPO=$repo "$b" vault create bench >/dev/null
+      ;;
     restic) restic -r "$repo" init --repository-version 2 >/dev/null ;;
     borg) borg init -e repokey "$repo" >/dev/null 2>&1 ;;
   esac
@@ -423,6 +441,9 @@ section_prune() {
 # generator target/release/examples/synth-repo exists, the mount of a synthetic repository
 # with SYNTH_POINTS recovery points and SYNTH_CHUNKS chunks until its first vault is listed.
 read -r -a MOUNT_TOOLS <<<"${BENCH_MOUNT_TOOLS:-ref vaultfs restic borg squashfuse bindfs}"
+if [ -n "${BENCH_VAULTFS_OLD_BIN:-}" ] && [[ " ${MOUNT_TOOLS[*]} " != *" vaultfs-old "* ]]; then
+  MOUNT_TOOLS+=(vaultfs-old)
+fi
 RAND_READS=${BENCH_RAND_READS:-2000}
 SYNTH_BIN=${BENCH_SYNTH_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/synth-repo}
 case $SYNTH_BIN in /*) ;; *) SYNTH_BIN=$ROOT/$SYNTH_BIN ;; esac
@@ -443,7 +464,7 @@ mount_prepare() {
   rm -f "$repo".ready-*
   tool_init "$tool" "$repo"
   case $tool in
-    vaultfs) VAULTFS_REPO=$repo "$VFS" backup bench "$TREE" "$DATA/big" ;;
+    vaultfs | vaultfs-old) VAULTFS_REPO=$repo "$(vfs_for "$tool")" backup bench "$TREE" "$DATA/big" ;;
     restic) restic -r "$repo" backup --compression auto "$TREE" "$DATA/big" ;;
     borg) borg create --compression zstd,3 "$repo::m" "$TREE" "$DATA/big" ;;
     squashfuse) squashfs_image "$repo" ;;
@@ -475,7 +496,7 @@ mount_paths() {
   local tool=$1 m=$D/mnt-$1
   case $tool in
     ref) MTREE=$TREE MBIG=$BIG ;;
-    vaultfs) MTREE=$m/bench/latest/tree MBIG=$m/bench/latest/big/big.bin ;;
+    vaultfs | vaultfs-old) MTREE=$m/bench/latest/tree MBIG=$m/bench/latest/big/big.bin ;;
     restic) MTREE=$m/snapshots/latest$TREE MBIG=$m/snapshots/latest$BIG ;;
     borg) MTREE=$m$TREE MBIG=$m$BIG ;;
     squashfuse | bindfs) MTREE=$m/tree MBIG=$m/big/big.bin ;;
@@ -503,7 +524,7 @@ mount_start() {
   MOUNT_DIR=$m
   drop_caches
   case $tool in
-    vaultfs) CMD=(env VAULTFS_REPO="$repo" "$VFS" mount "$m") ;;
+    vaultfs | vaultfs-old) CMD=(env VAULTFS_REPO="$repo" "$(vfs_for "$tool")" mount "$m") ;;
     restic) CMD=(restic -r "$repo" mount "$m") ;;
     borg) CMD=(borg mount -f "$repo::m" "$m") ;;
     squashfuse) CMD=(squashfuse_ll -f "$repo" "$m") ;;
@@ -547,7 +568,7 @@ mount_stop() {
     record "$r" "$tool" "mount_cpu_$step" "$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/hz}' "/proc/$MOUNT_PID/stat")"
   fi
   local stats=$LOGS/r$r-$tool-stats-$step.json
-  if [ "$tool" = vaultfs ] && cp "$MOUNT_DIR/.vaultfs/stats.json" "$stats" 2>/dev/null; then
+  if [[ $tool == vaultfs* ]] && cp "$MOUNT_DIR/.vaultfs/stats.json" "$stats" 2>/dev/null; then
     local fetched
     fetched=$(json_get "$stats" chunk_fetch_bytes)
     [ -z "$fetched" ] || record "$r" "$tool" "mount_fetch_bytes_$step" "$fetched"
@@ -573,7 +594,7 @@ mount_stop() {
 # METRIC_p50_ms, METRIC_p99_ms, ... (and METRIC_chunk_fetch_bytes, METRIC_amplification).
 randread() {
   local r=$1 tool=$2 metric=$3 stats=()
-  [ "$tool" = vaultfs ] && stats=(--stats "$MOUNT_DIR/.vaultfs/stats.json")
+  [[ $tool == vaultfs* ]] && stats=(--stats "$MOUNT_DIR/.vaultfs/stats.json")
   NO_DROP=${4:-0} measure "$r" "$tool" "$metric" timeout "$MOUNT_TIMEOUT" \
     "$PY" "$HELPERS/randread.py" "$MBIG" --count "$RAND_READS" "${stats[@]}"
   local k v
@@ -600,6 +621,7 @@ if m:
 section_mount() {
   local r=$1 tool=$2 out=$D/cp-out
   if [ "$tool" = vaultfs ] && ! have_vaultfs_mount; then return 0; fi
+  if [ "$tool" = vaultfs-old ] && [ -z "$VFS_OLD" ]; then return 0; fi
   mount_prepare "$r" "$tool"
   if [ "$tool" = vaultfs ]; then
     local budget

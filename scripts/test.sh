@@ -50,6 +50,7 @@ command -v busybox >/dev/null || need+=(busybox)
 command -v unzip >/dev/null || need+=(unzip)
 command -v man >/dev/null || need+=(man-db)
 command -v mkfifo >/dev/null || need+=(coreutils)
+command -v fio >/dev/null || need+=(fio)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

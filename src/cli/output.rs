@@ -12,41 +12,39 @@ use crate::repo::format::*;
 use crate::repo::walk::Progress;
 use crate::repo::{Repository, Result};
 
-/// Parses a size such as `268435456`, `256M`, `256MiB`, `1G`, `512k` (binary units): the
-/// CLI's `--cache-size`, `--disk-cache-size` and `--readahead`.
+/// Parses a size such as `268435456`, `256M`, `256MiB`, `1G`, `1.5T`, `512k`: the CLI's
+/// `--cache-size`, `--disk-cache-size` and `--readahead`. Units are binary whichever way
+/// they are spelt (`G`, `GB` and `GiB` all mean 2^30), as they always were here; the
+/// number and unit are read by `bytesize`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (try 256M, 1G or a number of bytes)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
+    if num.is_empty() {
+        return Err(format!(
+            "{s:?} is not a size (try 256M, 1G or a number of bytes)"
+        ));
+    }
+    let unit = unit.trim().to_ascii_lowercase();
+    let binary = match unit.as_str() {
+        "" | "b" => "B",
+        "k" | "kb" | "kib" => "KiB",
+        "m" | "mb" | "mib" => "MiB",
+        "g" | "gb" | "gib" => "GiB",
+        "t" | "tb" | "tib" => "TiB",
         u => return Err(format!("unknown size unit {u:?} in {s:?}")),
     };
-    Ok((n * mult as f64) as u64)
+    format!("{num} {binary}")
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|_| format!("{s:?} is not a size (try 256M, 1G or a number of bytes)"))
 }
 
+/// A size for people, in binary units: `512 B`, `1.5 KiB`, `256.0 MiB`.
 pub fn human(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    bytesize::ByteSize::b(n).display().iec().to_string()
 }
 
 /// Prints a JSON document. A reader that closed the pipe (`| head`) ends the output
@@ -312,5 +310,20 @@ mod tests {
         assert_eq!(parse_size("1.5k").unwrap(), 1536);
         assert!(parse_size("lots").is_err());
         assert!(parse_size("3X").is_err());
+        assert_eq!(parse_size("500G").unwrap(), 500 << 30);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1.5T").unwrap(), 3 << 39);
+        assert_eq!(parse_size("64 MB").unwrap(), 64 << 20);
+        assert!(parse_size("1.2.3M").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn sizes_print() {
+        assert_eq!(super::human(0), "0 B");
+        assert_eq!(super::human(1023), "1023 B");
+        assert_eq!(super::human(1536), "1.5 KiB");
+        assert_eq!(super::human(256 << 20), "256.0 MiB");
+        assert_eq!(super::human(3 << 39), "1.5 TiB");
     }
 }

@@ -249,15 +249,12 @@ fn read_all(repo: &Repository, expected: &BTreeMap<String, Contents>) -> (u64, u
                 Ok(m) => {
                     let mut got = BTreeMap::new();
                     for b in &m.backups {
-                        match files(repo, b) {
-                            Ok(list) => {
-                                for (path, node) in list {
-                                    let mut data = Vec::new();
-                                    let r = repo.read_file(&node, &mut data).map(|()| data);
-                                    got.insert(path, r);
-                                }
+                        if let Ok(list) = files(repo, b) {
+                            for (path, node) in list {
+                                let mut data = Vec::new();
+                                let r = repo.read_file(&node, &mut data).map(|()| data);
+                                got.insert(path, r);
                             }
-                            Err(_) => {}
                         }
                     }
                     got
@@ -350,7 +347,13 @@ fn random_damage_is_detected_and_never_read_as_data() {
         }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let store = Arc::new(LocalStore::new(&repo_dir));
-            let second = Repository::open(store.clone(), SECOND);
+            // The second password is tried only where it can tell something (three
+            // Argon2id runs otherwise spent on every damage).
+            let second = if what == "key" || what == "config" {
+                Repository::open(store.clone(), SECOND).map(|_| ())
+            } else {
+                Ok(())
+            };
             let repo = match Repository::open(store, PASSWORD) {
                 Ok(r) => r,
                 Err(e) => {
@@ -366,7 +369,7 @@ fn random_damage_is_detected_and_never_read_as_data() {
             };
             // A damaged or deleted key object must not open with its password.
             let detected = if what == "key" {
-                detected && second.is_err() || untraceable && second.is_err()
+                (detected || untraceable) && second.is_err()
             } else {
                 detected
             };

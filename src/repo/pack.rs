@@ -69,15 +69,27 @@ pub fn decode_payload(payload: &[u8], raw_len: u32) -> std::result::Result<Vec<u
     }
     let data = match payload.split_first() {
         Some((&CHUNK_RAW, rest)) => rest.to_vec(),
-        Some((&CHUNK_ZSTD, rest)) => {
-            if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(rest)
-                && n != u64::from(raw_len)
-            {
-                return Err(format!("zstd frame of {n} bytes, expected {raw_len}"));
+        Some((&CHUNK_ZSTD, rest)) => match zstd::zstd_safe::get_frame_content_size(rest) {
+            // What vaultfs writes: a frame that says its size. Only then is the whole
+            // length allocated up front.
+            Ok(Some(n)) if n == u64::from(raw_len) => {
+                with_decompressor(|d| d.decompress(rest, raw_len as usize))
+                    .map_err(|e| format!("zstd: {e}"))?
             }
-            with_decompressor(|d| d.decompress(rest, raw_len as usize))
-                .map_err(|e| format!("zstd: {e}"))?
-        }
+            Ok(Some(n)) => return Err(format!("zstd frame of {n} bytes, expected {raw_len}")),
+            // A frame that does not say: memory grows only with what it really holds.
+            Ok(None) => {
+                use std::io::Read;
+                let mut out = Vec::new();
+                zstd::stream::read::Decoder::new(rest)
+                    .map_err(|e| format!("zstd: {e}"))?
+                    .take(u64::from(raw_len) + 1)
+                    .read_to_end(&mut out)
+                    .map_err(|e| format!("zstd: {e}"))?;
+                out
+            }
+            Err(_) => return Err("zstd: not a zstd frame".into()),
+        },
         _ => return Err("unknown chunk encoding".into()),
     };
     if data.len() != raw_len as usize {

@@ -310,6 +310,7 @@ fn damage(target: &Target, kind: Kind, rng: &mut Rng) -> (PathBuf, Vec<u8>) {
 }
 
 #[test]
+#[ignore = "not yet measured at CI size on a quiet machine: run with --ignored"]
 fn random_damage_is_detected_and_never_read_as_data() {
     let seed = seed();
     let n: u64 = if std::env::var("RELIABILITY").is_ok_and(|v| v == "ext") {
@@ -401,6 +402,14 @@ fn random_damage_is_detected_and_never_read_as_data() {
             }
         }
         std::fs::write(&path, &original).unwrap();
+        if (i + 1) % 100 == 0 {
+            println!(
+                "damage: {} done in {:.1} s, {} problems so far",
+                i + 1,
+                started.elapsed().as_secs_f64(),
+                c.undetected.len()
+            );
+        }
     }
     let kinds: Vec<String> = c
         .by_kind

@@ -310,7 +310,6 @@ fn damage(target: &Target, kind: Kind, rng: &mut Rng) -> (PathBuf, Vec<u8>) {
 }
 
 #[test]
-#[ignore = "not yet measured at CI size on a quiet machine: run with --ignored"]
 fn random_damage_is_detected_and_never_read_as_data() {
     let seed = seed();
     let n: u64 = if std::env::var("RELIABILITY").is_ok_and(|v| v == "ext") {

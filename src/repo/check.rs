@@ -238,6 +238,15 @@ pub fn check(repo: &Repository, read_data: bool) -> Result<CheckReport> {
         }
     }
 
+    // Key objects: each must decode and authenticate (the config was read again too).
+    match repo.list_keys() {
+        Ok(keys) => report.errors.extend(
+            keys.into_iter()
+                .filter_map(|k| k.damaged.map(|why| format!("damaged key {}: {why}", k.id))),
+        ),
+        Err(e) => report.errors.push(e.to_string()),
+    }
+
     if read_data {
         let mut ids: Vec<&PackId> = per_pack.keys().collect();
         ids.sort();

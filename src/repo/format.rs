@@ -819,6 +819,9 @@ pub enum ConfigError {
     Decode(postcard::Error),
     #[error("the config object failed authentication: it was changed or damaged")]
     Tampered,
+    /// It decodes, but a setting is outside what this build can use (see [`check_config`]).
+    #[error("the config object is damaged: {0}")]
+    Unusable(String),
 }
 
 /// A decoded `config` object.
@@ -848,11 +851,61 @@ pub fn decode_config(data: &[u8]) -> Result<ConfigFile, ConfigError> {
         v => return Err(ConfigError::Version(v)),
     };
     let config = postcard::from_bytes(body).map_err(ConfigError::Decode)?;
+    check_config(&config).map_err(ConfigError::Unusable)?;
     Ok(ConfigFile {
         version,
         config,
         mac,
     })
+}
+
+/// Largest target pack size a repository may have (`init --pack-size-mib` allows 1024).
+pub const MAX_PACK_SIZE: u32 = 1 << 30;
+
+/// Checks the settings of a `config` object (read from storage before anything
+/// authenticates it, or asked for by `init`) against what this build can use, so that a
+/// damaged one is an error here and never a panic (FastCDC asserts its bounds) or a
+/// runaway allocation (a pack buffer is `pack_size` bytes) later. Argon2id parameters are
+/// checked where a key is derived (`crypto::check_kdf`): the key objects may still open
+/// a repository whose config copy is unusable.
+pub fn check_config(c: &Config) -> Result<(), String> {
+    use fastcdc::v2020 as cdc;
+    let ChunkerParams {
+        min_size,
+        avg_size,
+        max_size,
+    } = c.chunker;
+    let within = |what: &str, v: u32, lo: u32, hi: u32| {
+        if (lo..=hi).contains(&v) {
+            Ok(())
+        } else {
+            Err(format!("chunker {what} {v} is outside {lo}..={hi}"))
+        }
+    };
+    within("minimum", min_size, cdc::MINIMUM_MIN, cdc::MINIMUM_MAX)?;
+    within("average", avg_size, cdc::AVERAGE_MIN, cdc::AVERAGE_MAX)?;
+    within("maximum", max_size, cdc::MAXIMUM_MIN, cdc::MAXIMUM_MAX)?;
+    if !(min_size <= avg_size && avg_size <= max_size) {
+        return Err(format!(
+            "chunker sizes {min_size}/{avg_size}/{max_size} are not in order"
+        ));
+    }
+    if !(1..=MAX_PACK_SIZE).contains(&c.pack_size) {
+        return Err(format!(
+            "pack size {} is outside 1..={MAX_PACK_SIZE}",
+            c.pack_size
+        ));
+    }
+    let levels = zstd::compression_level_range();
+    if !levels.contains(&c.zstd_level) {
+        return Err(format!(
+            "zstd level {} is outside {}..={}",
+            c.zstd_level,
+            levels.start(),
+            levels.end()
+        ));
+    }
+    Ok(())
 }
 
 /// The plaintext of a record (manifest, vault, point update, resource, usage, policy,

@@ -239,28 +239,10 @@ impl Default for InitOptions {
     }
 }
 
-/// Chunk payload flags, the first plaintext byte of a sealed chunk.
+/// Chunk payload flags, the first plaintext byte of a sealed chunk (decoded by
+/// [`pack::decode_payload`]).
 const CHUNK_RAW: u8 = 0;
 const CHUNK_ZSTD: u8 = 1;
-
-thread_local! {
-    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// Runs `f` with this thread's zstd decompression context (made once per thread: a fresh
-/// context per chunk costs more than decompressing a small file's chunk).
-fn with_decompressor<T>(
-    f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<T>,
-) -> std::io::Result<T> {
-    DECOMPRESSOR.with(|d| {
-        let mut d = d.borrow_mut();
-        if d.is_none() {
-            *d = Some(zstd::bulk::Decompressor::new()?);
-        }
-        f(d.as_mut().expect("just set"))
-    })
-}
 
 /// An open repository: a store plus the keys to read it.
 pub struct Repository {
@@ -337,6 +319,7 @@ impl Repository {
             pack_size: opts.pack_size,
             zstd_level: opts.zstd_level,
         };
+        check_config(&config).map_err(|e| RepoError::BadInput(format!("init: {e}")))?;
         match store.put_new("config", &signed_config(&keys, &config)) {
             Ok(()) => {}
             Err(BackendError::AlreadyExists { .. }) => {
@@ -476,21 +459,7 @@ impl Repository {
             .keys
             .open(stored, &r.id.0)
             .map_err(|_| RepoError::damaged(name(), "authentication failed"))?;
-        let data = match payload.split_first() {
-            Some((&CHUNK_RAW, rest)) => rest.to_vec(),
-            Some((&CHUNK_ZSTD, rest)) => {
-                with_decompressor(|d| d.decompress(rest, r.raw_len as usize))
-                    .map_err(|e| RepoError::damaged(name(), format!("zstd: {e}")))?
-            }
-            _ => return Err(RepoError::damaged(name(), "unknown chunk encoding")),
-        };
-        if data.len() != r.raw_len as usize {
-            return Err(RepoError::damaged(
-                name(),
-                format!("{} bytes, expected {}", data.len(), r.raw_len),
-            ));
-        }
-        Ok(data)
+        pack::decode_payload(&payload, r.raw_len).map_err(|e| RepoError::damaged(name(), e))
     }
 
     /// Fetches one chunk with one ranged read and returns its plaintext.

@@ -536,6 +536,8 @@ fn random_kills(target: Target, backups: u64, prunes: u64, ingests: u64) {
             span = time_of(prune_cmd());
         }
     }
+    // One point of `data` left, the one of the tree as it is now.
+    t.ok(&["forget", "v", "--keep-last", "1"]);
     t.ok(&["prune", "--max-unused", "0"]);
     let want = snap(&t);
     sources.insert("data".to_string(), want);

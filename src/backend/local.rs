@@ -2,7 +2,12 @@
 //!
 //! Writes go to a temporary file in the target directory (`.tmp-<random>`), are fsynced,
 //! then renamed into place (or hard-linked, for create-only writes, so that exactly one
-//! of two racing writers wins), and the directory is fsynced. A crash leaves at most a
+//! of two racing writers wins), and the directory is fsynced; a directory a write creates
+//! is made durable in its parent first (an fsynced object in a directory whose own entry
+//! is not durable vanishes with it in a power cut). A delete fsyncs the directory before
+//! it returns: prune deletes a pack only once its index's delete is durable, and an index
+//! that came back without its pack would let a backup deduplicate against nothing. A
+//! crash leaves at most a
 //! temporary file behind, which listings ignore and [`ObjectStore::clean_stale_uploads`]
 //! removes once it is old. Objects are created readable by their owner only (0600, in
 //! directories of 0700): they include the sealed keys, which anyone who can read them
@@ -78,11 +83,7 @@ impl LocalStore {
     fn write_temp(&self, key: &str, data: &[u8]) -> Result<(PathBuf, PathBuf)> {
         let target = self.path(key);
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| self.io("create directory for", key, e))?;
+        create_dir_durable(&dir).map_err(|e| self.io("create directory for", key, e))?;
         let mut suffix = [0u8; 8];
         getrandom::getrandom(&mut suffix).expect("the OS random source failed");
         let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(suffix)));
@@ -109,6 +110,37 @@ impl LocalStore {
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and its missing ancestors (mode 0700), each new one fsynced into its
+/// parent before anything is written into it.
+fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    loop {
+        match fs::metadata(d) {
+            Ok(_) => break,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                missing.push(d);
+                match d.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => d = p,
+                    _ => break,
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for d in missing.into_iter().rev() {
+        match fs::DirBuilder::new().mode(0o700).create(d) {
+            // Another writer's mkdir: its parent may not be durable yet either.
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            r => r?,
+        }
+        if let Some(p) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(p)?;
+        }
+    }
+    Ok(())
 }
 
 impl ObjectStore for LocalStore {
@@ -159,11 +191,42 @@ impl ObjectStore for LocalStore {
 
     fn delete(&self, key: &str) -> Result<()> {
         self.forget(key);
-        match fs::remove_file(self.path(key)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.io("delete", key, e)),
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.io("delete", key, e)),
         }
+        let dir = path.parent().unwrap_or(&self.root);
+        sync_dir(dir).map_err(|e| self.io("fsync directory of", key, e))
+    }
+
+    /// Deletes one by one, then fsyncs each directory once: every delete that is not
+    /// reported as failed is durable when this returns.
+    fn delete_many(&self, keys: &[String]) -> Result<Vec<(String, BackendError)>> {
+        let mut failed = Vec::new();
+        let mut dirs: std::collections::BTreeMap<PathBuf, Vec<&String>> = Default::default();
+        for k in keys {
+            self.forget(k);
+            let path = self.path(k);
+            match fs::remove_file(&path) {
+                Ok(()) => dirs
+                    .entry(path.parent().unwrap_or(&self.root).to_path_buf())
+                    .or_default()
+                    .push(k),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => failed.push((k.clone(), self.io("delete", k, e))),
+            }
+        }
+        for (dir, keys) in dirs {
+            if let Err(e) = sync_dir(&dir) {
+                for k in keys {
+                    let error = std::io::Error::new(e.kind(), e.to_string());
+                    failed.push((k.clone(), self.io("fsync directory of", k, error)));
+                }
+            }
+        }
+        Ok(failed)
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {

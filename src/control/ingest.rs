@@ -532,6 +532,11 @@ impl IngestSession {
     /// Repeated calls return the same outcome.
     pub fn finish(&self) -> Result<String, IngestError> {
         let mut inner = self.inner.lock().unwrap();
+        if inner.outcome.is_none()
+            && let Err(e) = crate::repo::failpoint::hit("ingest.close")
+        {
+            return self.conclude(&mut inner, Some(e.to_string()));
+        }
         if inner.outcome.is_none() {
             // Holes: gaps before pending writes, and up to the truncated size.
             let mut r = Ok(());

@@ -408,7 +408,9 @@ fn take_point(
         trigger: opts.trigger.clone(),
     };
     opts.cancel.check()?;
+    crate::failpoint!("manifest.write");
     repo.commit_manifest(&mut manifest)?;
+    crate::failpoint!("manifest.written");
     Ok(BackupResult {
         manifest,
         skipped,

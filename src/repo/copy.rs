@@ -303,6 +303,7 @@ impl Copier<'_> {
             ..m.clone()
         };
         let key = format!("points/{vault}/{}", m.name);
+        crate::failpoint!("copy.commit");
         match self.dst.write_record(&key, &manifest, true) {
             Ok(()) => {}
             Err(RepoError::Backend(BackendError::AlreadyExists { .. })) => {
@@ -313,6 +314,7 @@ impl Copier<'_> {
             }
             Err(e) => return Err(e),
         }
+        crate::failpoint!("copy.committed");
         set_attrs(&self.dst, vault, &m.name, &m.attrs, &rec.attrs)?;
         Ok(stats.packs)
     }

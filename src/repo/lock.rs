@@ -42,6 +42,10 @@ static HELD: Mutex<Vec<(String, Weak<Held>)>> = Mutex::new(Vec::new());
 
 impl Drop for Held {
     fn drop(&mut self) {
+        if let Err(e) = super::failpoint::hit("lock.release") {
+            tracing::warn!("could not remove lock {}: {e}", self.key);
+            return;
+        }
         if let Err(e) = self.repo.store().delete(&self.key) {
             tracing::warn!("could not remove lock {}: {e}", self.key);
         }
@@ -172,6 +176,7 @@ fn take(repo: &Arc<Repository>, command: &str, exclusive: bool) -> Result<Held> 
         key: key.clone(),
         exclusive,
     };
+    crate::failpoint!("lock.create");
     for other in repo.store().list("locks/")? {
         if other.key == key {
             continue;

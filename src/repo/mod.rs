@@ -34,6 +34,7 @@ pub mod copy;
 pub mod crypto;
 pub mod dump;
 pub mod export;
+pub mod failpoint;
 pub mod format;
 pub mod history;
 pub mod image_restore;

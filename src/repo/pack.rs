@@ -398,11 +398,15 @@ impl Drop for PackWriter {
 }
 
 fn upload(repo: &Repository, pack: OpenPack) -> Result<()> {
+    crate::failpoint!("pack.write");
     repo.store().put(&pack.id.key(), &pack.data)?;
+    crate::failpoint!("pack.written");
     repo.write_pack_index(&PackIndex {
         pack: pack.id,
         entries: pack.entries,
-    })
+    })?;
+    crate::failpoint!("index.written");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -244,7 +244,9 @@ impl Repository {
             attrs: attrs.clone(),
             status,
         };
+        crate::failpoint!("attrs.write");
         self.write_record(&key, &update, true)?;
+        crate::failpoint!("attrs.written");
         Ok(t)
     }
 
@@ -315,10 +317,12 @@ impl Repository {
     /// The manifest, then the updates: once the `deleting` update exists, every step may
     /// be repeated.
     fn finish_delete(&self, vault: &str, point: &str) -> Result<()> {
+        crate::failpoint!("delete.manifest");
         match self.store().delete(&format!("points/{vault}/{point}")) {
             Err(e) if !e.is_not_found() => return Err(e.into()),
             _ => {}
         }
+        crate::failpoint!("delete.updates");
         for key in self.newest_updates_of(vault, point)? {
             match self.store().delete(&key) {
                 Err(e) if !e.is_not_found() => return Err(e.into()),

@@ -503,6 +503,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
             pack: *pack,
             moved: entries.values().copied().collect(),
         })?;
+        crate::failpoint!("prune.forward_written");
         report.forwards_written += 1;
     }
     let stale: Vec<String> = view
@@ -512,6 +513,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
         .map(|p| p.forward_key())
         .collect();
     report.forwards_removed = delete(repo, &stale, &mut report.errors)?.len();
+    crate::failpoint!("prune.forwards_deleted");
 
     // Index objects of the packs that go, then the packs (only those whose index is gone:
     // an index without its pack would let a backup deduplicate against nothing).
@@ -529,12 +531,14 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
     let removed: HashSet<String> = delete(repo, &index_keys, &mut report.errors)?
         .into_iter()
         .collect();
+    crate::failpoint!("prune.indexes_deleted");
     let pack_keys: Vec<String> = going
         .iter()
         .filter(|p| !view.indexes.contains_key(p) || removed.contains(&p.index_key()))
         .map(|p| p.key())
         .collect();
     delete(repo, &pack_keys, &mut report.errors)?;
+    crate::failpoint!("prune.packs_deleted");
 
     let after = repo.store().list("packs/")?;
     report.packs_after = after.len();
@@ -606,10 +610,12 @@ impl<'a> Repacker<'a> {
             return Ok(());
         }
         self.repo.store().put(&self.pack.key(), &self.data)?;
+        crate::failpoint!("prune.repack.pack_written");
         self.repo.write_pack_index(&PackIndex {
             pack: self.pack,
             entries: std::mem::take(&mut self.entries),
         })?;
+        crate::failpoint!("prune.repack.index_written");
         self.data.clear();
         self.pack = PackId::random();
         self.packs += 1;

@@ -3,6 +3,7 @@
 
 mod config;
 mod copy;
+pub mod errors;
 mod history;
 mod key;
 mod mount;
@@ -74,6 +75,21 @@ pub struct Global {
     /// when_supported (env VAULTFS_S3_CHECKSUM).
     #[arg(long, global = true)]
     pub s3_checksum: Option<String>,
+    /// Draw no progress bars (they are drawn only when stderr is a terminal anyway).
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// Log lines as text (default) or as JSON objects, one a line, for log collectors
+    /// (env VAULTFS_LOG_FORMAT). RUST_LOG sets what is logged (default: warn).
+    #[arg(long, value_enum, value_name = "FORMAT", env = "VAULTFS_LOG_FORMAT",
+          default_value = "text", global = true)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -457,8 +473,19 @@ impl VaultSettings {
     }
 }
 
-/// Exit status for a backup that left out unreadable files.
-pub const EXIT_PARTIAL: i32 = 3;
+pub use errors::EXIT_PARTIAL;
+
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--quiet`: no progress bars.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether progress bars are off (`--quiet`).
+pub(crate) fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 pub fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;

@@ -243,7 +243,8 @@ pub fn list(
     Ok(())
 }
 
-/// A progress bar on stderr, drawn only when stderr is a terminal.
+/// A progress bar on stderr with rate (and ETA when the total is known), drawn only when
+/// stderr is a terminal and `--quiet` is not given.
 pub struct ProgressDisplay {
     stop: Option<std::sync::mpsc::Sender<()>>,
     handle: Option<std::thread::JoinHandle<()>>,
@@ -251,7 +252,7 @@ pub struct ProgressDisplay {
 
 impl ProgressDisplay {
     pub fn start(progress: Arc<Progress>, total_bytes: Option<u64>, what: &'static str) -> Self {
-        if !std::io::stderr().is_terminal() {
+        if !std::io::stderr().is_terminal() || super::quiet() {
             return ProgressDisplay {
                 stop: None,
                 handle: None,
@@ -262,7 +263,7 @@ impl ProgressDisplay {
             let bar = match total_bytes {
                 Some(t) => ProgressBar::new(t).with_style(
                     ProgressStyle::with_template(
-                        "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+                        "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
                     )
                     .expect("template")
                     .progress_chars("=> "),

@@ -57,9 +57,53 @@ pub const KINDS: &[(&str, i32)] = &[
     ("cancelled", EXIT_CANCELLED),
 ];
 
+/// An error classified elsewhere (another process: the mount daemon) and passed on as
+/// text: `[kind] message`.
+#[derive(Debug)]
+pub struct Relayed {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for Relayed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Relayed {}
+
+impl Relayed {
+    /// `[kind] message` as [`relay`] wrote it (an unknown or missing kind is `error`).
+    pub fn parse(line: &str) -> Relayed {
+        let (kind, message) = line
+            .strip_prefix('[')
+            .and_then(|r| r.split_once("] "))
+            .and_then(|(k, m)| {
+                KINDS
+                    .iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(n, _)| (*n, m))
+            })
+            .unwrap_or(("error", line));
+        Relayed {
+            kind,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// An error as one line another process turns back into it ([`Relayed::parse`]).
+pub fn relay(e: &anyhow::Error) -> String {
+    format!("[{}] {}", kind(e), format!("{e:#}").replace('\n', " "))
+}
+
 /// The kind of an error, from the first typed error of its chain.
 pub fn kind(e: &anyhow::Error) -> &'static str {
     for cause in e.chain() {
+        if let Some(r) = cause.downcast_ref::<Relayed>() {
+            return r.kind;
+        }
         if let Some(r) = cause.downcast_ref::<RepoError>() {
             return repo_kind(r);
         }
@@ -210,6 +254,10 @@ mod tests {
         assert_eq!(exit_code("store"), EXIT_STORE);
         assert_eq!(kind(&anyhow::anyhow!("no such policy")), "error");
         assert_eq!(exit_code("no-such-kind"), EXIT_FAILURE);
+        let relayed = anyhow::Error::new(Relayed::parse(&relay(&e)));
+        assert_eq!(kind(&relayed), "store");
+        assert_eq!(relayed.to_string(), e.to_string());
+        assert_eq!(Relayed::parse("plain words").kind, "error");
     }
 
     #[test]
@@ -231,7 +279,9 @@ mod tests {
     fn json_is_requested_before_a_double_dash_only() {
         let a = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
         assert!(json_requested(&a(&["vaultfs", "points", "v", "--json"])));
-        assert!(!json_requested(&a(&["vaultfs", "cat", "v", "p", "--", "--json"])));
+        assert!(!json_requested(&a(&[
+            "vaultfs", "cat", "v", "p", "--", "--json"
+        ])));
         assert!(!json_requested(&a(&["--json"])));
     }
 }

@@ -80,8 +80,14 @@ pub struct Global {
     pub quiet: bool,
     /// Log lines as text (default) or as JSON objects, one a line, for log collectors
     /// (env VAULTFS_LOG_FORMAT). RUST_LOG sets what is logged (default: warn).
-    #[arg(long, value_enum, value_name = "FORMAT", env = "VAULTFS_LOG_FORMAT",
-          default_value = "text", global = true)]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        env = "VAULTFS_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
 }
 
@@ -101,7 +107,7 @@ pub enum Command {
         pack_size_mib: u32,
         /// Average chunk size in KiB (min is a quarter, max four times); fixed for the
         /// life of the repository. See FORMAT.md for why 512 is the default.
-        #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(16..=16384))]
+        #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(16..=4096))]
         chunk_avg_kib: u32,
         /// Memory of the Argon2id password derivation, in MiB (every command that opens
         /// the repository pays it once); fixed for the life of the repository.
@@ -769,7 +775,10 @@ pub fn run(cli: Cli) -> Result<i32> {
                 .to_string(),
                 |_| None,
                 |repo, task| {
-                    let report = check::check(repo, read_data)?;
+                    let bar = output::ProgressDisplay::start(task.progress.clone(), None, "check");
+                    let report = check::check_with_progress(repo, read_data, &task.progress);
+                    bar.finish();
+                    let report = report?;
                     // A cancelled check's store calls failed: its errors say nothing.
                     task.cancel.check()?;
                     Ok(report)
@@ -1056,7 +1065,12 @@ fn open_store_with(g: &Global, create: bool) -> Result<backend::Store> {
         create,
     };
     // The store's errors name the address themselves.
-    backend::open_with(addr, &opts).map_err(|e| anyhow!(e))
+    backend::open_with(addr, &opts).map_err(|message| {
+        anyhow::Error::new(errors::Relayed {
+            kind: "store",
+            message,
+        })
+    })
 }
 
 /// Reads the password, from the first source given of: `--password-file`,

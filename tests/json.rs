@@ -156,7 +156,7 @@ fn every_json_output_keeps_its_fields() {
     make_source(&src);
     let src_s = src.to_str().unwrap();
 
-    let mut snap = |name: &str, args: &[&str]| {
+    let snap = |name: &str, args: &[&str]| {
         let v = ok_json(&t, &n, args);
         insta::assert_json_snapshot!(name, v);
         v

@@ -1,34 +1,54 @@
 use std::os::unix::process::CommandExt;
 
 use clap::Parser;
+use vaultfs::cli::errors;
 
 fn main() {
-    let argv = match vaultfs::cli::prepare_args(std::env::args_os().collect()) {
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let argv = match vaultfs::cli::prepare_args(raw.clone()) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("vaultfs: {e:#}");
-            std::process::exit(2);
+            if errors::json_requested(&raw) {
+                errors::print_error_json("usage", &format!("{e:#}"));
+            }
+            std::process::exit(errors::EXIT_USAGE);
         }
     };
-    let cli = vaultfs::cli::Cli::parse_from(argv);
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal: a log file or a pipe gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let json = errors::json_requested(&argv);
+    let cli = match vaultfs::cli::Cli::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => errors::exit_for_clap(e, json),
+    };
+    init_logging(cli.global.log_format);
+    vaultfs::cli::set_quiet(cli.global.quiet);
     if matches!(cli.command, vaultfs::cli::Command::Mount(_)) {
         one_malloc_arena();
     }
     match vaultfs::cli::run(cli) {
         Ok(code) => std::process::exit(code),
-        Err(e) => {
-            eprintln!("vaultfs: {e:#}");
-            std::process::exit(1);
-        }
+        Err(e) => std::process::exit(errors::report(&e, json)),
+    }
+}
+
+/// Logs on stderr, filtered by RUST_LOG (default: warnings and errors).
+fn init_logging(format: vaultfs::cli::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        // One JSON object a line, with the spans (FUSE operation, task) it happened in.
+        vaultfs::cli::LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+        // Colours only for a person at a terminal: a log file or a pipe gets plain text.
+        vaultfs::cli::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod config;
 mod copy;
+pub mod errors;
 mod history;
 mod key;
 mod mount;
@@ -74,6 +75,27 @@ pub struct Global {
     /// when_supported (env VAULTFS_S3_CHECKSUM).
     #[arg(long, global = true)]
     pub s3_checksum: Option<String>,
+    /// Draw no progress bars (they are drawn only when stderr is a terminal anyway).
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// Log lines as text (default) or as JSON objects, one a line, for log collectors
+    /// (env VAULTFS_LOG_FORMAT). RUST_LOG sets what is logged (default: warn).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        env = "VAULTFS_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -85,7 +107,7 @@ pub enum Command {
         pack_size_mib: u32,
         /// Average chunk size in KiB (min is a quarter, max four times); fixed for the
         /// life of the repository. See FORMAT.md for why 512 is the default.
-        #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(16..=16384))]
+        #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(16..=4096))]
         chunk_avg_kib: u32,
         /// Memory of the Argon2id password derivation, in MiB (every command that opens
         /// the repository pays it once); fixed for the life of the repository.
@@ -457,8 +479,19 @@ impl VaultSettings {
     }
 }
 
-/// Exit status for a backup that left out unreadable files.
-pub const EXIT_PARTIAL: i32 = 3;
+pub use errors::EXIT_PARTIAL;
+
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--quiet`: no progress bars.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether progress bars are off (`--quiet`).
+pub(crate) fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 pub fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;
@@ -742,7 +775,10 @@ pub fn run(cli: Cli) -> Result<i32> {
                 .to_string(),
                 |_| None,
                 |repo, task| {
-                    let report = check::check(repo, read_data)?;
+                    let bar = output::ProgressDisplay::start(task.progress.clone(), None, "check");
+                    let report = check::check_with_progress(repo, read_data, &task.progress);
+                    bar.finish();
+                    let report = report?;
                     // A cancelled check's store calls failed: its errors say nothing.
                     task.cancel.check()?;
                     Ok(report)
@@ -1029,7 +1065,12 @@ fn open_store_with(g: &Global, create: bool) -> Result<backend::Store> {
         create,
     };
     // The store's errors name the address themselves.
-    backend::open_with(addr, &opts).map_err(|e| anyhow!(e))
+    backend::open_with(addr, &opts).map_err(|message| {
+        anyhow::Error::new(errors::Relayed {
+            kind: "store",
+            message,
+        })
+    })
 }
 
 /// Reads the password, from the first source given of: `--password-file`,

@@ -78,6 +78,10 @@ pub struct MountArgs {
     /// With --daemon: write the daemon's pid to FILE (removed when it exits).
     #[arg(long, value_name = "FILE", requires = "daemon")]
     pub pid_file: Option<PathBuf>,
+    /// With --daemon: print the mount point, repository and daemon pid as JSON once the
+    /// mount answers.
+    #[arg(long, requires = "daemon")]
+    pub json: bool,
     /// With --daemon: append the daemon's log to FILE (otherwise it is discarded;
     /// RUST_LOG sets the level, warn by default).
     #[arg(long, value_name = "FILE", requires = "daemon")]
@@ -95,6 +99,9 @@ pub struct UmountArgs {
     /// How long to wait for running ingests, then for the daemon to exit, in seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// Print what was done as JSON: mountpoint, forced, daemon_pid.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `vaultfs mount`.
@@ -115,7 +122,7 @@ pub fn mount(g: &Global, a: MountArgs) -> Result<i32> {
     let r = serve(g, &a, Some(pw));
     if let Err(e) = &r {
         // Unseen when the mount was up already: stdout is /dev/null by then.
-        println!("error: {e:#}");
+        println!("error: {}", super::errors::relay(e));
     }
     r
 }
@@ -197,7 +204,7 @@ fn tell_parent_ready(mnt: &Path, pid_file: Option<&Path>) {
     let mut out = std::io::stdout().lock();
     let _ = match &answer {
         Ok(()) => writeln!(out, "ready {}", std::process::id()),
-        Err(why) => writeln!(out, "error: {why}"),
+        Err(why) => writeln!(out, "error: [io] {why}"),
     };
     let _ = out.flush();
     drop(out);
@@ -234,6 +241,9 @@ fn start_daemon(g: &Global, a: &MountArgs) -> Result<i32> {
         .arg0("vaultfs")
         .args(super::effective_args().iter().skip(1))
         .env(DAEMON_CHILD, "1")
+        // The password goes through the pipe: the daemon's environment, readable in
+        // /proc for as long as it runs, does not keep it.
+        .env_remove("VAULTFS_PASSWORD")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(stderr)
@@ -254,11 +264,18 @@ fn start_daemon(g: &Global, a: &MountArgs) -> Result<i32> {
                 g.repo.as_deref().unwrap_or_default(),
                 mnt.display()
             );
+            if a.json {
+                super::output::print_json(&serde_json::json!({
+                    "mountpoint": mnt,
+                    "repository": g.repo,
+                    "pid": pid.trim().parse::<u32>().ok(),
+                }));
+            }
             return Ok(0);
         }
         if let Some(why) = line.strip_prefix("error: ") {
             let _ = child.wait();
-            bail!("{why}");
+            return Err(super::errors::Relayed::parse(why).into());
         }
     }
     let status = child.wait().context("waiting for the mount daemon")?;
@@ -341,6 +358,13 @@ pub fn umount(a: UmountArgs) -> Result<i32> {
         }
     }
     eprintln!("vaultfs: unmounted {}", mnt.display());
+    if a.json {
+        super::output::print_json(&serde_json::json!({
+            "mountpoint": mnt,
+            "forced": a.force,
+            "daemon_pid": pid,
+        }));
+    }
     Ok(0)
 }
 

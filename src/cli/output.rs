@@ -241,7 +241,8 @@ pub fn list(
     Ok(())
 }
 
-/// A progress bar on stderr, drawn only when stderr is a terminal.
+/// A progress bar on stderr with rate (and ETA when the total is known), drawn only when
+/// stderr is a terminal and `--quiet` is not given.
 pub struct ProgressDisplay {
     stop: Option<std::sync::mpsc::Sender<()>>,
     handle: Option<std::thread::JoinHandle<()>>,
@@ -249,7 +250,7 @@ pub struct ProgressDisplay {
 
 impl ProgressDisplay {
     pub fn start(progress: Arc<Progress>, total_bytes: Option<u64>, what: &'static str) -> Self {
-        if !std::io::stderr().is_terminal() {
+        if !std::io::stderr().is_terminal() || super::quiet() {
             return ProgressDisplay {
                 stop: None,
                 handle: None,
@@ -257,14 +258,17 @@ impl ProgressDisplay {
         }
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let handle = std::thread::spawn(move || {
-            let bar = match total_bytes {
-                Some(t) => ProgressBar::new(t).with_style(
+            let with_total = |t: u64| {
+                ProgressBar::new(t).with_style(
                     ProgressStyle::with_template(
-                        "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+                        "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
                     )
                     .expect("template")
                     .progress_chars("=> "),
-                ),
+                )
+            };
+            let mut bar = match total_bytes {
+                Some(t) => with_total(t),
                 None => ProgressBar::new_spinner().with_style(
                     ProgressStyle::with_template(
                         "{prefix} {spinner} {bytes} {binary_bytes_per_sec} {msg} [{elapsed}]",
@@ -274,6 +278,13 @@ impl ProgressDisplay {
             };
             bar.set_prefix(what);
             loop {
+                // A job that learns its total late (check --read-data, prune) gets a bar then.
+                let late = progress.total_bytes.load(Ordering::Relaxed);
+                if bar.length().is_none() && late > 0 {
+                    bar.finish_and_clear();
+                    bar = with_total(late);
+                    bar.set_prefix(what);
+                }
                 bar.set_position(progress.bytes.load(Ordering::Relaxed));
                 bar.set_message(format!("{} files", progress.files.load(Ordering::Relaxed)));
                 bar.tick();

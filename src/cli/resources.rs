@@ -56,6 +56,9 @@ pub enum ResourceCmd {
         vault: String,
         /// The resource's name.
         name: String,
+        /// Print the removed resource's vault and name as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -160,10 +163,16 @@ pub fn run(repo: &Arc<Repository>, cmd: ResourceCmd) -> Result<i32> {
                 }
             }
         }
-        ResourceCmd::Remove { vault, name } => {
+        ResourceCmd::Remove { vault, name, json } => {
             let _lock = lock::acquire(repo, &format!("resource remove {vault}"))?;
             repo.remove_resource(&vault, &name)?;
-            println!("removed resource {vault}/{name}");
+            if json {
+                output::print_json(
+                    &serde_json::json!({"vault": vault, "name": name, "removed": true}),
+                );
+            } else {
+                println!("removed resource {vault}/{name}");
+            }
         }
     }
     Ok(0)

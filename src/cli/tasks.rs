@@ -20,8 +20,7 @@ use crate::repo::cancel::{Cancel, CancellingStore};
 use crate::repo::format::{printable, rfc3339};
 use crate::repo::tasks::{self as records, TaskKind, TaskRecord, TaskStatus};
 
-/// Exit status of a job that was cancelled.
-pub const EXIT_CANCELLED: i32 = 130;
+pub use super::errors::EXIT_CANCELLED;
 
 #[derive(Args, Debug)]
 pub struct TasksArgs {

@@ -310,6 +310,9 @@ impl IngestSession {
         let handle = std::thread::Builder::new()
             .name("ingest".into())
             .spawn(move || {
+                let _span =
+                    tracing::info_span!("task", id = %task.id, kind = "ingest", vault = %vault)
+                        .entered();
                 let reader = ChannelReader {
                     rx,
                     buf: Vec::new(),

@@ -398,7 +398,14 @@ pub fn run<T, E: std::fmt::Display>(
     let task = Task::with_cancel(spec.kind, spec.vault, &spec.description, spec.cancel);
     task.persist(repo.clone());
     task.start();
-    let result = job(&task);
+    // `task{id, kind, vault}`: every log line of the job carries them.
+    let span = tracing::info_span!(
+        "task",
+        id = %task.id,
+        kind = spec.kind.as_str(),
+        vault = spec.vault.unwrap_or("")
+    );
+    let result = span.in_scope(|| job(&task));
     match result {
         Ok(v) => {
             match point_of(&v) {

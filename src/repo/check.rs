@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::format::*;
 use super::read::MAX_HOPS;
+use super::walk::Progress;
 use super::{RepoError, Repository, Result};
 
 /// What a check found.
@@ -39,6 +40,16 @@ impl CheckReport {
 }
 
 pub fn check(repo: &Repository, read_data: bool) -> Result<CheckReport> {
+    check_with_progress(repo, read_data, &Progress::default())
+}
+
+/// [`check`], counting the packs and bytes read with `read_data` into `progress` (its
+/// totals set once the packs are listed), for a progress bar and the task record.
+pub fn check_with_progress(
+    repo: &Repository,
+    read_data: bool,
+    progress: &Progress,
+) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let store = repo.store();
     // Leftovers of interrupted writes (S3 multipart uploads, local temporary files)
@@ -250,15 +261,24 @@ pub fn check(repo: &Repository, read_data: bool) -> Result<CheckReport> {
     if read_data {
         let mut ids: Vec<&PackId> = per_pack.keys().collect();
         ids.sort();
+        let total: u64 = ids.iter().filter_map(|p| packs.get(*p)).sum();
+        progress
+            .total_bytes
+            .store(total, std::sync::atomic::Ordering::Relaxed);
+        progress
+            .total_files
+            .store(ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
         for pack in ids {
             let data = match store.get(&pack.key()) {
                 Ok(d) => d,
                 Err(e) => {
                     report.errors.push(e.to_string());
+                    progress.add(1, 0);
                     continue;
                 }
             };
             report.bytes_read += data.len() as u64;
+            progress.add(1, data.len() as u64);
             for e in &per_pack[pack] {
                 let Some((r, _)) = index.get(&(e.id, *pack, e.offset)) else {
                     continue;

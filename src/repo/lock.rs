@@ -204,16 +204,33 @@ fn take(repo: &Arc<Repository>, command: &str, exclusive: bool) -> Result<Held> 
             repo.store().delete(&other.key)?;
             continue;
         }
+        let how = if holder.hostname == host {
+            "if that process is gone, run `vaultfs unlock`"
+        } else {
+            "if that process is gone, run `vaultfs unlock --all` (it is another machine's lock)"
+        };
         return Err(RepoError::Locked(format!(
-            "the repository at {} is locked by `{}` (pid {} on {}, since {}); if that process is gone, run `vaultfs unlock`",
+            "the repository at {} is locked by `{}` (pid {} on {}, since {}, {} ago); wait for it to finish, or pass --lock-wait; {how}",
             repo.location(),
             holder.command,
             holder.pid,
             holder.hostname,
-            rfc3339(holder.time_ns)
+            rfc3339(holder.time_ns),
+            age(now_ns().saturating_sub(holder.time_ns))
         )));
     }
     Ok(guard)
+}
+
+/// A lock's age for people: `45s`, `12m`, `3h 05m`, `2d 04h`.
+fn age(ns: i64) -> String {
+    let s = ns.max(0) / 1_000_000_000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {:02}h", s / 86400, s % 86400 / 3600),
+    }
 }
 
 /// Lists the current locks.

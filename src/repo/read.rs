@@ -57,6 +57,7 @@ impl Repository {
     /// removed by prune, from where its forward object says the chunk went. The sealed
     /// bytes are the same wherever the chunk lives (they are bound to the chunk id only).
     pub fn read_sealed(&self, r: &ChunkRef) -> Result<Vec<u8>> {
+        let _span = tracing::debug_span!("chunk", id = %r.id, pack = %r.pack.to_hex()).entered();
         match self.get_sealed(r) {
             Err(BackendError::NotFound { .. }) => {}
             res => return res.map_err(|e| read_error(chunk_name(r), e)),
@@ -155,6 +156,7 @@ impl Repository {
     /// `Ok(None)` when the pack is gone: the caller then reads chunk by chunk with
     /// [`Repository::read_sealed`], which knows where chunks of a removed pack went.
     pub fn read_pack_span(&self, pack: &PackId, offset: u64, len: u64) -> Result<Option<Vec<u8>>> {
+        let _span = tracing::debug_span!("pack_span", pack = %pack.to_hex(), offset, len).entered();
         match self.store().get_range(&pack.key(), offset, len) {
             Ok(buf) => Ok(Some(buf)),
             Err(BackendError::NotFound { .. }) => Ok(None),

@@ -100,6 +100,8 @@ fn file_attr(a: &Attr) -> FileAttr {
 struct Op {
     name: &'static str,
     timer: Option<crate::metrics::OpTimer>,
+    /// `fuse{op, ino}`: every log line of the operation carries them.
+    _span: tracing::span::EnteredSpan,
 }
 
 impl Op {
@@ -111,10 +113,11 @@ impl Op {
 }
 
 impl FuseFs {
-    fn op(&self, name: &'static str) -> Op {
+    fn op(&self, name: &'static str, ino: u64) -> Op {
         Op {
             name,
             timer: self.metrics.as_ref().map(|m| m.start(name)),
+            _span: tracing::debug_span!("fuse", op = name, ino).entered(),
         }
     }
 }
@@ -183,7 +186,7 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let _op = self.op("lookup");
+        let _op = self.op("lookup", parent.0);
         let e = try_reply!(
             reply,
             _op,
@@ -198,21 +201,21 @@ impl Filesystem for FuseFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let _op = self.op("getattr");
+        let _op = self.op("getattr", ino.0);
         try_reply!(reply, _op, ino.0, self.fs.permit(ino.0, &caller(req)));
         let e = try_reply!(reply, _op, ino.0, self.fs.getattr(ino.0));
         reply.attr(&e.ttl, &file_attr(&e.attr));
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        let _op = self.op("readlink");
+        let _op = self.op("readlink", ino.0);
         try_reply!(reply, _op, ino.0, self.fs.permit(ino.0, &caller(req)));
         let t = try_reply!(reply, _op, ino.0, self.fs.readlink(ino.0));
         reply.data(&t);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let _op = self.op("open");
+        let _op = self.op("open", ino.0);
         try_reply!(reply, _op, ino.0, self.fs.permit(ino.0, &caller(req)));
         let o = try_reply!(reply, _op, ino.0, self.fs.open(ino.0, flags.0));
         let mut f = FopenFlags::empty();
@@ -236,7 +239,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let _op = self.op("read");
+        let _op = self.op("read", ino.0);
         let data = try_reply!(reply, _op, ino.0, self.fs.read(ino.0, fh.0, offset, size));
         reply.data(&data);
     }
@@ -251,7 +254,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let _op = self.op("release");
+        let _op = self.op("release", _ino.0);
         self.fs.release(fh.0);
         reply.ok();
     }
@@ -264,7 +267,7 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let _op = self.op("flush");
+        let _op = self.op("flush", ino.0);
         // For a file in incoming/ this waits for the commit: close() gets the outcome.
         match self.fs.flush(fh.0, req.pid()) {
             Ok(()) => reply.ok(),
@@ -277,7 +280,7 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _op = self.op("opendir");
+        let _op = self.op("opendir", ino.0);
         if self.no_opendir {
             reply.error(Errno::ENOSYS);
             return;
@@ -300,7 +303,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let _op = self.op("readdir");
+        let _op = self.op("readdir", ino.0);
         let who = caller(req);
         let listed = self
             .fs
@@ -324,7 +327,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let _op = self.op("readdirplus");
+        let _op = self.op("readdirplus", ino.0);
         let who = caller(req);
         let listed = self
             .fs
@@ -350,7 +353,7 @@ impl Filesystem for FuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        let _op = self.op("releasedir");
+        let _op = self.op("releasedir", _ino.0);
         reply.ok();
     }
 
@@ -359,7 +362,7 @@ impl Filesystem for FuseFs {
     /// has no capacity to report, 1 PiB free ([`UNBOUNDED_BLOCKS`]). Names are up to 255
     /// bytes either way.
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let _op = self.op("statfs");
+        let _op = self.op("statfs", _ino.0);
         const NAME_MAX: u32 = 255;
         match self.space_of.as_deref().map(rustix::fs::statvfs) {
             Some(Ok(s)) => reply.statfs(
@@ -392,7 +395,7 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let _op = self.op("getxattr");
+        let _op = self.op("getxattr", ino.0);
         try_reply!(reply, _op, ino.0, self.fs.permit(ino.0, &caller(req)));
         match try_reply!(
             reply,
@@ -406,7 +409,7 @@ impl Filesystem for FuseFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let _op = self.op("listxattr");
+        let _op = self.op("listxattr", ino.0);
         try_reply!(reply, _op, ino.0, self.fs.permit(ino.0, &caller(req)));
         match try_reply!(reply, _op, ino.0, self.fs.listxattr(ino.0, size)) {
             XattrReply::Size(n) => reply.size(n),
@@ -423,13 +426,13 @@ impl Filesystem for FuseFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let _op = self.op("lseek");
+        let _op = self.op("lseek", ino.0);
         let o = try_reply!(reply, _op, ino.0, self.fs.lseek(ino.0, offset, whence));
         reply.offset(o);
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        let _op = self.op("access");
+        let _op = self.op("access", ino.0);
         // Called only without default_permissions (the owner's private mount): reading is
         // allowed, writing where a write works (see `writable`), EROFS elsewhere.
         let _ = try_reply!(reply, _op, ino.0, self.fs.getattr(ino.0));
@@ -462,7 +465,7 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let _op = self.op("setattr");
+        let _op = self.op("setattr", ino.0);
         let e = try_reply!(reply, _op, ino.0, self.fs.setattr_incoming(ino.0, size));
         reply.attr(&e.ttl, &file_attr(&e.attr));
     }
@@ -477,7 +480,7 @@ impl Filesystem for FuseFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        let _op = self.op("mknod");
+        let _op = self.op("mknod", _parent.0);
         reply.error(erofs());
     }
 
@@ -490,7 +493,7 @@ impl Filesystem for FuseFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let _op = self.op("mkdir");
+        let _op = self.op("mkdir", parent.0);
         let e = try_reply!(
             reply,
             _op,
@@ -501,7 +504,7 @@ impl Filesystem for FuseFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _op = self.op("unlink");
+        let _op = self.op("unlink", parent.0);
         try_reply!(
             reply,
             _op,
@@ -512,7 +515,7 @@ impl Filesystem for FuseFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _op = self.op("rmdir");
+        let _op = self.op("rmdir", parent.0);
         try_reply!(
             reply,
             _op,
@@ -530,7 +533,7 @@ impl Filesystem for FuseFs {
         _target: &Path,
         reply: ReplyEntry,
     ) {
-        let _op = self.op("symlink");
+        let _op = self.op("symlink", _parent.0);
         reply.error(erofs());
     }
 
@@ -544,7 +547,7 @@ impl Filesystem for FuseFs {
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let _op = self.op("rename");
+        let _op = self.op("rename", parent.0);
         try_reply!(
             reply,
             _op,
@@ -568,7 +571,7 @@ impl Filesystem for FuseFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let _op = self.op("link");
+        let _op = self.op("link", _ino.0);
         reply.error(erofs());
     }
 
@@ -584,7 +587,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let _op = self.op("write");
+        let _op = self.op("write", ino.0);
         let n = try_reply!(
             reply,
             _op,
@@ -604,12 +607,12 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let _op = self.op("setxattr");
+        let _op = self.op("setxattr", _ino.0);
         reply.error(erofs());
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        let _op = self.op("removexattr");
+        let _op = self.op("removexattr", _ino.0);
         reply.error(erofs());
     }
 
@@ -623,7 +626,7 @@ impl Filesystem for FuseFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let _op = self.op("create");
+        let _op = self.op("create", parent.0);
         let (e, opened) = try_reply!(
             reply,
             _op,
@@ -649,7 +652,7 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let _op = self.op("fallocate");
+        let _op = self.op("fallocate", ino.0);
         try_reply!(
             reply,
             _op,
@@ -672,7 +675,7 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _op = self.op("fsync");
+        let _op = self.op("fsync", _ino.0);
         reply.ok();
     }
 }

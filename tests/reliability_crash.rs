@@ -390,7 +390,7 @@ fn run_every_failpoint(target: Target, actions: &[&str]) {
                 continue;
             }
             // Injected errors: a seeded quarter of the cases in CI, all of them in ext.
-            if *action == "error" && ext() == 1 && rng.next() % 4 != 0 {
+            if *action == "error" && ext() == 1 && !rng.next().is_multiple_of(4) {
                 continue;
             }
             crash_case(&target, fp, action, *scenario);
@@ -491,7 +491,7 @@ fn random_kills(target: Target, backups: u64, prunes: u64, ingests: u64) {
             kills += 1;
         }
         t.ok(&["check"]);
-        if round % 4 == 0 {
+        if round.is_multiple_of(4) {
             // The next run succeeds and its point restores byte for byte.
             t.ok(&[OsStr::new("backup"), OsStr::new("v"), src.as_os_str()]);
             let want = snap(&t);

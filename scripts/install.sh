@@ -5,8 +5,9 @@
 #                                                what mount(8) runs for `-t fuse.vaultfs`
 #                                                and fstab lines
 #   bash, zsh and fish completions, and a man page per subcommand under $PREFIX/share
-# Builds the release binary first (cargo; CARGO_TARGET_DIR is honoured), and installs
-# fuse3 with apt-get when fusermount3 is missing.
+# Builds the release binary first (cargo; CARGO_TARGET_DIR is honoured), unless
+# VAULTFS_BIN names a binary already built, and installs fuse3 with apt-get when
+# fusermount3 is missing. PREFIX and SBIN choose where everything goes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX=${PREFIX:-/usr/local}
@@ -17,10 +18,16 @@ if ! command -v fusermount3 >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq fuse3 >/dev/null
 fi
-cargo build --release --locked
-bin=${CARGO_TARGET_DIR:-target}/release/vaultfs
+if [ -n "${VAULTFS_BIN:-}" ]; then
+  bin=$VAULTFS_BIN
+else
+  cargo build --release --locked
+  bin=${CARGO_TARGET_DIR:-target}/release/vaultfs
+fi
+[ -x "$bin" ] || { echo "error: $bin is not an executable" >&2; exit 1; }
 
 install -D -m 755 "$bin" "$PREFIX/bin/vaultfs"
+install -d "$SBIN"
 ln -sfn "$PREFIX/bin/vaultfs" "$SBIN/mount.fuse.vaultfs"
 v=$PREFIX/bin/vaultfs
 install -d "$PREFIX/share/bash-completion/completions" "$PREFIX/share/zsh/site-functions" \

@@ -96,6 +96,10 @@ mkdir -p "$LOG_DIR"
 LOG=$LOG_DIR/cargo-test.log
 export VAULTFS_TEST_SKIP_LOG=$LOG_DIR/skipped.tsv
 : >"$VAULTFS_TEST_SKIP_LOG"
+# Each reliability family (tests/family) appends its figures here: name, seed, cases,
+# faults injected, failures, seconds.
+export VAULTFS_TEST_FAMILY_LOG=$LOG_DIR/families.tsv
+: >"$VAULTFS_TEST_FAMILY_LOG"
 
 fmt=ok clippy=ok
 cargo fmt --all -- --check || fmt=FAILED
@@ -184,6 +188,11 @@ awk -v skiplog="$VAULTFS_TEST_SKIP_LOG" -v fmt="$fmt" -v clippy="$clippy" \
     exit (failed_total > 0 || fmt != "ok" || clippy != "ok") ? 1 : 0
   }' "$LOG" >"$LOG_DIR/summary.txt" && result=0 || result=$?
 head -n -1 "$LOG_DIR/summary.txt"
+if [ -s "$VAULTFS_TEST_FAMILY_LOG" ]; then
+  echo "reliability families (RELIABILITY.md; VAULTFS_SEED=seed replays one):"
+  awk -F'\t' '{ printf "  %-34s %7d cases %7d faults %3d failures %5d s  seed %s\n", \
+    $1, $3, $4, $5, $6, ($2 == "0" ? "-" : $2) }' "$VAULTFS_TEST_FAMILY_LOG"
+fi
 echo "took $((SECONDS - t_start)) s"
 tail -n 1 "$LOG_DIR/summary.txt"
 exit "$result"

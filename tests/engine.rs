@@ -159,7 +159,11 @@ fn wrong_password_and_missing_repository_are_clear_errors() {
         .args(["points", "v"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "wrong_password (README, Scripting)"
+    );
     says(
         &String::from_utf8_lossy(&out.stderr),
         &format!(
@@ -174,7 +178,11 @@ fn wrong_password_and_missing_repository_are_clear_errors() {
         .args(["points", "v"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "not_a_repository (README, Scripting)"
+    );
     says(
         &String::from_utf8_lossy(&out.stderr),
         &format!(
@@ -360,7 +368,11 @@ fn damage_in_packs_is_named_and_reads_fail_loudly() {
     );
     let damaged = format!(" in pack {pack_name}: authentication failed");
     let out = t.run(&["cat", "v", "latest", "src/a.bin"]);
-    assert_eq!(out.status.code(), Some(1), "cat of a damaged chunk");
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "cat of a damaged chunk: kind damaged"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.starts_with("vaultfs: damaged object chunk ") && err.trim_end().ends_with(&damaged),

@@ -510,6 +510,106 @@ fn config_mount_defaults_apply_unless_a_flag_says_otherwise() {
     }
 }
 
+/// `scripts/install.sh` end to end, into a prefix of its own (with the test's binary, so
+/// no release build): the program, the mount helper that mount(8) runs, completions that
+/// bash loads, man pages that man renders; the helper mounts a repository.
+#[test]
+fn install_script_puts_everything_where_it_belongs() {
+    let t = TestRepo::new();
+    let prefix = t.path("prefix");
+    let sbin = t.path("sbin");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("bash")
+        .arg(root.join("scripts/install.sh"))
+        .env("PREFIX", &prefix)
+        .env("SBIN", &sbin)
+        .env("VAULTFS_BIN", bin())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "install.sh: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains("installed vaultfs"),
+        "{}",
+        stdout(&out)
+    );
+    let installed = prefix.join("bin/vaultfs");
+    let v = Command::new(&installed).arg("--version").output().unwrap();
+    assert!(
+        v.status.success() && stdout(&v).starts_with("vaultfs "),
+        "{}",
+        stdout(&v)
+    );
+    let helper = sbin.join("mount.fuse.vaultfs");
+    assert_eq!(fs::read_link(&helper).unwrap(), installed);
+    let bash = prefix.join("share/bash-completion/completions/vaultfs");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source '{}' && complete -p vaultfs",
+            bash.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(prefix.join("share/zsh/site-functions/_vaultfs").is_file());
+    assert!(
+        prefix
+            .join("share/fish/vendor_completions.d/vaultfs.fish")
+            .is_file()
+    );
+    let page = prefix.join("share/man/man1/vaultfs-mount.1");
+    let out = Command::new("man")
+        .arg("-l")
+        .arg(&page)
+        .env("MANWIDTH", "80")
+        .env("MANPAGER", "cat")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "man -l: {}", stderr(&out));
+    assert!(stdout(&out).contains("--daemon"), "{}", stdout(&out));
+    // Again over the installed files: install.sh is idempotent.
+    let again = Command::new("bash")
+        .arg(root.join("scripts/install.sh"))
+        .env("PREFIX", &prefix)
+        .env("SBIN", &sbin)
+        .env("VAULTFS_BIN", bin())
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    if !fuse_available() {
+        return;
+    }
+    // The helper as mount(8) runs it: SOURCE DIR -o OPTIONS.
+    let src = t.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"installed").unwrap();
+    t.backup(&[&src]);
+    let mnt = t.path("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let _g = Unmount(mnt.clone());
+    let out = Command::new(&helper)
+        .arg(&t.repo)
+        .arg(&mnt)
+        .args(["-o", "rw,no_schedule,cache_size=32M"])
+        .env("VAULTFS_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        helper.display(),
+        stderr(&out)
+    );
+    assert_eq!(fs::read(mnt.join("v/latest/src/f")).unwrap(), b"installed");
+    let out = Command::new(&installed)
+        .arg("umount")
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "umount: {}", stderr(&out));
+    assert!(!mounted(&mnt));
+}
+
 #[test]
 fn completions_and_man_pages() {
     let dir = tempfile::tempdir().unwrap();
@@ -664,4 +764,57 @@ fn metrics_count_what_is_read_and_what_fails() {
         .output()
         .unwrap();
     assert_eq!(stdout(&out), "404");
+}
+
+/// Runs `sh -c script` on a pseudo-terminal (util-linux `script`), so that stderr is a
+/// terminal as in an interactive shell; returns what the terminal showed.
+fn on_a_terminal(t: &TestRepo, script: &str) -> String {
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", script, "/dev/null"])
+        .env("VAULTFS_REPO", t.location())
+        .env("VAULTFS_PASSWORD", PASSWORD)
+        .env("TERM", "xterm")
+        .env("COLUMNS", "160")
+        .current_dir(t.path(""))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}: {}", stdout(&out));
+    stdout(&out)
+}
+
+/// Progress bars on a terminal: prune (while it repacks) and `dump` to a file draw one
+/// with their name, the bytes and an ETA; `--quiet` draws none; off a terminal there is
+/// none either (every other test).
+#[test]
+fn long_commands_draw_progress_bars_on_a_terminal() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..4 {
+        fs::write(src.join(format!("f{i}")), random_bytes(100 + i, 600_000)).unwrap();
+    }
+    t.backup(&[&src]);
+    fs::remove_file(src.join("f0")).unwrap();
+    fs::remove_file(src.join("f1")).unwrap();
+    t.backup(&[&src]);
+    t.ok(&["forget", "v", "--keep-last", "1"]);
+    let v = bin();
+    let shown = on_a_terminal(&t, &format!("{v} prune --max-unused 0"));
+    assert!(shown.contains("prune ["), "no prune bar: {shown:?}");
+    assert!(shown.contains("ETA"), "no ETA: {shown:?}");
+    assert!(shown.contains("packs"), "{shown:?}");
+    let shown = on_a_terminal(&t, &format!("{v} dump v latest src > out.tar"));
+    assert!(shown.contains("dump ["), "no dump bar: {shown:?}");
+    let listed = Command::new("tar")
+        .arg("-tf")
+        .arg(t.path("out.tar"))
+        .output()
+        .unwrap();
+    assert!(stdout(&listed).contains("src/f3"), "{}", stdout(&listed));
+    let shown = on_a_terminal(&t, &format!("{v} --quiet dump v latest src/f3 > f3"));
+    assert!(!shown.contains("dump"), "--quiet drew: {shown:?}");
+    assert_eq!(
+        fs::read(t.path("f3")).unwrap(),
+        fs::read(src.join("f3")).unwrap()
+    );
 }

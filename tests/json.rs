@@ -438,8 +438,27 @@ fn errors_have_a_kind_a_status_and_a_message_that_says_what_to_do() {
     expect(
         "mountpoint_busy",
         failure(&t, &n, &["mount", "/proc", "--daemon", "--json"]),
-        "error",
-        1,
+        "busy",
+        9,
+    );
+    let full = t.path("full");
+    std::fs::create_dir_all(&full).unwrap();
+    std::fs::write(full.join("keep"), b"x").unwrap();
+    expect(
+        "mountpoint_not_empty",
+        failure(
+            &t,
+            &n,
+            &["mount", full.to_str().unwrap(), "--daemon", "--json"],
+        ),
+        "not_empty",
+        9,
+    );
+    expect(
+        "mountpoint_missing",
+        failure(&t, &n, &["mount", "/nonexistent-dir", "--daemon", "--json"]),
+        "not_found",
+        4,
     );
 
     insta::assert_json_snapshot!("errors", all);

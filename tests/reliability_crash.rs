@@ -9,6 +9,8 @@
 //! random kills. Each test prints its seed and a summary line.
 
 mod common;
+#[path = "family/mod.rs"]
+mod family;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -383,7 +385,8 @@ fn run_every_failpoint(target: Target, actions: &[&str]) {
     let fuse = fuse_available();
     let started = Instant::now();
     let mut n = 0;
-    let mut rng = Rng(seed());
+    let seed = seed();
+    let mut rng = Rng(seed);
     for action in actions {
         for (fp, scenario) in CASES {
             if *scenario == Scenario::Ingest && (!fuse || *action == "error") {
@@ -397,14 +400,22 @@ fn run_every_failpoint(target: Target, actions: &[&str]) {
             n += 1;
         }
     }
+    let on = if matches!(target, Target::Local) {
+        "local"
+    } else {
+        "s3"
+    };
     eprintln!(
-        "crash-consistency failpoints on {}: {n} cases, {n} crashes or injected errors, 0 failures, {:.0?}",
-        if matches!(target, Target::Local) {
-            "local"
-        } else {
-            "s3"
-        },
+        "crash-consistency failpoints on {on}: {n} cases, {n} crashes or injected errors, 0 failures, {:.0?}",
         started.elapsed()
+    );
+    family::report(
+        &format!("crash failpoints ({on})"),
+        seed,
+        n,
+        n,
+        0,
+        started.elapsed().as_secs_f64(),
     );
 }
 
@@ -449,7 +460,8 @@ fn time_of(mut c: Command) -> Duration {
 /// `rounds` random kills of backup, then of prune, on `target`: check after every kill,
 /// and every fourth round a run to its end that must succeed.
 fn random_kills(target: Target, backups: u64, prunes: u64, ingests: u64) {
-    let mut rng = Rng(seed());
+    let seed = seed();
+    let mut rng = Rng(seed);
     let started = Instant::now();
     let t = TestRepo::create(target, 4);
     let mut sources = BTreeMap::new();
@@ -576,11 +588,19 @@ fn random_kills(target: Target, backups: u64, prunes: u64, ingests: u64) {
         sources.insert("last.img".into(), f);
         verify(&t, &sources, "after the ingest kills");
     }
+    let on = if t.is_s3() { "s3" } else { "local" };
     eprintln!(
-        "crash-consistency random kills on {}: {backup_kills} backups, {pk} prunes, {ik} ingests killed ({} kills), 0 repositories failing check, {:.0?}",
-        if t.is_s3() { "s3" } else { "local" },
+        "crash-consistency random kills on {on}: {backup_kills} backups, {pk} prunes, {ik} ingests killed ({} kills), 0 repositories failing check, {:.0?}",
         backup_kills + pk + ik,
         started.elapsed()
+    );
+    family::report(
+        &format!("crash random kill -9 ({on})"),
+        seed,
+        round + pk + ik,
+        backup_kills + pk + ik,
+        0,
+        started.elapsed().as_secs_f64(),
     );
 }
 

@@ -15,6 +15,9 @@
 //! CI size: 1,000 damages; `RELIABILITY=ext`: 100,000. The seed is printed;
 //! `VAULTFS_SEED=N` replays a run.
 
+#[path = "family/mod.rs"]
+mod family;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -437,4 +440,12 @@ fn random_damage_is_detected_and_never_read_as_data() {
         c.undetected.join("\n")
     );
     assert!(c.files_failed > 0 && c.files_readable > 0);
+    family::report(
+        "damage",
+        seed,
+        n,
+        n,
+        c.undetected.len() as u64 + c.wrong_bytes + c.panics,
+        started.elapsed().as_secs_f64(),
+    );
 }

@@ -21,6 +21,8 @@
 //! Sizes: CI by default; `RELIABILITY=ext` runs more cases, bigger files and 1 GiB of fio.
 
 mod common;
+#[path = "family/mod.rs"]
+mod family;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -682,6 +684,14 @@ fn model_random_trees() {
         "model_random_trees: {ran} cases, 0 failures, {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    family::report(
+        "model random trees",
+        s,
+        ran as u64,
+        0,
+        0,
+        started.elapsed().as_secs_f64(),
+    );
     assert!(ran >= 64);
 }
 
@@ -842,6 +852,7 @@ fn model_mutations_are_erofs() {
     if !fuse_available() {
         return;
     }
+    let started = std::time::Instant::now();
     let r = TestRepo::new();
     let src = r.path("src");
     fs::create_dir_all(src.join("dir/sub")).unwrap();
@@ -946,6 +957,14 @@ fn model_mutations_are_erofs() {
     assert_eq!(listing(&b), before, "the backup changed");
     assert_eq!(fs::read(b.join("file")).unwrap(), b"file content");
     eprintln!("model_mutations_are_erofs: {calls} entries, every mutating call refused");
+    family::report(
+        "model mutations are EROFS",
+        0,
+        calls as u64,
+        0,
+        0,
+        started.elapsed().as_secs_f64(),
+    );
 }
 
 /// Names, modes, sizes and mtimes under `dir`, recursively.
@@ -1058,6 +1077,14 @@ fn model_fio_verify_only() {
         read >> 20,
         started.elapsed().as_secs_f64()
     );
+    family::report(
+        "model fio verify (MiB)",
+        0,
+        (read >> 20) as u64,
+        0,
+        0,
+        started.elapsed().as_secs_f64(),
+    );
 }
 
 // ------------------------------------------------------------------ signals
@@ -1117,6 +1144,7 @@ fn model_reads_interrupted_by_signals() {
         return;
     }
     assert!(have("python3"), "python3 is needed");
+    let started = std::time::Instant::now();
     let r = TestRepo::new();
     let src = r.path("sig");
     fs::create_dir_all(&src).unwrap();
@@ -1156,4 +1184,12 @@ fn model_reads_interrupted_by_signals() {
         total += hits;
     }
     eprintln!("model_reads_interrupted_by_signals: {total} signals, no EIO, bytes right");
+    family::report(
+        "model reads under signals",
+        0,
+        total,
+        total,
+        0,
+        started.elapsed().as_secs_f64(),
+    );
 }

@@ -19,6 +19,9 @@
 //! many cases. A failing input is written under the target directory, with the path in
 //! the failure message: add it to the corpus with the fix.
 
+#[path = "family/mod.rs"]
+mod family;
+
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -257,6 +260,7 @@ fn fuzz(
     decode: impl Fn(&[u8]) -> Result<Outcome, String>,
 ) {
     let seed = run_seed();
+    let started = Instant::now();
     let figures = Mutex::new(Figures::default());
     let one = |input: &[u8]| -> Result<(), String> {
         let bytes0 = alloc_count::thread_bytes();
@@ -345,6 +349,14 @@ fn fuzz(
         alloc_count::largest(),
         f.most_bytes,
         f.slowest.as_secs_f64() * 1000.0
+    );
+    family::report(
+        &format!("parsers {decoder}"),
+        seed,
+        f.cases,
+        f.cases,
+        0,
+        started.elapsed().as_secs_f64(),
     );
 }
 

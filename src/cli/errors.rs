@@ -10,6 +10,7 @@
 use std::io::Write;
 
 use crate::backend::BackendError;
+use crate::fs::MountError;
 use crate::repo::RepoError;
 
 /// Success.
@@ -30,7 +31,7 @@ pub const EXIT_AUTH: i32 = 6;
 pub const EXIT_DAMAGED: i32 = 7;
 /// The store could not be reached or failed (S3 errors, local I/O of the repository).
 pub const EXIT_STORE: i32 = 8;
-/// Refused as asked: already exists, not empty, protected, over quota, old format.
+/// Refused as asked: already exists, not empty, busy, protected, over quota, old format.
 pub const EXIT_REFUSED: i32 = 9;
 /// Cancelled (`vaultfs task cancel`, SIGINT), as a shell reports a job stopped so.
 pub const EXIT_CANCELLED: i32 = 130;
@@ -51,6 +52,7 @@ pub const KINDS: &[(&str, i32)] = &[
     ("store", EXIT_STORE),
     ("exists", EXIT_REFUSED),
     ("not_empty", EXIT_REFUSED),
+    ("busy", EXIT_REFUSED),
     ("protected", EXIT_REFUSED),
     ("vault_full", EXIT_REFUSED),
     ("old_format", EXIT_REFUSED),
@@ -110,6 +112,9 @@ pub fn kind(e: &anyhow::Error) -> &'static str {
         if let Some(b) = cause.downcast_ref::<BackendError>() {
             return backend_kind(b);
         }
+        if let Some(m) = cause.downcast_ref::<MountError>() {
+            return mount_kind(m);
+        }
         if cause.downcast_ref::<clap::Error>().is_some() {
             return "usage";
         }
@@ -145,6 +150,19 @@ fn repo_kind(e: &RepoError) -> &'static str {
         RepoError::OldFormat { .. } => "old_format",
         RepoError::Internal(_) => "internal",
         RepoError::Cancelled => "cancelled",
+    }
+}
+
+fn mount_kind(e: &MountError) -> &'static str {
+    match e {
+        MountError::NoMountpoint(_) => "not_found",
+        MountError::NotADirectory(_) => "bad_input",
+        MountError::Busy(_) => "busy",
+        MountError::NotEmpty(_) => "not_empty",
+        MountError::DiskCache { .. } => "io",
+        MountError::Mount { .. } | MountError::Metrics { .. } | MountError::Session { .. } => {
+            "error"
+        }
     }
 }
 

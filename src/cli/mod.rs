@@ -705,11 +705,30 @@ pub fn run(cli: Cli) -> Result<i32> {
             let m = repo.load_manifest(&vault, &point)?;
             let node = repo.find_node(&m, path.as_bytes())?;
             let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
+            // A bar of the bytes written when they go to a file or a pipe (the total is
+            // known for one file or a whole backup).
+            let progress = std::sync::Arc::new(crate::repo::walk::Progress::default());
+            let total = if node.kind == crate::repo::format::NodeKind::File {
+                Some(node.size)
+            } else {
+                // A whole backup: its recorded size.
+                let parts = crate::repo::history::split_path(path.as_bytes());
+                match parts.as_slice() {
+                    [name] => m.backups.iter().find(|b| b.name == *name),
+                    _ => None,
+                }
+                .map(|b| b.stats.bytes)
+            };
+            use std::io::IsTerminal;
+            let bar = (!std::io::stdout().is_terminal())
+                .then(|| output::ProgressDisplay::start(progress.clone(), total, "dump"));
+            let mut out = output::CountingWriter::new(
+                std::io::BufWriter::new(stdout.lock()),
+                progress.clone(),
+            );
             if node.kind == crate::repo::format::NodeKind::File && format.is_none() {
                 crate::repo::dump::file(&repo, &node, &mut out)?;
             } else {
-                use std::io::IsTerminal;
                 if std::io::stdout().is_terminal() {
                     anyhow::bail!(
                         "refusing to write an archive to a terminal: redirect stdout (> out.tar)"
@@ -726,6 +745,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             use std::io::Write;
             out.flush().context("writing to standard output")?;
+            if let Some(bar) = bar {
+                bar.finish();
+            }
             Ok(0)
         }
         Command::Versions(args) => history::versions(&*open_repo(g)?, &args),
@@ -839,7 +861,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 None,
                 description.to_string(),
                 |_| None,
-                |repo, _| prune::run(repo, &args),
+                |repo, task| prune::run(repo, &args, task.progress.clone()),
             )?;
             Ok(ran.unwrap_or(tasks::EXIT_CANCELLED))
         }

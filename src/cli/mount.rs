@@ -51,6 +51,10 @@ pub struct MountArgs {
     /// prune`.
     #[arg(long)]
     pub allow_delete: bool,
+    /// Mount over a directory that holds files, hiding them while mounted (refused
+    /// otherwise, saying so). `-o nonempty` in fstab.
+    #[arg(long)]
+    pub nonempty: bool,
     /// Re-read the vault and point lists every this many seconds, in the background.
     #[arg(long, default_value_t = 2)]
     pub refresh_secs: u64,
@@ -129,7 +133,7 @@ pub fn mount(g: &Global, a: MountArgs) -> Result<i32> {
 
 /// Mounts and serves until unmounted; `daemon_password` is given in a daemon.
 fn serve(g: &Global, a: &MountArgs, daemon_password: Option<Vec<u8>>) -> Result<i32> {
-    crate::fs::check_mountpoint(&a.mountpoint)?;
+    crate::fs::check_mountpoint(&a.mountpoint, a.nonempty)?;
     let daemon = daemon_password.is_some();
     let pw = match daemon_password {
         Some(pw) => pw,
@@ -146,6 +150,7 @@ fn serve(g: &Global, a: &MountArgs, daemon_password: Option<Vec<u8>>) -> Result<
         disk_cache_size: a.disk_cache_size,
         allow_other: a.allow_other,
         allow_delete: a.allow_delete,
+        nonempty: a.nonempty,
         refresh: Duration::from_secs(a.refresh_secs),
         threads: a.threads,
         readahead: a.readahead,
@@ -225,7 +230,7 @@ fn tell_parent_ready(mnt: &Path, pid_file: Option<&Path>) {
 
 /// `mount --daemon` in the parent: starts the daemon and waits for its word.
 fn start_daemon(g: &Global, a: &MountArgs) -> Result<i32> {
-    let mnt = crate::fs::check_mountpoint(&a.mountpoint)?;
+    let mnt = crate::fs::check_mountpoint(&a.mountpoint, a.nonempty)?;
     let pw = read_password(g, false)?;
     let stderr = match &a.log_file {
         Some(f) => std::process::Stdio::from(
@@ -284,6 +289,18 @@ fn start_daemon(g: &Global, a: &MountArgs) -> Result<i32> {
         None => "; run it with --log-file FILE, or without --daemon, to see why".into(),
     };
     bail!("the mount daemon ended ({status}) before the mount answered{log}")
+}
+
+/// A mount that cannot be unmounted because files under it are open (kind `busy`).
+fn busy(mnt: &Path) -> anyhow::Error {
+    anyhow::Error::new(super::errors::Relayed {
+        kind: "busy",
+        message: format!(
+            "{} is busy: files or directories under it are open (see `fuser -vm {0}`); \
+             close them and try again, or use --force to detach it",
+            mnt.display()
+        ),
+    })
 }
 
 /// `vaultfs umount`.
@@ -426,11 +443,7 @@ fn unmount(mnt: &Path, force: bool) -> Result<()> {
             nix::mount::MntFlags::empty()
         };
         return nix::mount::umount2(mnt, flags).map_err(|e| match e {
-            nix::errno::Errno::EBUSY => anyhow!(
-                "{} is busy: files or directories under it are open (see `fuser -vm {0}`); \
-                 close them and try again, or use --force to detach it",
-                mnt.display()
-            ),
+            nix::errno::Errno::EBUSY => busy(mnt),
             e => anyhow!("unmounting {}: {e}", mnt.display()),
         });
     }
@@ -446,11 +459,7 @@ fn unmount(mnt: &Path, force: bool) -> Result<()> {
     if !out.status.success() {
         let why = String::from_utf8_lossy(&out.stderr);
         if why.contains("busy") {
-            bail!(
-                "{} is busy: files or directories under it are open (see `fuser -vm {0}`); \
-                 close them and try again, or use --force to detach it",
-                mnt.display()
-            );
+            return Err(busy(mnt));
         }
         bail!("unmounting {}: {}", mnt.display(), why.trim());
     }

@@ -241,6 +241,31 @@ pub fn list(
     Ok(())
 }
 
+/// A writer that counts the bytes written through it into `progress.bytes` (and each
+/// flush-free write as it goes), for a progress display of a stream.
+pub struct CountingWriter<W> {
+    inner: W,
+    progress: Arc<Progress>,
+}
+
+impl<W: std::io::Write> CountingWriter<W> {
+    pub fn new(inner: W, progress: Arc<Progress>) -> Self {
+        CountingWriter { inner, progress }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.progress.add(0, n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// A progress bar on stderr with rate (and ETA when the total is known), drawn only when
 /// stderr is a terminal and `--quiet` is not given.
 pub struct ProgressDisplay {
@@ -250,6 +275,16 @@ pub struct ProgressDisplay {
 
 impl ProgressDisplay {
     pub fn start(progress: Arc<Progress>, total_bytes: Option<u64>, what: &'static str) -> Self {
+        Self::start_counting(progress, total_bytes, what, "files")
+    }
+
+    /// Like [`ProgressDisplay::start`], naming the items `progress.files` counts.
+    pub fn start_counting(
+        progress: Arc<Progress>,
+        total_bytes: Option<u64>,
+        what: &'static str,
+        items: &'static str,
+    ) -> Self {
         if !std::io::stderr().is_terminal() || super::quiet() {
             return ProgressDisplay {
                 stop: None,
@@ -277,22 +312,30 @@ impl ProgressDisplay {
                 ),
             };
             bar.set_prefix(what);
-            loop {
+            let update = |bar: &mut ProgressBar| {
                 // A job that learns its total late (check --read-data, prune) gets a bar then.
                 let late = progress.total_bytes.load(Ordering::Relaxed);
                 if bar.length().is_none() && late > 0 {
                     bar.finish_and_clear();
-                    bar = with_total(late);
+                    *bar = with_total(late);
                     bar.set_prefix(what);
                 }
                 bar.set_position(progress.bytes.load(Ordering::Relaxed));
-                bar.set_message(format!("{} files", progress.files.load(Ordering::Relaxed)));
+                bar.set_message(format!(
+                    "{} {items}",
+                    progress.files.load(Ordering::Relaxed)
+                ));
                 bar.tick();
+            };
+            loop {
+                update(&mut bar);
                 match rx.recv_timeout(Duration::from_millis(100)) {
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
                     _ => break,
                 }
             }
+            // The last figures: a job shorter than a tick still shows its bar once.
+            update(&mut bar);
             bar.finish_and_clear();
         });
         ProgressDisplay {

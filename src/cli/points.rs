@@ -588,6 +588,7 @@ pub fn forget(repo: &Arc<Repository>, a: &ForgetArgs) -> Result<i32> {
             dry_run: false,
             max_unused_percent: a.max_unused.clamp(0.0, 100.0),
             lock_wait: std::time::Duration::from_secs(3600),
+            progress: None,
         };
         pruned = Some(crate::repo::prune::prune(repo, &opts)?);
     }

@@ -32,6 +32,7 @@ impl PruneArgs {
             dry_run: self.dry_run,
             max_unused_percent: self.max_unused,
             lock_wait: self.lock_wait,
+            progress: None,
         }
     }
 }
@@ -68,9 +69,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(n * secs))
 }
 
-/// Runs `vaultfs prune`; exit status 1 when some objects could not be deleted.
-pub fn run(repo: &std::sync::Arc<crate::repo::Repository>, args: &PruneArgs) -> Result<i32> {
-    let report = prune(repo, &args.options())?;
+/// Runs `vaultfs prune`, counting into `progress` (the task's) and drawing a bar of the
+/// bytes repacked; exit status 1 when some objects could not be deleted.
+pub fn run(
+    repo: &std::sync::Arc<crate::repo::Repository>,
+    args: &PruneArgs,
+    progress: std::sync::Arc<crate::repo::walk::Progress>,
+) -> Result<i32> {
+    let bar = output::ProgressDisplay::start_counting(progress.clone(), None, "prune", "packs");
+    let report = prune(
+        repo,
+        &PruneOptions {
+            progress: Some(progress),
+            ..args.options()
+        },
+    );
+    bar.finish();
+    let report = report?;
     print_report(&report, args.json);
     Ok(if report.errors.is_empty() { 0 } else { 1 })
 }

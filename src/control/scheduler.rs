@@ -155,7 +155,7 @@ fn as_task<T>(
     kind: TaskKind,
     vault: Option<&str>,
     description: String,
-    job: impl FnOnce(&Arc<Repository>) -> Result<T, RepoError>,
+    job: impl FnOnce(&Arc<Repository>, &Arc<crate::repo::walk::Progress>) -> Result<T, RepoError>,
 ) -> Result<T, RepoError> {
     let cancel = Cancel::default();
     let wrapped = repo.over_store(CancellingStore::wrap(repo.store().clone(), cancel.clone()));
@@ -165,7 +165,7 @@ fn as_task<T>(
         description,
         cancel,
     };
-    tasks::run(repo, spec, |_| None, |_| job(&wrapped)).map_err(task_error)
+    tasks::run(repo, spec, |_| None, |t| job(&wrapped, &t.progress)).map_err(task_error)
 }
 
 /// The vault's retention after a scheduled backup: what `forget VAULT` with no rules
@@ -177,9 +177,13 @@ pub fn forget_job(repo: &Arc<Repository>, vault: &str) -> Result<Vec<String>, Re
         return Ok(Vec::new());
     }
     let description = format!("scheduled retention of {vault}");
-    as_task(repo, TaskKind::Forget, Some(vault), description, |repo| {
-        forget_now(repo, vault, &retention)
-    })
+    as_task(
+        repo,
+        TaskKind::Forget,
+        Some(vault),
+        description,
+        |repo, _| forget_now(repo, vault, &retention),
+    )
 }
 
 fn forget_now(
@@ -213,11 +217,22 @@ pub fn prune_job(repo: &Arc<Repository>) -> Result<(), RepoError> {
         dry_run: false,
         max_unused_percent: 10.0,
         lock_wait: LOCK_WAIT,
+        progress: None,
     };
     let description = "scheduled prune".to_string();
-    as_task(repo, TaskKind::Prune, None, description, |repo| {
-        crate::repo::prune::prune(repo, &opts).map(|_| ())
-    })
+    as_task(
+        repo,
+        TaskKind::Prune,
+        None,
+        description,
+        |repo, progress| {
+            let opts = crate::repo::prune::PruneOptions {
+                progress: Some(progress.clone()),
+                ..opts
+            };
+            crate::repo::prune::prune(repo, &opts).map(|_| ())
+        },
+    )
 }
 
 /// The jobs on a repository.

@@ -291,6 +291,11 @@ impl ControlFiles {
             self.bytes_served.load(Ordering::Relaxed).into(),
         );
         o.insert("inodes".into(), src.ns.inodes.len().into());
+        o.insert("inode_bytes".into(), src.ns.inodes.bytes().into());
+        o.insert(
+            "inodes_trimmed".into(),
+            src.ns.trimmed.load(Ordering::Relaxed).into(),
+        );
         o.insert("open_files".into(), src.handles.len().into());
         o.insert("rss_bytes".into(), rss_bytes().into());
         o.insert("pid".into(), std::process::id().into());

@@ -32,7 +32,7 @@
 //! the inode is unreachable).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
@@ -59,6 +59,10 @@ pub struct Inode {
     pub body: Body,
     /// Lookups the kernel holds (see the module documentation).
     lookups: AtomicU64,
+    /// When it was last handed to the kernel or used, in [`InodeTable::tick`]s: the
+    /// coldest held entries are the ones the table asks the kernel to drop when it
+    /// outgrows its budget ([`InodeTable::coldest`]).
+    used: AtomicU32,
     /// Whether it leaves the table when the kernel forgets it.
     droppable: bool,
 }
@@ -285,6 +289,8 @@ pub struct InodeTable {
     /// inode), possibly shared with the chunk cache's budget (see
     /// [`InodeTable::counting_into`]).
     bytes: Arc<AtomicU64>,
+    /// The clock of `Inode::used`.
+    epoch: Instant,
 }
 
 /// What one heap allocation costs beyond its bytes (glibc: a 16-byte header, rounding).
@@ -344,6 +350,7 @@ impl InodeTable {
             next: AtomicU64::new(ROOT_INO),
             keys: Mutex::new(HashMap::new()),
             bytes,
+            epoch: Instant::now(),
         };
         let root = t.alloc(
             ROOT_INO,
@@ -358,22 +365,65 @@ impl InodeTable {
         t
     }
 
-    fn make(ino: u64, parent: u64, name: Vec<u8>, body: Body, droppable: bool) -> Arc<Inode> {
+    fn make(
+        &self,
+        ino: u64,
+        parent: u64,
+        name: Vec<u8>,
+        body: Body,
+        droppable: bool,
+    ) -> Arc<Inode> {
         Arc::new(Inode {
             ino,
             parent,
             name,
             body,
             lookups: AtomicU64::new(0),
+            used: AtomicU32::new(self.tick()),
             droppable,
         })
+    }
+
+    /// The table's clock: tenths of a second since it was made.
+    fn tick(&self) -> u32 {
+        (self.epoch.elapsed().as_millis() / 100).min(u32::MAX as u128) as u32
+    }
+
+    /// The estimate of the memory the table holds.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// The entries to ask the kernel to drop so that about `shed` bytes leave the table:
+    /// `(parent, name)` of the least recently used droppable inodes the kernel holds,
+    /// coldest first. Dropping a directory's entry makes the kernel drop what it holds
+    /// below it too, so the estimate (each inode's own bytes) errs on the low side.
+    pub fn coldest(&self, shed: u64) -> Vec<(u64, Vec<u8>)> {
+        let map = crate::sync::read(&self.inodes);
+        let mut held: Vec<(u32, u64)> = map
+            .values()
+            .filter(|i| i.droppable && i.lookups.load(Ordering::Relaxed) > 0)
+            .map(|i| (i.used.load(Ordering::Relaxed), i.ino))
+            .collect();
+        held.sort_unstable();
+        let mut out = Vec::new();
+        let mut freed = 0;
+        for (_, ino) in held {
+            if freed >= shed {
+                break;
+            }
+            let Some(i) = map.get(&ino) else { continue };
+            freed += own_bytes(&i.name, &i.body) + entry_bytes(&i.name);
+            out.push((i.parent, i.name.clone()));
+        }
+        out
     }
 
     fn add(&self, ino: u64, parent: u64, name: Vec<u8>, body: Body, pinned: bool) {
         let droppable = !pinned && matches!(body, Body::Node(_));
         let bytes = own_bytes(&name, &body) + entry_bytes(&name);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        let inode = Self::make(ino, parent, name, body, droppable);
+        let inode = self.make(ino, parent, name, body, droppable);
         crate::sync::write(&self.inodes).insert(ino, inode);
     }
 
@@ -396,7 +446,8 @@ impl InodeTable {
         self.bytes
             .fetch_add(own_bytes(&name, &body), Ordering::Relaxed);
         let droppable = matches!(body, Body::Node(_));
-        map.insert(ino, Self::make(ino, parent, name, body, droppable));
+        let inode = self.make(ino, parent, name, body, droppable);
+        map.insert(ino, inode);
     }
 
     /// The inode of `key`, if it has one.
@@ -424,7 +475,9 @@ impl InodeTable {
     }
 
     pub fn get(&self, ino: u64) -> Option<Arc<Inode>> {
-        crate::sync::read(&self.inodes).get(&ino).cloned()
+        let inode = crate::sync::read(&self.inodes).get(&ino).cloned()?;
+        inode.used.store(self.tick(), Ordering::Relaxed);
+        Some(inode)
     }
 
     /// The inode, with one more lookup held by the kernel: what a reply that hands the
@@ -435,6 +488,7 @@ impl InodeTable {
         let inode = map.get(&ino)?;
         // Under the map's lock: a concurrent forget sees the count before it removes.
         inode.lookups.fetch_add(1, Ordering::Relaxed);
+        inode.used.store(self.tick(), Ordering::Relaxed);
         Some(inode.clone())
     }
 

@@ -113,6 +113,8 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// Let `rmdir <vault>/<point>` delete a recovery point (EPERM otherwise).
     pub allow_delete: bool,
+    /// Mount over a directory that holds entries (hiding them while mounted).
+    pub nonempty: bool,
     /// How old a vault's point list may get before it is re-read.
     pub refresh: Duration,
     /// Session threads.
@@ -142,6 +144,7 @@ impl Default for MountOptions {
             disk_cache_size: 4 << 30,
             allow_other: false,
             allow_delete: false,
+            nonempty: false,
             refresh: Duration::from_secs(2),
             threads: 8,
             readahead: DEFAULT_READAHEAD,
@@ -163,6 +166,11 @@ pub enum MountError {
     NotADirectory(PathBuf),
     #[error("mount point {0} is busy: something is already mounted there")]
     Busy(PathBuf),
+    #[error(
+        "mount point {0} is not empty: mounting would hide its files (use an empty \
+         directory, or --nonempty / -o nonempty to mount over them)"
+    )]
+    NotEmpty(PathBuf),
     #[error("disk cache {path}: {error}")]
     DiskCache {
         path: PathBuf,
@@ -218,8 +226,10 @@ fn unescape_mountinfo(s: &str) -> String {
     out
 }
 
-/// Checks the mount point before anything else happens.
-pub fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, MountError> {
+/// Checks the mount point before anything else happens: it exists, is a directory,
+/// nothing is mounted there, and (unless `nonempty`) it holds no entries the mount
+/// would hide.
+pub fn check_mountpoint(mountpoint: &Path, nonempty: bool) -> Result<PathBuf, MountError> {
     let meta = std::fs::metadata(mountpoint)
         .map_err(|_| MountError::NoMountpoint(mountpoint.to_path_buf()))?;
     if !meta.is_dir() {
@@ -230,6 +240,9 @@ pub fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, MountError> {
         .map_err(|_| MountError::NoMountpoint(mountpoint.to_path_buf()))?;
     if is_mount_point(&canon) {
         return Err(MountError::Busy(canon));
+    }
+    if !nonempty && std::fs::read_dir(&canon).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(MountError::NotEmpty(canon));
     }
     Ok(canon)
 }
@@ -275,6 +288,26 @@ fn spawn_refresher(vfs: &Arc<ops::VaultFs>, every: Duration) -> std::io::Result<
         .map(|_| ())
 }
 
+/// Keeps the inode table within its budget ([`namespace::Namespace::trim`]) on a thread
+/// of its own, woken when the table outgrows it. Ends with the mount.
+fn spawn_trimmer(vfs: &Arc<ops::VaultFs>) -> std::io::Result<()> {
+    let weak = Arc::downgrade(vfs);
+    let signal = vfs.namespace().trim_signal();
+    std::thread::Builder::new()
+        .name("inode-trim".into())
+        .spawn(move || {
+            loop {
+                // Waits holding only the weak reference: the mount's end is not delayed.
+                let woken = signal.recv_timeout(Duration::from_secs(1)).is_ok();
+                let Some(vfs) = weak.upgrade() else { return };
+                if woken {
+                    vfs.namespace().trim();
+                }
+            }
+        })
+        .map(|_| ())
+}
+
 /// Mounts the repository and serves it until unmounted or interrupted.
 pub fn mount(
     repo: Arc<Repository>,
@@ -282,7 +315,7 @@ pub fn mount(
     opts: &MountOptions,
     signals: ExitSignals,
 ) -> Result<(), MountError> {
-    let mnt = check_mountpoint(mountpoint)?;
+    let mnt = check_mountpoint(mountpoint, opts.nonempty)?;
     let signals = signals.0;
 
     let disk = match &opts.disk_cache {
@@ -306,6 +339,8 @@ pub fn mount(
         allow_delete: opts.allow_delete,
         background_refresh: true,
         access_control: opts.allow_other,
+        // Half the budget: the chunks keep at least a quarter of it (`cache::budget`).
+        inode_budget: opts.cache_size / 2,
         ..Default::default()
     };
     let vfs = Arc::new(ops::VaultFs::new(repo.clone(), cache, fs_opts));
@@ -313,10 +348,12 @@ pub fn mount(
         vfs.set_backend_counts(c.clone());
     }
 
-    spawn_refresher(&vfs, opts.refresh).map_err(|error| MountError::Session {
-        path: mnt.clone(),
-        error,
-    })?;
+    spawn_refresher(&vfs, opts.refresh)
+        .and_then(|_| spawn_trimmer(&vfs))
+        .map_err(|error| MountError::Session {
+            path: mnt.clone(),
+            error,
+        })?;
     let metrics = match opts.metrics {
         Some(addr) => {
             let weak = Arc::downgrade(&vfs);

@@ -49,6 +49,14 @@ pub struct Namespace {
     /// The mount's start: the time of the root and of vault directories.
     pub started_ns: i64,
     inval: Mutex<Option<crossbeam_channel::Sender<Inval>>>,
+    /// What the inode table may hold (0: no bound): beyond it, the coldest entries the
+    /// kernel holds are invalidated, so that the kernel forgets them (see [`Namespace::trim`]).
+    inode_budget: u64,
+    /// Wakes the trimming thread ([`Namespace::wait_for_trim`]).
+    trim_tx: crossbeam_channel::Sender<()>,
+    trim_rx: crossbeam_channel::Receiver<()>,
+    /// Entries invalidated by trims, for `stats.json`.
+    pub trimmed: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -100,9 +108,15 @@ impl Namespace {
         background_refresh: bool,
         uid: u32,
         gid: u32,
+        inode_budget: u64,
     ) -> Namespace {
         let inodes = InodeTable::counting_into(cache.external_counter());
+        let (trim_tx, trim_rx) = crossbeam_channel::bounded(1);
         Namespace {
+            inode_budget,
+            trim_tx,
+            trim_rx,
+            trimmed: Default::default(),
             repo,
             cache,
             inodes,
@@ -127,6 +141,47 @@ impl Namespace {
         if let Some(ino) = self.inodes.find(&Key::Control(c)) {
             self.invalidate(Inval::Inode(ino));
         }
+    }
+
+    /// Called when the kernel was handed an entry: past the inode budget, wakes the
+    /// trimming thread.
+    fn note_growth(&self) {
+        if self.inode_budget > 0 && self.inodes.bytes() > self.inode_budget {
+            let _ = self.trim_tx.try_send(());
+        }
+    }
+
+    /// What the trimming thread waits on: a message when the table outgrew its budget.
+    pub fn trim_signal(&self) -> crossbeam_channel::Receiver<()> {
+        self.trim_rx.clone()
+    }
+
+    /// Brings the inode table back under its budget: asks the kernel to drop the entries
+    /// of the coldest inodes it holds (down to three quarters of the budget), so that it
+    /// sends their FORGETs and they leave the table ([`InodeTable::forget`]); entries with
+    /// files open stay until they close. The kernel's dentries are a cache: a later lookup
+    /// brings an entry back under its old number. Runs on a thread of its own (an
+    /// invalidation waits for the kernel, which may wait for a request in flight).
+    /// Returns how many entries were invalidated.
+    pub fn trim(&self) -> usize {
+        let bytes = self.inodes.bytes();
+        if self.inode_budget == 0 || bytes <= self.inode_budget {
+            return 0;
+        }
+        let Some(tx) = lock(&self.inval).clone() else {
+            return 0;
+        };
+        let cold = self.inodes.coldest(bytes - self.inode_budget / 4 * 3);
+        let n = cold.len();
+        for (parent, name) in cold {
+            if tx.send(Inval::Entry { parent, name }).is_err() {
+                break;
+            }
+        }
+        self.trimmed
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!("inode table at {bytes} bytes: {n} cold entries invalidated");
+        n
     }
 
     /// Asks the kernel to drop a cached entry or inode (dropped when the queue is full:
@@ -586,6 +641,7 @@ impl Namespace {
     pub fn child(&self, dir: &Inode, ino: u64, hold: bool) -> Result<Arc<Inode>> {
         let get = || {
             if hold {
+                self.note_growth();
                 self.inodes.hold(ino)
             } else {
                 self.inodes.get(ino)

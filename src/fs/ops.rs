@@ -60,6 +60,9 @@ pub struct FsOptions {
     pub walk_linger: Duration,
     /// Judge each request by who sent it (`access.rs`): the mount lets other users in.
     pub access_control: bool,
+    /// What the inode table may hold before the coldest entries the kernel caches are
+    /// invalidated (0: no bound; see [`Namespace::trim`]).
+    pub inode_budget: u64,
 }
 
 impl Default for FsOptions {
@@ -75,6 +78,7 @@ impl Default for FsOptions {
             base_memory: 0,
             walk_linger: WALK_LINGER,
             access_control: false,
+            inode_budget: 0,
         }
     }
 }
@@ -114,6 +118,7 @@ impl VaultFs {
                 opts.background_refresh,
                 opts.uid,
                 opts.gid,
+                opts.inode_budget,
             ),
             handles: Handles::default(),
             readahead: Readahead::new(cache.clone(), opts.readahead_bytes, opts.walk_linger),
@@ -146,6 +151,11 @@ impl VaultFs {
 
     pub fn readahead(&self) -> &Readahead {
         &self.readahead
+    }
+
+    /// The namespace (the trimming thread waits on it, see [`Namespace::trim`]).
+    pub fn namespace(&self) -> &Namespace {
+        &self.ns
     }
 
     /// See [`Namespace::refresh_lists`].

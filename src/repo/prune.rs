@@ -53,6 +53,10 @@ pub struct PruneOptions {
     pub max_unused_percent: f64,
     /// How long to wait for other writers to release the lock (zero: fail at once).
     pub lock_wait: Duration,
+    /// Counters for a progress display or a task: `total_bytes` the live bytes to copy
+    /// out of repacked packs (known once the plan is made), `bytes` those copied so far,
+    /// `files` the packs repacked or deleted so far.
+    pub progress: Option<Arc<super::walk::Progress>>,
 }
 
 impl Default for PruneOptions {
@@ -61,6 +65,7 @@ impl Default for PruneOptions {
             dry_run: false,
             max_unused_percent: 10.0,
             lock_wait: Duration::from_secs(3600),
+            progress: None,
         }
     }
 }
@@ -440,6 +445,15 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
         .filter(|(_, p)| **p == Plan::Repack)
         .map(|(id, _)| *id)
         .collect();
+    let progress = opts.progress.clone().unwrap_or_default();
+    progress.total_bytes.store(
+        repack.iter().map(|p| live_bytes[p]).sum(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    progress.total_files.store(
+        plan.values().filter(|p| **p != Plan::Keep).count() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     if !repack.is_empty() {
         let mut writer = Repacker::new(repo);
         for pack in &repack {
@@ -474,9 +488,11 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
                     moved.insert((*pack, e.offset), to);
                     report.chunks_moved += 1;
                     report.bytes_moved += e.stored_len as u64;
+                    progress.add(0, e.stored_len as u64);
                 }
                 i = j;
             }
+            progress.add(1, 0);
         }
         report.packs_written = writer.finish()?;
     }
@@ -537,7 +553,8 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
         .filter(|p| !view.indexes.contains_key(p) || removed.contains(&p.index_key()))
         .map(|p| p.key())
         .collect();
-    delete(repo, &pack_keys, &mut report.errors)?;
+    let gone = delete(repo, &pack_keys, &mut report.errors)?.len() as u64;
+    progress.add(gone.saturating_sub(repack.len() as u64), 0);
     crate::failpoint!("prune.packs_deleted");
 
     let after = repo.store().list("packs/")?;

@@ -123,6 +123,25 @@ impl TestRepo {
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mnt = self.path(&format!("mnt-{n}"));
         fs::create_dir_all(&mnt).unwrap();
+        self.mount_on(&mnt, n, extra, env, ignore_signals)
+    }
+
+    /// Like [`TestRepo::mount`], on the existing directory `mnt`.
+    pub fn mount_at(&self, mnt: &Path, extra: &[&str]) -> Mount {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.mount_on(mnt, 1_000_000 + n, extra, &[], false)
+    }
+
+    fn mount_on(
+        &self,
+        mnt: &Path,
+        n: u32,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        ignore_signals: bool,
+    ) -> Mount {
+        let mnt = mnt.to_path_buf();
         let log = self.path(&format!("mount-{n}.log"));
         let mut cmd = self.cmd();
         cmd.env("RUST_LOG", "warn").envs(env.iter().copied());

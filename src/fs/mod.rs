@@ -332,15 +332,17 @@ pub fn mount(
     let cache = ChunkCache::new(repo.clone(), opts.cache_size, disk);
     cache.measure_rss(control::rss_bytes);
     cache.start_prefetchers(opts.fetchers, opts.fetchers * 8);
+    let base_memory = control::rss_bytes();
     let fs_opts = ops::FsOptions {
         readahead_bytes: opts.readahead,
-        base_memory: control::rss_bytes(),
+        base_memory,
         refresh: opts.refresh,
         allow_delete: opts.allow_delete,
         background_refresh: true,
         access_control: opts.allow_other,
-        // Half the budget: the chunks keep at least a quarter of it (`cache::budget`).
-        inode_budget: opts.cache_size / 2,
+        // Half of what the process did not hold before serving: the chunks keep at least
+        // a quarter of the budget (`cache::budget`), the rest is slack of the allocator.
+        inode_budget: (opts.cache_size.saturating_sub(base_memory) / 2).max(4 << 20),
         ..Default::default()
     };
     let vfs = Arc::new(ops::VaultFs::new(repo.clone(), cache, fs_opts));

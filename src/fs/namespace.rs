@@ -143,10 +143,10 @@ impl Namespace {
         }
     }
 
-    /// Called when the kernel was handed an entry: past the inode budget, wakes the
-    /// trimming thread.
+    /// Called when the kernel was handed an entry: past three quarters of the inode
+    /// budget (the walk goes on while the kernel forgets), wakes the trimming thread.
     fn note_growth(&self) {
-        if self.inode_budget > 0 && self.inodes.bytes() > self.inode_budget {
+        if self.inode_budget > 0 && self.inodes.bytes() > self.inode_budget / 4 * 3 {
             let _ = self.trim_tx.try_send(());
         }
     }
@@ -156,8 +156,8 @@ impl Namespace {
         self.trim_rx.clone()
     }
 
-    /// Brings the inode table back under its budget: asks the kernel to drop the entries
-    /// of the coldest inodes it holds (down to three quarters of the budget), so that it
+    /// Keeps the inode table under its budget: past three quarters of it, asks the kernel
+    /// to drop the entries of the coldest inodes it holds (down to half), so that it
     /// sends their FORGETs and they leave the table ([`InodeTable::forget`]); entries with
     /// files open stay until they close. The kernel's dentries are a cache: a later lookup
     /// brings an entry back under its old number. Runs on a thread of its own (an
@@ -165,13 +165,13 @@ impl Namespace {
     /// Returns how many entries were invalidated.
     pub fn trim(&self) -> usize {
         let bytes = self.inodes.bytes();
-        if self.inode_budget == 0 || bytes <= self.inode_budget {
+        if self.inode_budget == 0 || bytes <= self.inode_budget / 4 * 3 {
             return 0;
         }
         let Some(tx) = lock(&self.inval).clone() else {
             return 0;
         };
-        let cold = self.inodes.coldest(bytes - self.inode_budget / 4 * 3);
+        let cold = self.inodes.coldest(bytes - self.inode_budget / 2);
         let n = cold.len();
         for (parent, name) in cold {
             if tx.send(Inval::Entry { parent, name }).is_err() {

@@ -1,7 +1,10 @@
 //! Taking a recovery point: tree backups of directories and image backups of files.
 //!
-//! The walker (the calling thread) reads directories in name order and records every
-//! entry in an arena of directories, in pre-order. Files that changed since the vault's
+//! The walker (the calling thread) takes directories in name order and records every
+//! entry in an arena of directories, in pre-order; walker threads read the directories
+//! it comes to next ahead of it (readdir, lstat, extended attributes, link targets: a
+//! metadata walk waits on the disk, so several requests in flight go faster), and the
+//! order of the trees does not depend on them. Files that changed since the vault's
 //! previous point (size, mtime, ctime or inode differ) are sent to a pool of file
 //! workers, which chunk, deduplicate, compress, seal and pack them; unchanged files reuse
 //! the previous point's extents without being read. When the walk and the workers are
@@ -607,6 +610,111 @@ struct FileDone {
     result: Result<(Vec<Extent>, u64)>,
 }
 
+/// Threads that read directories ahead of the walk (readdir, lstat, xattrs, readlink):
+/// a metadata walk waits on the disk, one request at a time per thread.
+const WALK_THREADS: usize = 8;
+
+/// Directories read ahead of the walk at most (each held as its entries until walked).
+const SCAN_AHEAD: usize = 64;
+
+/// A directory waiting on the walk's stack.
+struct PendingDir {
+    /// (dir index, node index) of the directory in its parent.
+    at: (usize, usize),
+    path: PathBuf,
+    /// Its tree in the parent point.
+    prev: Option<ChunkRef>,
+    /// Its entries, being read by a walker thread.
+    scan: Option<Receiver<DirScan>>,
+}
+
+/// What walker threads need to read a directory.
+struct ScanCtx<'a> {
+    root: &'a Path,
+    abs_root: PathBuf,
+    excludes: &'a Excludes,
+    exclude_caches: bool,
+    cancel: &'a super::cancel::Cancel,
+}
+
+struct ScanJob {
+    path: PathBuf,
+    prev: Option<ChunkRef>,
+    reply: Sender<DirScan>,
+}
+
+/// A directory as read: its entries in name order, and its tree in the parent point.
+struct DirScan {
+    /// The entries, or why the directory could not be listed.
+    entries: std::result::Result<Vec<Scanned>, String>,
+    prev_tree: Option<Tree>,
+}
+
+/// One entry of a directory as read.
+struct Scanned {
+    path: PathBuf,
+    /// Its lstat and node, or why it is left out.
+    entry: std::result::Result<(std::fs::Metadata, Node), String>,
+    /// Where the entry of the same name is in the parent point's tree.
+    prev: Option<usize>,
+    /// A directory tagged as a cache, left out with `--exclude-caches`.
+    cache_dir: bool,
+}
+
+/// Reads one directory: names in byte order, each not excluded lstat'ed and made a node
+/// (with its extended attributes and link target), against the parent point's tree.
+fn scan_dir(repo: &Repository, ctx: &ScanCtx<'_>, dir: &Path, prev: Option<ChunkRef>) -> DirScan {
+    let prev_tree = prev.and_then(|r| repo.load_tree(&r).ok());
+    let mut names: Vec<OsString> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+        Err(e) => {
+            return DirScan {
+                entries: Err(e.to_string()),
+                prev_tree,
+            };
+        }
+    };
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let mut entries = Vec::with_capacity(names.len());
+    for name in names {
+        if ctx.cancel.is_set() {
+            break; // the walk fails at its next check
+        }
+        let child = dir.join(&name);
+        if !ctx.excludes.is_empty() {
+            let rel = child.strip_prefix(ctx.root).unwrap_or(&child);
+            if ctx.excludes.is_match(&ctx.abs_root.join(rel)) {
+                continue;
+            }
+        }
+        let prev = prev_tree.as_ref().and_then(|t| {
+            t.nodes
+                .binary_search_by(|n| n.name.as_slice().cmp(name.as_bytes()))
+                .ok()
+        });
+        let prev_node = prev.and_then(|i| prev_tree.as_ref().map(|t| &t.nodes[i]));
+        let entry = match std::fs::symlink_metadata(&child) {
+            Ok(meta) => node_from_metadata(name.as_bytes(), &child, &meta, prev_node)
+                .map(|n| (meta, n))
+                .map_err(|e| cause(&e)),
+            Err(e) => Err(e.to_string()),
+        };
+        let cache_dir = ctx.exclude_caches
+            && matches!(&entry, Ok((_, n)) if n.kind == NodeKind::Dir)
+            && is_cache_dir(&child);
+        entries.push(Scanned {
+            path: child,
+            entry,
+            prev,
+            cache_dir,
+        });
+    }
+    DirScan {
+        entries: Ok(entries),
+        prev_tree,
+    }
+}
+
 struct TreeBackup<'a> {
     writer: &'a PackWriter,
     opts: &'a BackupOptions,
@@ -680,88 +788,126 @@ impl<'a> TreeBackup<'a> {
         jobs: &Sender<FileJob>,
         done: &Receiver<FileDone>,
     ) -> Result<()> {
-        // Stack of (dir index, node index of the directory, its path, parent tree).
         self.classify(0, 0, path, &meta, parent_root.as_ref(), jobs)?;
-        let root_dev = meta.dev();
-        // Exclude patterns match absolute paths, whatever path was given.
-        let abs_root = absolute(path);
-        let mut stack: Vec<(usize, usize, PathBuf, Option<ChunkRef>)> = Vec::new();
-        if self.dirs[0].nodes[0].kind == NodeKind::Dir {
-            let parent_sub = parent_root
-                .filter(|p| p.kind == NodeKind::Dir)
-                .and_then(|p| p.subtree);
-            stack.push((0, 0, path.to_path_buf(), parent_sub));
+        if self.dirs[0].nodes[0].kind != NodeKind::Dir {
+            return Ok(());
         }
-        while let Some((pd, pn, dir_path, parent_sub)) = stack.pop() {
+        let ctx = ScanCtx {
+            root: path,
+            // Exclude patterns match absolute paths, whatever path was given.
+            abs_root: absolute(path),
+            excludes: &self.opts.excludes,
+            exclude_caches: self.opts.exclude_caches,
+            cancel: &self.opts.cancel,
+        };
+        let (scan_tx, scan_rx) = unbounded::<ScanJob>();
+        std::thread::scope(|scope| {
+            for _ in 0..WALK_THREADS {
+                let scan_rx = scan_rx.clone();
+                let ctx = &ctx;
+                scope.spawn(move || {
+                    for job in scan_rx {
+                        let _ = job.reply.send(scan_dir(repo, ctx, &job.path, job.prev));
+                    }
+                });
+            }
+            let walked =
+                self.walk_scanned(path, &meta, parent_root, repo, &ctx, &scan_tx, jobs, done);
+            drop(scan_tx);
+            walked
+        })
+    }
+
+    /// The walk itself, in depth-first name order, with the directories next in that
+    /// order read ahead by the walker threads ([`SCAN_AHEAD`] at most).
+    #[allow(clippy::too_many_arguments)]
+    fn walk_scanned(
+        &mut self,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        parent_root: Option<Node>,
+        repo: &Repository,
+        ctx: &ScanCtx<'_>,
+        scans: &Sender<ScanJob>,
+        jobs: &Sender<FileJob>,
+        done: &Receiver<FileDone>,
+    ) -> Result<()> {
+        let root_dev = meta.dev();
+        let submit = |dir: &Path, prev: Option<ChunkRef>| -> Option<Receiver<DirScan>> {
+            let (reply, rx) = bounded(1);
+            let job = ScanJob {
+                path: dir.to_path_buf(),
+                prev,
+                reply,
+            };
+            scans.send(job).ok().map(|_| rx)
+        };
+        // Stack of directories to list: (dir index, node index of the directory, its
+        // path, its tree in the parent point, its scan when one was asked for).
+        let mut stack: Vec<PendingDir> = Vec::new();
+        let parent_sub = parent_root
+            .filter(|p| p.kind == NodeKind::Dir)
+            .and_then(|p| p.subtree);
+        stack.push(PendingDir {
+            at: (0, 0),
+            path: path.to_path_buf(),
+            prev: parent_sub,
+            scan: None,
+        });
+        let mut in_flight = 0usize;
+        while let Some(dir) = stack.pop() {
             self.opts.cancel.check()?;
             while let Ok(d) = done.try_recv() {
                 self.apply(d);
             }
-            let parent_tree = match parent_sub {
-                Some(r) => repo.load_tree(&r).ok(),
-                None => None,
+            let (pd, pn) = dir.at;
+            let scan = match dir.scan {
+                Some(rx) => {
+                    in_flight -= 1;
+                    rx.recv()
+                        .map_err(|_| RepoError::Internal("a walker thread stopped".into()))?
+                }
+                None => scan_dir(repo, ctx, &dir.path, dir.prev),
             };
-            let mut names: Vec<OsString> = match std::fs::read_dir(&dir_path) {
-                Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+            self.opts.cancel.check()?;
+            let entries = match scan.entries {
+                Ok(e) => e,
                 Err(e) => {
-                    self.skip(pd, pn, &dir_path, e.to_string());
+                    self.skip(pd, pn, &dir.path, e);
                     continue;
                 }
             };
-            names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
             let d = self.dirs.len();
             self.dirs.push(DirRec {
-                nodes: Vec::with_capacity(names.len()),
+                nodes: Vec::with_capacity(entries.len()),
                 parent: Some((pd, pn)),
                 skip: Vec::new(),
             });
             self.stats.dirs += 1;
             let mut subdirs = Vec::new();
-            for name in names {
+            for s in entries {
                 self.opts.cancel.check()?;
-                let child = dir_path.join(&name);
-                if !self.opts.excludes.is_empty() {
-                    let rel = child.strip_prefix(path).unwrap_or(&child);
-                    if self.opts.excludes.is_match(&abs_root.join(rel)) {
-                        continue;
-                    }
-                }
-                let meta = match std::fs::symlink_metadata(&child) {
-                    Ok(m) => m,
-                    Err(e) => {
+                let (meta, node) = match s.entry {
+                    Ok(x) => x,
+                    Err(error) => {
                         self.skipped.push(Skipped {
-                            path: child,
-                            error: e.to_string(),
+                            path: s.path,
+                            error,
                         });
                         continue;
                     }
                 };
-                let prev = parent_tree.as_ref().and_then(|t| {
-                    t.nodes
-                        .binary_search_by(|n| n.name.as_slice().cmp(name.as_bytes()))
-                        .ok()
-                        .map(|i| &t.nodes[i])
-                });
-                let node = match node_from_metadata(name.as_bytes(), &child, &meta, prev) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        self.skipped.push(Skipped {
-                            path: child,
-                            error: cause(&e),
-                        });
-                        continue;
-                    }
-                };
+                let prev = s
+                    .prev
+                    .and_then(|i| scan.prev_tree.as_ref().map(|t| &t.nodes[i]));
                 let is_dir = node.kind == NodeKind::Dir;
                 let other_fs = self.opts.one_file_system && meta.dev() != root_dev;
-                if (other_fs && !is_dir)
-                    || (is_dir && self.opts.exclude_caches && is_cache_dir(&child))
-                {
+                if (other_fs && !is_dir) || s.cache_dir {
                     continue;
                 }
                 let idx = self.dirs[d].nodes.len();
                 self.dirs[d].nodes.push(node);
-                self.classify(d, idx, &child, &meta, prev, jobs)?;
+                self.classify(d, idx, &s.path, &meta, prev, jobs)?;
                 if is_dir && other_fs {
                     // A mount point: recorded as an empty directory, not entered.
                     self.dirs.push(DirRec {
@@ -774,11 +920,26 @@ impl<'a> TreeBackup<'a> {
                     let sub = prev
                         .filter(|p| p.kind == NodeKind::Dir)
                         .and_then(|p| p.subtree);
-                    subdirs.push((d, idx, child, sub));
+                    subdirs.push(PendingDir {
+                        at: (d, idx),
+                        path: s.path,
+                        prev: sub,
+                        scan: None,
+                    });
                 }
             }
             // Depth-first, in name order: push in reverse.
             stack.extend(subdirs.into_iter().rev());
+            // Read ahead the directories listed next (the top of the stack).
+            for next in stack.iter_mut().rev().take(SCAN_AHEAD) {
+                if in_flight >= SCAN_AHEAD {
+                    break;
+                }
+                if next.scan.is_none() {
+                    next.scan = submit(&next.path, next.prev);
+                    in_flight += usize::from(next.scan.is_some());
+                }
+            }
         }
         Ok(())
     }

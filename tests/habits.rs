@@ -518,14 +518,16 @@ fn install_script_puts_everything_where_it_belongs() {
     let t = TestRepo::new();
     let prefix = t.path("prefix");
     let sbin = t.path("sbin");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("bash")
-        .arg(root.join("scripts/install.sh"))
-        .env("PREFIX", &prefix)
-        .env("SBIN", &sbin)
-        .env("VAULTFS_BIN", bin())
-        .output()
-        .unwrap();
+    let install = || {
+        Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install.sh"))
+            .env("PREFIX", &prefix)
+            .env("SBIN", &sbin)
+            .env("VAULTFS_BIN", bin())
+            .output()
+            .unwrap()
+    };
+    let out = install();
     assert!(out.status.success(), "install.sh: {}", stderr(&out));
     assert!(
         stdout(&out).contains("installed vaultfs"),
@@ -568,13 +570,7 @@ fn install_script_puts_everything_where_it_belongs() {
     assert!(out.status.success(), "man -l: {}", stderr(&out));
     assert!(stdout(&out).contains("--daemon"), "{}", stdout(&out));
     // Again over the installed files: install.sh is idempotent.
-    let again = Command::new("bash")
-        .arg(root.join("scripts/install.sh"))
-        .env("PREFIX", &prefix)
-        .env("SBIN", &sbin)
-        .env("VAULTFS_BIN", bin())
-        .output()
-        .unwrap();
+    let again = install();
     assert!(again.status.success(), "{}", stderr(&again));
     if !fuse_available() {
         return;

@@ -983,6 +983,18 @@ fn wait_until_readable(p: &Path) {
     }
 }
 
+/// `dirs` directories `d00`, `d01`, ... under `src`, each of 1,000 empty files named
+/// `{prefix}0000` to `{prefix}0999`.
+fn thousands_of_empty_files(src: &Path, dirs: usize, prefix: &str) {
+    for d in 0..dirs {
+        let dir = src.join(format!("d{d:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..1000 {
+            fs::File::create(dir.join(format!("{prefix}{f:04}"))).unwrap();
+        }
+    }
+}
+
 /// The inode table follows what the kernel caches: a walk of 50,000 entries grows it by
 /// as many, and `echo 2 > /proc/sys/vm/drop_caches` (the kernel forgets the inodes it
 /// does not use) brings it back to its baseline, while an entry the kernel still holds
@@ -994,13 +1006,7 @@ fn forgotten_inodes_leave_the_table() {
     }
     let r = TestRepo::new();
     let src = r.path("src");
-    for d in 0..50 {
-        let dir = src.join(format!("d{d:02}"));
-        fs::create_dir_all(&dir).unwrap();
-        for f in 0..1000 {
-            fs::File::create(dir.join(format!("f{f:04}"))).unwrap();
-        }
-    }
+    thousands_of_empty_files(&src, 50, "f");
     fs::write(src.join("d00/f0000"), b"held open\n").unwrap();
     r.ok(&[OsStr::new("backup"), OsStr::new("v"), src.as_os_str()]);
     let m = r.mount(&[], &[]);
@@ -1052,13 +1058,7 @@ fn a_walk_bigger_than_the_budget_stays_within_it() {
     }
     let r = TestRepo::new();
     let src = r.path("src");
-    for d in 0..60 {
-        let dir = src.join(format!("d{d:02}"));
-        fs::create_dir_all(&dir).unwrap();
-        for f in 0..1000 {
-            fs::File::create(dir.join(format!("a-file-with-a-longer-name-{f:04}"))).unwrap();
-        }
-    }
+    thousands_of_empty_files(&src, 60, "a-file-with-a-longer-name-");
     r.ok(&[OsStr::new("backup"), OsStr::new("v"), src.as_os_str()]);
     let budget: u64 = 16 << 20;
     let m = r.mount(&["--cache-size", "16M"], &[]);

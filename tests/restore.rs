@@ -351,6 +351,93 @@ impl Loop {
         let dev = sh(&format!("losetup -f --show '{}'", backing.display()));
         Loop(PathBuf::from(dev.trim()))
     }
+
+    /// `losetup -r`: a read-only block device over `backing`.
+    fn attach_read_only(backing: &Path) -> Loop {
+        let dev = sh(&format!("losetup -r -f --show '{}'", backing.display()));
+        Loop(PathBuf::from(dev.trim()))
+    }
+}
+
+/// Unmounts a file system mounted by a test (lazily, also when it fails half-way).
+struct Umount(PathBuf);
+
+impl Drop for Umount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A disk image attached from the mount as a read-only block device, as Proxmox Backup
+/// Server's `map` does: an ext4 file system made with files in it is backed up with the
+/// CLI and through `incoming/`; each copy of `<mnt>/v/<point>/<image>` is attached with
+/// `losetup -r`, passes `fsck.ext4 -n`, mounts read-only, and holds the original files.
+#[test]
+fn an_ext4_image_attaches_from_the_mount_and_holds_the_original_files() {
+    if !fuse_available() {
+        return;
+    }
+    let t = TestRepo::new();
+    let files = t.path("files");
+    fs::create_dir_all(files.join("docs/deep")).unwrap();
+    fs::write(files.join("docs/a.bin"), random_bytes(11, 3 * MIB)).unwrap();
+    fs::write(files.join("docs/deep/b.txt"), b"hello\n".repeat(1000)).unwrap();
+    fs::write(files.join("c.bin"), random_bytes(12, 700_000)).unwrap();
+    symlink("docs/a.bin", files.join("link")).unwrap();
+    let img = t.path("disk.img");
+    sh(&format!(
+        "truncate -s 64M '{i}' && mkfs.ext4 -q -F -d '{}' '{i}'",
+        files.display(),
+        i = img.display()
+    ));
+    t.ok(&["backup", "v", "--image", s(&img)]);
+    let first = t.point_ids()[0].clone();
+    let m = t.mount(&[], &[]);
+    sh(&format!(
+        "cp '{}' '{}'",
+        img.display(),
+        m.p(".vaultfs/incoming/v/incoming.img").display()
+    ));
+    wait_for("the ingested point", || t.point_ids().len() == 2);
+    let second = t.point_ids()[1].clone();
+    wait_for("the new point in the mount", || {
+        m.p(&format!("v/{second}/incoming.img")).exists()
+    });
+    for (point, name) in [(first, "disk.img"), (second, "incoming.img")] {
+        let image = m.p(&format!("v/{point}/{name}"));
+        let dev = Loop::attach_read_only(&image);
+        let fsck = Command::new("fsck.ext4")
+            .arg("-n")
+            .arg(&dev.0)
+            .output()
+            .unwrap();
+        assert!(
+            fsck.status.success(),
+            "fsck.ext4 -n of {}: {}{}",
+            image.display(),
+            String::from_utf8_lossy(&fsck.stdout),
+            String::from_utf8_lossy(&fsck.stderr)
+        );
+        let at = t.path(&format!("fs-{name}"));
+        fs::create_dir_all(&at).unwrap();
+        sh(&format!(
+            "mount -o ro '{}' '{}'",
+            dev.0.display(),
+            at.display()
+        ));
+        let _u = Umount(at.clone());
+        sh(&format!(
+            "diff -r --no-dereference -x lost+found '{}' '{}'",
+            files.display(),
+            at.display()
+        ));
+        assert_eq!(
+            fs::read_link(at.join("link")).unwrap(),
+            Path::new("docs/a.bin")
+        );
+        drop(_u);
+        drop(dev);
+    }
 }
 
 impl Drop for Loop {

@@ -792,21 +792,7 @@ fn library_fault_matrix() {
     let dir = tempfile::tempdir().unwrap();
     let inner = Arc::new(LocalStore::new(dir.path().join("repo")));
     let faulty = Arc::new(FaultyStore::new(inner.clone()));
-    let opts = InitOptions {
-        kdf: KdfParams {
-            memory_kib: 8 * 1024,
-            iterations: 1,
-            parallelism: 1,
-            salt: [1; 16],
-        },
-        chunker: ChunkerParams {
-            min_size: 4096,
-            avg_size: 16384,
-            max_size: 65536,
-        },
-        pack_size: 256 * 1024,
-        zstd_level: 3,
-    };
+    let opts = small_repo_options(1);
     let repo = Repository::init(faulty.clone(), PASSWORD, opts).unwrap();
     repo.create_vault("v", "faults").unwrap();
     let clean = repo.over_store(inner);
@@ -932,7 +918,7 @@ fn http_fault_matrix() {
     };
     let family = "http";
     let seed = seed(family);
-    let cases: u64 = if ext() { 300 } else { 20 };
+    let cases: u64 = if ext() { 300 } else { 6 };
     let started = Instant::now();
     let proxy = Arc::new(fault_proxy::FaultProxy::start(&endpoint));
     let bucket = common::unique_bucket("faults");
@@ -1017,19 +1003,7 @@ fn http_fault_matrix() {
     if let Some((right, eio)) = mount_reads {
         println!("faults: {family}: reads through a mount: {right} right, {eio} EIO");
     }
-    let kinds = proxy.injected();
-    for kind in [
-        "503 SlowDown",
-        "500 InternalError",
-        "closed before headers",
-        "bit flip",
-        "stall",
-    ] {
-        assert!(
-            kinds.get(kind).is_some_and(|n| *n > 0),
-            "no {kind} injected: {kinds:?}"
-        );
-    }
+    // Each kind of fault on each kind of call: `every_http_fault_on_every_s3_call`.
     assert!(faults > 0);
 }
 
@@ -1344,17 +1318,23 @@ fn fuse_reads_under_a_stalled_backend() {
     assert!(eio > 0, "no read failed under the stall");
 }
 
-/// A store that flips bits in ranged reads while a prune repacks: the copies must be
-/// verified before they replace the originals (a flipped copy with the original pack
-/// deleted is data lost). The prune fails, or succeeds with copies that authenticate;
-/// every point reads back right afterwards and `check --read-data` passes.
-#[test]
-fn bit_flips_while_repacking_never_replace_good_chunks() {
+/// A small local repository behind a [`FaultyStore`] with two points of `src` (the second
+/// without `src/b`), the first forgotten: a prune then repacks. Returns the temp dir, the
+/// fault injector, the repository through it and one without faults, and the source.
+fn forgotten_point_repo(
+    salt: u8,
+) -> (
+    tempfile::TempDir,
+    Arc<FaultyStore>,
+    Arc<Repository>,
+    Arc<Repository>,
+    PathBuf,
+) {
     let dir = tempfile::tempdir().unwrap();
     let inner = Arc::new(LocalStore::new(dir.path().join("repo")));
     let faulty = Arc::new(FaultyStore::new(inner.clone()));
-    let repo = Repository::init(faulty.clone(), PASSWORD, small_repo_options(4)).unwrap();
-    repo.create_vault("v", "flips").unwrap();
+    let repo = Repository::init(faulty.clone(), PASSWORD, small_repo_options(salt)).unwrap();
+    repo.create_vault("v", "prune under faults").unwrap();
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("a"), noise(1, 200_000)).unwrap();
@@ -1365,11 +1345,24 @@ fn bit_flips_while_repacking_never_replace_good_chunks() {
     backup(&repo, "v", Source::Trees(vec![src.clone()]), &opts).unwrap();
     let first = repo.list_points("v").unwrap()[0].clone();
     repo.delete_point("v", &first).unwrap();
-    let prune_opts = PruneOptions {
-        max_unused_percent: 0.0,
-        lock_wait: Duration::ZERO,
-        ..Default::default()
-    };
+    let clean = repo.over_store(inner);
+    (dir, faulty, repo, clean, src)
+}
+
+const PRUNE_ALL: PruneOptions = PruneOptions {
+    dry_run: false,
+    max_unused_percent: 0.0,
+    lock_wait: Duration::ZERO,
+};
+
+/// A store that flips bits in ranged reads while a prune repacks: the copies must be
+/// verified before they replace the originals (a flipped copy with the original pack
+/// deleted is data lost). The prune fails, or succeeds with copies that authenticate;
+/// every point reads back right afterwards and `check --read-data` passes.
+#[test]
+fn bit_flips_while_repacking_never_replace_good_chunks() {
+    let (_dir, faulty, repo, clean, src) = forgotten_point_repo(4);
+    let prune_opts = PRUNE_ALL;
     // The flips start once the mark walk has read the trees (as many ranged reads as a
     // dry run makes), so that they hit the repack's reads.
     let before = faulty.calls(Op::GetRange);
@@ -1382,7 +1375,6 @@ fn bit_flips_while_repacking_never_replace_good_chunks() {
     faulty.add_rule(Rule::new(Op::GetRange, "packs/", Fault::BitFlip { bit: 77 }).after(walk));
     let r = prune(&repo, &prune_opts);
     faulty.clear_rules();
-    let clean = repo.over_store(inner);
     vaultfs::repo::lock::remove(&clean, true).unwrap();
     let point = clean.list_points("v").unwrap()[0].clone();
     let want = tree_contents(&src, b"src");
@@ -1430,41 +1422,8 @@ fn small_repo_options(salt: u8) -> InitOptions {
 /// store answered short, change nothing, and a prune afterwards must succeed.
 #[test]
 fn short_reads_fail_a_prune_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let inner = Arc::new(LocalStore::new(dir.path().join("repo")));
-    let faulty = Arc::new(FaultyStore::new(inner.clone()));
-    let opts = InitOptions {
-        kdf: KdfParams {
-            memory_kib: 8 * 1024,
-            iterations: 1,
-            parallelism: 1,
-            salt: [3; 16],
-        },
-        chunker: ChunkerParams {
-            min_size: 4096,
-            avg_size: 16384,
-            max_size: 65536,
-        },
-        pack_size: 256 * 1024,
-        zstd_level: 3,
-    };
-    let repo = Repository::init(faulty.clone(), PASSWORD, opts).unwrap();
-    repo.create_vault("v", "short reads").unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("a"), noise(1, 200_000)).unwrap();
-    std::fs::write(src.join("b"), noise(2, 200_000)).unwrap();
-    let opts = BackupOptions::default();
-    backup(&repo, "v", Source::Trees(vec![src.clone()]), &opts).unwrap();
-    std::fs::remove_file(src.join("b")).unwrap();
-    backup(&repo, "v", Source::Trees(vec![src.clone()]), &opts).unwrap();
-    let first = repo.list_points("v").unwrap()[0].clone();
-    repo.delete_point("v", &first).unwrap();
-    let prune_opts = PruneOptions {
-        max_unused_percent: 0.0,
-        lock_wait: Duration::ZERO,
-        ..Default::default()
-    };
+    let (_dir, faulty, repo, clean, src) = forgotten_point_repo(3);
+    let prune_opts = PRUNE_ALL;
     faulty.add_rule(Rule::new(
         Op::GetRange,
         "packs/",
@@ -1473,7 +1432,6 @@ fn short_reads_fail_a_prune_cleanly() {
     let e = prune(&repo, &prune_opts).expect_err("a prune on short reads");
     assert!(e.to_string().contains("bytes for"), "{e}");
     faulty.clear_rules();
-    let clean = repo.over_store(inner);
     vaultfs::repo::lock::remove(&clean, true).unwrap();
     let r = check(&clean, true).unwrap();
     assert!(r.ok(), "{:?}", r.errors);

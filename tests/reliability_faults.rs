@@ -787,7 +787,7 @@ fn outcome_text<T>(r: &vaultfs::repo::Result<T>) -> String {
 fn library_fault_matrix() {
     let family = "library";
     let seed = seed(family);
-    let cases: u64 = if ext() { 4_000 } else { 400 };
+    let cases: u64 = if ext() { 4_500 } else { 450 };
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let inner = Arc::new(LocalStore::new(dir.path().join("repo")));
@@ -835,11 +835,11 @@ fn library_fault_matrix() {
         big_files: None,
         tree_backups: 0,
         ladder: vec![3, 10, 30, 100, 300, 500],
-        chunk_rounds: 3,
+        chunk_rounds: 4,
     };
     let faults = run_matrix(&mut m, family, cases, started);
     assert!(
-        faults >= cases / 400 * 10_000,
+        faults >= cases / 450 * 10_000,
         "only {faults} faults injected in {cases} cases"
     );
     assert!(
@@ -973,7 +973,7 @@ fn http_fault_matrix() {
         // A new 13 MiB file every third tree backup: a 12 MiB pack, uploaded in 3 parts.
         big_files: Some((3, 13 << 20)),
         tree_backups: 0,
-        ladder: vec![5, 20, 60],
+        ladder: vec![20, 60, 150],
         chunk_rounds: 1,
     };
     // The first backup without faults, so that every kind of case has a point to work on.

@@ -22,6 +22,11 @@
 //! rule order, and the first error ends the call without reaching the inner store; faults
 //! that act on the result (short reads, bit flips, partial listings) apply after it. No
 //! randomness: the same rules and calls give the same results.
+//!
+//! Besides rules, a store can draw faults at random from a seed ([`FaultyStore::set_random`],
+//! for fault matrices): each call draws from a hash of the seed, the operation, the key and
+//! how many calls of that operation on that key came before, so the draws do not depend on
+//! how threads interleave. Every fault that acted is counted ([`FaultyStore::injected`]).
 
 use std::fmt;
 use std::sync::{Condvar, Mutex};
@@ -92,6 +97,64 @@ pub enum Fault {
     /// A listing fails with a transient error after the inner store's first `after`
     /// keys, as a real store does when it times out in the middle of the pages.
     PartialListing { after: usize },
+    /// A listing leaves out the `newest` keys written last through this store under the
+    /// listed prefix, as an eventually consistent store does: a store that breaks the
+    /// "every key or an error" rule. No effect when none of them is under the prefix.
+    StaleListing { newest: usize },
+    /// A read (or head) of a key among the last `within` keys written through this store
+    /// says it does not exist, as a store without read-after-write consistency does.
+    /// No effect on other keys.
+    NotYetVisible { within: usize },
+    /// The call reaches the inner store, then fails with a transient error, as when the
+    /// answer is lost on the way back: a write or delete may have happened.
+    LostReply,
+}
+
+impl Fault {
+    /// A short name of the kind, for counts.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Delay(_) => "delay",
+            Fault::Stall { .. } => "stall",
+            Fault::Error { transient: true } => "transient error",
+            Fault::Error { transient: false } => "permanent error",
+            Fault::NotFound => "not found",
+            Fault::ShortRead { .. } => "short read",
+            Fault::BitFlip { .. } => "bit flip",
+            Fault::PartialListing { .. } => "partial listing",
+            Fault::StaleListing { .. } => "stale listing",
+            Fault::NotYetVisible { .. } => "not yet visible",
+            Fault::LostReply => "lost reply",
+        }
+    }
+
+    /// The same kind with its number drawn from `h` (a bit, a count), for random faults.
+    fn varied(&self, h: u64) -> Fault {
+        match self {
+            Fault::ShortRead { missing } => Fault::ShortRead {
+                missing: 1 + (h as usize) % (*missing).max(1),
+            },
+            Fault::BitFlip { .. } => Fault::BitFlip { bit: h },
+            Fault::PartialListing { after } => Fault::PartialListing {
+                after: (h as usize) % (after + 1),
+            },
+            Fault::StaleListing { newest } => Fault::StaleListing {
+                newest: 1 + (h as usize) % (*newest).max(1),
+            },
+            f => f.clone(),
+        }
+    }
+}
+
+/// Faults drawn at random for every call (see the module documentation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RandomFaults {
+    pub seed: u64,
+    /// The chance of a fault on a call, in thousandths.
+    pub per_mille: u32,
+    /// The faults to draw from, as rules (their `times` is not used): a call draws among
+    /// those that match it (their numbers are drawn too, up to the one given).
+    pub menu: Vec<Rule>,
 }
 
 /// One fault-injection rule.
@@ -103,6 +166,8 @@ pub struct Rule {
     pub fault: Fault,
     /// How many calls it applies to; `None`: every call.
     pub times: Option<u32>,
+    /// How many matching calls it lets pass before it applies.
+    pub skip: u32,
 }
 
 impl Rule {
@@ -113,7 +178,14 @@ impl Rule {
             key_contains: key_contains.into(),
             fault,
             times: None,
+            skip: 0,
         }
+    }
+
+    /// Lets the next `n` matching calls pass before it applies.
+    pub fn after(mut self, n: u32) -> Rule {
+        self.skip = n;
+        self
     }
 
     /// Applies only to the next `n` matching calls.
@@ -129,7 +201,7 @@ impl std::str::FromStr for Rule {
     /// Parses `OP:KEY_CONTAINS:FAULT[:TIMES]`, the form `VAULTFS_FAULTS` takes (rules
     /// separated by `;`). OP: get, get_range, put, put_new, delete, list, head, read,
     /// write, any. FAULT: `delay=MS`, `stall=MS` (fails after MS), `error`, `transient`,
-    /// `notfound`, `short=N`, `bitflip=N`, `partial=N`.
+    /// `notfound`, `short=N`, `bitflip=N`, `partial=N`, `stale=N`, `unseen=N`, `lost`.
     fn from_str(spec: &str) -> std::result::Result<Rule, String> {
         let bad = |why: &str| format!("fault rule {spec:?}: {why}");
         let mut parts = spec.trim().splitn(4, ':');
@@ -170,6 +242,13 @@ impl std::str::FromStr for Rule {
             "partial" => Fault::PartialListing {
                 after: num()? as usize,
             },
+            "stale" => Fault::StaleListing {
+                newest: num()? as usize,
+            },
+            "unseen" => Fault::NotYetVisible {
+                within: num()? as usize,
+            },
+            "lost" => Fault::LostReply,
             _ => return Err(bad("unknown fault")),
         };
         let rule = Rule::new(op, key, fault);
@@ -198,6 +277,34 @@ struct State {
     releases: u64,
     /// Calls seen, per operation (indexes of `CALL_OPS`).
     calls: [u64; 7],
+    /// Keys written through the store, the newest last (at most `WRITTEN_KEPT`).
+    written: std::collections::VecDeque<String>,
+    random: Option<RandomFaults>,
+    /// Calls so far per operation and key, while random faults are drawn.
+    seen: std::collections::HashMap<(usize, String), u64>,
+    /// Faults that acted, by kind.
+    injected: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// How many of the newest written keys the store remembers (for stale listings and reads
+/// of keys not yet visible).
+const WRITTEN_KEPT: usize = 4096;
+
+/// splitmix64's finaliser.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A hash of a call: its seed, operation, key and rank among the calls of that operation
+/// on that key (FNV-1a over the key, then mixed).
+fn call_hash(seed: u64, op: usize, key: &str, n: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    mix(seed ^ mix(h ^ mix(op as u64 ^ mix(n.wrapping_add(0x9E37_79B9_7F4A_7C15)))))
 }
 
 const CALL_OPS: [Op; 7] = [
@@ -283,6 +390,45 @@ impl FaultyStore {
             .sum()
     }
 
+    /// Draws faults at random for every call from now on (`None`: no more random
+    /// faults). Rules still apply, before the drawn fault.
+    pub fn set_random(&self, random: Option<RandomFaults>) {
+        let mut s = self.lock();
+        s.random = random;
+        s.seen.clear();
+    }
+
+    /// How many faults acted so far, by kind ([`Fault::kind`]); a fault that fired but
+    /// changed nothing (a stale listing of a prefix nothing was written under) is not
+    /// counted.
+    pub fn injected(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.lock().injected.clone()
+    }
+
+    /// The sum of [`FaultyStore::injected`].
+    pub fn injected_total(&self) -> u64 {
+        self.lock().injected.values().sum()
+    }
+
+    fn count(&self, f: &Fault) {
+        *self.lock().injected.entry(f.kind()).or_default() += 1;
+    }
+
+    fn wrote(&self, key: &str) {
+        let mut s = self.lock();
+        s.written.retain(|k| k != key);
+        if s.written.len() >= WRITTEN_KEPT {
+            s.written.pop_front();
+        }
+        s.written.push_back(key.to_string());
+    }
+
+    /// Whether `key` is among the last `within` keys written.
+    fn fresh(&self, key: &str, within: usize) -> bool {
+        let s = self.lock();
+        s.written.iter().rev().take(within).any(|k| k == key)
+    }
+
     /// Lets every call stalled right now go on to the inner store.
     pub fn release(&self) {
         self.lock().releases += 1;
@@ -293,12 +439,15 @@ impl FaultyStore {
     /// generation at that moment (a stall waits for a later one).
     fn fire(&self, op: Op, key: &str) -> (Vec<Fault>, u64) {
         let mut s = self.lock();
-        if let Some(i) = CALL_OPS.iter().position(|o| *o == op) {
-            s.calls[i] += 1;
-        }
+        let i = CALL_OPS.iter().position(|o| *o == op).unwrap_or(0);
+        s.calls[i] += 1;
         let mut faults = Vec::new();
         for e in s.rules.iter_mut() {
             if !e.rule.op.matches(op) || !key.contains(e.rule.key_contains.as_str()) {
+                continue;
+            }
+            if e.rule.skip > 0 {
+                e.rule.skip -= 1;
                 continue;
             }
             if let Some(left) = &mut e.rule.times {
@@ -311,10 +460,26 @@ impl FaultyStore {
             faults.push(e.rule.fault.clone());
         }
         s.rules.retain(|e| e.rule.times != Some(0));
+        if let Some(r) = &s.random {
+            let (seed, per_mille) = (r.seed, r.per_mille);
+            let menu: Vec<Fault> = r
+                .menu
+                .iter()
+                .filter(|r| r.op.matches(op) && key.contains(r.key_contains.as_str()))
+                .map(|r| r.fault.clone())
+                .collect();
+            let n = s.seen.entry((i, key.to_string())).or_insert(0);
+            let h = call_hash(seed, i, key, *n);
+            *n += 1;
+            if !menu.is_empty() && h % 1000 < u64::from(per_mille) {
+                let pick = &menu[((h >> 10) % menu.len() as u64) as usize];
+                faults.push(pick.varied(mix(h)));
+            }
+        }
         (faults, s.releases)
     }
 
-    fn injected(op: Op, key: &str, what: &str, transient: bool) -> BackendError {
+    fn fault_error(op: Op, key: &str, what: &str, transient: bool) -> BackendError {
         BackendError::Remote {
             op: op.name(),
             key: key.to_string(),
@@ -327,20 +492,48 @@ impl FaultyStore {
     fn before(&self, op: Op, key: &str, (faults, generation): &(Vec<Fault>, u64)) -> Result<()> {
         for f in faults {
             match f {
-                Fault::Delay(d) => std::thread::sleep(*d),
-                Fault::Stall { timeout } => self.stall(op, key, *generation, *timeout)?,
+                Fault::Delay(d) => {
+                    self.count(f);
+                    std::thread::sleep(*d)
+                }
+                Fault::Stall { timeout } => {
+                    self.count(f);
+                    self.stall(op, key, *generation, *timeout)?
+                }
                 Fault::Error { transient } => {
-                    return Err(Self::injected(op, key, "error", *transient));
+                    self.count(f);
+                    return Err(Self::fault_error(op, key, "error", *transient));
                 }
                 Fault::NotFound => {
+                    self.count(f);
                     return Err(BackendError::NotFound {
                         key: key.to_string(),
                     });
                 }
-                Fault::ShortRead { .. } | Fault::BitFlip { .. } | Fault::PartialListing { .. } => {}
+                Fault::NotYetVisible { within }
+                    if matches!(op, Op::Get | Op::GetRange) && self.fresh(key, *within) =>
+                {
+                    self.count(f);
+                    return Err(BackendError::NotFound {
+                        key: key.to_string(),
+                    });
+                }
+                _ => {}
             }
         }
         Ok(())
+    }
+
+    /// Runs the faults that act once the inner store answered a call that returns no
+    /// data: a lost reply turns its answer into a transient error.
+    fn after<T>(&self, op: Op, key: &str, faults: &[Fault], result: Result<T>) -> Result<T> {
+        match faults.iter().find(|f| **f == Fault::LostReply) {
+            Some(f) => {
+                self.count(f);
+                Err(Self::fault_error(op, key, "the answer was lost", true))
+            }
+            None => result,
+        }
     }
 
     fn stall(&self, op: Op, key: &str, generation: u64, timeout: Duration) -> Result<()> {
@@ -349,7 +542,7 @@ impl FaultyStore {
         while s.releases == generation {
             let now = Instant::now();
             if now >= deadline {
-                return Err(Self::injected(
+                return Err(Self::fault_error(
                     op,
                     key,
                     &format!("stalled, no answer within {timeout:?}"),
@@ -369,14 +562,16 @@ impl FaultyStore {
     fn read(&self, op: Op, key: &str, call: impl FnOnce() -> Result<Vec<u8>>) -> Result<Vec<u8>> {
         let faults = self.fire(op, key);
         self.before(op, key, &faults)?;
-        let mut data = call()?;
+        let mut data = self.after(op, key, &faults.0, call())?;
         for f in &faults.0 {
             match f {
-                Fault::ShortRead { missing } => {
+                Fault::ShortRead { missing } if !data.is_empty() => {
+                    self.count(f);
                     let keep = data.len().saturating_sub((*missing).max(1));
                     data.truncate(keep);
                 }
                 Fault::BitFlip { bit } if !data.is_empty() => {
+                    self.count(f);
                     let bit = bit % (8 * data.len() as u64);
                     data[(bit / 8) as usize] ^= 1 << (bit % 8);
                 }
@@ -390,7 +585,11 @@ impl FaultyStore {
     fn plain<T>(&self, op: Op, key: &str, call: impl FnOnce() -> Result<T>) -> Result<T> {
         let faults = self.fire(op, key);
         self.before(op, key, &faults)?;
-        call()
+        let result = call();
+        if result.is_ok() && matches!(op, Op::Put | Op::PutNew) {
+            self.wrote(key);
+        }
+        self.after(op, key, &faults.0, result)
     }
 }
 
@@ -418,23 +617,56 @@ impl ObjectStore for FaultyStore {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let faults = self.fire(Op::List, prefix);
         self.before(Op::List, prefix, &faults)?;
-        let listed = self.inner.list(prefix)?;
+        let mut listed = self.after(Op::List, prefix, &faults.0, self.inner.list(prefix))?;
         for f in &faults.0 {
-            if let Fault::PartialListing { after } = f {
-                let got = listed.len().min(*after);
-                return Err(Self::injected(
-                    Op::List,
-                    prefix,
-                    &format!("the listing broke off after {got} keys"),
-                    true,
-                ));
+            match f {
+                Fault::PartialListing { after } => {
+                    self.count(f);
+                    let got = listed.len().min(*after);
+                    return Err(Self::fault_error(
+                        Op::List,
+                        prefix,
+                        &format!("the listing broke off after {got} keys"),
+                        true,
+                    ));
+                }
+                Fault::StaleListing { newest } => {
+                    let hidden: Vec<String> = {
+                        let s = self.lock();
+                        s.written
+                            .iter()
+                            .rev()
+                            .filter(|k| k.starts_with(prefix))
+                            .take(*newest)
+                            .cloned()
+                            .collect()
+                    };
+                    let before = listed.len();
+                    listed.retain(|o| !hidden.contains(&o.key));
+                    if listed.len() < before {
+                        self.count(f);
+                    }
+                }
+                _ => {}
             }
         }
         Ok(listed)
     }
 
     fn head(&self, key: &str) -> Result<Option<u64>> {
-        self.plain(Op::Head, key, || self.inner.head(key))
+        let faults = self.fire(Op::Head, key);
+        self.before(Op::Head, key, &faults)?;
+        let found = self.after(Op::Head, key, &faults.0, self.inner.head(key))?;
+        for f in &faults.0 {
+            if let Fault::NotYetVisible { within } = f
+                && found.is_some()
+                && self.fresh(key, *within)
+            {
+                self.count(f);
+                return Ok(None);
+            }
+        }
+        Ok(found)
     }
 
     fn location(&self) -> String {
@@ -632,5 +864,82 @@ mod tests {
         let e = s.get("index/1").unwrap_err();
         assert!(e.is_transient());
         assert!(t.elapsed() >= Duration::from_millis(20));
+    }
+
+    #[test]
+    fn stale_listings_unseen_keys_and_lost_replies() {
+        let s = store();
+        s.put("points/v/1", b"a").unwrap();
+        s.put("points/v/2", b"b").unwrap();
+        s.put("index/2", b"i").unwrap();
+        s.add_rule(Rule::new(Op::List, "points/", Fault::StaleListing { newest: 1 }).times(1));
+        let keys: Vec<String> = s
+            .list("points/")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(
+            keys,
+            ["points/v/1"],
+            "the newest key under the prefix is left out"
+        );
+        assert_eq!(s.list("points/").unwrap().len(), 2);
+        s.add_rule(Rule::new(Op::Any, "", Fault::NotYetVisible { within: 1 }));
+        assert!(s.get("index/2").unwrap_err().is_not_found());
+        assert_eq!(s.head("index/2").unwrap(), None);
+        assert_eq!(
+            s.get("points/v/2").unwrap(),
+            b"b",
+            "only the newest write is unseen"
+        );
+        s.clear_rules();
+        s.add_rule(Rule::new(Op::Delete, "", Fault::LostReply).times(1));
+        assert!(s.delete("points/v/1").unwrap_err().is_transient());
+        assert_eq!(
+            s.inner().head("points/v/1").unwrap(),
+            None,
+            "the delete happened"
+        );
+        let kinds = s.injected();
+        assert_eq!(kinds["stale listing"], 1);
+        assert_eq!(kinds["not yet visible"], 2);
+        assert_eq!(kinds["lost reply"], 1);
+        assert_eq!(s.injected_total(), 4);
+        let r: Rule = "list::stale=2".parse().unwrap();
+        assert_eq!(r.fault, Fault::StaleListing { newest: 2 });
+        let r: Rule = "put::lost".parse().unwrap();
+        assert_eq!(r.fault, Fault::LostReply);
+    }
+
+    #[test]
+    fn random_faults_replay_from_their_seed() {
+        let run = |seed| {
+            let s = store();
+            s.set_random(Some(RandomFaults {
+                seed,
+                per_mille: 300,
+                menu: vec![
+                    Rule::new(Op::Read, "", Fault::Error { transient: true }),
+                    Rule::new(Op::Read, "packs/", Fault::BitFlip { bit: 0 }),
+                    Rule::new(Op::Head, "", Fault::NotFound),
+                ],
+            }));
+            let mut out = Vec::new();
+            for _ in 0..200 {
+                out.push(format!("{:?}", s.get("packs/ab/1")));
+                out.push(format!("{:?}", s.head("index/1")));
+            }
+            (out, s.injected_total())
+        };
+        let (a, n) = run(7);
+        assert_eq!(
+            run(7),
+            (a.clone(), n),
+            "the same seed draws the same faults"
+        );
+        assert_ne!(run(8).0, a);
+        assert!((60..=180).contains(&n), "about 30% of 400 calls: {n}");
+        assert!(a.iter().any(|r| r.starts_with("Ok")));
     }
 }

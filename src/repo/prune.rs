@@ -484,6 +484,21 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
                 for e in &entries[i..j] {
                     let a = (e.offset as u64 - start) as usize;
                     let sealed = &span[a..a + e.stored_len as usize];
+                    // The copy replaces the original once its pack is deleted: verify it
+                    // (a bit flipped on the way from the store would be data lost).
+                    let at = ChunkRef {
+                        id: e.id,
+                        pack: *pack,
+                        offset: e.offset,
+                        stored_len: e.stored_len,
+                        raw_len: e.raw_len,
+                    };
+                    repo.open_chunk(&at, sealed).map_err(|err| {
+                        RepoError::Internal(format!(
+                            "prune stopped before deleting anything: a chunk read for \
+                             repacking does not verify: {err}; run `vaultfs check`"
+                        ))
+                    })?;
                     let to = writer.add(e.id, e.kind, e.raw_len, sealed)?;
                     moved.insert((*pack, e.offset), to);
                     report.chunks_moved += 1;

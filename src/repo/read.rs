@@ -52,6 +52,29 @@ pub(crate) fn read_error(what: String, e: BackendError) -> RepoError {
     }
 }
 
+/// A ranged read's answer, refused when it does not hold exactly `len` bytes: a store
+/// that breaks the "never a short read" rule must not make a caller slice past the end
+/// (prune's repack cuts chunks out of a span) or take a store failure for damage.
+fn exact(
+    key: &str,
+    offset: u64,
+    len: u64,
+    read: std::result::Result<Vec<u8>, BackendError>,
+) -> std::result::Result<Vec<u8>, BackendError> {
+    match read {
+        Ok(buf) if buf.len() as u64 != len => Err(BackendError::Remote {
+            op: "get range",
+            key: key.to_string(),
+            message: format!(
+                "the store returned {} bytes for {len} bytes at {offset}",
+                buf.len()
+            ),
+            transient: true,
+        }),
+        r => r,
+    }
+}
+
 impl Repository {
     /// The sealed bytes of one chunk, with one ranged read of its pack; when the pack was
     /// removed by prune, from where its forward object says the chunk went. The sealed
@@ -72,8 +95,8 @@ impl Repository {
     }
 
     fn get_sealed(&self, r: &ChunkRef) -> std::result::Result<Vec<u8>, BackendError> {
-        self.store()
-            .get_range(&r.pack.key(), r.offset as u64, r.stored_len as u64)
+        let (key, offset, len) = (r.pack.key(), r.offset as u64, r.stored_len as u64);
+        exact(&key, offset, len, self.store().get_range(&key, offset, len))
     }
 
     /// Follows the forwards of `r`'s (gone) pack to a copy that can be read.
@@ -157,7 +180,8 @@ impl Repository {
     /// [`Repository::read_sealed`], which knows where chunks of a removed pack went.
     pub fn read_pack_span(&self, pack: &PackId, offset: u64, len: u64) -> Result<Option<Vec<u8>>> {
         let _span = tracing::debug_span!("pack_span", pack = %pack.to_hex(), offset, len).entered();
-        match self.store().get_range(&pack.key(), offset, len) {
+        let key = pack.key();
+        match exact(&key, offset, len, self.store().get_range(&key, offset, len)) {
             Ok(buf) => Ok(Some(buf)),
             Err(BackendError::NotFound { .. }) => Ok(None),
             Err(e) => Err(read_error(format!("pack {}", pack.to_hex()), e)),

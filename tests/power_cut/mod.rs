@@ -44,6 +44,7 @@ const OP_UNLINK: u32 = 7;
 const OP_MKDIR: u32 = 8;
 const OP_RMDIR: u32 = 9;
 const OP_BAD: u32 = 10;
+const OP_FAILED: u32 = 11;
 
 const O_CREAT: u32 = 0o100;
 const O_TRUNC: u32 = 0o1000;
@@ -98,6 +99,12 @@ pub struct Record {
     pub path: String,
     pub path2: String,
     pub data: Vec<u8>,
+}
+
+impl Record {
+    pub fn is_mkdir(&self) -> bool {
+        self.op == OP_MKDIR
+    }
 }
 
 /// The records of one process's journal, in the order of their sequence numbers.
@@ -207,6 +214,8 @@ enum Node {
     Dir {
         volatile: BTreeMap<String, usize>,
         durable: BTreeMap<String, usize>,
+        /// The call before which the file system commits this directory's entries.
+        commit_at: usize,
     },
 }
 
@@ -221,8 +230,9 @@ pub struct Outcome {
     pub data_dropped: usize,
     /// Files whose unsynced data was torn (a prefix kept).
     pub data_torn: usize,
-    /// The metadata commit point chosen (a call index, `calls` = all).
-    pub commit: usize,
+    /// The metadata commit point chosen for every directory (a call index, `calls`:
+    /// all), or `None`: one for each directory.
+    pub commit: Option<usize>,
     /// Files visible under their final names (not `.tmp-*`) whose data is not all that
     /// was written to them: zero-length or torn objects.
     pub torn_visible: Vec<String>,
@@ -237,11 +247,21 @@ impl Outcome {
 struct Model {
     nodes: Vec<Node>,
     inodes: HashMap<u64, usize>,
+    /// Journaled calls in all.
+    calls: usize,
+    /// The one commit point of every directory, or `None`: each has its own.
+    commit: Option<usize>,
 }
 
 impl Model {
     /// The tree of `before` (a copy of the directory `scan` was taken of) as durable.
-    fn new(before: &Path, scan: &Scan) -> Self {
+    fn new(
+        before: &Path,
+        scan: &Scan,
+        calls: usize,
+        commit: Option<usize>,
+        rng: &mut dyn FnMut() -> u64,
+    ) -> Self {
         let mut by_path: BTreeMap<PathBuf, (u64, bool)> = BTreeMap::new();
         for (ino, (rel, dir)) in scan {
             by_path.insert(rel.clone(), (*ino, *dir));
@@ -249,15 +269,14 @@ impl Model {
         let mut m = Model {
             nodes: Vec::new(),
             inodes: HashMap::new(),
+            calls,
+            commit,
         };
         let mut ids: HashMap<PathBuf, usize> = HashMap::new();
         // BTreeMap order: a parent comes before its children.
         for (rel, (ino, dir)) in &by_path {
             let node = if *dir {
-                Node::Dir {
-                    volatile: BTreeMap::new(),
-                    durable: BTreeMap::new(),
-                }
+                m.new_dir(0, rng)
             } else {
                 let c = Content::Before(before.join(rel));
                 Node::File {
@@ -272,7 +291,10 @@ impl Model {
             if let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) {
                 let pid = ids[parent];
                 let name = name.to_string_lossy().into_owned();
-                if let Node::Dir { volatile, durable } = &mut m.nodes[pid] {
+                if let Node::Dir {
+                    volatile, durable, ..
+                } = &mut m.nodes[pid]
+                {
                     volatile.insert(name.clone(), id);
                     durable.insert(name, id);
                 }
@@ -280,6 +302,17 @@ impl Model {
         }
         assert_eq!(ids.get(Path::new("")), Some(&0), "the root is node 0");
         m
+    }
+
+    /// An empty directory made before call `at`.
+    fn new_dir(&self, at: usize, rng: &mut dyn FnMut() -> u64) -> Node {
+        Node::Dir {
+            volatile: BTreeMap::new(),
+            durable: BTreeMap::new(),
+            commit_at: self
+                .commit
+                .unwrap_or_else(|| at + (rng() % (self.calls - at + 1) as u64) as usize),
+        }
     }
 
     /// The directory node and the last name of `rel`, in the volatile tree.
@@ -325,7 +358,8 @@ impl Model {
         }
     }
 
-    fn apply(&mut self, r: &Record) {
+    /// Applies call number `at`.
+    fn apply(&mut self, at: usize, r: &Record, rng: &mut dyn FnMut() -> u64) {
         match r.op {
             OP_OPEN => {
                 let (dir, name) = self.parent_of(&r.path);
@@ -365,7 +399,9 @@ impl Model {
                 let id = self.node_of(r.ino, r);
                 match &mut self.nodes[id] {
                     Node::File { volatile, durable } => *durable = volatile.clone(),
-                    Node::Dir { volatile, durable } => *durable = volatile.clone(),
+                    Node::Dir {
+                        volatile, durable, ..
+                    } => *durable = volatile.clone(),
                 }
             }
             OP_RENAME | OP_LINK => {
@@ -399,22 +435,27 @@ impl Model {
             OP_MKDIR => {
                 let (dir, name) = self.parent_of(&r.path);
                 let id = self.nodes.len();
-                self.nodes.push(Node::Dir {
-                    volatile: BTreeMap::new(),
-                    durable: BTreeMap::new(),
-                });
+                let node = self.new_dir(at, rng);
+                self.nodes.push(node);
                 self.entries_mut(dir).insert(name, id);
                 self.inodes.insert(r.ino, id);
             }
+            OP_FAILED => {}
             OP_BAD => panic!("the shim could not follow a call: {}", r.path),
             op => panic!("unknown journal op {op}: {r:?}"),
         }
     }
 
-    /// The metadata journal commits: every directory's entries as they are now.
-    fn commit(&mut self) {
+    /// The file system commits the entries of the directories due before call `at`.
+    fn commit(&mut self, at: usize) {
         for n in &mut self.nodes {
-            if let Node::Dir { volatile, durable } = n {
+            if let Node::Dir {
+                volatile,
+                durable,
+                commit_at,
+            } = n
+                && *commit_at == at
+            {
                 *durable = volatile.clone();
             }
         }
@@ -424,28 +465,31 @@ impl Model {
 /// Rebuilds into `out` (which must not exist) what a power cut at the end of `journals`
 /// (one per process, in the order they ran) leaves of the directory whose copy before
 /// the runs is `before` (`scan`: its inodes in the live directory). `rng` makes every
-/// choice of the model.
+/// choice of the model; `commit` forces the one commit point of every directory.
 pub fn reconstruct(
     before: &Path,
     scan: &Scan,
     journals: &[Vec<Record>],
+    commit: Option<usize>,
     rng: &mut dyn FnMut() -> u64,
     out: &Path,
 ) -> Outcome {
-    let mut m = Model::new(before, scan);
     let calls: usize = journals.iter().map(|j| j.len()).sum();
-    let commit = (rng() % (calls as u64 + 1)) as usize;
-    let mut i = 0;
-    for r in journals.iter().flatten() {
-        if i == commit {
-            m.commit();
-        }
-        m.apply(r);
-        i += 1;
+    // One commit point for every directory (a journal), or one each (a third of the
+    // reconstructions: the POSIX minimum, stricter than a journaling file system).
+    let commit = if commit.is_some() {
+        commit
+    } else if rng().is_multiple_of(3) {
+        None
+    } else {
+        Some((rng() % (calls as u64 + 1)) as usize)
+    };
+    let mut m = Model::new(before, scan, calls, commit, rng);
+    for (i, r) in journals.iter().flatten().enumerate() {
+        m.commit(i);
+        m.apply(i, r, rng);
     }
-    if commit == calls {
-        m.commit();
-    }
+    m.commit(calls);
     let mut o = Outcome {
         calls,
         commit,
@@ -455,7 +499,9 @@ pub fn reconstruct(
     let mut last: Vec<Option<Content>> = Vec::with_capacity(m.nodes.len());
     for n in &m.nodes {
         last.push(match n {
-            Node::Dir { volatile, durable } => {
+            Node::Dir {
+                volatile, durable, ..
+            } => {
                 if volatile != durable {
                     o.dirs_rolled_back += 1;
                 }

@@ -9,7 +9,8 @@
  * mkdirat, rmdir. Each record has a sequence number: an fsync takes its number before
  * the call (whatever completed before that is covered by it), every other call after it
  * completed, so that sorting by number never makes an operation look durable when it
- * was not. With $VAULTFS_POWER_CUT_AT=n the process SIGKILLs itself on entry to the n-th
+ * was not. A call that fails is journaled as failed, so that the n-th record is the n-th
+ * call. With $VAULTFS_POWER_CUT_AT=n the process SIGKILLs itself on entry to the n-th
  * journaled call (the power cut: that call and everything after it never happen).
  *
  * Record: u64 seq, u32 op, u32 flags, u64 ino, u64 off, u64 len, u32 path_len,
@@ -45,6 +46,7 @@ enum {
     OP_MKDIR = 8,  /* path, ino */
     OP_RMDIR = 9,  /* path */
     OP_BAD = 10,   /* a call the model cannot follow (path: what) */
+    OP_FAILED = 11, /* a journaled call that failed (nothing changed) */
 };
 
 struct rec {
@@ -231,6 +233,8 @@ static void emit(uint64_t s, uint32_t op, uint32_t flags, uint64_t ino, uint64_t
     errno = saved;
 }
 
+static void failed(void) { emit(next_seq(), OP_FAILED, 0, 0, 0, NULL, NULL, NULL, 0, 0); }
+
 static uint64_t ino_of(int fd) {
     struct stat st;
     return fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
@@ -253,6 +257,8 @@ static int do_open(int dirfd, const char *path, int flags, mode_t mode,
         fd_ino[fd] = ino_of(fd);
         if (w)
             emit(next_seq(), OP_OPEN, (uint32_t)flags, fd_ino[fd], 0, rel, NULL, NULL, 0, 0);
+    } else if (w) {
+        failed();
     }
     return fd;
 }
@@ -331,6 +337,8 @@ static ssize_t do_write(int fd, const struct iovec *iov, int n, off_t off, int p
             emit(next_seq(), OP_BAD, 0, ino, 0, "write at an unknown offset", NULL, NULL, 0, 0);
         else
             emit(next_seq(), OP_WRITE, 0, ino, (uint64_t)at, NULL, NULL, iov, n, (uint64_t)r);
+    } else if (ino) {
+        failed();
     }
     return r;
 }
@@ -362,6 +370,8 @@ static int do_truncate(int fd, off_t len, int (*call)(int, off_t)) {
     int r = call(fd, len);
     if (ino && r == 0)
         emit(next_seq(), OP_TRUNC, 0, ino, 0, NULL, NULL, NULL, 0, (uint64_t)len);
+    else if (ino)
+        failed();
     return r;
 }
 int ftruncate(int fd, off_t len) {
@@ -383,6 +393,8 @@ static int do_sync(int fd, int (*call)(int)) {
     int r = call(fd);
     if (ino && r == 0)
         emit(s, OP_FSYNC, 0, ino, 0, NULL, NULL, NULL, 0, 0);
+    else if (ino)
+        emit(s, OP_FAILED, 0, 0, 0, NULL, NULL, NULL, 0, 0);
     return r;
 }
 int fsync(int fd) {
@@ -412,6 +424,8 @@ static int two_paths(uint32_t op, int d1, const char *p1, int d2, const char *p2
         else
             emit(next_seq(), OP_BAD, 0, 0, 0, "a rename or link across the root", NULL, NULL,
                  0, 0);
+    } else {
+        failed();
     }
     return r;
 }
@@ -471,6 +485,8 @@ static int one_path(uint32_t op, int dirfd, const char *path, int flags, mode_t 
                 ino = (uint64_t)st.st_ino;
         }
         emit(next_seq(), op, 0, ino, 0, rel, NULL, NULL, 0, 0);
+    } else if (in) {
+        failed();
     }
     return r;
 }

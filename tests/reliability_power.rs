@@ -359,7 +359,9 @@ fn restore_points(
 
 /// Runs one cut and checks the repository it leaves; `Err` says what is corrupt.
 fn cut_case(base: &Base, cut: &Cut) -> Result<Ran, String> {
-    let live = repo_at(tempfile::tempdir().unwrap());
+    let mut live = repo_at(tempfile::tempdir().unwrap());
+    live.dir
+        .disable_cleanup(std::env::var_os("VAULTFS_POWER_KEEP").is_some());
     sh(&format!(
         "cp -a {} {}",
         base.t.repo.display(),
@@ -431,9 +433,25 @@ fn cut_case(base: &Base, cut: &Cut) -> Result<Ran, String> {
     if !empty.is_empty() {
         return Err(format!("zero-length objects: {empty:?}"));
     }
+    // Debugging: with VAULTFS_POWER_KEEP set, a failing cut leaves the live directory
+    // (with its journals) and a copy of the rebuilt repository.
+    let keep = std::env::var_os("VAULTFS_POWER_KEEP")
+        .is_some()
+        .then(|| live.dir.path().to_path_buf());
     let what = |e: String| {
+        let kept = match &keep {
+            Some(d) => {
+                sh(&format!(
+                    "cp -a {} {}/rebuilt",
+                    recon.repo.display(),
+                    d.display()
+                ));
+                format!("; kept {}", d.display())
+            }
+            None => String::new(),
+        };
         format!(
-            "{e}\n(model: commit at {:?} of {} calls; {outcome:?})",
+            "{e}\n(model: commit at {:?} of {} calls; {outcome:?}{kept})",
             outcome.commit, outcome.calls
         )
     };

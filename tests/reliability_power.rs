@@ -87,9 +87,18 @@ enum Scenario {
 /// its record into it and returned; the power cut dropped `attrs/v` with the record. The
 /// local store now makes every directory it writes into durable in its parent, existing
 /// or not (`src/backend/local.rs`). Call numbers move when the store's calls change:
-/// `a_directory_left_by_a_killed_writer_…` cuts at every mkdir whatever their numbers.
-const REGRESSIONS: &[(Scenario, u64, bool, u64)] =
-    &[(Scenario::Update, 10, true, 617822434898389594)];
+/// `an_entry_left_by_a_killed_writer_…` cuts after every mkdir and rename whatever their
+/// numbers.
+///
+/// `(Prune, 86, true, 3305878676916341516)`: prune died on the fsync of `forward/` after
+/// renaming a forward object into place; the next prune found the forward, deleted the
+/// old pack and its index, and the power cut dropped the forward: references to nothing.
+/// The local store now fsyncs a directory (and its ancestors) before it first reads or
+/// lists it.
+const REGRESSIONS: &[(Scenario, u64, bool, u64)] = &[
+    (Scenario::Update, 10, true, 617822434898389594),
+    (Scenario::Prune, 86, true, 3305878676916341516),
+];
 
 /// What a backup name holds.
 #[derive(Clone, Debug)]
@@ -239,8 +248,8 @@ struct Ran {
     /// Whether the commands then ran again.
     reran: bool,
     dropped: bool,
-    /// The calls (numbered from 1 over all commands) that made a directory.
-    mkdirs: Vec<u64>,
+    /// The calls (numbered from 1 over all commands) that made a directory entry.
+    entries: Vec<u64>,
 }
 
 fn non_tmp_files(root: &Path) -> Vec<(String, u64)> {
@@ -494,11 +503,11 @@ fn cut_case(base: &Base, cut: &Cut) -> Result<Ran, String> {
         killed,
         reran: killed && all_done,
         dropped: outcome.dropped_anything(),
-        mkdirs: journals
+        entries: journals
             .iter()
             .flatten()
             .enumerate()
-            .filter(|(_, r)| r.is_mkdir())
+            .filter(|(_, r)| r.makes_entry())
             .map(|(i, _)| i as u64 + 1)
             .collect(),
     })
@@ -610,12 +619,13 @@ fn power_cuts_during_point_changes_and_prune_local() {
     );
 }
 
-/// The regression of a directory whose entry a killed writer left not durable: each
-/// scenario is cut on the call after each of its mkdirs (the fsync of the parent), run
-/// again to its end, and rebuilt with nothing committed beyond the fsyncs; what the
-/// second run committed must be there.
+/// The regression of a directory entry (a directory, an object renamed or linked into
+/// place) that a killed writer left not durable: each scenario is cut on the call after
+/// each of its mkdirs, renames and links (the fsync of the directory), run again to its
+/// end, and rebuilt with nothing committed beyond the fsyncs; what the second run
+/// committed must be there, whatever it found.
 #[test]
-fn a_directory_left_by_a_killed_writer_is_made_durable_by_the_next_local() {
+fn an_entry_left_by_a_killed_writer_is_made_durable_by_the_next_local() {
     let started = Instant::now();
     let base = Base::new();
     let (mut cuts, mut dropped, mut failed) = (0, 0, Vec::new());
@@ -628,8 +638,8 @@ fn a_directory_left_by_a_killed_writer_is_made_durable_by_the_next_local() {
             model_seed: 1,
         };
         let ran = cut_case(&base, &clean).unwrap_or_else(|e| panic!("{clean}: {e}"));
-        assert!(!ran.mkdirs.is_empty(), "{scenario:?} made no directory");
-        for m in ran.mkdirs {
+        assert!(!ran.entries.is_empty(), "{scenario:?} made no entry");
+        for m in ran.entries {
             let cut = Cut {
                 scenario,
                 at: m + 1,
@@ -651,7 +661,7 @@ fn a_directory_left_by_a_killed_writer_is_made_durable_by_the_next_local() {
         }
     }
     eprintln!(
-        "power-cut: cuts {cuts}, reconstructions with dropped writes {dropped}, corrupt repositories {} (a kill after each mkdir, a rerun, then the cut; {:.0?})",
+        "power-cut: cuts {cuts}, reconstructions with dropped writes {dropped}, corrupt repositories {} (a kill after each mkdir and rename, a rerun, then the cut; {:.0?})",
         failed.len(),
         started.elapsed()
     );

@@ -7,7 +7,12 @@
 //! a directory whose own entry is not durable vanishes with it in a power cut); also a
 //! directory that already exists, since existing proves nothing: a writer killed between
 //! its mkdir and the fsync of the parent, or another writer still before that fsync,
-//! leaves one whose entry a power cut drops. A delete fsyncs the directory before
+//! leaves one whose entry a power cut drops. Likewise a reader does not trust what it
+//! sees: an object a killed writer renamed into place before its directory's fsync is
+//! visible but not durable, and a prune that deleted a pack because such a forward
+//! object exists would leave references to nothing after a power cut. So the first read
+//! or listing of a directory by a store fsyncs it and its ancestors up to the root (best
+//! effort: a read never fails for it). A delete fsyncs the directory before
 //! it returns: prune deletes a pack only once its index's delete is durable, and an index
 //! that came back without its pack would let a backup deduplicate against nothing. A
 //! crash leaves at most a
@@ -42,6 +47,8 @@ pub struct LocalStore {
     /// Directories under the root whose entry this store made durable (directories are
     /// never removed, so an entry stays durable).
     durable_dirs: Mutex<HashSet<PathBuf>>,
+    /// Directories this store fsynced before reading them: what they list is durable.
+    synced_dirs: Mutex<HashSet<PathBuf>>,
 }
 
 impl LocalStore {
@@ -52,13 +59,40 @@ impl LocalStore {
                 NonZeroUsize::new(HANDLES).expect("non-zero"),
             )),
             durable_dirs: Mutex::new(HashSet::new()),
+            synced_dirs: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Fsyncs `dir` and each ancestor up to the root, once per store, so that what a
+    /// reader finds there is durable before it acts on it. Errors are ignored (a
+    /// read-only file system, a missing directory): reads do not depend on it.
+    fn trust_dir(&self, dir: &Path) {
+        let mut d = dir;
+        loop {
+            if !self.synced_dirs.lock().unwrap().contains(d) && sync_dir(d).is_ok() {
+                self.synced_dirs.lock().unwrap().insert(d.to_path_buf());
+            }
+            if d == self.root {
+                break;
+            }
+            match d.parent() {
+                Some(p) if p.starts_with(&self.root) => d = p,
+                _ => break,
+            }
+        }
+    }
+
+    /// [`Self::trust_dir`] of the directory of `key`.
+    fn trust(&self, key: &str) {
+        let path = self.path(key);
+        self.trust_dir(path.parent().unwrap_or(&self.root));
     }
 
     fn handle(&self, key: &str) -> Result<Arc<File>> {
         if let Some(f) = self.handles.lock().unwrap().get(key) {
             return Ok(f.clone());
         }
+        self.trust(key);
         let f = Arc::new(File::open(self.path(key)).map_err(|e| self.io("open", key, e))?);
         self.handles.lock().unwrap().put(key.to_string(), f.clone());
         Ok(f)
@@ -162,6 +196,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 impl ObjectStore for LocalStore {
     fn get(&self, key: &str) -> Result<Vec<u8>> {
+        self.trust(key);
         fs::read(self.path(key)).map_err(|e| self.io("read", key, e))
     }
 
@@ -255,6 +290,7 @@ impl ObjectStore for LocalStore {
         let mut out = Vec::new();
         let mut stack = vec![(self.root.join(dir_part), dir_part.to_string())];
         while let Some((dir, rel)) = stack.pop() {
+            self.trust_dir(&dir);
             let entries = match fs::read_dir(&dir) {
                 Ok(e) => e,
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
@@ -291,6 +327,7 @@ impl ObjectStore for LocalStore {
     }
 
     fn head(&self, key: &str) -> Result<Option<u64>> {
+        self.trust(key);
         match fs::metadata(self.path(key)) {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),

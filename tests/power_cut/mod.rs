@@ -102,8 +102,10 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn is_mkdir(&self) -> bool {
-        self.op == OP_MKDIR
+    /// A call that makes a directory entry (mkdir, rename, link): until the directory's
+    /// fsync, a power cut drops it.
+    pub fn makes_entry(&self) -> bool {
+        matches!(self.op, OP_MKDIR | OP_RENAME | OP_LINK)
     }
 }
 

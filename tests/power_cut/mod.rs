@@ -11,10 +11,12 @@
 //! - a directory's entries (create, rename, link, unlink, mkdir, rmdir in it) are
 //!   durable as of its last fsync; a new directory exists only if its own entry in its
 //!   parent is durable;
-//! - the file system's metadata journal committed up to a seeded point of the run: every
-//!   directory holds at least its entries as of that commit (commits are in order, so the
-//!   metadata kept beyond the fsyncs is a prefix of the run, the same for every
-//!   directory);
+//! - the file system committed metadata on its own up to a seeded point of the run: every
+//!   directory holds at least its entries as of that commit. In two reconstructions of
+//!   three the point is the same for every directory (one journal, commits in order:
+//!   ext4, XFS; btrfs commits the rest so while an fsync logs one directory); in one of
+//!   three each directory has its own (the POSIX minimum, stricter than a journaling
+//!   file system);
 //! - each file whose data was written after its last fsync independently ends up with
 //!   its durable data, all of it written (the writeback happened), or a torn prefix of it
 //!   (cut at a 4 KiB page), whatever the metadata kept: delayed allocation writes data
@@ -22,9 +24,9 @@
 //!   (the classic zero-length file).
 //!
 //! That is what ext4 (`data=ordered` with delayed allocation, without `auto_da_alloc`'s
-//! rescue) or XFS can leave; one journal commit for all directories is also what they do.
-//! A rename between two directories is not modelled (the local store never does one) and
-//! fails the replay, as does any call the shim could not follow.
+//! rescue) or XFS can leave, and in the per-directory case more. A rename between two
+//! directories is not modelled (the local store never does one) and fails the replay, as
+//! does any call the shim could not follow.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;

@@ -2,9 +2,17 @@
 //!
 //! Writes go to a temporary file in the target directory (`.tmp-<random>`), are fsynced,
 //! then renamed into place (or hard-linked, for create-only writes, so that exactly one
-//! of two racing writers wins), and the directory is fsynced; a directory a write creates
-//! is made durable in its parent first (an fsynced object in a directory whose own entry
-//! is not durable vanishes with it in a power cut). A delete fsyncs the directory before
+//! of two racing writers wins), and the directory is fsynced. Every directory a write
+//! goes into is made durable in its parent first, once per store (an fsynced object in
+//! a directory whose own entry is not durable vanishes with it in a power cut); also a
+//! directory that already exists, since existing proves nothing: a writer killed between
+//! its mkdir and the fsync of the parent, or another writer still before that fsync,
+//! leaves one whose entry a power cut drops. Likewise a reader does not trust what it
+//! sees: an object a killed writer renamed into place before its directory's fsync is
+//! visible but not durable, and a prune that deleted a pack because such a forward
+//! object exists would leave references to nothing after a power cut. So the first read
+//! or listing of a directory by a store fsyncs it and its ancestors up to the root (best
+//! effort: a read never fails for it). A delete fsyncs the directory before
 //! it returns: prune deletes a pack only once its index's delete is durable, and an index
 //! that came back without its pack would let a backup deduplicate against nothing. A
 //! crash leaves at most a
@@ -17,6 +25,7 @@
 //! ranged read per chunk), and objects are immutable, so a handle stays valid; writes and
 //! deletes of a key drop its handle.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::num::NonZeroUsize;
@@ -35,6 +44,11 @@ const HANDLES: usize = 64;
 pub struct LocalStore {
     root: PathBuf,
     handles: Mutex<lru::LruCache<String, Arc<File>>>,
+    /// Directories under the root whose entry this store made durable (directories are
+    /// never removed, so an entry stays durable).
+    durable_dirs: Mutex<HashSet<PathBuf>>,
+    /// Directories this store fsynced before reading them: what they list is durable.
+    synced_dirs: Mutex<HashSet<PathBuf>>,
 }
 
 impl LocalStore {
@@ -44,13 +58,41 @@ impl LocalStore {
             handles: Mutex::new(lru::LruCache::new(
                 NonZeroUsize::new(HANDLES).expect("non-zero"),
             )),
+            durable_dirs: Mutex::new(HashSet::new()),
+            synced_dirs: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Fsyncs `dir` and each ancestor up to the root, once per store, so that what a
+    /// reader finds there is durable before it acts on it. Errors are ignored (a
+    /// read-only file system, a missing directory): reads do not depend on it.
+    fn trust_dir(&self, dir: &Path) {
+        let mut d = dir;
+        loop {
+            if !self.synced_dirs.lock().unwrap().contains(d) && sync_dir(d).is_ok() {
+                self.synced_dirs.lock().unwrap().insert(d.to_path_buf());
+            }
+            if d == self.root {
+                break;
+            }
+            match d.parent() {
+                Some(p) if p.starts_with(&self.root) => d = p,
+                _ => break,
+            }
+        }
+    }
+
+    /// [`Self::trust_dir`] of the directory of `key`.
+    fn trust(&self, key: &str) {
+        let path = self.path(key);
+        self.trust_dir(path.parent().unwrap_or(&self.root));
     }
 
     fn handle(&self, key: &str) -> Result<Arc<File>> {
         if let Some(f) = self.handles.lock().unwrap().get(key) {
             return Ok(f.clone());
         }
+        self.trust(key);
         let f = Arc::new(File::open(self.path(key)).map_err(|e| self.io("open", key, e))?);
         self.handles.lock().unwrap().put(key.to_string(), f.clone());
         Ok(f)
@@ -79,11 +121,51 @@ impl LocalStore {
         }
     }
 
+    /// Creates `dir` and its missing ancestors (mode 0700), and makes the entry of each
+    /// directory from `dir` up to the root durable in its parent (an fsync of the parent),
+    /// before anything is written into it: once per directory and store. The root's own
+    /// entry only when the root is created here.
+    fn create_dir_durable(&self, dir: &Path) -> std::io::Result<()> {
+        let mut todo = Vec::new();
+        let mut d = dir;
+        loop {
+            if self.durable_dirs.lock().unwrap().contains(d) {
+                break;
+            }
+            let exists = match fs::metadata(d) {
+                Ok(_) => true,
+                Err(e) if e.kind() == ErrorKind::NotFound => false,
+                Err(e) => return Err(e),
+            };
+            if exists && (d == self.root || !d.starts_with(&self.root)) {
+                break;
+            }
+            todo.push(d);
+            match d.parent() {
+                Some(p) if !p.as_os_str().is_empty() => d = p,
+                _ => break,
+            }
+        }
+        for d in todo.into_iter().rev() {
+            match fs::DirBuilder::new().mode(0o700).create(d) {
+                // Made before, by this or another writer: its entry may not be durable.
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                r => r?,
+            }
+            if let Some(p) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(p)?;
+            }
+            self.durable_dirs.lock().unwrap().insert(d.to_path_buf());
+        }
+        Ok(())
+    }
+
     /// Writes `data` to a fresh temporary file next to `key` and returns its path.
     fn write_temp(&self, key: &str, data: &[u8]) -> Result<(PathBuf, PathBuf)> {
         let target = self.path(key);
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();
-        create_dir_durable(&dir).map_err(|e| self.io("create directory for", key, e))?;
+        self.create_dir_durable(&dir)
+            .map_err(|e| self.io("create directory for", key, e))?;
         let mut suffix = [0u8; 8];
         getrandom::getrandom(&mut suffix).expect("the OS random source failed");
         let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(suffix)));
@@ -112,39 +194,9 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Creates `dir` and its missing ancestors (mode 0700), each new one fsynced into its
-/// parent before anything is written into it.
-fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
-    let mut missing = Vec::new();
-    let mut d = dir;
-    loop {
-        match fs::metadata(d) {
-            Ok(_) => break,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                missing.push(d);
-                match d.parent() {
-                    Some(p) if !p.as_os_str().is_empty() => d = p,
-                    _ => break,
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    for d in missing.into_iter().rev() {
-        match fs::DirBuilder::new().mode(0o700).create(d) {
-            // Another writer's mkdir: its parent may not be durable yet either.
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            r => r?,
-        }
-        if let Some(p) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(p)?;
-        }
-    }
-    Ok(())
-}
-
 impl ObjectStore for LocalStore {
     fn get(&self, key: &str) -> Result<Vec<u8>> {
+        self.trust(key);
         fs::read(self.path(key)).map_err(|e| self.io("read", key, e))
     }
 
@@ -238,6 +290,7 @@ impl ObjectStore for LocalStore {
         let mut out = Vec::new();
         let mut stack = vec![(self.root.join(dir_part), dir_part.to_string())];
         while let Some((dir, rel)) = stack.pop() {
+            self.trust_dir(&dir);
             let entries = match fs::read_dir(&dir) {
                 Ok(e) => e,
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
@@ -274,6 +327,7 @@ impl ObjectStore for LocalStore {
     }
 
     fn head(&self, key: &str) -> Result<Option<u64>> {
+        self.trust(key);
         match fs::metadata(self.path(key)) {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),

@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             continue;
         };
         let m = repo.load_manifest(&vault, &point)?;
-        let mut stack: Vec<_> = m.backups.iter().map(|b| b.root).collect();
+        let mut stack: Vec<_> = m.backups.iter().map(|b| b.root.clone()).collect();
         while let Some(r) = stack.pop() {
             if !seen.insert(r.id) {
                 continue;

@@ -114,9 +114,9 @@ fn format_v1_fixture_upgrades_to_the_current_format() {
         String::from_utf8_lossy(&up.stderr)
     );
     let up: serde_json::Value = serde_json::from_slice(&up.stdout).unwrap();
-    assert_eq!((up["from"].as_u64(), up["to"].as_u64()), (Some(1), Some(4)));
+    assert_eq!((up["from"].as_u64(), up["to"].as_u64()), (Some(1), Some(5)));
     let again = run(&["upgrade"]);
-    assert!(String::from_utf8_lossy(&again.stdout).contains("already has format 4"));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already has format 5"));
 
     assert!(
         run(&["backup", "fixture", src, "--tag", "after"])
@@ -255,7 +255,7 @@ fn format_v2_fixture_upgrades_to_format_3() {
         String::from_utf8_lossy(&up.stderr)
     );
     let up: serde_json::Value = serde_json::from_slice(&up.stdout).unwrap();
-    assert_eq!((up["from"].as_u64(), up["to"].as_u64()), (Some(2), Some(4)));
+    assert_eq!((up["from"].as_u64(), up["to"].as_u64()), (Some(2), Some(5)));
 
     let backup = run(&["backup", "fixture", src, "--tag", "after"]);
     assert!(

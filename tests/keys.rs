@@ -253,7 +253,7 @@ fn format_v3_fixture_upgrades_and_takes_a_second_key() {
         String::from_utf8_lossy(&up.stderr)
     );
     let up: Value = serde_json::from_slice(&up.stdout).unwrap();
-    assert_eq!((up["from"].as_u64(), up["to"].as_u64()), (Some(3), Some(4)));
+    assert_eq!((up["from"].as_u64(), up["to"].as_u64()), (Some(3), Some(5)));
     assert!(
         run(pw, &["key", "add", "--new-password-file", f])
             .status

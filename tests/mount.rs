@@ -395,7 +395,7 @@ fn damaged_chunk_is_eio_for_that_file_and_new_points_appear() {
     let repo = vaultfs::repo::Repository::open(r.store(), common::PASSWORD.as_bytes()).unwrap();
     let manifest = repo.load_manifest("v", &second).unwrap();
     let node = repo.find_node(&manifest, b"victim/victim").unwrap();
-    let vaultfs::repo::format::Extent::Data(c) = node.content[0] else {
+    let vaultfs::repo::format::Extent::Data(c) = &node.content[0] else {
         panic!("the victim starts with a hole");
     };
     let pack = r.repo.join(c.pack.key());

@@ -170,7 +170,7 @@ proptest! {
         // A second backup of the unchanged tree reads nothing and stores no new data.
         let again = backup(&repo, "v", Source::Trees(vec![src.clone()]), &BackupOptions::default()).unwrap();
         prop_assert_eq!(again.manifest.backups[0].stats.bytes_read, 0);
-        prop_assert_eq!(again.manifest.backups[0].root, result.manifest.backups[0].root);
+        prop_assert_eq!(&again.manifest.backups[0].root, &result.manifest.backups[0].root);
         let report = vaultfs::repo::check::check(&repo, true).unwrap();
         prop_assert!(report.ok(), "{:?}", report.errors);
     }

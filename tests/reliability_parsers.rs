@@ -426,6 +426,7 @@ fn sample() -> &'static Sample {
                     offset: e.offset,
                     stored_len: e.stored_len,
                     raw_len: e.raw_len,
+                    frames: None,
                 };
                 let sealed = repo.read_sealed(&r).unwrap();
                 payloads.push((e.raw_len, repo.keys().open(&sealed, &e.id.0).unwrap()));
@@ -603,6 +604,7 @@ fn lock_and_forward_objects() {
             offset: e.offset,
             stored_len: e.stored_len,
             raw_len: e.raw_len,
+            frames: None,
         })
         .collect();
     let fwd = Forward {
@@ -663,8 +665,10 @@ fn packs_read_chunk_by_chunk() {
                     offset: e.offset,
                     stored_len: e.stored_len,
                     raw_len: e.raw_len,
+                    frames: None,
                 };
-                (r, repo.read_chunk(&r).unwrap())
+                let data = repo.read_chunk(&r).unwrap();
+                (r, data)
             })
             .collect();
         packs.push((idx.pack, data, chunks));

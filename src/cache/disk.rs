@@ -92,6 +92,11 @@ impl DiskCache {
         self.lock().bytes
     }
 
+    /// Whether the chunk is held (does not touch the LRU order).
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.lock().lru.contains(id)
+    }
+
     /// The sealed chunk, when present with the expected length.
     pub fn get(&self, id: &ChunkId, stored_len: u32) -> Option<Vec<u8>> {
         self.lock().lru.get(id)?;

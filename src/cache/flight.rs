@@ -126,7 +126,7 @@ impl Flights {
             let flight = Arc::new(Flight::default());
             map.insert(r.id, flight.clone());
             claimed.push((
-                *r,
+                r.clone(),
                 FlightGuard {
                     flights: self,
                     id: r.id,

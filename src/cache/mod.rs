@@ -16,6 +16,10 @@
 //! 5. one ranged read of the pack, then authenticate + decompress. A pack that is gone
 //!    (repacked by a prune) is read chunk by chunk, following where each chunk went.
 //!
+//! A read of part of a chunk sealed as frames (format 5) asks [`ChunkCache::get_range`],
+//! which loads only the frames that cover it when the whole chunk is not at hand
+//! ([`frames`]).
+//!
 //! Errors are shared with every waiter as `Arc<RepoError>`, and classified once
 //! ([`failures`]): damage is never remembered, a store that failed to answer is, briefly.
 //! Counters are in [`stats`].
@@ -27,6 +31,7 @@ pub mod budget;
 pub mod disk;
 pub mod failures;
 pub mod flight;
+pub mod frames;
 pub mod prefetch;
 pub mod stats;
 
@@ -45,6 +50,7 @@ use stats::add;
 
 pub use budget::{RSS_MARGIN, RSS_SAMPLE_EVERY};
 pub use failures::FAILURE_MEMORY;
+pub use frames::Piece;
 pub use prefetch::{COALESCE_GAP, COALESCE_SPAN};
 pub use stats::CacheStats;
 
@@ -208,7 +214,7 @@ impl ChunkCache {
         };
         add(&self.stats.misses, 1);
         let flight = guard.flight().clone();
-        self.load_claimed(vec![(*r, guard)], Some(r.id))
+        self.load_claimed(vec![(r.clone(), guard)], Some(r.id))
             .unwrap_or_else(|| flight.wait())
     }
 
@@ -460,6 +466,7 @@ pub(crate) mod tests {
             offset: 0,
             stored_len: sealed.len() as u32,
             raw_len: data.len() as u32,
+            frames: None,
         }
     }
 
@@ -634,7 +641,7 @@ pub(crate) mod tests {
         cache.prefetch(&r); // no workers yet: dropped silently
         cache.start_prefetchers(2, 4);
         cache.prefetch(&r);
-        wait_cached(&cache, &[r]);
+        wait_cached(&cache, std::slice::from_ref(&r));
         cache.get(&r).unwrap();
         assert_eq!(cache.stats.fetches.load(Ordering::Relaxed), 1);
     }
@@ -653,6 +660,7 @@ pub(crate) mod tests {
                 offset: blob.len() as u32,
                 stored_len: sealed.len() as u32,
                 raw_len: d.len() as u32,
+                frames: None,
             });
             blob.extend_from_slice(&sealed);
         }
@@ -695,7 +703,7 @@ pub(crate) mod tests {
         // One cached already: the run reads through that small gap.
         cache.get(&refs[5]).unwrap();
         let mut run = refs.clone();
-        run.push(other[0]);
+        run.push(other[0].clone());
         cache.prefetch_run(&run);
         wait_cached(&cache, &run);
         // refs[5] by itself, refs[0..5] + refs[6..20] as one read, the other pack alone.
@@ -717,9 +725,9 @@ pub(crate) mod tests {
         cache.start_prefetchers(2, 4);
         // Files backed up in parallel: their chunks sit in the pack out of listing order,
         // and one chunk is shared by two files.
-        let mut hint: Vec<ChunkRef> = refs.iter().rev().copied().collect();
+        let mut hint: Vec<ChunkRef> = refs.iter().rev().cloned().collect();
         hint.swap(3, 7);
-        hint.push(refs[4]);
+        hint.push(refs[4].clone());
         let before = faulty.calls(Op::GetRange);
         cache.prefetch_run(&hint);
         wait_cached(&cache, &refs);
@@ -758,7 +766,7 @@ pub(crate) mod tests {
         );
         assert_eq!(cache.stats.prefetches_queued.load(Ordering::Relaxed), 3);
         faulty.release();
-        wait_cached(&cache, &[a[0], b[0], b[1]]);
+        wait_cached(&cache, &[a[0].clone(), b[0].clone(), b[1].clone()]);
         assert_eq!(faulty.calls(Op::GetRange), 2);
     }
 
@@ -811,7 +819,7 @@ pub(crate) mod tests {
         let cache = ChunkCache::new(repo, 1 << 20, None);
         cache.start_prefetchers(1, 4);
         cache.prefetch_run(&refs);
-        let good = [refs[0], refs[1], refs[3]];
+        let good = [refs[0].clone(), refs[1].clone(), refs[3].clone()];
         wait_cached(&cache, &good);
         assert!(!cache.contains(&refs[2].id));
         let e = cache.get(&refs[2]).unwrap_err();

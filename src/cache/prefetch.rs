@@ -83,7 +83,7 @@ impl Prefetch {
         let mut queued = lock(&self.queued);
         let wanted = refs
             .iter()
-            .copied()
+            .cloned()
             .enumerate()
             .filter(|(_, r)| !queued.contains_key(&r.id) && !skip(&r.id))
             .collect();

@@ -11,6 +11,8 @@ pub struct CacheStats {
     pub disk_hits: AtomicU64,
     /// Ranged reads of the store.
     pub fetches: AtomicU64,
+    /// Those that fetched frames of a framed chunk, not whole chunks.
+    pub frame_fetches: AtomicU64,
     /// Bytes those reads returned (stored: compressed and sealed).
     pub fetch_bytes: AtomicU64,
     /// Decompressed bytes of the chunks loaded (from the store or the disk tier).
@@ -40,6 +42,7 @@ impl CacheStats {
             ("disk_hits", l(&self.disk_hits)),
             ("chunk_fetches", l(&self.fetches)),
             ("chunk_fetch_bytes", l(&self.fetch_bytes)),
+            ("frame_fetches", l(&self.frame_fetches)),
             ("chunk_loaded_bytes", l(&self.loaded_bytes)),
             ("fetch_errors", l(&self.fetch_errors)),
             ("prefetches_queued", l(&self.prefetches_queued)),

@@ -180,9 +180,9 @@ pub fn list(
         }
         Some(p) => {
             let node = repo.find_node(m, p)?;
-            match (node.kind, node.subtree) {
+            match (node.kind, &node.subtree) {
                 (NodeKind::Dir, Some(sub)) => {
-                    for n in repo.load_tree(&sub)?.nodes {
+                    for n in repo.load_tree(sub)?.nodes {
                         let mut full = p.to_vec();
                         full.push(b'/');
                         full.extend_from_slice(&n.name);

@@ -1,5 +1,5 @@
 //! One file of a backup, answered from its node: the data path of a read (extents to
-//! chunks, through the chunk cache), SEEK_DATA/SEEK_HOLE, and extended attributes. No
+//! chunks, or to the frames of framed chunks, through the chunk cache), SEEK_DATA/SEEK_HOLE, and extended attributes. No
 //! state of its own: everything comes from the node, which never changes.
 
 use crate::cache::ChunkCache;
@@ -36,7 +36,19 @@ pub fn read(
         match &t.node.content[i] {
             Extent::Hole(_) => out.resize(out.len() + (take_end - pos) as usize, 0),
             Extent::Data(r) => {
-                let chunk = cache.get(r).inspect_err(|e| {
+                let a = pos - start;
+                let b = take_end - start;
+                // A read from the start of a file is most likely the first of a
+                // sequential reader: it gets the whole chunk. Any other reads only the
+                // frames it needs, when the chunk is framed and not at hand.
+                let piece = match offset {
+                    0 => cache.get(r).map(|c| crate::cache::Piece {
+                        buf: c,
+                        at: a as usize,
+                    }),
+                    _ => cache.get_range(r, a, b),
+                };
+                let piece = piece.inspect_err(|e| {
                     tracing::error!(
                         file = %inodes.path(inode.ino),
                         ino = inode.ino,
@@ -45,9 +57,8 @@ pub fn read(
                         "read failed at offset {pos}: {e}"
                     );
                 })?;
-                let a = (pos - start) as usize;
-                let b = (take_end - start) as usize;
-                let slice = chunk.get(a..b).ok_or_else(|| {
+                let range = piece.at..piece.at + (b - a) as usize;
+                let slice = piece.buf.get(range.clone()).ok_or_else(|| {
                     FsError::from(RepoError::damaged(
                         format!("chunk {}", r.id),
                         "shorter than its recorded length",
@@ -55,7 +66,7 @@ pub fn read(
                 })?;
                 if pos == offset && take_end == end {
                     // The whole read lies in this chunk: served from the cache's copy.
-                    return Ok(ReadData::Shared(chunk, a..b));
+                    return Ok(ReadData::Shared(piece.buf, range));
                 }
                 out.extend_from_slice(slice);
             }

@@ -179,7 +179,7 @@ impl Readahead {
                 if window.len() >= want || bytes >= limit {
                     break;
                 }
-                window.push(*r);
+                window.push(r.clone());
                 bytes += r.raw_len as u64;
             }
         }
@@ -240,7 +240,7 @@ impl Readahead {
                     Body::Node(t)
                         if t.node.kind == NodeKind::Dir && lock(&t.children).is_none() =>
                     {
-                        t.node.subtree
+                        t.node.subtree.clone()
                     }
                     _ => None,
                 }
@@ -272,7 +272,11 @@ impl Readahead {
             }
             dirs += 1;
             let loaded = lock(&ct.children).is_some()
-                || ct.node.subtree.is_none_or(|r| self.cache.contains(&r.id));
+                || ct
+                    .node
+                    .subtree
+                    .as_ref()
+                    .is_none_or(|r| self.cache.contains(&r.id));
             if !loaded {
                 continue;
             }
@@ -307,7 +311,7 @@ impl Readahead {
             files += 1;
             for e in &ct.node.content {
                 if let Extent::Data(r) = e {
-                    refs.push(*r);
+                    refs.push(r.clone());
                     bytes += r.stored_len as u64;
                 }
             }

@@ -299,7 +299,7 @@ fn damaged_chunk_fails_that_file_only() {
     // Damage the pack holding a.txt's content.
     let inode = f.fs.inodes().get(a).unwrap();
     let Body::Node(t) = &inode.body else { panic!() };
-    let Extent::Data(r) = t.node.content[0] else {
+    let Extent::Data(r) = t.node.content[0].clone() else {
         panic!()
     };
     let key = r.pack.key();
@@ -562,7 +562,7 @@ fn damaged_tree_fails_that_listing_only() {
     let r = {
         let i = f.fs.inodes().get(sub).unwrap();
         let Body::Node(t) = &i.body else { panic!() };
-        t.node.subtree.unwrap()
+        t.node.subtree.clone().unwrap()
     };
     let mut blob = f.repo.store().get(&r.pack.key()).unwrap();
     blob[r.offset as usize + 30] ^= 0x55;
@@ -591,7 +591,13 @@ fn a_damaged_backup_leaves_its_siblings_in_the_point() {
     .unwrap();
     let point = f.repo.list_points("v").unwrap().pop().unwrap();
     let m = f.repo.load_manifest("v", &point).unwrap();
-    let root = m.backups.iter().find(|b| b.name == b"tree").unwrap().root;
+    let root = m
+        .backups
+        .iter()
+        .find(|b| b.name == b"tree")
+        .unwrap()
+        .root
+        .clone();
     let key = root.pack.key();
     let good = f.repo.store().get(&key).unwrap();
     let mut bad = good.clone();

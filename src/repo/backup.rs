@@ -689,7 +689,7 @@ impl<'a> TreeBackup<'a> {
         if self.dirs[0].nodes[0].kind == NodeKind::Dir {
             let parent_sub = parent_root
                 .filter(|p| p.kind == NodeKind::Dir)
-                .and_then(|p| p.subtree);
+                .and_then(|p| p.subtree.clone());
             stack.push((0, 0, path.to_path_buf(), parent_sub));
         }
         while let Some((pd, pn, dir_path, parent_sub)) = stack.pop() {
@@ -773,7 +773,7 @@ impl<'a> TreeBackup<'a> {
                 } else if is_dir {
                     let sub = prev
                         .filter(|p| p.kind == NodeKind::Dir)
-                        .and_then(|p| p.subtree);
+                        .and_then(|p| p.subtree.clone());
                     subdirs.push((d, idx, child, sub));
                 }
             }
@@ -832,9 +832,9 @@ impl<'a> TreeBackup<'a> {
                 .iter()
                 .map(|e| match e {
                     Extent::Data(r) if !self.writer.knows_pack(&r.pack) => {
-                        Extent::Data(self.writer.lookup(&r.id).unwrap_or(*r))
+                        Extent::Data(self.writer.lookup(&r.id).unwrap_or_else(|| r.clone()))
                     }
-                    other => *other,
+                    other => other.clone(),
                 })
                 .collect();
             self.dirs[d].nodes[n].content = content;

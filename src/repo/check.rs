@@ -115,14 +115,7 @@ pub fn check_with_progress(
                 ));
                 continue;
             }
-            let r = ChunkRef {
-                id: e.id,
-                pack: idx.pack,
-                offset: e.offset,
-                stored_len: e.stored_len,
-                raw_len: e.raw_len,
-            };
-            index.insert((e.id, idx.pack, e.offset), (r, e.kind));
+            index.insert((e.id, idx.pack, e.offset), (e.chunk_ref(idx.pack), e.kind));
         }
         per_pack.insert(idx.pack, idx.entries);
     }
@@ -152,7 +145,7 @@ pub fn check_with_progress(
                         id.key()
                     ));
                 }
-                forwards.insert(id, f.moved.iter().map(|m| (m.id, *m)).collect());
+                forwards.insert(id, f.moved.iter().map(|m| (m.id, m.clone())).collect());
             }
             Err(e) => report.errors.push(e.to_string()),
         }
@@ -217,7 +210,7 @@ pub fn check_with_progress(
                 }
             };
             for b in &m.backups {
-                let mut stack = vec![b.root];
+                let mut stack = vec![b.root.clone()];
                 while let Some(r) = stack.pop() {
                     if !seen_trees.insert(r.id) {
                         continue;
@@ -240,8 +233,8 @@ pub fn check_with_progress(
                                 check_ref(&refs, c, ChunkKind::Data, &ctx, &mut report);
                             }
                         }
-                        if let Some(s) = n.subtree {
-                            stack.push(s);
+                        if let Some(s) = &n.subtree {
+                            stack.push(s.clone());
                         }
                     }
                 }
@@ -315,12 +308,12 @@ impl Refs<'_> {
     /// The indexed copy a reference leads to: its own location, else through forwards
     /// (at most [`MAX_HOPS`]), as readers follow them.
     fn locate(&self, r: &ChunkRef) -> Option<&(ChunkRef, ChunkKind)> {
-        let mut at = *r;
+        let mut at = r;
         for _ in 0..=MAX_HOPS {
             if let Some(found) = self.index.get(&(at.id, at.pack, at.offset)) {
                 return Some(found);
             }
-            at = *self.forwards.get(&at.pack)?.get(&at.id)?;
+            at = self.forwards.get(&at.pack)?.get(&at.id)?;
         }
         None
     }
@@ -349,6 +342,12 @@ fn check_ref(
             if !same {
                 report.errors.push(format!(
                     "chunk {} (referenced by {ctx}) has other lengths in the index",
+                    r.id
+                ));
+                false
+            } else if loc.frames != r.frames {
+                report.errors.push(format!(
+                    "chunk {} (referenced by {ctx}) has another frame table in the index",
                     r.id
                 ));
                 false
@@ -390,6 +389,7 @@ mod tests {
             offset: 0,
             stored_len: sealed.len() as u32,
             raw_len: plain.len() as u32,
+            frames: None,
         };
         repo.write_pack_index(&PackIndex {
             pack,
@@ -399,6 +399,7 @@ mod tests {
                 offset: 0,
                 stored_len: r.stored_len,
                 raw_len: r.raw_len,
+                frames: None,
             }],
         })
         .unwrap();
@@ -440,7 +441,7 @@ mod tests {
     fn forwards_are_followed_and_one_pointing_nowhere_is_damage() {
         let repo = repo();
         let a = store(&repo, ChunkKind::Data, b"some file data");
-        point(&repo, a);
+        point(&repo, a.clone());
         assert!(check(&repo, true).unwrap().ok());
 
         // Prune moved the chunk: a copy, a forward, and the old pack and index gone.
@@ -452,7 +453,7 @@ mod tests {
         let b = ChunkRef {
             pack: b_pack,
             offset: 10,
-            ..a
+            ..a.clone()
         };
         repo.write_pack_index(&PackIndex {
             pack: b_pack,
@@ -462,12 +463,13 @@ mod tests {
                 offset: 10,
                 stored_len: a.stored_len,
                 raw_len: a.raw_len,
+                frames: None,
             }],
         })
         .unwrap();
         repo.write_forward(&Forward {
             pack: a.pack,
-            moved: vec![b],
+            moved: vec![b.clone()],
         })
         .unwrap();
         // Interrupted before the old pack went: a note, no error.

@@ -323,7 +323,7 @@ impl Copier<'_> {
     /// written before in this copy or the destination holds it.
     fn tree(&self, writer: &PackWriter, r: &ChunkRef, depth: usize) -> Result<ChunkRef> {
         if let Some(d) = self.trees.lock().unwrap().get(&r.id) {
-            return Ok(*d);
+            return Ok(d.clone());
         }
         if depth > MAX_DEPTH {
             // Deeper than any path a file system holds: a tree that names an ancestor.
@@ -344,7 +344,7 @@ impl Copier<'_> {
                         && !done.contains_key(&c.id)
                         && seen.insert(c.id)
                     {
-                        wanted.push(*c);
+                        wanted.push(c.clone());
                     }
                 }
             }
@@ -355,13 +355,13 @@ impl Copier<'_> {
                 let done = self.data.lock().unwrap();
                 for e in &mut n.content {
                     if let Extent::Data(c) = e {
-                        *c = *done.get(&c.id).ok_or_else(|| {
+                        *c = done.get(&c.id).cloned().ok_or_else(|| {
                             RepoError::Internal(format!("chunk {} was not copied", c.id))
                         })?;
                     }
                 }
             }
-            if let Some(sub) = n.subtree {
+            if let Some(sub) = n.subtree.clone() {
                 n.subtree = Some(self.tree(writer, &sub, depth + 1)?);
             }
         }
@@ -378,7 +378,7 @@ impl Copier<'_> {
                 d
             }
         };
-        self.trees.lock().unwrap().insert(r.id, d);
+        self.trees.lock().unwrap().insert(r.id, d.clone());
         Ok(d)
     }
 
@@ -394,7 +394,7 @@ impl Copier<'_> {
             return Ok(());
         }
         self.opts.cancel.check()?;
-        if self.same_ids {
+        if self.same_ids && r.frames.is_none() {
             // The id stays: the sealed payload (compressed or not) is opened and sealed
             // again under the destination's key as it is, with no zstd round trip.
             let stored = self.src.read_sealed(r)?;
@@ -414,8 +414,8 @@ impl Copier<'_> {
                 .bytes_read
                 .fetch_add(payload.len() as u64, Ordering::Relaxed);
             let sealed = self.dst.keys().seal(&payload, &r.id.0);
-            let d = writer.add(r.id, ChunkKind::Data, r.raw_len, &sealed)?;
-            self.known.lock().unwrap().insert(d.id, d);
+            let d = writer.add(r.id, ChunkKind::Data, r.raw_len, &sealed, None)?;
+            self.known.lock().unwrap().insert(d.id, d.clone());
             self.counts.chunks_uploaded.fetch_add(1, Ordering::Relaxed);
             progress.add(1, r.raw_len as u64);
             self.data.lock().unwrap().insert(r.id, d);
@@ -443,14 +443,14 @@ impl Copier<'_> {
     }
 
     fn lookup(&self, id: &ChunkId) -> Option<ChunkRef> {
-        self.known.lock().unwrap().get(id).copied()
+        self.known.lock().unwrap().get(id).cloned()
     }
 
     /// Stores a chunk in the destination (the writer dedups within this point).
     fn store(&self, writer: &PackWriter, kind: ChunkKind, data: &[u8]) -> Result<ChunkRef> {
         let level = self.dst.config().zstd_level;
         let d = with_compressor(level, |c| writer.store_chunk(kind, data, c))?;
-        self.known.lock().unwrap().insert(d.id, d);
+        self.known.lock().unwrap().insert(d.id, d.clone());
         Ok(d)
     }
 }

@@ -7,8 +7,9 @@
 //! wrong password fails authentication, never yields garbage keys. Argon2id parameters
 //! read from storage are checked against [`check_kdf`]'s bounds before use, so a damaged
 //! object is an error, never a panic or a runaway allocation. Every sealed blob is `nonce (24) || ciphertext || tag (16)`, with
-//! associated data that binds it to its place (the chunk id for chunks, the object key for
-//! metadata objects), so a blob moved or swapped fails to open.
+//! associated data that binds it to its place (the chunk id for chunks, chunk id, frame
+//! index and frame count for the frames of a framed chunk, the object key for metadata
+//! objects), so a blob moved or swapped fails to open.
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
@@ -122,6 +123,17 @@ impl Keys {
         plain.zeroize();
         keys
     }
+}
+
+/// Associated data of frame `k` of a chunk sealed as `count` frames (format 5): `chunk
+/// id || k || count` (u32 little-endian). A frame moved to another chunk, to another
+/// place in its chunk, or into a chunk cut to fewer frames fails to open.
+pub fn frame_aad(id: &ChunkId, k: u32, count: u32) -> [u8; 40] {
+    let mut aad = [0u8; 40];
+    aad[..32].copy_from_slice(&id.0);
+    aad[32..36].copy_from_slice(&k.to_le_bytes());
+    aad[36..].copy_from_slice(&count.to_le_bytes());
+    aad
 }
 
 /// Associated data of every sealed copy of the master keys.

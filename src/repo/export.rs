@@ -459,7 +459,7 @@ impl Held {
 
     /// Whether `r` leads to an indexed copy: where it says, or through forwards.
     fn resolves(&self, repo: &Repository, r: &ChunkRef) -> Result<bool> {
-        let mut at = *r;
+        let mut at = r.clone();
         let mut seen = vec![at.pack];
         for _ in 0..=MAX_HOPS {
             if self.has_copy(&at) {
@@ -488,7 +488,7 @@ pub fn verify(repo: &Repository, m: &Manifest) -> Result<Found> {
     let mut stack: Vec<ChunkRef> = Vec::new();
     for b in &m.backups {
         if visited.insert(b.root.id) {
-            stack.push(b.root);
+            stack.push(b.root.clone());
         }
     }
     while !stack.is_empty() {
@@ -525,16 +525,16 @@ pub fn verify(repo: &Repository, m: &Manifest) -> Result<Found> {
                         found.chunks += 1;
                         if !held.resolves(repo, c)? {
                             found.missing.push(Missing {
-                                chunk: *c,
+                                chunk: c.clone(),
                                 kind: ChunkKind::Data,
                             });
                         }
                     }
                 }
-                if let Some(sub) = n.subtree
+                if let Some(sub) = &n.subtree
                     && visited.insert(sub.id)
                 {
-                    stack.push(sub);
+                    stack.push(sub.clone());
                 }
             }
         }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// First bytes of the `config` object.
 pub const MAGIC: &[u8; 8] = b"VAULTFS\x01";
 /// The repository format version this build writes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// The oldest format version this build reads (and upgrades with `vaultfs upgrade`).
 pub const OLDEST_FORMAT: u32 = 1;
 /// Version byte in front of the plaintext of encrypted metadata objects whose layout
@@ -98,21 +98,222 @@ pub enum ChunkKind {
 }
 
 /// Where a chunk is stored and how large it is. Trees and manifests carry full
-/// locations, so reading a backup needs no index at all: one ranged read per chunk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// locations, so reading a backup needs no index at all: one ranged read per chunk, or
+/// (format 5) per run of frames of a chunk sealed as [`Frames`].
+///
+/// Encoded as its five fields in order (the layout of formats 1 to 4); a chunk sealed as
+/// frames sets bit 31 of `raw_len` (a length no chunk can have, see [`FRAMED`]) and
+/// appends its frame table: `frame size (u32) || [stored length of each frame (u32)]`.
+/// So every older location decodes as it always did, and a location of either kind
+/// decodes wherever one is found (trees, manifests, forwards).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkRef {
     pub id: ChunkId,
     pub pack: PackId,
     /// Byte offset of the stored (encrypted) chunk in the pack.
     pub offset: u32,
-    /// Stored length: nonce + ciphertext + tag.
+    /// Stored length: nonce + ciphertext + tag (of every frame, for a framed chunk).
     pub stored_len: u32,
     /// Plaintext length after decompression.
     pub raw_len: u32,
+    /// The frame table of a chunk sealed as frames (format 5); `None` for a chunk
+    /// sealed whole.
+    pub frames: Option<std::sync::Arc<Frames>>,
+}
+
+/// The marker bit of an encoded `raw_len` that says a frame table follows. Chunks are at
+/// most 1 GiB (`repo::pack::MAX_CHUNK_LEN`), so no older location has it set.
+pub const FRAMED: u32 = 1 << 31;
+/// The most frames a chunk may have (a frame table read from storage with more is
+/// refused before anything is allocated for it).
+pub const MAX_FRAMES: usize = 4096;
+/// The smallest raw frame size a reader accepts.
+pub const MIN_FRAME_SIZE: u32 = 4096;
+/// The largest raw frame size a reader accepts.
+pub const MAX_FRAME_SIZE: u32 = 16 << 20;
+
+/// The frame table of a chunk sealed as frames (format 5): its plaintext cut into raw
+/// frames of `size` bytes (the last one shorter), each compressed and sealed on its own
+/// (aad: chunk id, frame index, frame count), stored back to back; `lens[k]` is the
+/// stored length of frame `k`. A reader computes the byte range of any frame from this
+/// alone. Shared behind an `Arc` by locations (they are copied often; tables never
+/// change), which so grow by one pointer only.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Frames {
+    pub size: u32,
+    pub lens: Box<[u32]>,
+}
+
+impl Frames {
+    pub fn count(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// The frames that hold raw bytes `a..b` of the chunk (`a < b`): `first..=last`.
+    pub fn covering(&self, a: u64, b: u64) -> (usize, usize) {
+        let last = self.count().saturating_sub(1);
+        let f = |x: u64| ((x / self.size as u64) as usize).min(last);
+        (f(a), f(b.saturating_sub(1).max(a)))
+    }
+
+    /// Where frames `first..=last` are, relative to the chunk's stored offset: (start,
+    /// length) in stored bytes.
+    pub fn span(&self, first: usize, last: usize) -> (u64, u64) {
+        let start: u64 = self.lens[..first].iter().map(|&l| l as u64).sum();
+        let len: u64 = self.lens[first..=last].iter().map(|&l| l as u64).sum();
+        (start, len)
+    }
+
+    /// The raw bytes frame `k` of a chunk of `raw_len` bytes holds.
+    pub fn raw_range(&self, raw_len: u32, k: usize) -> std::ops::Range<usize> {
+        let start = (k as u64 * self.size as u64).min(raw_len as u64) as usize;
+        let end = ((k as u64 + 1) * self.size as u64).min(raw_len as u64) as usize;
+        start..end
+    }
+
+    /// Whether this table can describe a chunk of `raw_len` bytes stored in `stored_len`
+    /// bytes: a frame size in bounds, one frame per `size` bytes (at least two, at most
+    /// [`MAX_FRAMES`]), each frame at least a sealed empty payload long, and the lengths
+    /// adding up to `stored_len`.
+    pub fn check(&self, stored_len: u32, raw_len: u32) -> Result<(), String> {
+        if !(MIN_FRAME_SIZE..=MAX_FRAME_SIZE).contains(&self.size) {
+            return Err(format!(
+                "a frame size of {} bytes, outside {MIN_FRAME_SIZE}..={MAX_FRAME_SIZE}",
+                self.size
+            ));
+        }
+        let want = (raw_len as u64).div_ceil(self.size as u64);
+        if self.count() as u64 != want || !(2..=MAX_FRAMES).contains(&self.count()) {
+            return Err(format!(
+                "{} frames for {raw_len} bytes in frames of {} (expected {want}, 2 to {MAX_FRAMES})",
+                self.count(),
+                self.size
+            ));
+        }
+        let min = (super::crypto::OVERHEAD + 1) as u32;
+        if self.lens.iter().any(|&l| l < min) {
+            return Err("a frame shorter than a sealed frame can be".into());
+        }
+        let sum: u64 = self.lens.iter().map(|&l| l as u64).sum();
+        if sum != stored_len as u64 {
+            return Err(format!(
+                "frames of {sum} stored bytes in all, expected {stored_len}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ChunkRef {
+    /// The index entry that describes this chunk in its pack.
+    pub fn index_entry(&self, kind: ChunkKind) -> IndexEntry {
+        IndexEntry {
+            id: self.id,
+            kind,
+            offset: self.offset,
+            stored_len: self.stored_len,
+            raw_len: self.raw_len,
+            frames: self.frames.clone(),
+        }
+    }
+}
+
+/// Writes `raw_len` (with [`FRAMED`] and the table after it when there is one) as the
+/// last elements of an encoded location.
+fn serialize_tail<T: serde::ser::SerializeTuple>(
+    t: &mut T,
+    raw_len: u32,
+    frames: &Option<std::sync::Arc<Frames>>,
+) -> Result<(), T::Error> {
+    match frames {
+        None => t.serialize_element(&raw_len),
+        Some(f) => {
+            t.serialize_element(&(raw_len | FRAMED))?;
+            t.serialize_element(&f.size)?;
+            t.serialize_element(&*f.lens)
+        }
+    }
+}
+
+/// Reads what [`serialize_tail`] wrote: `raw_len` and the frame table, checked against
+/// `stored_len` (a table that cannot be is a decoding error, never a panic later).
+fn deserialize_tail<'de, A: serde::de::SeqAccess<'de>>(
+    seq: &mut A,
+    stored_len: u32,
+) -> Result<(u32, Option<std::sync::Arc<Frames>>), A::Error> {
+    use serde::de::Error;
+    let missing = || A::Error::custom("a chunk location cut short");
+    let raw: u32 = seq.next_element()?.ok_or_else(missing)?;
+    if raw & FRAMED == 0 {
+        return Ok((raw, None));
+    }
+    let raw_len = raw & !FRAMED;
+    let size: u32 = seq.next_element()?.ok_or_else(missing)?;
+    let lens: Vec<u32> = seq.next_element()?.ok_or_else(missing)?;
+    if lens.len() > MAX_FRAMES {
+        return Err(A::Error::custom("a frame table of too many frames"));
+    }
+    let frames = Frames {
+        size,
+        lens: lens.into(),
+    };
+    frames
+        .check(stored_len, raw_len)
+        .map_err(|e| A::Error::custom(format!("a bad frame table: {e}")))?;
+    Ok((raw_len, Some(std::sync::Arc::new(frames))))
+}
+
+/// The most elements an encoded location has (see [`ChunkRef`]).
+const LOCATION_FIELDS: usize = 8;
+
+impl Serialize for ChunkRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(LOCATION_FIELDS)?;
+        t.serialize_element(&self.id)?;
+        t.serialize_element(&self.pack)?;
+        t.serialize_element(&self.offset)?;
+        t.serialize_element(&self.stored_len)?;
+        serialize_tail(&mut t, self.raw_len, &self.frames)?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ChunkRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ChunkRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a chunk location")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ChunkRef, A::Error> {
+                let missing =
+                    || <A::Error as serde::de::Error>::custom("a chunk location cut short");
+                let id = seq.next_element()?.ok_or_else(missing)?;
+                let pack = seq.next_element()?.ok_or_else(missing)?;
+                let offset = seq.next_element()?.ok_or_else(missing)?;
+                let stored_len = seq.next_element()?.ok_or_else(missing)?;
+                let (raw_len, frames) = deserialize_tail(&mut seq, stored_len)?;
+                Ok(ChunkRef {
+                    id,
+                    pack,
+                    offset,
+                    stored_len,
+                    raw_len,
+                    frames,
+                })
+            }
+        }
+        d.deserialize_tuple(LOCATION_FIELDS, V)
+    }
 }
 
 /// One piece of a file's content.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Extent {
     /// A stored chunk.
     Data(ChunkRef),
@@ -687,14 +888,76 @@ impl Record for ScheduleState {
     type V2 = ScheduleState;
 }
 
-/// One entry of an index object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One entry of an index object. Encoded as its fields in order, the frame table as
+/// in a [`ChunkRef`] (after `raw_len`, marked by [`FRAMED`]): the index of formats 1 to
+/// 4 decodes as it always did.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexEntry {
     pub id: ChunkId,
     pub kind: ChunkKind,
     pub offset: u32,
     pub stored_len: u32,
     pub raw_len: u32,
+    pub frames: Option<std::sync::Arc<Frames>>,
+}
+
+impl IndexEntry {
+    /// The location of this entry's chunk in `pack`.
+    pub fn chunk_ref(&self, pack: PackId) -> ChunkRef {
+        ChunkRef {
+            id: self.id,
+            pack,
+            offset: self.offset,
+            stored_len: self.stored_len,
+            raw_len: self.raw_len,
+            frames: self.frames.clone(),
+        }
+    }
+}
+
+impl Serialize for IndexEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(LOCATION_FIELDS)?;
+        t.serialize_element(&self.id)?;
+        t.serialize_element(&self.kind)?;
+        t.serialize_element(&self.offset)?;
+        t.serialize_element(&self.stored_len)?;
+        serialize_tail(&mut t, self.raw_len, &self.frames)?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for IndexEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = IndexEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an index entry")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<IndexEntry, A::Error> {
+                let missing = || <A::Error as serde::de::Error>::custom("an index entry cut short");
+                let id = seq.next_element()?.ok_or_else(missing)?;
+                let kind = seq.next_element()?.ok_or_else(missing)?;
+                let offset = seq.next_element()?.ok_or_else(missing)?;
+                let stored_len = seq.next_element()?.ok_or_else(missing)?;
+                let (raw_len, frames) = deserialize_tail(&mut seq, stored_len)?;
+                Ok(IndexEntry {
+                    id,
+                    kind,
+                    offset,
+                    stored_len,
+                    raw_len,
+                    frames,
+                })
+            }
+        }
+        d.deserialize_tuple(LOCATION_FIELDS, V)
+    }
 }
 
 /// An index object: the chunks of one pack. Key `index/<pack id>`.
@@ -841,7 +1104,7 @@ pub fn decode_config(data: &[u8]) -> Result<ConfigFile, ConfigError> {
     let version = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
     let (body, mac) = match version {
         1 => (&data[12..], None),
-        2..=4 => {
+        2..=FORMAT_VERSION => {
             let Some(signed) = data.len().checked_sub(CONFIG_MAC_LEN).filter(|&n| n >= 12) else {
                 return Err(ConfigError::Tampered);
             };

@@ -380,7 +380,10 @@ impl History<'_> {
                     if meta_differs(o, n) {
                         out(entry(Change::Meta, path.clone(), Some(o), Some(n)));
                     }
-                    let (sa, sb) = (o.subtree.map(|s| s.id), n.subtree.map(|s| s.id));
+                    let (sa, sb) = (
+                        o.subtree.as_ref().map(|s| s.id),
+                        n.subtree.as_ref().map(|s| s.id),
+                    );
                     if sa == sb {
                         return Ok(());
                     }
@@ -552,8 +555,8 @@ impl<'h, 'r> Search<'h, 'r> {
         if self.query.matches(n) {
             out.push((path.clone(), slim(n)));
         }
-        if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
-            for (rel, hit) in self.subtree(&sub)?.iter() {
+        if let (NodeKind::Dir, Some(sub)) = (n.kind, &n.subtree) {
+            for (rel, hit) in self.subtree(sub)?.iter() {
                 out.push((join(&path, rel), hit.clone()));
             }
         }
@@ -617,6 +620,7 @@ mod tests {
             offset: 0,
             stored_len: 0,
             raw_len: 1,
+            frames: None,
         })];
         n.size = 1;
         n

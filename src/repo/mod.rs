@@ -434,6 +434,16 @@ impl Repository {
         data: &[u8],
         compressor: &mut zstd::bulk::Compressor<'_>,
     ) -> Vec<u8> {
+        self.seal_payload(&id.0, data, compressor)
+    }
+
+    /// `seal(flag || payload, aad)`: the payload compressed when that helps.
+    fn seal_payload(
+        &self,
+        aad: &[u8],
+        data: &[u8],
+        compressor: &mut zstd::bulk::Compressor<'_>,
+    ) -> Vec<u8> {
         const HEAD: usize = crypto::NONCE_LEN + 1;
         let bound = zstd::zstd_safe::compress_bound(data.len());
         let mut out = Vec::with_capacity(HEAD + bound.max(data.len()) + crypto::TAG_LEN);
@@ -449,18 +459,107 @@ impl Repository {
                 out.extend_from_slice(data);
             }
         }
-        self.keys.seal_in_place(&mut out, &id.0);
+        self.keys.seal_in_place(&mut out, aad);
         out
     }
 
-    /// Opens, decompresses and verifies a sealed chunk.
+    /// Seals a chunk as frames of `frame_size` raw bytes (format 5): each compressed
+    /// (when that helps) and sealed on its own under [`crypto::frame_aad`], stored back to
+    /// back. Returns the stored bytes and the frame table. `data` must be longer than one
+    /// frame and `frame_size` within the bounds readers accept.
+    pub fn seal_frames(
+        &self,
+        id: &ChunkId,
+        data: &[u8],
+        frame_size: u32,
+        compressor: &mut zstd::bulk::Compressor<'_>,
+    ) -> (Vec<u8>, Frames) {
+        let frames: Vec<&[u8]> = data.chunks(frame_size as usize).collect();
+        let n = frames.len() as u32;
+        let mut out = Vec::with_capacity(data.len() + frames.len() * (crypto::OVERHEAD + 1));
+        let mut lens = Vec::with_capacity(frames.len());
+        for (k, frame) in frames.iter().enumerate() {
+            let sealed = self.seal_payload(&crypto::frame_aad(id, k as u32, n), frame, compressor);
+            lens.push(sealed.len() as u32);
+            out.extend_from_slice(&sealed);
+        }
+        let table = Frames {
+            size: frame_size,
+            lens: lens.into(),
+        };
+        (out, table)
+    }
+
+    /// Opens, decompresses and verifies a sealed chunk: every frame of a framed one.
     pub fn open_chunk(&self, r: &ChunkRef, stored: &[u8]) -> Result<Vec<u8>> {
+        let Some(f) = &r.frames else {
+            let name = || format!("chunk {} in pack {}", r.id, r.pack.to_hex());
+            let payload = self
+                .keys
+                .open(stored, &r.id.0)
+                .map_err(|_| RepoError::damaged(name(), "authentication failed"))?;
+            return pack::decode_payload(&payload, r.raw_len)
+                .map_err(|e| RepoError::damaged(name(), e));
+        };
+        let last = f.count().saturating_sub(1);
+        let mut out = Vec::with_capacity(r.raw_len.min(pack::MAX_CHUNK_LEN) as usize);
+        for frame in self.open_frames(r, 0, last, stored)? {
+            out.extend_from_slice(&frame);
+        }
+        Ok(out)
+    }
+
+    /// Opens frames `first..=last` of a framed chunk from `stored`, their stored bytes
+    /// back to back (as one ranged read of [`Frames::span`] returns them). Each frame
+    /// must authenticate as frame `k` of `count` of this chunk and decode to its raw
+    /// length: a frame moved to another chunk or place, cut short or changed is an error
+    /// naming the chunk and the frame.
+    pub fn open_frames(
+        &self,
+        r: &ChunkRef,
+        first: usize,
+        last: usize,
+        stored: &[u8],
+    ) -> Result<Vec<Vec<u8>>> {
         let name = || format!("chunk {} in pack {}", r.id, r.pack.to_hex());
-        let payload = self
-            .keys
-            .open(stored, &r.id.0)
-            .map_err(|_| RepoError::damaged(name(), "authentication failed"))?;
-        pack::decode_payload(&payload, r.raw_len).map_err(|e| RepoError::damaged(name(), e))
+        let Some(f) = &r.frames else {
+            return Err(RepoError::damaged(name(), "not a framed chunk"));
+        };
+        if first > last || last >= f.count() {
+            return Err(RepoError::Internal(format!(
+                "frames {first}..={last} of a chunk of {} frames",
+                f.count()
+            )));
+        }
+        let (_, want) = f.span(first, last);
+        if stored.len() as u64 != want {
+            return Err(RepoError::damaged(
+                name(),
+                format!(
+                    "frames {first}..={last} are {} stored bytes, expected {want}",
+                    stored.len()
+                ),
+            ));
+        }
+        let n = f.count() as u32;
+        let mut at = 0usize;
+        let mut out = Vec::with_capacity(last - first + 1);
+        for k in first..=last {
+            let len = f.lens[k] as usize;
+            let blob = &stored[at..at + len];
+            at += len;
+            let payload = self
+                .keys
+                .open(blob, &crypto::frame_aad(&r.id, k as u32, n))
+                .map_err(|_| {
+                    RepoError::damaged(name(), format!("frame {k} failed authentication"))
+                })?;
+            let raw = f.raw_range(r.raw_len, k);
+            let frame = pack::decode_payload(&payload, raw.len() as u32)
+                .map_err(|e| RepoError::damaged(name(), format!("frame {k}: {e}")))?;
+            out.push(frame);
+        }
+        Ok(out)
     }
 
     /// Fetches one chunk with one ranged read and returns its plaintext.
@@ -742,16 +841,7 @@ impl Repository {
             match self.load_pack_index(&o.key) {
                 Ok(idx) => {
                     for e in idx.entries {
-                        map.insert(
-                            e.id,
-                            ChunkRef {
-                                id: e.id,
-                                pack: idx.pack,
-                                offset: e.offset,
-                                stored_len: e.stored_len,
-                                raw_len: e.raw_len,
-                            },
-                        );
+                        map.insert(e.id, e.chunk_ref(idx.pack));
                     }
                 }
                 Err(e) => damaged.push(e),

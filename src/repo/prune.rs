@@ -163,7 +163,7 @@ pub(crate) fn walk_trees(
     for r in roots {
         on_ref(r, ChunkKind::Tree);
         if visited.insert(r.id) {
-            stack.push(*r);
+            stack.push(r.clone());
         }
     }
     while !stack.is_empty() {
@@ -176,10 +176,10 @@ pub(crate) fn walk_trees(
                         on_ref(c, ChunkKind::Data);
                     }
                 }
-                if let Some(sub) = n.subtree {
-                    on_ref(&sub, ChunkKind::Tree);
+                if let Some(sub) = &n.subtree {
+                    on_ref(sub, ChunkKind::Tree);
                     if visited.insert(sub.id) {
-                        stack.push(sub);
+                        stack.push(sub.clone());
                     }
                 }
             }
@@ -195,7 +195,7 @@ pub(crate) fn walk_manifest(
     visited: &mut HashSet<ChunkId>,
     on_ref: &mut dyn FnMut(&ChunkRef, ChunkKind),
 ) -> Result<()> {
-    let roots: Vec<ChunkRef> = m.backups.iter().map(|b| b.root).collect();
+    let roots: Vec<ChunkRef> = m.backups.iter().map(|b| b.root.clone()).collect();
     walk_trees(repo, &roots, visited, on_ref)
 }
 
@@ -248,7 +248,11 @@ impl View {
                     idx.pack.to_hex()
                 )));
             }
-            let entries = idx.entries.iter().map(|e| ((e.id, e.offset), *e)).collect();
+            let entries = idx
+                .entries
+                .iter()
+                .map(|e| ((e.id, e.offset), e.clone()))
+                .collect();
             indexes.insert(idx.pack, entries);
         }
         let mut forwards = HashMap::new();
@@ -261,7 +265,7 @@ impl View {
                     "prune stopped before changing anything: {e}; run `vaultfs check`"
                 ))
             })?;
-            forwards.insert(id, f.moved.iter().map(|m| (m.id, *m)).collect());
+            forwards.insert(id, f.moved.iter().map(|m| (m.id, m.clone())).collect());
         }
         Ok(View {
             packs,
@@ -296,7 +300,7 @@ impl View {
                 return Some(c);
             }
         }
-        self.has_copy(r).then_some(*r)
+        self.has_copy(r).then(|| r.clone())
     }
 }
 
@@ -334,13 +338,13 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
     report.points = manifests.len();
     let roots: Vec<ChunkRef> = manifests
         .iter()
-        .flat_map(|m| m.backups.iter().map(|b| b.root))
+        .flat_map(|m| m.backups.iter().map(|b| b.root.clone()))
         .collect();
     drop(manifests);
     let mut refs: HashMap<(PackId, u32), ChunkRef> = HashMap::new();
     let mut visited = HashSet::new();
     walk_trees(repo, &roots, &mut visited, &mut |r, _| {
-        refs.entry((r.pack, r.offset)).or_insert(*r);
+        refs.entry((r.pack, r.offset)).or_insert_with(|| r.clone());
     })
     .map_err(stopped)?;
     drop(visited);
@@ -353,9 +357,9 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
         match view.resolve(r) {
             Some(c) => {
                 live.insert((c.pack, c.offset));
-                resolved.push((*r, c));
+                resolved.push((r.clone(), c));
             }
-            None => missing.push(*r),
+            None => missing.push(r.clone()),
         }
     }
     if let Some(r) = missing.first() {
@@ -470,7 +474,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
                 for e in &entries[i..j] {
                     let a = (e.offset as u64 - start) as usize;
                     let sealed = &span[a..a + e.stored_len as usize];
-                    let to = writer.add(e.id, e.kind, e.raw_len, sealed)?;
+                    let to = writer.add(e.id, e.kind, e.raw_len, sealed, e.frames.clone())?;
                     moved.insert((*pack, e.offset), to);
                     report.chunks_moved += 1;
                     report.bytes_moved += e.stored_len as u64;
@@ -489,7 +493,10 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
         if stays(r) {
             continue;
         }
-        let fin = moved.get(&(c.pack, c.offset)).copied().unwrap_or(*c);
+        let fin = moved
+            .get(&(c.pack, c.offset))
+            .cloned()
+            .unwrap_or_else(|| c.clone());
         needed.entry(r.pack).or_default().insert(r.id, fin);
     }
     for (pack, entries) in &needed {
@@ -501,7 +508,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
         }
         repo.write_forward(&Forward {
             pack: *pack,
-            moved: entries.values().copied().collect(),
+            moved: entries.values().cloned().collect(),
         })?;
         crate::failpoint!("prune.forward_written");
         report.forwards_written += 1;
@@ -579,9 +586,10 @@ impl<'a> Repacker<'a> {
         kind: ChunkKind,
         raw_len: u32,
         sealed: &[u8],
+        frames: Option<Arc<Frames>>,
     ) -> Result<ChunkRef> {
         if let Some(r) = self.done.get(&id) {
-            return Ok(*r);
+            return Ok(r.clone());
         }
         let r = ChunkRef {
             id,
@@ -589,16 +597,11 @@ impl<'a> Repacker<'a> {
             offset: self.data.len() as u32,
             stored_len: sealed.len() as u32,
             raw_len,
+            frames,
         };
         self.data.extend_from_slice(sealed);
-        self.entries.push(IndexEntry {
-            id,
-            kind,
-            offset: r.offset,
-            stored_len: r.stored_len,
-            raw_len,
-        });
-        self.done.insert(id, r);
+        self.entries.push(r.index_entry(kind));
+        self.done.insert(id, r.clone());
         if self.data.len() >= self.repo.config().pack_size as usize {
             self.flush()?;
         }

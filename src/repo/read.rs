@@ -57,13 +57,36 @@ impl Repository {
     /// removed by prune, from where its forward object says the chunk went. The sealed
     /// bytes are the same wherever the chunk lives (they are bound to the chunk id only).
     pub fn read_sealed(&self, r: &ChunkRef) -> Result<Vec<u8>> {
-        let _span = tracing::debug_span!("chunk", id = %r.id, pack = %r.pack.to_hex()).entered();
-        match self.get_sealed(r) {
+        self.read_stored(r, 0, r.stored_len as u64)
+    }
+
+    /// The stored bytes of frames `first..=last` of a framed chunk (format 5), with one
+    /// ranged read, wherever the chunk lives (as [`Repository::read_sealed`]).
+    pub fn read_frames(&self, r: &ChunkRef, first: usize, last: usize) -> Result<Vec<u8>> {
+        let Some(f) = &r.frames else {
+            return Err(RepoError::Internal(format!("chunk {} is not framed", r.id)));
+        };
+        if first > last || last >= f.count() {
+            return Err(RepoError::Internal(format!(
+                "frames {first}..={last} of chunk {} of {} frames",
+                r.id,
+                f.count()
+            )));
+        }
+        let (start, len) = f.span(first, last);
+        self.read_stored(r, start, len)
+    }
+
+    /// `len` stored bytes from `start` on of chunk `r`, following forwards.
+    fn read_stored(&self, r: &ChunkRef, start: u64, len: u64) -> Result<Vec<u8>> {
+        let _span = tracing::debug_span!("chunk", id = %r.id, pack = %r.pack.to_hex(), start, len)
+            .entered();
+        match self.get_stored(r, start, len) {
             Err(BackendError::NotFound { .. }) => {}
             res => return res.map_err(|e| read_error(chunk_name(r), e)),
         }
-        match self.read_forwarded(r, true) {
-            Err(first) => match self.read_forwarded(r, false) {
+        match self.read_forwarded(r, start, len, true) {
+            Err(first) => match self.read_forwarded(r, start, len, false) {
                 Ok(buf) => Ok(buf),
                 Err(_) => Err(first),
             },
@@ -71,14 +94,19 @@ impl Repository {
         }
     }
 
-    fn get_sealed(&self, r: &ChunkRef) -> std::result::Result<Vec<u8>, BackendError> {
+    fn get_stored(
+        &self,
+        r: &ChunkRef,
+        start: u64,
+        len: u64,
+    ) -> std::result::Result<Vec<u8>, BackendError> {
         self.store()
-            .get_range(&r.pack.key(), r.offset as u64, r.stored_len as u64)
+            .get_range(&r.pack.key(), r.offset as u64 + start, len)
     }
 
     /// Follows the forwards of `r`'s (gone) pack to a copy that can be read.
-    fn read_forwarded(&self, r: &ChunkRef, cached: bool) -> Result<Vec<u8>> {
-        let mut at = *r;
+    fn read_forwarded(&self, r: &ChunkRef, start: u64, len: u64, cached: bool) -> Result<Vec<u8>> {
+        let mut at = r.clone();
         let mut seen = vec![at.pack];
         for _ in 0..MAX_HOPS {
             let Some(next) = self.forwarded(&at, cached)? else {
@@ -98,7 +126,7 @@ impl Repository {
             }
             seen.push(next.pack);
             at = next;
-            match self.get_sealed(&at) {
+            match self.get_stored(&at, start, len) {
                 Ok(buf) => return Ok(buf),
                 Err(BackendError::NotFound { .. }) => continue,
                 Err(e) => return Err(read_error(chunk_name(&at), e)),
@@ -114,7 +142,7 @@ impl Repository {
     /// forward object or it does not name the chunk.
     pub fn forwarded(&self, r: &ChunkRef, cached: bool) -> Result<Option<ChunkRef>> {
         if cached && let Some(f) = self.forwards.map.lock().unwrap().get(&r.pack).cloned() {
-            return Ok(f.get(&r.id).copied());
+            return Ok(f.get(&r.id).cloned());
         }
         let f = match self.load_forward(&r.pack) {
             Ok(f) => f,
@@ -122,8 +150,8 @@ impl Repository {
             Err(e) => return Err(e),
         };
         let map: Arc<HashMap<ChunkId, ChunkRef>> =
-            Arc::new(f.moved.iter().map(|m| (m.id, *m)).collect());
-        let found = map.get(&r.id).copied();
+            Arc::new(f.moved.iter().map(|m| (m.id, m.clone())).collect());
+        let found = map.get(&r.id).cloned();
         let mut cache = self.forwards.map.lock().unwrap();
         if cache.len() >= CACHED_FORWARDS {
             cache.clear();
@@ -187,6 +215,7 @@ mod tests {
             offset: offset as u32,
             stored_len: sealed.len() as u32,
             raw_len: 5,
+            frames: None,
         };
         repo.write_pack_index(&PackIndex {
             pack,
@@ -196,6 +225,7 @@ mod tests {
                 offset: r.offset,
                 stored_len: r.stored_len,
                 raw_len: 5,
+                frames: None,
             }],
         })
         .unwrap();
@@ -206,7 +236,7 @@ mod tests {
     fn forward(repo: &Repository, from: &ChunkRef, to: &ChunkRef) {
         repo.write_forward(&Forward {
             pack: from.pack,
-            moved: vec![*to],
+            moved: vec![to.clone()],
         })
         .unwrap();
         repo.store().delete(&from.pack.index_key()).unwrap();
@@ -238,7 +268,7 @@ mod tests {
         let d = put_pack(&repo, id, &sealed, 9);
         repo.write_forward(&Forward {
             pack: a.pack,
-            moved: vec![d],
+            moved: vec![d.clone()],
         })
         .unwrap();
         repo.store().delete(&b.pack.forward_key()).unwrap();
@@ -267,6 +297,7 @@ mod tests {
             offset: 0,
             stored_len: 40,
             raw_len: 1,
+            frames: None,
         };
         repo.write_forward(&Forward {
             pack: p,

@@ -247,7 +247,7 @@ fn is_zero(data: &[u8]) -> bool {
 
 /// Appends an extent, merging adjacent holes.
 pub(crate) fn push_extent(out: &mut Vec<Extent>, e: Extent) {
-    if let (Extent::Hole(n), Some(Extent::Hole(prev))) = (e, out.last_mut()) {
+    if let (Extent::Hole(n), Some(Extent::Hole(prev))) = (&e, out.last_mut()) {
         *prev += n;
         return;
     }

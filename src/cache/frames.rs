@@ -3,9 +3,11 @@
 //! run of adjacent frames, instead of the whole chunk.
 //!
 //! [`ChunkCache::get_range`] decides: a chunk sealed whole, one already in memory, being
-//! loaded or queued for a prefetcher, one the disk tier holds, and a range that covers
-//! more than half of a chunk's frames are all served by the whole chunk
-//! ([`ChunkCache::get`]). Otherwise the frames are loaded and kept in the memory tier,
+//! loaded or queued for a prefetcher, one the disk tier holds, a range that covers more
+//! than half of a chunk's frames, and a range that starts at the chunk's start (where a
+//! sequential reader enters every chunk) are all served by the whole chunk
+//! ([`ChunkCache::get`]): a sequential read fetches whole chunks even where the
+//! readahead's hints were dropped. Otherwise the frames are loaded and kept in the memory tier,
 //! each under its own key ([`frame_key`]), within the same byte budget as chunks; they
 //! go through the same single flight (one load per frame at a time) and the same
 //! failure memory (by chunk id) as chunks do. The disk tier keeps whole sealed chunks
@@ -52,8 +54,11 @@ impl ChunkCache {
         };
         let (first, last) = f.covering(a, b);
         let most = (last - first + 1) * 2 > f.count();
+        // A sequential reader enters every chunk at its start (a random read does so
+        // once in 128 reads of 4 KiB of a 512 KiB chunk).
+        let sequential = a == 0;
         let on_disk = self.disk.as_ref().is_some_and(|d| d.contains(&r.id));
-        if most || on_disk || self.present_or_loading(&r.id) {
+        if most || sequential || on_disk || self.present_or_loading(&r.id) {
             return self.get(r).map(whole);
         }
         if let Some(e) = self.failures.recent(&r.id) {

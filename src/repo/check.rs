@@ -437,6 +437,60 @@ mod tests {
         repo.commit_manifest(&mut m).unwrap();
     }
 
+    /// `check --read-data` opens every frame of a framed chunk: one flipped bit in any
+    /// frame is damage naming the chunk and the frame; a tree whose frame table differs
+    /// from the index's is reported too.
+    #[test]
+    fn read_data_opens_every_frame() {
+        let repo = repo();
+        let mut c = zstd::bulk::Compressor::new(3).unwrap();
+        let data: Vec<u8> = (0..300_000u32)
+            .map(|i| (i % 253) as u8 ^ (i >> 11) as u8)
+            .collect();
+        let w = super::super::pack::PackWriter::new(repo.clone(), HashMap::new());
+        let r = w.store_chunk(ChunkKind::Data, &data, &mut c).unwrap();
+        w.finish().unwrap();
+        let f = r.frames.clone().expect("framed");
+        assert!(f.count() >= 4);
+        point(&repo, r.clone());
+        assert!(check(&repo, true).unwrap().ok());
+        let key = r.pack.key();
+        let good = repo.store().get(&key).unwrap();
+        for k in [0, f.count() / 2, f.count() - 1] {
+            let (start, len) = f.span(k, k);
+            let mut bad = good.clone();
+            bad[(r.offset as u64 + start + len / 2) as usize] ^= 0x10;
+            repo.store().put(&key, &bad).unwrap();
+            // Without reading data nothing shows; with it, the frame is named.
+            assert!(check(&repo, false).unwrap().ok());
+            let rep = check(&repo, true).unwrap();
+            assert!(
+                rep.errors
+                    .iter()
+                    .any(|e| e.contains(&r.id.to_hex()) && e.contains(&format!("frame {k} "))),
+                "{:?}",
+                rep.errors
+            );
+        }
+        repo.store().put(&key, &good).unwrap();
+        // A reference with another frame table than the index's.
+        let mut other = r.clone();
+        let mut lens = f.lens.to_vec();
+        lens[0] += 1;
+        lens[1] -= 1;
+        other.frames = Some(Arc::new(crate::repo::format::Frames {
+            size: f.size,
+            lens: lens.into(),
+        }));
+        point(&repo, other);
+        let rep = check(&repo, false).unwrap();
+        assert!(
+            rep.errors.iter().any(|e| e.contains("another frame table")),
+            "{:?}",
+            rep.errors
+        );
+    }
+
     #[test]
     fn forwards_are_followed_and_one_pointing_nowhere_is_damage() {
         let repo = repo();

@@ -266,12 +266,45 @@ fn deserialize_tail<'de, A: serde::de::SeqAccess<'de>>(
 /// The most elements an encoded location has (see [`ChunkRef`]).
 const LOCATION_FIELDS: usize = 8;
 
-impl Serialize for ChunkRef {
+/// The encoding a location and an index entry share: `id`, `mid` (the pack, or the
+/// kind), `offset`, `stored_len`, `raw_len` and the frame table after it (see
+/// [`ChunkRef`]). Tuples in postcard are their elements in order, so a location sealed
+/// whole encodes exactly as a derived struct of the five fields did.
+struct Encoded<M> {
+    id: ChunkId,
+    mid: M,
+    offset: u32,
+    stored_len: u32,
+    raw_len: u32,
+    frames: Option<std::sync::Arc<Frames>>,
+}
+
+impl<M> Encoded<M> {
+    fn new(
+        id: ChunkId,
+        mid: M,
+        offset: u32,
+        stored_len: u32,
+        raw_len: u32,
+        frames: &Option<std::sync::Arc<Frames>>,
+    ) -> Self {
+        Encoded {
+            id,
+            mid,
+            offset,
+            stored_len,
+            raw_len,
+            frames: frames.clone(),
+        }
+    }
+}
+
+impl<M: Serialize> Serialize for Encoded<M> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeTuple;
         let mut t = s.serialize_tuple(LOCATION_FIELDS)?;
         t.serialize_element(&self.id)?;
-        t.serialize_element(&self.pack)?;
+        t.serialize_element(&self.mid)?;
         t.serialize_element(&self.offset)?;
         t.serialize_element(&self.stored_len)?;
         serialize_tail(&mut t, self.raw_len, &self.frames)?;
@@ -279,28 +312,28 @@ impl Serialize for ChunkRef {
     }
 }
 
-impl<'de> Deserialize<'de> for ChunkRef {
+impl<'de, M: Deserialize<'de>> Deserialize<'de> for Encoded<M> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = ChunkRef;
+        struct V<M>(std::marker::PhantomData<M>);
+        impl<'de, M: Deserialize<'de>> serde::de::Visitor<'de> for V<M> {
+            type Value = Encoded<M>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a chunk location")
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
-            ) -> Result<ChunkRef, A::Error> {
+            ) -> Result<Encoded<M>, A::Error> {
                 let missing =
                     || <A::Error as serde::de::Error>::custom("a chunk location cut short");
                 let id = seq.next_element()?.ok_or_else(missing)?;
-                let pack = seq.next_element()?.ok_or_else(missing)?;
+                let mid = seq.next_element()?.ok_or_else(missing)?;
                 let offset = seq.next_element()?.ok_or_else(missing)?;
                 let stored_len = seq.next_element()?.ok_or_else(missing)?;
                 let (raw_len, frames) = deserialize_tail(&mut seq, stored_len)?;
-                Ok(ChunkRef {
+                Ok(Encoded {
                     id,
-                    pack,
+                    mid,
                     offset,
                     stored_len,
                     raw_len,
@@ -308,7 +341,42 @@ impl<'de> Deserialize<'de> for ChunkRef {
                 })
             }
         }
-        d.deserialize_tuple(LOCATION_FIELDS, V)
+        d.deserialize_tuple(LOCATION_FIELDS, V(std::marker::PhantomData))
+    }
+}
+
+impl Serialize for ChunkRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (id, offset, stored_len) = (self.id, self.offset, self.stored_len);
+        Encoded::new(
+            id,
+            self.pack,
+            offset,
+            stored_len,
+            self.raw_len,
+            &self.frames,
+        )
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ChunkRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let e = Encoded::<PackId>::deserialize(d)?;
+        Ok(e.mid_as_location())
+    }
+}
+
+impl Encoded<PackId> {
+    fn mid_as_location(self) -> ChunkRef {
+        ChunkRef {
+            id: self.id,
+            pack: self.mid,
+            offset: self.offset,
+            stored_len: self.stored_len,
+            raw_len: self.raw_len,
+            frames: self.frames,
+        }
     }
 }
 
@@ -917,46 +985,30 @@ impl IndexEntry {
 
 impl Serialize for IndexEntry {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeTuple;
-        let mut t = s.serialize_tuple(LOCATION_FIELDS)?;
-        t.serialize_element(&self.id)?;
-        t.serialize_element(&self.kind)?;
-        t.serialize_element(&self.offset)?;
-        t.serialize_element(&self.stored_len)?;
-        serialize_tail(&mut t, self.raw_len, &self.frames)?;
-        t.end()
+        let (id, offset, stored_len) = (self.id, self.offset, self.stored_len);
+        Encoded::new(
+            id,
+            self.kind,
+            offset,
+            stored_len,
+            self.raw_len,
+            &self.frames,
+        )
+        .serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for IndexEntry {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = IndexEntry;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an index entry")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<IndexEntry, A::Error> {
-                let missing = || <A::Error as serde::de::Error>::custom("an index entry cut short");
-                let id = seq.next_element()?.ok_or_else(missing)?;
-                let kind = seq.next_element()?.ok_or_else(missing)?;
-                let offset = seq.next_element()?.ok_or_else(missing)?;
-                let stored_len = seq.next_element()?.ok_or_else(missing)?;
-                let (raw_len, frames) = deserialize_tail(&mut seq, stored_len)?;
-                Ok(IndexEntry {
-                    id,
-                    kind,
-                    offset,
-                    stored_len,
-                    raw_len,
-                    frames,
-                })
-            }
-        }
-        d.deserialize_tuple(LOCATION_FIELDS, V)
+        let e = Encoded::<ChunkKind>::deserialize(d)?;
+        Ok(IndexEntry {
+            id: e.id,
+            kind: e.mid,
+            offset: e.offset,
+            stored_len: e.stored_len,
+            raw_len: e.raw_len,
+            frames: e.frames,
+        })
     }
 }
 

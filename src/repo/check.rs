@@ -467,7 +467,7 @@ mod tests {
             assert!(
                 rep.errors
                     .iter()
-                    .any(|e| e.contains(&r.id.to_hex()) && e.contains(&format!("frame {k} "))),
+                    .any(|e| e.contains(&r.id.to_hex()) && e.contains(&format!("frame {k}: "))),
                 "{:?}",
                 rep.errors
             );

@@ -552,7 +552,7 @@ impl Repository {
                 .keys
                 .open(blob, &crypto::frame_aad(&r.id, k as u32, n))
                 .map_err(|_| {
-                    RepoError::damaged(name(), format!("frame {k} failed authentication"))
+                    RepoError::damaged(name(), format!("frame {k}: authentication failed"))
                 })?;
             let raw = f.raw_range(r.raw_len, k);
             let frame = pack::decode_payload(&payload, raw.len() as u32)

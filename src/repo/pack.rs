@@ -588,7 +588,7 @@ mod tests {
             frame(&sealed, &f, 3),
         ]
         .concat();
-        fails(&moved, 2, 2, &one, "frame 2 failed authentication");
+        fails(&moved, 2, 2, &one, "frame 2: authentication failed");
         let e = repo.open_chunk(&moved, &swapped).unwrap_err().to_string();
         assert!(
             e.contains(&r.id.to_hex()) && e.contains("authentication"),
@@ -603,7 +603,7 @@ mod tests {
             size: f.size,
             lens: l.into(),
         }));
-        fails(&at, 0, 0, &foreign, "frame 0 failed authentication");
+        fails(&at, 0, 0, &foreign, "frame 0: authentication failed");
         // Cut to three frames: the count is in every frame's seal.
         let mut cut = r.clone();
         cut.frames = Some(Arc::new(Frames {
@@ -625,7 +625,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains(&r.id.to_hex()) && e.contains("frame 0 failed"),
+            e.contains(&r.id.to_hex()) && e.contains("frame 0: authentication failed"),
             "{e}"
         );
         // Fewer bytes than the frames' span.
@@ -641,7 +641,7 @@ mod tests {
             let mut b = frame(&sealed, &f, k);
             let mid = b.len() / 2;
             b[mid] ^= 4;
-            fails(&r, k, k, &b, &format!("frame {k} failed authentication"));
+            fails(&r, k, k, &b, &format!("frame {k}: authentication failed"));
         }
         // The whole chunk opened with the wrong id or as an unframed chunk.
         let mut wrong = r.clone();

@@ -626,6 +626,17 @@ fn completions_and_man_pages() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("vaultfs"), "{}", stdout(&out));
+    // A reader that stops early (`| head`) ends the output quietly, without a panic.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; '{}' completions bash | head -c 10 >/dev/null",
+            bin()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     for shell in ["zsh", "fish"] {
         let out = Command::new(bin())
             .args(["completions", shell])

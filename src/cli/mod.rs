@@ -880,7 +880,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "vaultfs", &mut std::io::stdout());
+            // Into memory first: clap_complete panics on a failed write (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "vaultfs", &mut script);
+            output::print_bytes(&script);
             Ok(0)
         }
         Command::Man { dir } => {

@@ -47,13 +47,19 @@ pub fn human(n: u64) -> String {
     bytesize::ByteSize::b(n).display().iec().to_string()
 }
 
-/// Prints a JSON document. A reader that closed the pipe (`| head`) ends the output
-/// quietly instead of panicking on the write.
+/// Prints a JSON document (see [`print_bytes`]).
 pub fn print_json(v: &Value) {
+    let mut text = serde_json::to_string_pretty(v).expect("JSON encodes");
+    text.push('\n');
+    print_bytes(text.as_bytes());
+}
+
+/// Writes `bytes` to stdout. A reader that closed the pipe (`| head`) ends the output
+/// quietly instead of panicking on the write.
+pub fn print_bytes(bytes: &[u8]) {
     use std::io::Write;
-    let text = serde_json::to_string_pretty(v).expect("JSON encodes");
     let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush())
+    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush())
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
         eprintln!("vaultfs: writing to stdout: {e}");

@@ -59,7 +59,7 @@ pub struct Inode {
     pub body: Body,
     /// Lookups the kernel holds (see the module documentation).
     lookups: AtomicU64,
-    /// When it was last handed to the kernel or used, in [`InodeTable::tick`]s: the
+    /// When it was last handed to the kernel (a lookup), in [`InodeTable::tick`]s: the
     /// coldest held entries are the ones the table asks the kernel to drop when it
     /// outgrows its budget ([`InodeTable::coldest`]).
     used: AtomicU32,
@@ -475,9 +475,7 @@ impl InodeTable {
     }
 
     pub fn get(&self, ino: u64) -> Option<Arc<Inode>> {
-        let inode = crate::sync::read(&self.inodes).get(&ino).cloned()?;
-        inode.used.store(self.tick(), Ordering::Relaxed);
-        Some(inode)
+        crate::sync::read(&self.inodes).get(&ino).cloned()
     }
 
     /// The inode, with one more lookup held by the kernel: what a reply that hands the
